@@ -1,0 +1,57 @@
+"""The one exception tree of dcp_impl.
+
+Every error raised on purpose is a :class:`CheckpointError`. Each leaf also
+subclasses the nearest builtin, so ``except FileNotFoundError`` keeps working
+for callers that do not know about this package. Messages name the subject,
+what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "CorruptCheckpointError",
+    "InvalidMetadataError",
+    "LayoutMismatchError",
+    "OverwriteRefusedError",
+    "UnknownDtypeError",
+    "UnsupportedError",
+    "WriteFailedError",
+]
+
+
+class CheckpointError(Exception):
+    """Root of every error dcp_impl raises on purpose."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No committed checkpoint exists at the given location."""
+
+
+class CorruptCheckpointError(CheckpointError, ValueError):
+    """Stored data is truncated, missing or fails its checksum."""
+
+
+class InvalidMetadataError(CheckpointError, ValueError):
+    """Checkpoint metadata is malformed, unsupported, or inconsistent."""
+
+
+class UnknownDtypeError(CheckpointError, ValueError):
+    """A dtype name or torch dtype is not in the dtype table."""
+
+
+class LayoutMismatchError(CheckpointError, ValueError):
+    """The requested shape, dtype or region differs from what is stored."""
+
+
+class UnsupportedError(CheckpointError, TypeError):
+    """The storage format cannot represent this entry (e.g. a dtype safetensors lacks)."""
+
+
+class WriteFailedError(CheckpointError, OSError):
+    """Writing checkpoint data failed; nothing was committed."""
+
+
+class OverwriteRefusedError(CheckpointError, FileExistsError):
+    """A committed checkpoint exists and overwriting was not allowed."""

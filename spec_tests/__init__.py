@@ -1,0 +1,1 @@
+"""spec_tests: a hypothesis-powered conformance suite for PyTorch DCP storage backends."""
