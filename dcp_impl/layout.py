@@ -1,0 +1,251 @@
+"""Chunk geometry: boxes of N-d tensors, overlap and coverage checks, read planning.
+
+A :class:`Box` is a region of a row-major tensor given by per-dimension
+``offsets`` and ``sizes`` (DCP's ``ChunkStorageMetadata``). A 0-dim tensor is
+``Box((), ())``: it has no dimensions and exactly one element. A box with a
+zero size in any dimension holds no elements and never overlaps anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from dcp_impl.errors import LayoutMismatchError
+
+__all__ = [
+    "Box",
+    "Copy",
+    "byte_span",
+    "first_overlap",
+    "holes",
+    "intersect",
+    "out_of_bounds",
+    "overlaps",
+    "plan_reads",
+]
+
+
+class _ChunkLike(Protocol):
+    @property
+    def offsets(self) -> Sequence[int]: ...
+
+    @property
+    def sizes(self) -> Sequence[int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """A region of a row-major N-d tensor: ``offsets[d] <= i[d] < offsets[d] + sizes[d]``."""
+
+    offsets: tuple[int, ...]
+    sizes: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.offsets) != len(self.sizes):
+            raise ValueError(f"box offsets {self.offsets} and sizes {self.sizes} differ in length")
+        if any(v < 0 for v in (*self.offsets, *self.sizes)):
+            raise ValueError(f"box offsets {self.offsets} / sizes {self.sizes} must be >= 0")
+
+    @classmethod
+    def full(cls, shape: Sequence[int]) -> Box:
+        """The box covering a whole tensor of ``shape``."""
+        return cls((0,) * len(shape), tuple(shape))
+
+    @classmethod
+    def of(cls, chunk: _ChunkLike) -> Box:
+        """The box of anything with ``offsets`` and ``sizes`` (e.g. ChunkStorageMetadata)."""
+        return cls(tuple(chunk.offsets), tuple(chunk.sizes))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.sizes)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.numel == 0
+
+    @property
+    def ends(self) -> tuple[int, ...]:
+        """Exclusive upper corner."""
+        return tuple(o + s for o, s in zip(self.offsets, self.sizes, strict=True))
+
+    def contains(self, other: Box) -> bool:
+        """Whether every element of ``other`` lies in this box (empty boxes fit anywhere)."""
+        _same_ndim(self, other)
+        if other.is_empty:
+            return True
+        return all(
+            so <= oo and oe <= se
+            for so, se, oo, oe in zip(
+                self.offsets, self.ends, other.offsets, other.ends, strict=True
+            )
+        )
+
+    def relative_to(self, outer: Box) -> Box:
+        """This box in ``outer``'s frame (offsets measured from ``outer.offsets``)."""
+        _same_ndim(self, outer)
+        return Box(
+            tuple(o - base for o, base in zip(self.offsets, outer.offsets, strict=True)),
+            self.sizes,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """One rectangular copy from a saved chunk into the requested box."""
+
+    source: int
+    """Index of the saved chunk in the sequence given to :func:`plan_reads`."""
+    source_offsets: tuple[int, ...]
+    """Where the copy starts, relative to the saved chunk."""
+    dest_offsets: tuple[int, ...]
+    """Where the copy lands, relative to the requested box."""
+    lengths: tuple[int, ...]
+
+
+def _same_ndim(a: Box, b: Box) -> None:
+    if a.ndim != b.ndim:
+        raise LayoutMismatchError(f"boxes differ in rank: {a} has {a.ndim} dims, {b} has {b.ndim}")
+
+
+def intersect(a: Box, b: Box) -> Box | None:
+    """The common region of two boxes, or None when it holds no element."""
+    _same_ndim(a, b)
+    lo = tuple(max(x, y) for x, y in zip(a.offsets, b.offsets, strict=True))
+    hi = tuple(min(x, y) for x, y in zip(a.ends, b.ends, strict=True))
+    if a.is_empty or b.is_empty or any(h <= low for low, h in zip(lo, hi, strict=True)):
+        return None
+    return Box(lo, tuple(h - low for low, h in zip(lo, hi, strict=True)))
+
+
+def overlaps(a: Box, b: Box) -> bool:
+    """Whether two boxes share an element; zero-size boxes never overlap anything."""
+    return intersect(a, b) is not None
+
+
+def first_overlap(boxes: Sequence[Box]) -> tuple[int, int] | None:
+    """Indices ``(i, j)``, ``i < j``, of the first overlapping pair, or None."""
+    # Sweep along dimension 0 so disjoint row shards cost O(n log n), not O(n^2).
+    live = sorted(
+        (i for i, b in enumerate(boxes) if not b.is_empty), key=lambda i: boxes[i].offsets[:1]
+    )
+    found: list[tuple[int, int]] = []
+    for pos, i in enumerate(live):
+        for j in live[pos + 1 :]:
+            if boxes[j].ndim and boxes[j].offsets[0] >= boxes[i].ends[0]:
+                break
+            if overlaps(boxes[i], boxes[j]):
+                found.append((min(i, j), max(i, j)))
+    return min(found, default=None)
+
+
+def out_of_bounds(shape: Sequence[int], box: Box) -> bool:
+    """Whether ``box`` reaches outside a tensor of ``shape`` (or has another rank)."""
+    if box.ndim != len(shape):
+        return True
+    if box.is_empty:
+        # An empty chunk still names a position; it may sit at the end of a dimension.
+        return any(o > n for o, n in zip(box.offsets, shape, strict=True))
+    return any(e > n for e, n in zip(box.ends, shape, strict=True))
+
+
+def _subtract(region: Box, cut: Box) -> Iterator[Box]:
+    """``region`` minus ``cut`` (which lies inside it) as at most 2*ndim disjoint boxes."""
+    offsets, sizes = list(region.offsets), list(region.sizes)
+
+    def slab(d: int, start: int, stop: int) -> Box:
+        return Box(
+            (*offsets[:d], start, *offsets[d + 1 :]), (*sizes[:d], stop - start, *sizes[d + 1 :])
+        )
+
+    # Peel off the slabs below and above the cut one dimension at a time,
+    # then narrow the remaining region to the cut in that dimension.
+    for d in range(region.ndim):
+        lo, hi, end = cut.offsets[d], cut.ends[d], offsets[d] + sizes[d]
+        if lo > offsets[d]:
+            yield slab(d, offsets[d], lo)
+        if hi < end:
+            yield slab(d, hi, end)
+        offsets[d], sizes[d] = lo, hi - lo
+
+
+def _cover(saved: Sequence[Box], request: Box) -> tuple[list[tuple[int, Box]], list[Box]]:
+    """Assign each element of ``request`` to the first saved box holding it.
+
+    Returns the (saved index, piece) assignments and the pieces no box holds.
+    """
+    pending = [] if request.is_empty else [request]
+    taken: list[tuple[int, Box]] = []
+    for index, box in enumerate(saved):
+        if not pending:
+            break
+        rest: list[Box] = []
+        for region in pending:
+            common = intersect(region, box)
+            if common is None:
+                rest.append(region)
+            else:
+                taken.append((index, common))
+                rest.extend(_subtract(region, common))
+        pending = rest
+    return taken, pending
+
+
+def holes(shape: Sequence[int], boxes: Sequence[Box]) -> list[Box]:
+    """The parts of a tensor of ``shape`` that no box covers, as disjoint boxes."""
+    return _cover(boxes, Box.full(shape))[1]
+
+
+def plan_reads(saved: Sequence[Box], request: Box) -> list[Copy]:
+    """Plan the copies that fill ``request`` from ``saved`` chunks, each element exactly once.
+
+    Where saved chunks overlap (replicated data), the earlier chunk wins.
+    Raises :class:`LayoutMismatchError` listing what no saved chunk covers.
+    """
+    taken, missing = _cover(saved, request)
+    if missing:
+        shown = ", ".join(f"offsets={m.offsets} sizes={m.sizes}" for m in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise LayoutMismatchError(
+            f"requested region offsets={request.offsets} sizes={request.sizes} is not covered "
+            f"by the saved chunks: expected full coverage, found holes at {shown}{more}"
+        )
+    return [
+        Copy(
+            source=index,
+            source_offsets=piece.relative_to(saved[index]).offsets,
+            dest_offsets=piece.relative_to(request).offsets,
+            lengths=piece.sizes,
+        )
+        for index, piece in taken
+    ]
+
+
+def byte_span(chunk_sizes: Sequence[int], sub: Box, itemsize: int) -> tuple[int, int, bool]:
+    """The smallest contiguous byte range of a row-major chunk that holds ``sub``.
+
+    ``sub`` is given in the chunk's own frame. Returns ``(start, length, exact)``
+    where ``exact`` means the range holds nothing but ``sub``'s elements, in
+    order, so it can be read straight into a contiguous destination.
+    """
+    chunk = Box.full(chunk_sizes)
+    if not chunk.contains(sub):
+        raise LayoutMismatchError(
+            f"sub-box {sub} lies outside a chunk of sizes {tuple(chunk_sizes)}"
+        )
+    if sub.is_empty:
+        return 0, 0, True
+    strides = [1] * len(chunk_sizes)
+    for d in range(len(chunk_sizes) - 2, -1, -1):
+        strides[d] = strides[d + 1] * chunk_sizes[d + 1]
+    first = sum(o * s for o, s in zip(sub.offsets, strides, strict=True))
+    last = sum((e - 1) * s for e, s in zip(sub.ends, strides, strict=True))
+    count = last - first + 1
+    return first * itemsize, count * itemsize, count == sub.numel
