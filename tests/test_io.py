@@ -1,0 +1,374 @@
+"""Tests of dcp_impl._io: atomic commit, data-file writing, byte-range reads, thread pool."""
+
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import xxhash
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dcp_impl import _io
+from dcp_impl.errors import CorruptCheckpointError, InvalidMetadataError, UnsupportedError
+from dcp_impl.layout import Box, byte_span
+
+DTYPES = [torch.float32, torch.bfloat16, torch.int64, torch.complex64, torch.bool, torch.uint8]
+
+
+def _bytes(t: torch.Tensor) -> bytes:
+    return t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _values(shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    n = torch.Size(shape).numel() * dtype.itemsize
+    high = 2 if dtype == torch.bool else 256  # a bool byte other than 0/1 has no defined value
+    return torch.randint(0, high, (n,), dtype=torch.uint8, generator=g).view(dtype).reshape(shape)
+
+
+def _store(path: Path, chunk: torch.Tensor) -> _io.StoredRange:
+    with _io.DataFileWriter(path, sync=False) as out:
+        out.write_bytes(b"header")  # items need not start at offset 0
+        return out.write_tensor(chunk)
+
+
+def _request(
+    path: Path, stored: _io.StoredRange, chunk: torch.Tensor, *targets: _io.Target
+) -> _io.ReadRequest:
+    return _io.ReadRequest(
+        path=str(path),
+        offset=stored.offset,
+        length=stored.length,
+        chunk_sizes=tuple(chunk.shape),
+        dtype=chunk.dtype,
+        targets=targets,
+        checksum=stored.checksum,
+        label="'w' chunk",
+    )
+
+
+def _region(chunk: torch.Tensor, sub: Box) -> torch.Tensor:
+    view = chunk
+    for d, (o, s) in enumerate(zip(sub.offsets, sub.sizes, strict=True)):
+        view = view.narrow(d, o, s)
+    return view
+
+
+# --------------------------------------------------------------------------- commit & write
+
+
+def test_atomic_write_replaces_file(tmp_path: Path) -> None:
+    target = tmp_path / "m.json"
+    _io.atomic_write(target, b"old")
+    _io.atomic_write(target, b"new", sync=False)
+    assert target.read_bytes() == b"new"
+    assert os.listdir(tmp_path) == ["m.json"]
+
+
+def test_atomic_write_failure_keeps_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "m.json"
+    _io.atomic_write(target, b"old")
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk gone"):
+        _io.atomic_write(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["m.json"], "the temp file must be removed"
+
+
+def test_writer_stores_logical_values_with_checksums(tmp_path: Path) -> None:
+    base = _values((4, 6), torch.complex64)
+    items = [base.t(), base[::2, 1:], torch.tensor(7, dtype=torch.int16), base.conj(), -base]
+    path = tmp_path / "d.bin"
+    with _io.DataFileWriter(path) as out:
+        ranges = [out.write_tensor(t) for t in items]
+    data = path.read_bytes()
+    offset = 0
+    for t, r in zip(items, ranges, strict=True):
+        expected = _bytes(t.resolve_conj().resolve_neg())
+        assert (r.offset, r.length) == (offset, len(expected))
+        assert data[r.offset : r.offset + r.length] == expected
+        assert r.checksum == f"xxh3_64:{xxhash.xxh3_64(expected).hexdigest()}"
+        offset += r.length
+    assert len(data) == offset
+
+
+def test_writer_never_overwrites_and_discards_on_error(tmp_path: Path) -> None:
+    path = tmp_path / "d.bin"
+    path.write_bytes(b"user data")
+    with pytest.raises(FileExistsError):
+        _io.DataFileWriter(path)
+    assert path.read_bytes() == b"user data"
+    fresh = tmp_path / "e.bin"
+
+    def write_then_fail() -> None:
+        with _io.DataFileWriter(fresh) as out:
+            out.write_bytes(b"partial")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        write_then_fail()
+    assert not fresh.exists()
+
+
+def test_writer_rejects_sparse_tensors(tmp_path: Path) -> None:
+    with _io.DataFileWriter(tmp_path / "d.bin") as out, pytest.raises(UnsupportedError):
+        out.write_tensor(torch.eye(3).to_sparse())
+
+
+# --------------------------------------------------------------------------- reads
+
+
+@st.composite
+def _sub_boxes(draw: st.DrawFn, shape: tuple[int, ...]) -> Box:
+    offsets, sizes = [], []
+    for n in shape:
+        start = draw(st.integers(0, n))
+        offsets.append(start)
+        sizes.append(draw(st.integers(0, n - start)))
+    return Box(tuple(offsets), tuple(sizes))
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=st.data(),
+    shape=st.lists(st.integers(0, 5), max_size=3).map(tuple),
+    dtype=st.sampled_from(DTYPES),
+    verify=st.booleans(),
+    stage_all=st.booleans(),
+    strided_dest=st.booleans(),
+)
+def test_read_into_returns_exact_sub_box(
+    tmp_path: Path,
+    data: st.DataObject,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    verify: bool,
+    stage_all: bool,
+    strided_dest: bool,
+) -> None:
+    chunk = _values(shape, dtype, seed=len(shape))
+    path = tmp_path / f"{uuid.uuid4().hex}.bin"  # tmp_path is shared by all examples
+    stored = _store(path, chunk)
+    sub = data.draw(_sub_boxes(shape), label="sub")
+    dest = torch.zeros(sub.sizes, dtype=dtype)
+    if strided_dest:  # a transposed view of a contiguous buffer
+        dest = torch.zeros(sub.sizes[::-1], dtype=dtype).permute(tuple(reversed(range(len(shape)))))
+    _io.read_into(
+        [_request(path, stored, chunk, _io.Target(sub, dest))], verify=verify, stage_all=stage_all
+    )
+    assert _bytes(dest) == _bytes(_region(chunk, sub))
+
+
+def test_read_converts_to_destination_dtype(tmp_path: Path) -> None:
+    chunk = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    stored = _store(tmp_path / "d.bin", chunk)
+    dest = torch.zeros(2, 3, dtype=torch.float64)
+    _io.read_into([_request(tmp_path / "d.bin", stored, chunk, _io.Target(Box.full((2, 3)), dest))])
+    assert torch.equal(dest, chunk.double())
+
+
+def _counting_preadv(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    counts: list[int] = []
+    real = os.preadv
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        n = real(fd, buffers, offset)
+        counts.append(n)
+        return n
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    return counts
+
+
+def test_unverified_partial_read_reads_only_the_span(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chunk = _values((16, 32), torch.bfloat16)
+    stored = _store(tmp_path / "d.bin", chunk)
+    exact, strided = Box((4, 0), (3, 32)), Box((2, 5), (3, 4))
+    counts = _counting_preadv(monkeypatch)
+    targets = [_io.Target(b, torch.zeros(b.sizes, dtype=chunk.dtype)) for b in (exact, strided)]
+    _io.read_into([_request(tmp_path / "d.bin", stored, chunk, *targets)], verify=False)
+    spans = [byte_span((16, 32), b, 2)[1] for b in (exact, strided)]
+    assert sum(counts) == sum(spans) < stored.length
+    for t in targets:
+        assert torch.equal(t.dest.view(torch.int16), _region(chunk, t.sub).view(torch.int16))
+
+
+def test_verified_partial_read_checks_the_whole_item(tmp_path: Path) -> None:
+    chunk = _values((8, 8), torch.float32)
+    path = tmp_path / "d.bin"
+    stored = _store(path, chunk)
+    sub = Box((0, 0), (1, 8))
+    with open(path, "r+b") as f:  # corrupt the last byte: outside the sub-box's span
+        f.seek(stored.offset + stored.length - 1)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([last[0] ^ 0xFF]))
+
+    def read(verify: bool) -> torch.Tensor:
+        dest = torch.zeros(1, 8)
+        _io.read_into([_request(path, stored, chunk, _io.Target(sub, dest))], verify=verify)
+        return dest
+
+    assert torch.equal(read(verify=False).view(torch.int32), chunk[:1].view(torch.int32))
+    with pytest.raises(CorruptCheckpointError, match=r"d\.bin: item 'w' chunk .*checksum"):
+        read(verify=True)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_damaged_data_is_reported(tmp_path: Path, damage: str) -> None:
+    chunk = _values((4, 4), torch.int32)
+    path = tmp_path / "d.bin"
+    stored = _store(path, chunk)
+    if damage == "flip":
+        raw = bytearray(path.read_bytes())
+        raw[stored.offset + 5] ^= 1
+        path.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        os.truncate(path, stored.offset + stored.length - 1)
+    else:
+        path.unlink()
+    expected = {"flip": "checksum", "truncate": "truncated", "delete": "missing"}[damage]
+    dest = torch.zeros(4, 4, dtype=torch.int32)
+    with pytest.raises(CorruptCheckpointError, match=rf"d\.bin.*'w' chunk.*{expected}"):
+        _io.read_into([_request(path, stored, chunk, _io.Target(Box.full((4, 4)), dest))])
+
+
+def test_request_rejects_inconsistent_length(tmp_path: Path) -> None:
+    with pytest.raises(InvalidMetadataError, match="expected 16 bytes"):
+        _io.ReadRequest(str(tmp_path), 0, 15, (4,), torch.float32, ())
+
+
+class _DeferredCopier:
+    """A fake asynchronous device copy: copies run only when waited for."""
+
+    def __init__(self) -> None:
+        self.pending: list[Callable[[], object]] = []
+        self.copies = 0
+
+    def copy(self, dest: torch.Tensor, src: torch.Tensor) -> object:
+        self.pending.append(lambda: dest.copy_(src))
+        self.copies += 1
+        return len(self.pending)
+
+    def wait(self, token: object) -> None:
+        assert isinstance(token, int)
+        for run in self.pending[:token]:
+            run()
+        self.pending[:token] = [lambda: None] * token
+
+    def synchronize(self) -> None:
+        self.wait(len(self.pending))
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_staging_waits_before_reusing_a_buffer(tmp_path: Path, verify: bool) -> None:
+    chunks = [_values((5, 3), torch.float32, seed=i) for i in range(7)]
+    path = tmp_path / "d.bin"
+    with _io.DataFileWriter(path) as out:
+        ranges = [out.write_tensor(c) for c in chunks]
+    dests = [torch.zeros(3, 5).t() for _ in chunks]
+    copiers: list[_DeferredCopier] = []
+
+    def make() -> _DeferredCopier:
+        copiers.append(_DeferredCopier())
+        return copiers[-1]
+
+    requests = [
+        _request(path, r, c, _io.Target(Box.full((5, 3)), d))
+        for c, r, d in zip(chunks, ranges, dests, strict=True)
+    ]
+    _io.read_into(requests, verify=verify, stage_all=True, copier=make)
+    assert sum(c.copies for c in copiers) == len(chunks)
+    for c, d in zip(chunks, dests, strict=True):
+        assert torch.equal(c.view(torch.int32), d.view(torch.int32))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_destinations(tmp_path: Path) -> None:
+    chunks = [_values((64, 33), torch.bfloat16, seed=i) for i in range(5)]
+    path = tmp_path / "d.bin"
+    with _io.DataFileWriter(path) as out:
+        ranges = [out.write_tensor(c) for c in chunks]
+    sub = Box((3, 1), (50, 30))
+    dests = [torch.zeros(sub.sizes, dtype=torch.bfloat16, device="cuda") for _ in chunks]
+    requests = [
+        _request(path, r, c, _io.Target(sub, d))
+        for c, r, d in zip(chunks, ranges, dests, strict=True)
+    ]
+    _io.read_into(requests, thread_count=2, verify=True)
+    for c, d in zip(chunks, dests, strict=True):
+        assert torch.equal(d.cpu().view(torch.int16), _region(c, sub).view(torch.int16))
+
+
+# --------------------------------------------------------------------------- thread pool
+
+
+class _Recorder:
+    def __init__(self, fail_at: int, started: list[int], closed: list[int]) -> None:
+        self.fail_at, self.started, self.closed = fail_at, started, closed
+
+    def __call__(self, item: int) -> int:
+        self.started.append(item)
+        if item == self.fail_at:
+            _fail_deep_in_worker(item)
+        return item * 2
+
+    def close(self) -> None:
+        self.closed.append(1)
+
+
+def _fail_deep_in_worker(item: int) -> None:
+    raise OSError(f"item {item} failed")
+
+
+def test_parallel_map_results_in_order() -> None:
+    started: list[int] = []
+    closed: list[int] = []
+    out = _io.parallel_map(list(range(20)), lambda: _Recorder(-1, started, closed), thread_count=3)
+    assert out == [2 * i for i in range(20)]
+    assert sorted(started) == list(range(20))
+    assert len(closed) == 3
+
+
+def test_parallel_map_stops_after_failure() -> None:
+    started: list[int] = []
+    closed: list[int] = []
+    with pytest.raises(OSError, match="item 3 failed"):
+        _io.parallel_map(list(range(10)), lambda: _Recorder(3, started, closed), thread_count=1)
+    assert started == [0, 1, 2, 3]
+    assert closed == [1]
+
+
+def test_parallel_map_keeps_worker_traceback() -> None:
+    gate = threading.Barrier(2)
+
+    class Both:
+        def __call__(self, item: int) -> None:
+            gate.wait(timeout=30)  # both threads are inside an item: both fail
+            _fail_deep_in_worker(item)
+
+        def close(self) -> None:
+            pass
+
+    with pytest.raises(OSError, match="failed") as info:
+        _io.parallel_map([0, 1], Both, thread_count=2)
+    frames = [f.name for f in traceback.extract_tb(info.value.__traceback__)]
+    assert "_fail_deep_in_worker" in frames
+    assert any("also failed" in note for note in info.value.__notes__)
