@@ -1,0 +1,298 @@
+"""The conformance matrix: per-test result records, their aggregation and rendering.
+
+One suite run per backend writes a JSON result file (``--dcp-report=PATH``,
+recorded by :class:`Recorder` from pytest's reports). :func:`aggregate` folds
+the files into properties x backends, where a property is
+``<module-stem>::<test function>`` and a cell is the worst outcome over that
+property's tests. Pure Python on purpose: the plugin imports this module, and
+it must stay cheap to import.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "OUTCOMES",
+    "BackendResult",
+    "Cell",
+    "Matrix",
+    "Recorder",
+    "TestRecord",
+    "aggregate",
+    "failed_run",
+    "load_result",
+    "render_markdown",
+    "to_json",
+]
+
+#: Outcomes from worst to best; a cell shows the worst one among its tests.
+OUTCOMES: tuple[str, ...] = ("error", "fail", "xpass", "xfail", "pass", "skip")
+_FAILING = frozenset({"error", "fail", "xpass"})
+REPORT_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TestRecord:
+    """The outcome of one collected test (one parametrization) and why."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+    nodeid: str
+    property: str
+    outcome: str
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"test outcome {self.outcome!r}: expected one of {OUTCOMES}")
+
+
+@dataclass(frozen=True, slots=True)
+class BackendResult:
+    """One backend's run: its test records, or the error that stopped it from running."""
+
+    backend: str
+    tests: tuple[TestRecord, ...] = ()
+    exitstatus: int = 0
+    capabilities: tuple[str, ...] | None = None
+    unmatched_xfails: tuple[str, ...] = ()
+    error: str | None = None
+
+    @property
+    def totals(self) -> dict[str, int]:
+        """How many tests ended in each outcome (every outcome present, zeros included)."""
+        counts = Counter(t.outcome for t in self.tests)
+        if self.error is not None:
+            counts["error"] += 1
+        return {o: counts[o] for o in OUTCOMES}
+
+    @property
+    def failed(self) -> bool:
+        """Whether this backend fails the conformance gate."""
+        return (
+            self.error is not None
+            or self.exitstatus != 0
+            or bool(_FAILING & {t.outcome for t in self.tests})
+        )
+
+
+def failed_run(backend: str, error: str) -> BackendResult:
+    """The result of a backend whose suite run produced no report (import error, crash)."""
+    return BackendResult(backend=backend, exitstatus=-1, error=error or "the suite run failed")
+
+
+def load_result(path: Path) -> BackendResult:
+    """Read a result file written by :class:`Recorder`."""
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    if raw.get("format") != REPORT_FORMAT:
+        raise ValueError(f"{path}: result format {raw.get('format')!r}, expected {REPORT_FORMAT}")
+    caps = raw.get("capabilities")
+    return BackendResult(
+        backend=raw["backend"],
+        tests=tuple(TestRecord(**t) for t in raw["tests"]),
+        exitstatus=int(raw["exitstatus"]),
+        capabilities=None if caps is None else tuple(caps),
+        unmatched_xfails=tuple(raw.get("unmatched_xfails", ())),
+    )
+
+
+class Recorder:
+    """Collects one record per test from pytest's reports (used by the plugin's --dcp-report)."""
+
+    def __init__(self, properties: dict[str, str] | None = None) -> None:
+        self.properties: dict[str, str] = properties or {}  # nodeid -> property name
+        self.records: dict[str, TestRecord] = {}
+
+    def add(self, report: Any) -> None:
+        """Fold in one ``pytest.TestReport`` (setup, call or teardown phase)."""
+        found = _outcome(report)
+        if found is None:
+            return
+        outcome, reason = found
+        previous = self.records.get(report.nodeid)
+        # A teardown error must not hide behind an earlier pass; otherwise the first verdict stands.
+        if previous is not None and OUTCOMES.index(previous.outcome) <= OUTCOMES.index(outcome):
+            return
+        prop = self.properties.get(report.nodeid) or report.nodeid.split("[")[0]
+        self.records[report.nodeid] = TestRecord(report.nodeid, prop, outcome, reason)
+
+    def add_collection_error(self, report: Any) -> None:
+        """Record a module that failed to collect (import error, bad fixture) as an error."""
+        stem = Path(str(report.nodeid).split("::")[0]).stem.removeprefix("test_")
+        prop = f"{stem}::(collection)"
+        self.records[report.nodeid] = TestRecord(report.nodeid, prop, "error", _first_line(report))
+
+    def write(self, path: Path, **fields: Any) -> None:
+        """Write the result file: the records plus backend, exitstatus, capabilities, ..."""
+        payload = {"format": REPORT_FORMAT, **fields}
+        payload["tests"] = [asdict(r) for r in self.records.values()]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+
+
+def _outcome(report: Any) -> tuple[str, str] | None:
+    if report.when == "call" and report.failed and str(report.longrepr).startswith("[XPASS"):
+        return "xpass", str(report.longrepr).removeprefix("[XPASS(strict)] ")
+    if hasattr(report, "wasxfail"):
+        return ("xpass" if report.passed else "xfail"), str(report.wasxfail)
+    if report.failed:
+        phase = "" if report.when == "call" else f"error in {report.when}: "
+        return "fail", phase + _first_line(report)
+    if report.skipped:
+        longrepr = report.longrepr
+        text = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        return "skip", text.removeprefix("Skipped: ")
+    if report.when == "call":
+        return "pass", ""
+    return None
+
+
+def _first_line(report: Any) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr)
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else "failed"
+
+
+# --- aggregation ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One property on one backend: the worst outcome and how many tests had each outcome."""
+
+    outcome: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def render(self) -> str:
+        """``fail (1/3)``: the worst outcome and how many of the property's tests had it."""
+        total = sum(self.counts.values())
+        if total <= 1:
+            return self.outcome
+        return f"{self.outcome} ({self.counts.get(self.outcome, 0)}/{total})"
+
+
+@dataclass(frozen=True, slots=True)
+class Matrix:
+    """Properties x backends."""
+
+    backends: tuple[BackendResult, ...]
+    properties: tuple[str, ...]
+    cells: dict[tuple[str, str], Cell]
+
+    @property
+    def failed(self) -> bool:
+        """Whether any backend fails the gate."""
+        return any(b.failed for b in self.backends)
+
+
+def aggregate(results: list[BackendResult]) -> Matrix:
+    """Fold backend results into a matrix; a backend that did not run is all ``error``."""
+    properties = sorted({t.property for r in results for t in r.tests})
+    cells: dict[tuple[str, str], Cell] = {}
+    for result in results:
+        per_property: dict[str, Counter[str]] = {}
+        for test in result.tests:
+            per_property.setdefault(test.property, Counter())[test.outcome] += 1
+        for prop in properties:
+            counts = per_property.get(prop)
+            if result.error is not None:
+                cells[prop, result.backend] = Cell("error", {"error": 1})
+            elif counts:
+                worst = min(counts, key=OUTCOMES.index)
+                cells[prop, result.backend] = Cell(worst, dict(counts))
+    return Matrix(tuple(results), tuple(properties), cells)
+
+
+_LEGEND = (
+    "Each cell is the worst outcome over that property's tests "
+    "(error > fail > xpass > xfail > pass > skip); `(k/n)`: k of its n tests had that outcome. "
+    "`xfail`: a listed expected failure; `xpass`: a listed expected failure that now passes "
+    "(counts as a failure: remove the entry); `skip`: the backend does not claim a capability "
+    "the property needs; `error`: the suite could not run on that backend."
+)
+
+
+def render_markdown(matrix: Matrix) -> str:
+    """The matrix as Markdown: legend, table, per-backend totals, and the failures' reasons."""
+    names = [b.backend for b in matrix.backends]
+    lines = ["# DCP conformance matrix", "", _LEGEND, ""]
+    lines += [_row(["property", *names]), _row(["---"] * (len(names) + 1))]
+    for prop in matrix.properties:
+        cells = [matrix.cells.get((prop, n), Cell("-")).render() for n in names]
+        lines.append(_row([f"`{prop}`", *cells]))
+    lines += ["", "## Totals (tests)", "", _row(["backend", *OUTCOMES, "verdict"])]
+    lines.append(_row(["---"] * (len(OUTCOMES) + 2)))
+    for result in matrix.backends:
+        totals = result.totals
+        verdict = "**FAIL**" if result.failed else "ok"
+        lines.append(_row([result.backend, *(str(totals[o]) for o in OUTCOMES), verdict]))
+    problems = _problems(matrix)
+    if problems:
+        lines += ["", "## Failures", "", *problems]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _problems(matrix: Matrix) -> list[str]:
+    out = []
+    for result in matrix.backends:
+        if result.error is not None:
+            out.append(f"- **{result.backend}**: did not run: {_one_line(result.error)}")
+            continue
+        for test in result.tests:
+            if test.outcome in _FAILING:
+                label = "unexpectedly passed" if test.outcome == "xpass" else test.outcome
+                out.append(
+                    f"- **{result.backend}** `{test.nodeid}` {label}: {_one_line(test.reason)}"
+                )
+        out += [
+            f"- **{result.backend}**: xfail entry matches nothing: {e}"
+            for e in result.unmatched_xfails
+        ]
+        if result.exitstatus != 0 and not any(t.outcome in _FAILING for t in result.tests):
+            out.append(f"- **{result.backend}**: pytest exited with status {result.exitstatus}")
+    return out
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "(no reason given)"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def to_json(matrix: Matrix) -> dict[str, Any]:
+    """The matrix as plain JSON data (``matrix.json``)."""
+    return {
+        "outcomes": list(OUTCOMES),
+        "failed": matrix.failed,
+        "backends": [
+            {
+                "backend": r.backend,
+                "failed": r.failed,
+                "exitstatus": r.exitstatus,
+                "error": r.error,
+                "capabilities": None if r.capabilities is None else list(r.capabilities),
+                "totals": r.totals,
+                "unmatched_xfails": list(r.unmatched_xfails),
+                "problems": [asdict(t) for t in r.tests if t.outcome in _FAILING],
+            }
+            for r in matrix.backends
+        ],
+        "properties": {
+            prop: {
+                name: {"outcome": cell.outcome, "counts": cell.counts}
+                for (p, name), cell in matrix.cells.items()
+                if p == prop
+            }
+            for prop in matrix.properties
+        },
+    }

@@ -1,0 +1,307 @@
+"""The conformance plugin, exercised on tiny fake suites run by pytester."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+# pytester's in-process runs restore sys.modules afterwards, and torch cannot be imported
+# twice in one process: import everything the inner runs load here, once.
+import spec_tests.reference  # noqa: F401  (imports torch)
+from spec_tests import plugin
+
+pytest_plugins = ["pytester"]
+
+FAKE_BACKEND = """
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Fake:
+        name: str = "fake"
+        capabilities: frozenset = frozenset({"bytes", "dtype:float32"})
+        def make_writer(self, path): raise NotImplementedError
+        def make_reader(self, path): raise NotImplementedError
+
+    BACKEND = Fake()
+"""
+
+FAKE_SUITE = """
+    import pytest
+
+    @pytest.mark.dcp_requires("bytes")
+    def test_claimed(dcp_backend):
+        assert dcp_backend.name == "fake"
+
+    @pytest.mark.dcp_requires("bytes", "multi-rank", "reshard")
+    def test_unclaimed(dcp_backend):
+        raise AssertionError("must be skipped")
+
+    def test_broken():
+        raise AssertionError("broken on purpose")
+
+    @pytest.mark.parametrize("n", [1, 2])
+    def test_param(n):
+        assert n == 1
+"""
+
+
+@pytest.fixture
+def fake(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(fakebackend=FAKE_BACKEND, test_fake=FAKE_SUITE)
+    pytester.syspathinsert()
+    return pytester
+
+
+def _xfails(pytester: pytest.Pytester, body: str) -> str:
+    path = pytester.path / "xfails.toml"
+    path.write_text(textwrap.dedent(body), encoding="utf-8")
+    return str(path)
+
+
+def test_capability_skips_name_the_missing_capabilities(fake: pytest.Pytester) -> None:
+    result = fake.runpytest("--dcp-backend=fakebackend:BACKEND", "-rs", "-k", "claimed")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        ["*backend 'fake' does not claim capabilities 'multi-rank', 'reshard'*"]
+    )
+
+
+def test_single_missing_capability_reason(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.dcp_requires("integrity")
+        def test_x(dcp_backend):
+            pass
+        """
+    )
+    result = pytester.runpytest("--dcp-backend=reference", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*backend 'reference' does not claim capability 'integrity'*"])
+
+
+def test_unknown_capability_in_marker_is_an_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.dcp_requires("multi_rank")
+        def test_x(dcp_backend):
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*capability 'multi_rank' is unknown*"])
+
+
+def test_default_backend_is_reference_and_env_var_selects(
+    fake: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.makepyfile(
+        test_which="""
+        def test_which(dcp_backend, dcp_backend_spec):
+            print("BACKEND", dcp_backend.name, dcp_backend_spec)
+        """
+    )
+    monkeypatch.delenv(plugin.ENV_VAR, raising=False)
+    fake.runpytest("test_which.py", "-s").stdout.fnmatch_lines(["*BACKEND reference reference"])
+    monkeypatch.setenv(plugin.ENV_VAR, "fakebackend:BACKEND")
+    fake.runpytest("test_which.py", "-s").stdout.fnmatch_lines(
+        ["*BACKEND fake fakebackend:BACKEND"]
+    )
+    # The option wins over the environment.
+    result = fake.runpytest("test_which.py", "-s", "--dcp-backend=torch-fs")
+    result.stdout.fnmatch_lines(["*BACKEND torch-fs torch-fs"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("nope", "*'nope' is not a built-in: expected one of dcp_impl-fs, dcp_impl-hf, torch-fs*"),
+        ("no_such_module_xyz:B", "*cannot import module 'no_such_module_xyz'*"),
+        ("fakebackend:MISSING", "*has no attribute 'MISSING'*"),
+        ("fakebackend:NOT_A_BACKEND", "*lacks Backend member(s) make_writer, make_reader*"),
+    ],
+)
+def test_bad_spec_is_a_usage_error(fake: pytest.Pytester, spec: str, message: str) -> None:
+    (fake.path / "fakebackend.py").write_text(
+        textwrap.dedent(FAKE_BACKEND)
+        + "\nclass NOT_A_BACKEND:\n    name = 'x'\n    capabilities = None\n"
+    )
+    result = fake.runpytest(f"--dcp-backend={spec}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_header_names_backend_and_capabilities(fake: pytest.Pytester) -> None:
+    result = fake.runpytest("--dcp-backend=fakebackend:BACKEND", "--co")
+    result.stdout.fnmatch_lines(
+        [
+            "dcp backend: fake (spec 'fakebackend:BACKEND'); claims bytes; not multi-rank, *",
+            "dcp dtypes: 1 of *: float32",
+        ]
+    )
+
+
+def test_no_header_when_the_suite_is_not_used(fake: pytest.Pytester) -> None:
+    result = fake.runpytest("--co")
+    assert "dcp backend" not in result.stdout.str()
+
+
+def test_xfail_entries_apply_and_stale_ones_warn(fake: pytest.Pytester) -> None:
+    path = _xfails(
+        fake,
+        """
+        [[xfail]]
+        test = "test_fake.py::test_broken"
+        reason = "known breakage"
+        issue = "org/repo#1"
+
+        [[xfail]]
+        test = "test_fake.py::test_param[2]"
+        reason = "only the second"
+
+        [[xfail]]
+        test = "test_fake.py::test_gone"
+        reason = "fixed long ago"
+        """,
+    )
+    result = fake.runpytest(f"--dcp-xfails-file={path}", "-rx", "-k", "broken or param")
+    result.assert_outcomes(passed=1, xfailed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*xfail entry matches nothing: test_fake.py::test_gone*",
+            "*known breakage (org/repo#1)*",
+        ]
+    )
+    assert result.ret == pytest.ExitCode.OK
+    strict = fake.runpytest(f"--dcp-xfails-file={path}", "--dcp-strict-xfails", "-k", "broken")
+    assert strict.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_xfail_of_a_passing_test_fails_strictly_and_globs_match(fake: pytest.Pytester) -> None:
+    path = _xfails(
+        fake,
+        """
+        [[xfail]]
+        test = "test_fake.py::test_param"
+        reason = "all params"
+        [[xfail]]
+        test = "*::test_bro*"
+        reason = "glob"
+        """,
+    )
+    result = fake.runpytest(f"--dcp-xfails-file={path}", "-k", "broken or param")
+    result.assert_outcomes(failed=1, xfailed=2)
+    result.stdout.fnmatch_lines(["*XPASS(strict)*all params*"])
+
+
+def test_malformed_xfails_file_is_a_usage_error(fake: pytest.Pytester) -> None:
+    path = _xfails(fake, '[[xfail]]\ntest = "test_fake.py::test_broken"\n')
+    result = fake.runpytest(f"--dcp-xfails-file={path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*expected string keys test, reason*"])
+
+
+def test_builtin_xfails_apply_only_to_the_suite_package(
+    fake: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    xfails = fake.mkdir("xfails")
+    (xfails / "reference.toml").write_text(
+        '[[xfail]]\ntest = "test_fake.py::test_broken"\nreason = "r"\n'
+    )
+    monkeypatch.setattr(plugin, "XFAILS_DIR", xfails)
+    fake.runpytest("--dcp-backend=reference", "-k", "broken").assert_outcomes(failed=1)
+    monkeypatch.setattr(plugin, "PACKAGE_DIR", fake.path)  # now test_fake.py is "in the suite"
+    fake.runpytest("--dcp-backend=reference", "-k", "broken").assert_outcomes(xfailed=1)
+
+
+def test_report_records_every_outcome(fake: pytest.Pytester) -> None:
+    path = _xfails(fake, '[[xfail]]\ntest = "test_fake.py::test_broken"\nreason = "known"\n')
+    report = fake.path / "out" / "report.json"
+    fake.runpytest(
+        "--dcp-backend=fakebackend:BACKEND", f"--dcp-xfails-file={path}", f"--dcp-report={report}"
+    )
+    data = json.loads(report.read_text())
+    assert data["backend"] == "fake"
+    assert data["exitstatus"] == 1
+    outcomes = {t["nodeid"]: (t["property"], t["outcome"], t["reason"]) for t in data["tests"]}
+    assert outcomes == {
+        "test_fake.py::test_claimed": ("fake::test_claimed", "pass", ""),
+        "test_fake.py::test_unclaimed": (
+            "fake::test_unclaimed",
+            "skip",
+            "backend 'fake' does not claim capabilities 'multi-rank', 'reshard'",
+        ),
+        "test_fake.py::test_broken": ("fake::test_broken", "xfail", "known"),
+        "test_fake.py::test_param[1]": ("fake::test_param", "pass", ""),
+        "test_fake.py::test_param[2]": ("fake::test_param", "fail", "assert 2 == 1"),
+    }
+
+
+def test_dcp_location_gives_fresh_empty_directories(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import os
+
+        SEEN = []
+
+        def test_fresh(dcp_location):
+            a, b = dcp_location(), dcp_location()
+            assert a != b and os.listdir(a) == [] and os.path.isdir(b)
+            open(os.path.join(a, "f"), "w").close()
+            SEEN.extend([a, b])
+
+        def test_cleaned():
+            assert SEEN and not any(os.path.exists(p) for p in SEEN)
+        """
+    )
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
+
+
+def test_dcp_root_option_places_locations(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makepyfile(
+        f"""
+        def test_under_root(dcp_location):
+            assert dcp_location().startswith({str(tmp_path)!r})
+        """
+    )
+    pytester.runpytest(f"--dcp-root={tmp_path}").assert_outcomes(passed=1)
+    assert list(tmp_path.iterdir()) == []  # the session directory is removed at the end
+
+
+def test_hypothesis_profiles_are_registered(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from hypothesis import settings
+
+        def test_profile():
+            assert settings.get_current_profile_name() == "dcp-ci"
+            assert settings.default.derandomize and settings.default.deadline is None
+        """
+    )
+    pytester.runpytest("--hypothesis-profile=dcp-ci").assert_outcomes(passed=1)
+
+
+def test_dev_profile_is_the_suite_default(fake: pytest.Pytester) -> None:
+    fake.makepyfile(
+        test_prof="""
+        from hypothesis import settings
+
+        def test_profile():
+            assert settings.get_current_profile_name() == "dcp-dev"
+        """
+    )
+    fake.runpytest("test_prof.py", "--dcp-backend=reference").assert_outcomes(passed=1)
+
+
+def test_importing_the_plugin_does_not_import_torch() -> None:
+    code = "import sys, spec_tests.plugin; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
