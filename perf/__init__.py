@@ -1,0 +1,1 @@
+"""perf: throughput benchmarks of DCP storage backends, their baselines, and the report tool."""

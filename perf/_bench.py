@@ -1,0 +1,84 @@
+"""Running one benchmark: pedantic rounds with fresh targets, device sync, labels for the report."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from perf.workloads import Piece, region
+
+__all__ = ["Case", "OPS", "KINDS", "measure", "check_loaded"]
+
+#: What a benchmark times; the report groups rows by (op, workload).
+OPS = ("save", "save-fsync", "load", "read_metadata", "plan_load", "gpu-load", "copy")
+#: A backend under test, a baseline it is compared with, or the hardware limit.
+KINDS = ("backend", "baseline", "limit")
+
+Setup = Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """The labels a benchmark stores in ``extra_info``, which perf/report.py reads back."""
+
+    op: str
+    workload: str
+    subject: str  # a backend name, or the baseline's / limit's name
+    kind: str
+    nbytes: int  # bytes moved per round; 0 where throughput means nothing (metadata)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS or self.kind not in KINDS or self.nbytes < 0:
+            raise ValueError(
+                f"benchmark case: expected op in {OPS}, kind in {KINDS}, nbytes >= 0; got {self}"
+            )
+
+
+def measure(
+    benchmark: Any,
+    case: Case,
+    target: Callable[..., Any],
+    setup: Setup,
+    *,
+    rounds: int,
+    teardown: Callable[..., None] | None = None,
+) -> Any:
+    """Time ``target`` over ``rounds`` rounds, each on fresh arguments from ``setup``.
+
+    Returns the last round's result (the only one with ``--benchmark-disable``),
+    so that the caller can check it is correct.
+    """
+    benchmark.extra_info.update(dataclasses.asdict(case))
+    timed = target
+    if case.device.startswith("cuda"):
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            # Kernels and copies are asynchronous: the round ends when the device is done.
+            result = target(*args, **kwargs)
+            torch.cuda.synchronize()
+            return result
+
+    result = benchmark.pedantic(
+        timed, setup=setup, teardown=teardown, rounds=rounds, iterations=1, warmup_rounds=0
+    )
+    if benchmark.stats is not None and case.nbytes:  # None when timing is disabled
+        benchmark.extra_info["gbps"] = case.nbytes / benchmark.stats.stats.median / 1e9
+    return result
+
+
+def check_loaded(source: dict[str, torch.Tensor], ranks: Sequence[Sequence[Piece]]) -> None:
+    """Fail unless every loaded piece equals its region of the source tensors, bit for bit."""
+    for rank, pieces in enumerate(ranks):
+        for piece in pieces:
+            # Compared as bytes: bit-exact, and NaN payloads or -0.0 cannot hide a difference.
+            got = piece.tensor.cpu().reshape(-1).view(torch.uint8)
+            expected = region(source[piece.fqn], piece.box).reshape(-1).view(torch.uint8)
+            if not torch.equal(got, expected):
+                raise AssertionError(
+                    f"rank {rank} {piece.fqn}{piece.box}: loaded bytes differ from the saved ones"
+                )

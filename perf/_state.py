@@ -1,0 +1,85 @@
+"""Session state of the benchmarks: parsed options, cached sources and saved checkpoints."""
+
+from __future__ import annotations
+
+import shutil
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from perf import _drive
+from perf.workloads import Layout, Piece, Workload, make_tensors, split
+from spec_tests.backends import Backend, claims
+
+__all__ = ["Checkpoints", "Materials", "Settings", "require"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The run's options, parsed once."""
+
+    size: int
+    rounds: int
+    drop_caches: bool
+
+
+def require(backend: Backend, workload: Workload) -> None:
+    """Skip unless ``backend`` claims what ``workload`` needs."""
+    needs = ["multi-rank"] if workload.sharded else []
+    if workload.save != workload.load:
+        needs.append("reshard")
+    for capability in needs:
+        if not claims(backend, capability):
+            pytest.skip(f"backend {backend.name!r} does not claim capability {capability!r}")
+
+
+class Materials:
+    """Source tensors and their per-rank pieces, built once and kept while they are reused."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._tensors: dict[str, dict[str, torch.Tensor]] = {}
+        # Sharded copies cost as much memory as the source: keep only the latest two.
+        self._pieces: OrderedDict[tuple[str, str, bool], list[list[Piece]]] = OrderedDict()
+
+    def tensors(self, workload: Workload) -> dict[str, torch.Tensor]:
+        """The workload's whole tensors (shared by workloads of the same model)."""
+        if workload.model not in self._tensors:
+            self._tensors[workload.model] = make_tensors(workload.tensors(self.size))
+        return self._tensors[workload.model]
+
+    def pieces(self, workload: Workload, layout: Layout, *, save: bool) -> list[list[Piece]]:
+        """Per rank, the workload's pieces in ``layout`` (see :func:`perf.workloads.split`)."""
+        key = (workload.model, layout.name, save)
+        if key not in self._pieces:
+            self._pieces[key] = split(self.tensors(workload), layout, save=save)
+            while len(self._pieces) > 2:
+                self._pieces.popitem(last=False)
+        self._pieces.move_to_end(key)
+        return self._pieces[key]
+
+
+class Checkpoints:
+    """Checkpoints saved (untimed) for the load benchmarks; the last few are kept on disk."""
+
+    def __init__(self, root: Path, materials: Materials, keep: int = 3) -> None:
+        self._root, self._materials, self._keep = root, materials, keep
+        self._paths: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        self._saved = 0
+
+    def path(self, backend: Backend, workload: Workload) -> str:
+        """A checkpoint of ``workload`` in its save layout, written by ``backend``."""
+        key = (backend.name, workload.model, workload.save.name)
+        if key not in self._paths:
+            path = str(self._root / f"ckpt{self._saved}")
+            self._saved += 1
+            ranks = self._materials.pieces(workload, workload.save, save=True)
+            _drive.save([backend.make_writer(path) for _ in ranks], path, ranks)
+            self._paths[key] = path
+            while len(self._paths) > self._keep:
+                shutil.rmtree(self._paths.popitem(last=False)[1])
+        self._paths.move_to_end(key)
+        return self._paths[key]

@@ -1,0 +1,96 @@
+"""Options and fixtures of the benchmarks: sizes, backends, cached sources and checkpoints."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from perf._state import Checkpoints, Materials, Settings
+from perf.workloads import parse_size
+from spec_tests.backends import Backend, BackendSpecError, load_backend
+
+#: Backends measured side by side unless --perf-backends says otherwise.
+DEFAULT_BACKENDS = ("dcp_impl-fs", "dcp_impl-hf", "torch-fs", "torch-hf")
+_DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("perf", "dcp-conformance benchmarks (perf/)")
+    group.addoption(
+        "--perf-size",
+        default="default",
+        help="workload size: tiny (~4 MiB), small (64 MiB), default (1 GiB) or e.g. 256MiB",
+    )
+    group.addoption("--perf-rounds", type=int, default=5, help="timed rounds per benchmark")
+    group.addoption(
+        "--perf-backends",
+        default=",".join(DEFAULT_BACKENDS),
+        help="comma-separated backend specs to measure (built-in names or module:attr); "
+        "a --dcp-backend spec is added to them",
+    )
+    group.addoption(
+        "--perf-drop-caches",
+        action="store_true",
+        help="drop the page cache before each timed load round (needs root)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend_spec" in metafunc.fixturenames:
+        config = metafunc.config
+        specs = [s.strip() for s in config.getoption("--perf-backends").split(",") if s.strip()]
+        extra = config.getoption("--dcp-backend")  # registered by the spec_tests plugin
+        if extra and extra not in specs:
+            specs.append(extra)
+        metafunc.parametrize("backend_spec", specs)
+
+
+@pytest.fixture(scope="session")
+def settings(pytestconfig: pytest.Config) -> Settings:
+    try:
+        size = parse_size(pytestconfig.getoption("--perf-size"))
+    except ValueError as err:
+        raise pytest.UsageError(str(err)) from err
+    rounds = pytestconfig.getoption("--perf-rounds")
+    if rounds < 1:
+        raise pytest.UsageError(f"--perf-rounds: expected a count >= 1, got {rounds}")
+    return Settings(size, rounds, pytestconfig.getoption("--perf-drop-caches"))
+
+
+@pytest.fixture
+def backend(backend_spec: str, tmp_path: Path) -> Backend:
+    """The backend named by the test's ``backend_spec``; skipped when it cannot be built."""
+    try:
+        found = load_backend(backend_spec)
+        found.make_writer(str(tmp_path / "probe"))
+    except (BackendSpecError, ImportError, AttributeError) as err:
+        pytest.skip(f"backend {backend_spec!r} unavailable: {type(err).__name__}: {err}")
+    return found
+
+
+@pytest.fixture(scope="session")
+def materials(settings: Settings) -> Materials:
+    return Materials(settings.size)
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory, materials: Materials) -> Checkpoints:
+    return Checkpoints(tmp_path_factory.mktemp("checkpoints"), materials)
+
+
+@pytest.fixture(scope="session")
+def drop_caches(settings: Settings) -> Callable[[], None]:
+    """Empties the page cache when --perf-drop-caches asks for it, else does nothing."""
+    if not settings.drop_caches:
+        return lambda: None
+    if not os.access(_DROP_CACHES, os.W_OK):
+        pytest.skip(f"--perf-drop-caches: {_DROP_CACHES} is not writable here (needs root)")
+
+    def drop() -> None:
+        os.sync()  # dirty pages cannot be dropped: write them back first
+        _DROP_CACHES.write_text("3\n")
+
+    return drop

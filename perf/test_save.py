@@ -1,0 +1,93 @@
+"""Save throughput: each backend, with and without fsync, beside safetensors and torch.save."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from perf import _drive
+from perf._baseline_io import SAVERS
+from perf._bench import Case, measure
+from perf._state import Materials, Settings, require
+from perf.workloads import SHARDED, UNSHARDED, WORKLOADS, nbytes
+from spec_tests.backends import Backend
+
+FSYNC = pytest.mark.parametrize("fsync", [False, True], ids=["nosync", "fsync"])
+
+
+def _set_sync_files(writer: Any, fsync: bool) -> None:
+    # Not part of the Backend contract: torch's and dcp_impl's writers both keep the
+    # constructor's ``sync_files`` flag as an attribute and read it while writing.
+    if not isinstance(getattr(writer, "sync_files", None), bool):
+        pytest.skip(f"{type(writer).__name__} has no sync_files option")
+    writer.sync_files = fsync
+
+
+def _fresh_folders(root: Path) -> Any:
+    """A setup helper: each call names a new, not yet existing folder under ``root``."""
+    return (root / f"round{n}" for n in itertools.count())
+
+
+@FSYNC
+@pytest.mark.parametrize("workload_name", UNSHARDED + SHARDED)
+def test_save(
+    benchmark: Any,
+    backend: Backend,
+    workload_name: str,
+    fsync: bool,
+    settings: Settings,
+    materials: Materials,
+    tmp_path: Path,
+) -> None:
+    workload = WORKLOADS[workload_name]
+    require(backend, workload)
+    ranks = materials.pieces(workload, workload.save, save=True)
+    folders = _fresh_folders(tmp_path)
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        path = str(next(folders))
+        writers = [backend.make_writer(path) for _ in ranks]
+        for writer in writers:
+            _set_sync_files(writer, fsync)
+        return (writers, path, ranks), {}
+
+    def teardown(writers: Any, path: str, ranks: Any) -> None:
+        shutil.rmtree(path)  # a 1 GiB workload would otherwise fill the disk round by round
+
+    op = "save-fsync" if fsync else "save"
+    case = Case(op, workload.name, backend.name, "backend", nbytes(ranks))
+    measure(benchmark, case, _drive.save, setup, rounds=settings.rounds, teardown=teardown)
+
+
+@FSYNC
+@pytest.mark.parametrize("workload_name", UNSHARDED)
+@pytest.mark.parametrize("baseline", sorted(SAVERS))
+def test_save_baseline(
+    benchmark: Any,
+    baseline: str,
+    workload_name: str,
+    fsync: bool,
+    settings: Settings,
+    materials: Materials,
+    tmp_path: Path,
+) -> None:
+    workload = WORKLOADS[workload_name]
+    tensors = materials.tensors(workload)
+    folders = _fresh_folders(tmp_path)
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        folder = next(folders)
+        folder.mkdir()
+        return (tensors, folder, fsync), {}
+
+    def teardown(tensors: Any, folder: Path, fsync: bool) -> None:
+        shutil.rmtree(folder)
+
+    op = "save-fsync" if fsync else "save"
+    moved = sum(t.nbytes for t in tensors.values())
+    case = Case(op, workload.name, baseline, "baseline", moved)
+    measure(benchmark, case, SAVERS[baseline], setup, rounds=settings.rounds, teardown=teardown)
