@@ -1,0 +1,452 @@
+"""HuggingFaceWriter / HuggingFaceReader: round trips, planning-time refusals, torch's bugs fixed.
+
+Multi-rank saves are simulated with spec_tests.harness, which calls the backend in DCP's order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
+
+from dcp_impl import _safetensors, dtypes, metadata
+from dcp_impl.errors import (
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    LayoutMismatchError,
+    UnsupportedError,
+)
+from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter
+from dcp_impl.layout import Box
+from spec_tests import harness
+from spec_tests.layouts import col_shards, row_shards
+
+SAFETENSORS_DTYPES = [row.torch_dtype for row in dtypes.DTYPES if row.safetensors]
+OTHER_DTYPES = [row.torch_dtype for row in dtypes.DTYPES if not row.safetensors]
+
+
+class Backend:
+    """The harness' backend protocol over our classes (writers/readers also given explicitly)."""
+
+    name = "dcp_impl-hf"
+    capabilities: frozenset[str] | None = None
+
+    def __init__(self, **writer_kwargs: Any) -> None:
+        self.writer_kwargs = {"sync_files": False, **writer_kwargs}
+
+    def make_writer(self, path: str) -> HuggingFaceWriter:
+        return HuggingFaceWriter(path, **self.writer_kwargs)
+
+    def make_reader(self, path: str) -> HuggingFaceReader:
+        return HuggingFaceReader(path)
+
+
+def sample(dtype: torch.dtype, shape: Sequence[int], seed: int = 0) -> torch.Tensor:
+    """Deterministic values of any dtype, every bit pattern allowed (NaN payloads, -0.0)."""
+    gen = torch.Generator().manual_seed(seed)
+    nbytes = int(torch.Size(shape).numel()) * dtypes.by_torch(dtype).itemsize
+    raw = torch.randint(0, 256, (nbytes,), dtype=torch.uint8, generator=gen)
+    if dtype == torch.bool:
+        raw = raw % 2
+    return raw.view(dtype).reshape(shape)
+
+
+def save(path: Path, state: dict[str, Any], **kwargs: Any) -> None:
+    dcp_save(
+        state, storage_writer=HuggingFaceWriter(path, sync_files=False, **kwargs), no_dist=True
+    )
+
+
+def load_whole(path: Path, like: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        k: torch.full_like(v, 0) if isinstance(v, torch.Tensor) else v for k, v in like.items()
+    }
+    dcp_load(out, storage_reader=HuggingFaceReader(path, **kwargs), no_dist=True)
+    return out
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    return harness.as_bytes(t)
+
+
+# --------------------------------------------------------------------------- header codec
+
+
+def test_header_is_space_padded_to_8_bytes_and_parses_back(tmp_path: Path) -> None:
+    info = dtypes.by_torch(torch.float16)
+    blob, entries = _safetensors.encode_header([("a", info, (3,)), ("é b", info, ())], {"k": "v"})
+    assert len(blob) % 8 == 0  # the data section starts 8-byte aligned
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(blob + bytes(entries[-1].end))
+    header = _safetensors.read_header(path)
+    assert header.data_start == len(blob)
+    assert [(e.name, e.shape, e.begin, e.end) for e in header.entries.values()] == [
+        ("a", (3,), 0, 6),
+        ("é b", (), 6, 8),
+    ]
+    assert header.metadata == {"k": "v"}
+
+
+def _raw(doc: object, data: int = 0, text: str | None = None) -> bytes:
+    body = (text if text is not None else json.dumps(doc)).encode()
+    return len(body).to_bytes(8, "little") + body + bytes(data)
+
+
+BAD_HEADERS = {
+    "short_prefix": b"\x01\x00",
+    "huge_length": (2**63).to_bytes(8, "little") + b"{}",
+    "length_past_end": (100).to_bytes(8, "little") + b"{}",
+    "not_json": _raw(None, text="{nope"),
+    "not_object": _raw([1, 2]),
+    "duplicate_key": _raw(
+        None,
+        4,
+        '{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},'
+        '"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}',
+    ),
+    "nan": _raw(None, text='{"a": NaN}'),
+    "unknown_dtype": _raw({"a": {"dtype": "F12", "shape": [1], "data_offsets": [0, 1]}}, 1),
+    "bool_shape": _raw({"a": {"dtype": "U8", "shape": [True], "data_offsets": [0, 1]}}, 1),
+    "negative_shape": _raw({"a": {"dtype": "U8", "shape": [-1], "data_offsets": [0, 0]}}),
+    "extra_key": _raw({"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1], "x": 1}}, 1),
+    "length_mismatch": _raw({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, 4),
+    "gap": _raw({"a": {"dtype": "U8", "shape": [1], "data_offsets": [1, 2]}}, 2),
+    "overlap": _raw(
+        {
+            "a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]},
+            "b": {"dtype": "U8", "shape": [2], "data_offsets": [1, 3]},
+        },
+        3,
+    ),
+    "reversed_offsets": _raw({"a": {"dtype": "U8", "shape": [0], "data_offsets": [2, 1]}}, 2),
+    "truncated_data": _raw({"a": {"dtype": "U8", "shape": [8], "data_offsets": [0, 8]}}, 7),
+    "trailing_data": _raw({"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}, 2),
+    "metadata_not_strings": _raw({"__metadata__": {"k": 1}}),
+    "bad_utf8": (3).to_bytes(8, "little") + b"{\xff}",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_HEADERS))
+def test_strict_header_parsing_names_the_file(tmp_path: Path, name: str) -> None:
+    path = tmp_path / f"{name}.safetensors"
+    path.write_bytes(BAD_HEADERS[name])
+    with pytest.raises(CorruptCheckpointError, match=name):
+        _safetensors.read_header(path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=80))
+def test_header_fuzz_only_raises_corrupt(blob: bytes) -> None:
+    with contextlib.suppress(CorruptCheckpointError):
+        _safetensors.parse_header(blob, 8 + len(blob), "fuzz.safetensors")
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("dtype", SAFETENSORS_DTYPES, ids=str)
+def test_every_safetensors_dtype_round_trips_bit_exact(tmp_path: Path, dtype: torch.dtype) -> None:
+    state = {
+        "w": sample(dtype, (3, 5)),
+        "scalar": sample(dtype, ()),
+        "empty": sample(dtype, (0, 4)),
+    }
+    save(tmp_path, state)
+    out = load_whole(tmp_path, state)
+    for key, value in state.items():
+        harness.assert_bit_equal(out[key], value, what=key)
+
+
+@pytest.mark.parametrize("dtype", OTHER_DTYPES, ids=str)
+def test_unsafe_dtype_refused_at_planning_before_any_write(
+    tmp_path: Path, dtype: torch.dtype
+) -> None:
+    writer = HuggingFaceWriter(tmp_path, sync_files=False)
+    with pytest.raises(CheckpointException) as info:
+        dcp_save(
+            {"ok": torch.ones(2), "bad": sample(dtype, (2,))}, storage_writer=writer, no_dist=True
+        )
+    assert "UnsupportedError" in str(info.value)
+    assert "'bad'" in str(info.value)
+    assert os.listdir(tmp_path) == []
+    plan = harness.SpecSavePlanner()
+    plan.set_up_planner({"bad": sample(dtype, (2,))})
+    with pytest.raises(UnsupportedError, match="has no safetensors equivalent"):
+        writer.prepare_local_plan(plan.create_local_plan())
+
+
+def test_noncontiguous_tensors_saved_as_their_logical_values(tmp_path: Path) -> None:
+    base = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    state = {
+        "transposed": base[0, 0].t(),
+        "channels_last": base.contiguous(memory_format=torch.channels_last),
+        "strided": base[:, ::2, 1:, ::3],
+        "expanded": torch.arange(3.0).expand(4, 3),
+    }
+    assert not any(v.is_contiguous() for k, v in state.items() if k != "channels_last")
+    save(tmp_path, state)
+    on_disk = load_file(tmp_path / "model-00001-of-00001.safetensors")
+    for key, value in state.items():
+        assert torch.equal(on_disk[key], value), key
+        assert torch.equal(load_whole(tmp_path, state)[key], value), key
+
+
+def test_non_tensor_entries_round_trip_through_the_sidecar(tmp_path: Path) -> None:
+    state = {
+        "w": torch.ones(3),
+        "step": 7,
+        "cfg": {"lr": 0.5, "name": "x"},
+        "raw": io.BytesIO(b"\0ab"),
+    }
+    save(tmp_path, state)
+    out: dict[str, Any] = {
+        "w": torch.zeros(3),
+        "step": 0,
+        "cfg": {"lr": 0.0, "name": ""},
+        "raw": io.BytesIO(),
+    }
+    dcp_load(out, storage_reader=HuggingFaceReader(tmp_path), no_dist=True)
+    assert out["step"] == 7
+    assert out["cfg"] == {"lr": 0.5, "name": "x"}
+    assert out["raw"].getvalue() == b"\0ab"
+    assert set(load_file(tmp_path / "model-00001-of-00001.safetensors")) == {"w"}
+
+
+def test_full_metadata_round_trips_through_the_sidecar(tmp_path: Path) -> None:
+    state = {"a": {"b": torch.ones(2, 3)}, "n": 3, "c": torch.zeros((), dtype=torch.int8)}
+    written = dcp_save(
+        state, storage_writer=HuggingFaceWriter(tmp_path, sync_files=False), no_dist=True
+    )
+    sidecar = metadata.loads((tmp_path / _safetensors.SIDECAR_NAME).read_bytes())
+    read = HuggingFaceReader(tmp_path).read_metadata()
+    for md in (sidecar, read):
+        assert md.state_dict_metadata == written.state_dict_metadata
+        assert md.planner_data == written.planner_data
+    assert isinstance(read.storage_data, dict)
+    assert all(
+        isinstance(v, metadata.ItemLocation) and v.checksum for v in read.storage_data.values()
+    )
+
+
+def test_index_lists_every_tensor_and_its_file(tmp_path: Path) -> None:
+    state = {"a": torch.ones(4), "b": torch.ones(2, dtype=torch.float64), "c": torch.ones(1)}
+    save(tmp_path, state, fqn_to_index_mapping={"a": 1, "b": 2, "c": 2})
+    index = json.loads((tmp_path / _safetensors.INDEX_NAME).read_text())
+    assert index["weight_map"] == {
+        "a": "model-00001-of-00002.safetensors",
+        "b": "model-00002-of-00002.safetensors",
+        "c": "model-00002-of-00002.safetensors",
+    }
+    assert index["metadata"]["total_size"] == 16 + 16 + 4
+    assert set(load_file(tmp_path / "model-00002-of-00002.safetensors")) == {"b", "c"}
+
+
+def test_tensor_missing_from_mapping_is_refused_at_planning(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointException, match="fqn_to_index_mapping"):
+        save(tmp_path, {"a": torch.ones(1), "b": torch.ones(1)}, fqn_to_index_mapping={"a": 1})
+    assert os.listdir(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- several ranks
+
+
+def test_several_chunks_of_one_tensor_on_one_rank_never_lose_data(tmp_path: Path) -> None:
+    value = sample(torch.float32, (6, 4), seed=1)
+    boxes = [Box((0, 0), (2, 4)), Box((4, 0), (2, 4)), Box((2, 0), (2, 4))]
+    backend = Backend(save_distributed=True)
+    harness.save(backend, str(tmp_path), [{"w": harness.shard(value, [boxes])[0]}])
+    names = sorted(p.name for p in tmp_path.glob("*.safetensors"))
+    assert len(names) == 3  # one entry per name and file: each extra chunk gets its own shard file
+    (got,) = harness.load(
+        backend,
+        str(tmp_path),
+        [{"w": harness.TensorRequest(torch.float32, (6, 4), (Box.full((6, 4)),))}],
+    )
+    harness.assert_bit_equal(got["w"][0], value, what="w")
+
+
+def test_ranks_without_save_distributed_never_clobber_each_other(tmp_path: Path) -> None:
+    states = [
+        {"a": torch.full((3,), 1.0)},
+        {"b": torch.full((2,), 2.0)},
+        {"c": torch.full((1,), 3.0)},
+    ]
+    backend = Backend()
+    harness.save(backend, str(tmp_path), states)
+    index = json.loads((tmp_path / _safetensors.INDEX_NAME).read_text())["weight_map"]
+    assert len(set(index.values())) == 3
+    for fqn, name in index.items():
+        assert list(load_file(tmp_path / name)) == [fqn]
+    requests = {
+        k: harness.TensorRequest(torch.float32, tuple(v[k].shape), (Box.full(v[k].shape),))
+        for v in states
+        for k in v
+    }
+    (got,) = harness.load(backend, str(tmp_path), [requests])
+    assert [got[k][0].tolist() for k in "abc"] == [[1.0] * 3, [2.0] * 2, [3.0]]
+
+
+def test_chunked_tensor_without_save_distributed_refused_at_global_planning(tmp_path: Path) -> None:
+    value = torch.arange(8.0)
+    boxes = row_shards((8,), 2)
+    with pytest.raises(LayoutMismatchError, match="save_distributed=True"):
+        harness.save(Backend(), str(tmp_path), [{"w": s} for s in harness.shard(value, boxes)])
+    assert not list(tmp_path.iterdir())
+
+
+def test_true_size_kept_when_saved_chunks_do_not_reach_the_end(tmp_path: Path) -> None:
+    value = torch.arange(12.0).reshape(4, 3)
+    part = harness.Shards((4, 3), ((Box((0, 0), (2, 3)), value[:2]),))
+    harness.save(Backend(save_distributed=True), str(tmp_path), [{"w": part}])
+    md = HuggingFaceReader(tmp_path).read_metadata()
+    assert tuple(md.state_dict_metadata["w"].size) == (4, 3)  # type: ignore[union-attr]
+    request = harness.TensorRequest(torch.float32, (4, 3), (Box((0, 0), (2, 3)),))
+    (got,) = harness.load(Backend(), str(tmp_path), [{"w": request}])
+    assert torch.equal(got["w"][0], value[:2])
+
+
+def test_resharded_load_four_rows_to_two_columns(tmp_path: Path) -> None:
+    value = sample(torch.bfloat16, (8, 6), seed=3)
+    backend = Backend(save_distributed=True)
+    harness.save(
+        backend, str(tmp_path), [{"w": s} for s in harness.shard(value, row_shards((8, 6), 4))]
+    )
+    requests = [
+        {"w": harness.TensorRequest(torch.bfloat16, (8, 6), tuple(b))}
+        for b in col_shards((8, 6), 2)
+    ]
+    results = harness.load(backend, str(tmp_path), requests)
+    for rank, boxes in enumerate(col_shards((8, 6), 2)):
+        harness.assert_bit_equal(results[rank]["w"][0], harness.region(value, boxes[0]), what="w")
+
+
+def test_reads_fetch_only_the_requested_byte_ranges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    value = sample(torch.float32, (64, 256), seed=4)
+    save(tmp_path, {"w": value})
+    read = []
+    real = os.preadv
+
+    def counting(fd: int, buffers: Any, offset: int) -> int:
+        n = real(fd, buffers, offset)
+        read.append(n)
+        return n
+
+    monkeypatch.setattr(os, "preadv", counting)
+    request = harness.TensorRequest(torch.float32, (64, 256), (Box((16, 0), (8, 256)),))
+    reader = HuggingFaceReader(tmp_path, verify=False)
+    (got,) = harness.load(Backend(), str(tmp_path), [{"w": request}], readers=[reader])
+    harness.assert_bit_equal(got["w"][0], value[16:24], what="w rows 16..23")
+    assert sum(read) == 8 * 256 * 4
+
+
+# --------------------------------------------------------------------------- failures, stale files
+
+
+def test_worker_thread_errors_reach_the_caller_with_their_traceback(tmp_path: Path) -> None:
+    states = [{f"t{i}": torch.ones(2) for i in range(6)}]
+    writer = HuggingFaceWriter(
+        tmp_path,
+        fqn_to_index_mapping={f"t{i}": i + 1 for i in range(6)},
+        thread_count=3,
+        sync_files=False,
+    )
+    with pytest.raises(harness.InjectedFault, match="fails on purpose") as info:
+        harness.save(
+            Backend(),
+            str(tmp_path),
+            states,
+            writers=[writer],
+            fail_on=lambda item: item.index.fqn == "t4",
+        )
+    frames = [frame.name for frame in traceback.extract_tb(info.value.__traceback__)]
+    assert "resolve_data" in frames
+    assert "_write_tensors" in frames
+    assert not (tmp_path / _safetensors.SIDECAR_NAME).exists()
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_failed_save_leaves_the_previous_checkpoint_loadable(tmp_path: Path) -> None:
+    save(tmp_path, {"w": torch.ones(4)})
+    with pytest.raises(harness.InjectedFault):
+        harness.save(Backend(), str(tmp_path), [{"w": torch.zeros(4)}], fail_on=lambda item: True)
+    assert torch.equal(load_whole(tmp_path, {"w": torch.empty(4)})["w"], torch.ones(4))
+
+
+def test_resave_never_reads_stale_files(tmp_path: Path) -> None:
+    save(tmp_path, {"a": torch.ones(2), "b": torch.ones(2)}, fqn_to_index_mapping={"a": 1, "b": 2})
+    (tmp_path / "notes.txt").write_text("kept")
+    save(tmp_path, {"a": torch.full((2,), 5.0)})
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == [
+        "model-00001-of-00001.safetensors"
+    ]
+    assert (tmp_path / "notes.txt").read_text() == "kept"
+    md = HuggingFaceReader(tmp_path).read_metadata()
+    assert set(md.state_dict_metadata) == {"a"}
+    assert load_whole(tmp_path, {"a": torch.empty(2)})["a"].tolist() == [5.0, 5.0]
+
+
+def test_foreign_resave_makes_the_sidecar_stale_and_the_index_wins(tmp_path: Path) -> None:
+    from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageWriter
+
+    save(tmp_path, {"a": torch.ones(2), "b": torch.ones(2)}, fqn_to_index_mapping={"a": 1, "b": 2})
+    writer = HuggingFaceStorageWriter(str(tmp_path))
+    dcp_save({"a": torch.full((2,), 9.0)}, storage_writer=writer, no_dist=True)
+    md = HuggingFaceReader(tmp_path).read_metadata()
+    assert set(md.state_dict_metadata) == {"a"}
+    assert load_whole(tmp_path, {"a": torch.empty(2)})["a"].tolist() == [9.0, 9.0]
+
+
+def test_interrupted_commit_is_never_loaded_as_a_mix(tmp_path: Path) -> None:
+    save(tmp_path, {"a": torch.ones(2), "b": torch.ones(2)}, fqn_to_index_mapping={"a": 1, "b": 2})
+    old = (tmp_path / "model-00002-of-00002.safetensors").read_bytes()
+    save(
+        tmp_path, {"a": torch.zeros(2), "b": torch.zeros(2)}, fqn_to_index_mapping={"a": 1, "b": 2}
+    )
+    # A crash between the renames and the sidecar: one file of the old save, no sidecar, no index.
+    (tmp_path / "model-00002-of-00002.safetensors").write_bytes(old)
+    (tmp_path / _safetensors.SIDECAR_NAME).unlink()
+    (tmp_path / _safetensors.INDEX_NAME).unlink()
+    with pytest.raises(CorruptCheckpointError, match="different saves"):
+        HuggingFaceReader(tmp_path).read_metadata()
+
+
+def test_corrupted_data_is_reported_not_loaded(tmp_path: Path) -> None:
+    save(tmp_path, {"w": torch.arange(16.0)})
+    path = tmp_path / "model-00001-of-00001.safetensors"
+    blob = bytearray(path.read_bytes())
+    blob[-3] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointException, match="fails its checksum"):
+        load_whole(tmp_path, {"w": torch.empty(16)})
+
+
+def test_missing_folder_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointNotFoundError):
+        HuggingFaceReader(tmp_path / "nope").read_metadata()
+    with pytest.raises(CheckpointNotFoundError):
+        HuggingFaceReader(tmp_path).read_metadata()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.one_of(st.none(), st.integers(), st.text(), st.binary(), st.builds(object)))
+def test_validate_checkpoint_id_is_total(value: object) -> None:
+    for cls in (HuggingFaceWriter, HuggingFaceReader):
+        assert isinstance(cls.validate_checkpoint_id(value), bool)  # type: ignore[arg-type]
+    assert HuggingFaceWriter.validate_checkpoint_id("/tmp/x")
+    assert not HuggingFaceReader.validate_checkpoint_id("s3://bucket/x")
