@@ -1,0 +1,197 @@
+"""The backend registry: capability vocabulary, built-ins, SPEC resolution and its errors."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch.distributed.checkpoint._hf_utils import DTYPE_MAP
+from torch.distributed.checkpoint.filesystem import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageWriter
+from torch.distributed.checkpoint.storage import StorageReader, StorageWriter
+
+import dcp_impl
+from dcp_impl.dtypes import DTYPES
+from spec_tests import backends
+from spec_tests.backends import (
+    BUILTIN_NAMES,
+    CAPABILITIES,
+    Backend,
+    BackendSpecError,
+    builtin,
+    claimed_dtypes,
+    claims,
+    load_backend,
+)
+
+GENERAL = {
+    "bytes",
+    "multi-rank",
+    "multi-chunk",
+    "reshard",
+    "metadata-exact",
+    "overwrite",
+    "integrity",
+    "atomic-commit",
+    "multiprocess",
+}
+
+
+def test_vocabulary_is_every_dtype_row_plus_the_general_capabilities() -> None:
+    assert set(CAPABILITIES) == {f"dtype:{row.name}" for row in DTYPES} | GENERAL
+    assert all(meaning.strip() for meaning in CAPABILITIES.values())
+
+
+@pytest.mark.parametrize("name", BUILTIN_NAMES)
+def test_builtins_satisfy_the_protocol(name: str) -> None:
+    backend = builtin(name)
+    assert isinstance(backend, Backend)
+    assert backend.name == name
+    assert backend.capabilities is None or backend.capabilities <= CAPABILITIES.keys()
+
+
+def test_builtin_names_are_the_five_documented() -> None:
+    assert set(BUILTIN_NAMES) == {"dcp_impl-fs", "dcp_impl-hf", "torch-fs", "torch-hf", "reference"}
+
+
+def test_unknown_builtin_lists_the_builtins() -> None:
+    with pytest.raises(
+        BackendSpecError, match="expected one of dcp_impl-fs, dcp_impl-hf, torch-fs"
+    ):
+        builtin("s3")
+    with pytest.raises(BackendSpecError, match="'s3' is not a built-in"):
+        load_backend("s3")
+
+
+def test_claims_rejects_unknown_capability_names() -> None:
+    with pytest.raises(ValueError, match="'multi_rank' is unknown"):
+        claims(builtin("reference"), "multi_rank")
+
+
+def test_none_claims_everything() -> None:
+    fs = builtin("dcp_impl-fs")
+    assert fs.capabilities is None
+    assert all(claims(fs, cap) for cap in CAPABILITIES)
+    assert claimed_dtypes(fs) == [row.torch_dtype for row in DTYPES]
+
+
+def test_reference_claims_all_but_three() -> None:
+    reference = builtin("reference")
+    assert reference.capabilities == frozenset(CAPABILITIES) - {
+        "integrity",
+        "atomic-commit",
+        "multiprocess",
+    }
+
+
+def test_torch_hf_claims_its_dtype_map_and_no_bytes() -> None:
+    hf = builtin("torch-hf")
+    assert set(claimed_dtypes(hf)) == set(DTYPE_MAP.values())
+    assert not claims(hf, "bytes")
+    assert not claims(hf, "multi-chunk")
+    assert claims(hf, "multi-rank")
+    assert claims(hf, "reshard")
+
+
+def test_dcp_impl_hf_claims_the_safetensors_dtypes() -> None:
+    hf = builtin("dcp_impl-hf")
+    assert claimed_dtypes(hf) == [row.torch_dtype for row in DTYPES if row.safetensors]
+    assert (hf.capabilities or set()) >= GENERAL
+
+
+def test_torch_fs_lacks_integrity_and_atomic_commit() -> None:
+    fs = builtin("torch-fs")
+    assert {cap for cap in CAPABILITIES if not claims(fs, cap)} == {"integrity", "atomic-commit"}
+
+
+def test_torch_backends_make_torch_storage(tmp_path: Path) -> None:
+    assert type(builtin("torch-fs").make_writer(str(tmp_path))) is FileSystemWriter
+    assert type(builtin("torch-fs").make_reader(str(tmp_path))) is FileSystemReader
+    writer = builtin("torch-hf").make_writer(str(tmp_path))
+    assert isinstance(writer, HuggingFaceStorageWriter)
+    assert writer.save_distributed
+
+
+@pytest.mark.parametrize("name", ["dcp_impl-fs", "dcp_impl-hf"])
+def test_dcp_impl_backends_make_dcp_impl_storage(name: str, tmp_path: Path) -> None:
+    prefix = "FileSystem" if name.endswith("fs") else "HuggingFace"
+    if not hasattr(dcp_impl, f"{prefix}Reader"):
+        pytest.skip(f"dcp_impl.{prefix}Reader is not written yet")
+    backend = builtin(name)
+    assert isinstance(backend.make_writer(str(tmp_path)), StorageWriter)
+    assert isinstance(backend.make_reader(str(tmp_path)), StorageReader)
+
+
+@pytest.fixture
+def user_module(tmp_path: Path) -> Iterator[str]:
+    """A throwaway importable module defining backends in several shapes."""
+    name = "user_backends_for_test"
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent(
+            """
+            from spec_tests.reference import ReferenceBackend
+
+            class Store:
+                name = "store"
+                capabilities = frozenset({"bytes"})
+                def make_writer(self, path): return None
+                def make_reader(self, path): return None
+
+            INSTANCE = Store()
+            def factory(): return Store()
+            class Holder:
+                backend = ReferenceBackend(name="held")
+            def broken(): raise RuntimeError("no credentials")
+            class Typo(Store):
+                capabilities = frozenset({"multi_rank"})
+            class BadName(Store):
+                name = 3
+            class NoReader:
+                name = "half"
+                capabilities = None
+                def make_writer(self, path): return None
+            """
+        )
+    )
+    sys.path.insert(0, str(tmp_path))
+    yield name
+    sys.path.remove(str(tmp_path))
+    sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize(
+    ("attr", "expected"),
+    [("INSTANCE", "store"), ("Store", "store"), ("factory", "store"), ("Holder.backend", "held")],
+)
+def test_module_attr_specs(user_module: str, attr: str, expected: str) -> None:
+    backend = load_backend(f"{user_module}:{attr}")
+    assert isinstance(backend, Backend)
+    assert backend.name == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("{m}:missing", "has no attribute 'missing'"),
+        ("{m}:broken", "calling .* failed: RuntimeError: no credentials"),
+        ("{m}:Typo", r"claims unknown capabilities \['multi_rank'\]"),
+        ("{m}:BadName", "name must be a str"),
+        ("{m}:NoReader", r"lacks Backend member\(s\) make_reader"),
+        ("{m}:", "expected module:attr"),
+        ("not_a_module_xyz:thing", "cannot import module 'not_a_module_xyz'"),
+    ],
+)
+def test_bad_specs_say_what_is_wrong(user_module: str, spec: str, message: str) -> None:
+    with pytest.raises(BackendSpecError, match=message):
+        load_backend(spec.format(m=user_module))
+
+
+def test_builtin_registry_does_not_import_dcp_impl_storage() -> None:
+    # The dcp_impl backends are written in parallel: building the objects must not need them.
+    backend = backends.DcpImplHF()
+    assert backend.name == "dcp_impl-hf"
+    assert torch.float32 in claimed_dtypes(backend)
