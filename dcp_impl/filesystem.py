@@ -1,0 +1,471 @@
+"""A directory of raw data files plus one JSON metadata file: dcp_impl's filesystem backend.
+
+Layout (specified in ``docs/format.md``, section "Filesystem checkpoint layout"):
+
+* ``data-<save id>-r<plan>-<k>.bin``: the row-major bytes of stored items, back to back.
+  Every save has a fresh save id, so a save never writes into files of a committed one.
+* ``.metadata.json``: the checkpoint ``Metadata`` in dcp_impl's JSON format, whose
+  ``storage_data`` maps each ``MetadataIndex`` to an ``ItemLocation`` (file, offset,
+  length, ``xxh3_64`` checksum). It is written last, atomically: it is the commit point.
+
+Once the new metadata is committed, the coordinator removes the data files of earlier
+saves (only names of the form above that the new metadata does not reference).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.distributed.checkpoint.metadata import (
+    BytesStorageMetadata,
+    ChunkStorageMetadata,
+    Metadata,
+    MetadataIndex,
+    StorageMeta,
+    TensorStorageMetadata,
+)
+from torch.distributed.checkpoint.planner import (
+    LoadItemType,
+    LoadPlan,
+    LoadPlanner,
+    ReadItem,
+    SavePlan,
+    SavePlanner,
+    WriteItem,
+    WriteItemType,
+)
+from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
+from torch.futures import Future
+
+from dcp_impl import _io, dtypes
+from dcp_impl import metadata as metadata_format
+from dcp_impl.errors import (
+    CheckpointNotFoundError,
+    InvalidMetadataError,
+    LayoutMismatchError,
+    OverwriteRefusedError,
+    UnsupportedError,
+    WriteFailedError,
+)
+from dcp_impl.layout import Box
+
+__all__ = ["METADATA_FILE", "FileSystemReader", "FileSystemWriter", "is_data_file"]
+
+METADATA_FILE = ".metadata.json"
+_DATA_FILE = re.compile(r"data-[0-9a-f]{32}-r[0-9]+-[0-9]+\.bin")
+_METADATA_TEMP = re.compile(re.escape(f".{METADATA_FILE}.") + r".*\.tmp")
+
+
+def is_data_file(name: str) -> bool:
+    """Whether ``name`` has the form of a data file this backend writes."""
+    return _DATA_FILE.fullmatch(name) is not None
+
+
+def _valid_path(checkpoint_id: object) -> bool:
+    if isinstance(checkpoint_id, os.PathLike):
+        checkpoint_id = os.fspath(checkpoint_id)
+    if not isinstance(checkpoint_id, str):
+        return False
+    # URLs belong to other backends; NUL bytes can never name a file.
+    return bool(checkpoint_id) and "://" not in checkpoint_id and "\0" not in checkpoint_id
+
+
+def validate_checkpoint_id(checkpoint_id: object) -> bool:
+    """Whether ``checkpoint_id`` can name a local directory; never raises."""
+    try:
+        return _valid_path(checkpoint_id)
+    except Exception:  # a hostile __fspath__ must not make a total function raise
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class _FilePrefix:
+    """SavePlan.storage_data from the coordinator: the name prefix of a plan's data files."""
+
+    prefix: str
+
+
+class FileSystemWriter(StorageWriter):
+    """Write a checkpoint into the directory ``path`` (created if missing).
+
+    ``thread_count`` files are written in parallel per rank; ``sync_files`` fsyncs data,
+    metadata and the directory before the commit; ``overwrite=False`` refuses a directory
+    that holds a committed checkpoint (checked by the coordinator before anything is written).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        thread_count: int = 1,
+        sync_files: bool = True,
+        overwrite: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if thread_count < 1:
+            raise ValueError(f"thread_count must be >= 1, got {thread_count}")
+        self.path = Path(path)
+        self.thread_count = thread_count
+        self.sync_files = sync_files
+        self.overwrite = overwrite
+        self.save_id = uuid.uuid4().hex
+
+    @property
+    def checkpoint_id(self) -> str:
+        """The directory this writer saves into."""
+        return os.fspath(self.path)
+
+    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
+        # docstring inherited
+        if checkpoint_id is not None:
+            self.path = Path(checkpoint_id)
+        self.save_id = uuid.uuid4().hex
+
+    def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
+        # docstring inherited
+        if kwargs.get("use_collectives", True) is False:
+            raise UnsupportedError(
+                "FileSystemWriter: use_collectives=False (one metadata file per rank) is not "
+                "supported: expected the default collective save"
+            )
+        # One rank decides, before any rank writes, so every rank sees the same answer.
+        if is_coordinator and not self.overwrite and (self.path / METADATA_FILE).exists():
+            raise OverwriteRefusedError(
+                f"{self.path}: expected no committed checkpoint (overwrite=False), "
+                f"found {METADATA_FILE}"
+            )
+
+    def prepare_local_plan(self, plan: SavePlan, **kwargs: Any) -> SavePlan:
+        # docstring inherited
+        self.path.mkdir(parents=True, exist_ok=True)
+        return plan
+
+    def prepare_global_plan(self, plans: list[SavePlan], **kwargs: Any) -> list[SavePlan]:
+        # docstring inherited
+        return [
+            replace(plan, storage_data=_FilePrefix(f"data-{self.save_id}-r{rank}"))
+            for rank, plan in enumerate(plans)
+        ]
+
+    def write_data(
+        self, plan: SavePlan, planner: SavePlanner, **kwargs: Any
+    ) -> Future[list[WriteResult]]:
+        # docstring inherited
+        if not isinstance(plan.storage_data, _FilePrefix):
+            raise InvalidMetadataError(
+                f"SavePlan.storage_data: expected the prefix set by prepare_global_plan, "
+                f"found {plan.storage_data!r}"
+            )
+        buckets = _split(plan.items, self.thread_count)
+        names = [f"{plan.storage_data.prefix}-{k}.bin" for k in range(len(buckets))]
+        jobs = list(zip(names, buckets, strict=True))
+        try:
+            per_file = _io.parallel_map(
+                jobs,
+                lambda: _BucketWriter(self.path, planner, self.sync_files),
+                thread_count=self.thread_count,
+            )
+            if self.sync_files and jobs:
+                _io.fsync_dir(self.path)
+        except Exception as err:
+            for name in names:
+                (self.path / name).unlink(missing_ok=True)
+            raise WriteFailedError(
+                f"{self.path}: writing {len(plan.items)} items failed: {err!r}; "
+                "nothing was committed"
+            ) from err
+        future: Future[list[WriteResult]] = Future()
+        future.set_result([result for results in per_file for result in results])
+        return future
+
+    def finish(self, metadata: Metadata, results: list[list[WriteResult]], **kwargs: Any) -> None:
+        # docstring inherited
+        locations: dict[MetadataIndex, metadata_format.ItemLocation] = {}
+        for result in (r for rank_results in results for r in rank_results):
+            if not isinstance(result.storage_data, metadata_format.ItemLocation):
+                raise InvalidMetadataError(
+                    f"WriteResult for {result.index}: expected an ItemLocation, "
+                    f"found {result.storage_data!r}"
+                )
+            locations[result.index] = result.storage_data
+        metadata.storage_data = locations
+        if metadata.storage_meta is None:
+            metadata.storage_meta = self.storage_meta()
+        text = metadata_format.dumps(metadata)
+        _io.atomic_write(self.path / METADATA_FILE, text.encode(), sync=self.sync_files)
+        _remove_superseded(self.path, {loc.path for loc in locations.values()})
+
+    def storage_meta(self) -> StorageMeta | None:
+        # docstring inherited
+        return StorageMeta(checkpoint_id=self.checkpoint_id, save_id=self.save_id)
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str], **kwargs: Any) -> bool:
+        # docstring inherited
+        return validate_checkpoint_id(checkpoint_id)
+
+
+def _split(items: Sequence[WriteItem], count: int) -> list[list[WriteItem]]:
+    """At most ``count`` non-empty buckets of similar byte size, largest items first."""
+    buckets: list[list[WriteItem]] = [[] for _ in range(max(1, min(count, len(items))))]
+    sizes = [0] * len(buckets)
+    for item in sorted(items, key=lambda i: -_nbytes(i)):
+        smallest = sizes.index(min(sizes))
+        buckets[smallest].append(item)
+        sizes[smallest] += _nbytes(item)
+    return [bucket for bucket in buckets if bucket]
+
+
+def _nbytes(item: WriteItem) -> int:
+    # WriteItem.tensor_storage_size() raises for torch's bits dtypes; the dtype table does not.
+    data = item.tensor_data
+    if data is None:
+        return 0
+    return Box.full(data.chunk.sizes).numel * dtypes.by_torch(data.properties.dtype).itemsize
+
+
+class _BucketWriter:
+    """Writes one bucket of items into one new data file (a worker of parallel_map)."""
+
+    def __init__(self, root: Path, planner: SavePlanner, sync: bool) -> None:
+        self._root = root
+        self._planner = planner
+        self._sync = sync
+
+    def __call__(self, job: tuple[str, list[WriteItem]]) -> list[WriteResult]:
+        name, items = job
+        results = []
+        with _io.DataFileWriter(self._root / name, sync=self._sync) as out:
+            for item in items:
+                stored = self._write(out, item)
+                location = metadata_format.ItemLocation(
+                    name, stored.offset, stored.length, stored.checksum
+                )
+                results.append(WriteResult(item.index, stored.length, location))
+        return results
+
+    def _write(self, out: _io.DataFileWriter, item: WriteItem) -> _io.StoredRange:
+        data = self._planner.resolve_data(item)
+        if item.type == WriteItemType.BYTE_IO:
+            if not isinstance(data, io.BytesIO):
+                raise UnsupportedError(
+                    f"{item.index.fqn!r}: expected io.BytesIO for a BYTE_IO item, found "
+                    f"{type(data).__name__}"
+                )
+            with data.getbuffer() as view:
+                return out.write_bytes(view)
+        if not isinstance(data, torch.Tensor):
+            raise UnsupportedError(
+                f"{item.index.fqn!r}: expected a tensor, found {type(data).__name__}"
+            )
+        return out.write_tensor(data)
+
+    def close(self) -> None:
+        pass
+
+
+def _remove_superseded(root: Path, keep: set[str]) -> None:
+    """Remove our data files that ``keep`` does not name, and stale metadata temp files.
+
+    Best effort: the new checkpoint is already committed, and a file left behind is
+    harmless (it is referenced by nothing and removed by the next save).
+    """
+    with os.scandir(root) as entries:
+        stale = [
+            entry.path
+            for entry in entries
+            if (is_data_file(entry.name) or _METADATA_TEMP.fullmatch(entry.name) is not None)
+            and entry.name not in keep
+            and entry.is_file(follow_symlinks=False)
+        ]
+    for path in stale:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+class FileSystemReader(StorageReader):
+    """Read a checkpoint written by :class:`FileSystemWriter` from the directory ``path``.
+
+    Reads run on ``thread_count`` threads and take only the bytes each request needs. With
+    ``verify`` (the default) every item any byte is taken from is checked against its
+    checksum first; see :func:`dcp_impl._io.read_into`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        thread_count: int = 2,
+        verify: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if thread_count < 1:
+            raise ValueError(f"thread_count must be >= 1, got {thread_count}")
+        self.path = Path(path)
+        self.thread_count = thread_count
+        self.verify = verify
+        self.load_id = uuid.uuid4().hex
+        self._metadata: Metadata | None = None
+
+    @property
+    def checkpoint_id(self) -> str:
+        """The directory this reader loads from."""
+        return os.fspath(self.path)
+
+    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
+        # docstring inherited
+        if checkpoint_id is not None:
+            self.path = Path(checkpoint_id)
+        self.load_id = uuid.uuid4().hex
+        self._metadata = None
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        # docstring inherited
+        file = self.path / METADATA_FILE
+        try:
+            size = file.stat().st_size
+            if size > metadata_format.MAX_METADATA_BYTES:
+                raise InvalidMetadataError(
+                    f"{file}: expected at most {metadata_format.MAX_METADATA_BYTES} bytes, "
+                    f"found {size}"
+                )
+            text = file.read_bytes()
+        except (FileNotFoundError, NotADirectoryError) as err:
+            raise CheckpointNotFoundError(
+                f"{self.path}: expected a committed checkpoint ({METADATA_FILE}), found none"
+            ) from err
+        metadata = metadata_format.loads(text)
+        if metadata.storage_meta is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+    def set_up_storage_reader(
+        self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any
+    ) -> None:
+        # docstring inherited
+        if not isinstance(metadata.storage_data, dict):
+            raise InvalidMetadataError(
+                f"{self.path}: expected storage_data mapping items to ItemLocations, "
+                f"found {type(metadata.storage_data).__name__}"
+            )
+        self._metadata = metadata
+
+    def prepare_local_plan(self, plan: LoadPlan, **kwargs: Any) -> LoadPlan:
+        # docstring inherited
+        return plan
+
+    def prepare_global_plan(self, plans: list[LoadPlan], **kwargs: Any) -> list[LoadPlan]:
+        # docstring inherited
+        return plans
+
+    def read_data(self, plan: LoadPlan, planner: LoadPlanner, **kwargs: Any) -> Future[None]:
+        # docstring inherited
+        if self._metadata is None:
+            raise RuntimeError("read_data called before set_up_storage_reader")
+        planned = _LoadPlanner(self.path, self._metadata, planner)
+        requests = planned.requests(plan.items)
+        _io.read_into(requests, thread_count=self.thread_count, verify=self.verify)
+        planned.commit()
+        future: Future[None] = Future()
+        future.set_result(None)
+        return future
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str], **kwargs: Any) -> bool:
+        # docstring inherited
+        return validate_checkpoint_id(checkpoint_id)
+
+
+class _LoadPlanner:
+    """Turns ReadItems into one ReadRequest per stored item, then commits them in order."""
+
+    def __init__(self, root: Path, metadata: Metadata, planner: LoadPlanner) -> None:
+        self._root = root
+        self._metadata = metadata
+        self._planner = planner
+        self._commits: list[Callable[[], None]] = []
+
+    def requests(self, items: Sequence[ReadItem]) -> list[_io.ReadRequest]:
+        grouped: dict[MetadataIndex, list[_io.Target]] = {}
+        for item in items:
+            grouped.setdefault(item.storage_index, []).append(self._target(item))
+        return [self._request(index, tuple(targets)) for index, targets in grouped.items()]
+
+    def commit(self) -> None:
+        for action in self._commits:
+            action()
+
+    def _location(self, index: MetadataIndex) -> metadata_format.ItemLocation:
+        location = self._metadata.storage_data.get(index)
+        if not isinstance(location, metadata_format.ItemLocation):
+            raise InvalidMetadataError(
+                f"{self._root}: expected an ItemLocation for {index}, found {location!r}"
+            )
+        return location
+
+    def _target(self, item: ReadItem) -> _io.Target:
+        if item.type == LoadItemType.BYTE_IO:
+            length = self._location(item.storage_index).length
+            buffer = torch.empty(length, dtype=torch.uint8)
+
+            def load() -> None:
+                self._planner.load_bytes(item, io.BytesIO(buffer.numpy().tobytes()))
+
+            self._commits.append(load)
+            return _io.Target(Box.full((length,)), buffer)
+        sub = Box(tuple(item.storage_offsets), tuple(item.lengths))
+        dest = self._planner.resolve_tensor(item).detach()
+        if tuple(dest.shape) != sub.sizes:
+            raise LayoutMismatchError(
+                f"{item.dest_index.fqn!r}: destination region expected shape {sub.sizes}, "
+                f"found {tuple(dest.shape)}"
+            )
+        self._commits.append(lambda: self._planner.commit_tensor(item, dest))
+        return _io.Target(sub, dest)
+
+    def _request(self, index: MetadataIndex, targets: tuple[_io.Target, ...]) -> _io.ReadRequest:
+        location = self._location(index)
+        entry = self._metadata.state_dict_metadata.get(index.fqn)
+        sizes: tuple[int, ...]
+        if isinstance(entry, BytesStorageMetadata):
+            sizes, dtype = (location.length,), torch.uint8
+            label = f"{index.fqn!r} (bytes)"
+        elif isinstance(entry, TensorStorageMetadata):
+            chunk = _find_chunk(entry, index)
+            sizes, dtype = tuple(chunk.sizes), entry.properties.dtype
+            label = f"{index.fqn!r} chunk at offsets {tuple(chunk.offsets)}"
+        else:
+            raise InvalidMetadataError(f"{self._root}: no metadata entry for {index.fqn!r}")
+        return _io.ReadRequest(
+            path=os.path.join(self._root, *location.path.split("/")),
+            offset=location.offset,
+            length=location.length,
+            chunk_sizes=sizes,
+            dtype=dtype,
+            targets=targets,
+            checksum=location.checksum,
+            label=label,
+        )
+
+
+def _find_chunk(entry: TensorStorageMetadata, index: MetadataIndex) -> ChunkStorageMetadata:
+    chunks = entry.chunks
+    hint = index.index
+    if hint is not None and 0 <= hint < len(chunks):
+        chunks = [chunks[hint], *chunks]  # the hint is probed first, as torch does
+    for chunk in chunks:
+        if chunk.offsets == index.offset:
+            return chunk
+    raise InvalidMetadataError(f"{index.fqn!r}: no stored chunk at offsets {index.offset}")
