@@ -1,0 +1,53 @@
+"""Developer sessions: tests, conformance, perf, lint.
+
+Every session installs torch from the pinned CPU build first: an unpinned torch
+would pull a multi-GB CUDA build.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "conformance", "lint"]
+nox.options.default_venv_backend = "venv"
+
+PYTHON = "3.11"
+TORCH = "torch==2.13.0"
+
+
+def _install(session: nox.Session, extras: str) -> None:
+    session.install(TORCH)
+    session.install("-e", f".[{extras}]")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The project's own tests, then the benchmarks once each as smoke tests (tiny, not timed)."""
+    _install(session, "test,perf")
+    session.run("pytest", "tests", *session.posargs)
+    session.run("pytest", "perf", "--perf-size=tiny", "--benchmark-disable", "-q")
+
+
+@nox.session(python=PYTHON)
+def conformance(session: nox.Session) -> None:
+    """The conformance matrix over every built-in backend; arguments after -- go to pytest."""
+    _install(session, "test")
+    session.run(
+        "python", "-m", "spec_tests", "matrix", "--profile=dcp-ci", "--", *session.posargs
+    )
+
+
+@nox.session(python=PYTHON)
+def perf(session: nox.Session) -> None:
+    """Benchmarks at full size; saves a JSON run, prints the table, writes the chart."""
+    _install(session, "perf")
+    session.run("pytest", "perf", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format check) and mypy --strict over the packages."""
+    _install(session, "lint,test")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
