@@ -1,0 +1,157 @@
+"""The conformance matrix: aggregation and rendering of result files, and one real run."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from spec_tests.__main__ import main
+from spec_tests.matrix import (
+    BackendResult,
+    TestRecord,
+    aggregate,
+    failed_run,
+    load_result,
+    render_markdown,
+    to_json,
+)
+
+
+def _result(backend: str, *tests: tuple[str, str, str], exitstatus: int = 0) -> BackendResult:
+    records = tuple(
+        TestRecord(
+            f"test_{prop.split('::')[0]}.py::{prop.split('::')[1]}[{n}]", prop, outcome, reason
+        )
+        for n, (prop, outcome, reason) in enumerate(tests)
+    )
+    return BackendResult(backend=backend, tests=records, exitstatus=exitstatus)
+
+
+GOOD = _result(
+    "good",
+    ("roundtrip::test_dtypes", "pass", ""),
+    ("roundtrip::test_dtypes", "pass", ""),
+    ("faults::test_truncated", "skip", "backend 'good' does not claim capability 'integrity'"),
+)
+BAD = _result(
+    "bad",
+    ("roundtrip::test_dtypes", "pass", ""),
+    ("roundtrip::test_dtypes", "fail", "AssertionError: bits differ\nat byte 3"),
+    ("roundtrip::test_dtypes", "xfail", "known"),
+    ("faults::test_truncated", "xpass", "fixed upstream?"),
+    exitstatus=1,
+)
+
+
+def test_cell_is_the_worst_outcome_with_counts() -> None:
+    matrix = aggregate([GOOD, BAD])
+    assert matrix.properties == ("faults::test_truncated", "roundtrip::test_dtypes")
+    assert matrix.cells["roundtrip::test_dtypes", "good"].render() == "pass (2/2)"
+    assert matrix.cells["roundtrip::test_dtypes", "bad"].render() == "fail (1/3)"
+    assert matrix.cells["faults::test_truncated", "bad"].render() == "xpass"
+    assert matrix.cells["faults::test_truncated", "good"].render() == "skip"
+    assert matrix.failed
+    assert not GOOD.failed
+    assert BAD.failed
+
+
+def test_xfail_beats_pass_and_skip() -> None:
+    result = _result("b", ("p::t", "skip", "s"), ("p::t", "xfail", "x"), ("p::t", "pass", ""))
+    assert aggregate([result]).cells["p::t", "b"].outcome == "xfail"
+    assert not result.failed
+
+
+def test_nonzero_exit_fails_even_without_failing_tests() -> None:
+    stale = BackendResult("b", (TestRecord("t.py::t", "p::t", "pass"),), 1, None, ("t.py::gone",))
+    assert stale.failed
+    text = render_markdown(aggregate([stale]))
+    assert "xfail entry matches nothing: t.py::gone" in text
+
+
+def test_a_backend_that_did_not_run_is_all_errors() -> None:
+    broken = failed_run("mystore:B", "cannot import module 'mystore'")
+    matrix = aggregate([GOOD, broken])
+    assert {matrix.cells[p, "mystore:B"].outcome for p in matrix.properties} == {"error"}
+    assert broken.totals["error"] == 1
+    assert "**mystore:B**: did not run: cannot import module 'mystore'" in render_markdown(matrix)
+
+
+def test_markdown_has_legend_table_totals_and_first_line_of_failures() -> None:
+    text = render_markdown(aggregate([GOOD, BAD]))
+    assert "worst outcome" in text
+    assert "| property | good | bad |" in text
+    assert "| `roundtrip::test_dtypes` | pass (2/2) | fail (1/3) |" in text
+    assert "| good | 0 | 0 | 0 | 0 | 2 | 1 | ok |" in text
+    assert "| bad | 0 | 1 | 1 | 1 | 1 | 0 | **FAIL** |" in text
+    assert "`test_roundtrip.py::test_dtypes[1]` fail: AssertionError: bits differ" in text
+    assert "at byte 3" not in text
+    assert "unexpectedly passed: fixed upstream?" in text
+
+
+def test_json_round_trips_the_cells() -> None:
+    data = json.loads(json.dumps(to_json(aggregate([GOOD, BAD]))))
+    assert data["failed"] is True
+    assert data["properties"]["roundtrip::test_dtypes"]["bad"] == {
+        "outcome": "fail",
+        "counts": {"pass": 1, "fail": 1, "xfail": 1},
+    }
+    assert [b["backend"] for b in data["backends"]] == ["good", "bad"]
+    assert data["backends"][1]["problems"][0]["reason"].startswith("AssertionError")
+
+
+def test_result_file_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "backend": "x",
+                "exitstatus": 0,
+                "capabilities": None,
+                "tests": [
+                    {"nodeid": "a.py::t", "property": "a::t", "outcome": "pass", "reason": ""}
+                ],
+            }
+        )
+    )
+    assert load_result(path) == BackendResult("x", (TestRecord("a.py::t", "a::t", "pass"),))
+    path.write_text(json.dumps({"format": 99}))
+    with pytest.raises(ValueError, match="expected 1"):
+        load_result(path)
+
+
+def test_unknown_outcome_is_rejected() -> None:
+    with pytest.raises(ValueError, match="expected one of"):
+        TestRecord("a.py::t", "a::t", "passed")
+
+
+def test_end_to_end_on_a_tiny_suite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    suite = tmp_path / "suite" / "test_tiny.py"
+    suite.parent.mkdir()
+    suite.write_text(
+        textwrap.dedent(
+            """
+            import pytest
+
+            def test_named(dcp_backend):
+                assert dcp_backend.name == "reference"
+
+            @pytest.mark.dcp_requires("integrity")
+            def test_integrity(dcp_backend):
+                pass
+            """
+        )
+    )
+    out = tmp_path / "out"
+    args = ["matrix", "--backend", "reference", "--backend", "no_such_module_q:B"]
+    status = main([*args, "--out", str(out), "--suite", str(suite), "--", "-q"])
+    assert status == 1  # the unimportable backend fails the gate
+    printed = capsys.readouterr().out
+    assert "| `tiny::test_named` | pass | error |" in printed
+    assert "| `tiny::test_integrity` | skip | error |" in printed
+    assert "cannot import module 'no_such_module_q'" in printed
+    assert (out / "matrix.md").read_text() + "\n" == printed
+    assert json.loads((out / "matrix.json").read_text())["backends"][0]["failed"] is False
