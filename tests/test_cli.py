@@ -1,0 +1,109 @@
+"""Tests of ``python -m dcp_impl inspect|verify``."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
+
+from dcp_impl.__main__ import main
+from dcp_impl.filesystem import METADATA_FILE, FileSystemWriter
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    sd = {
+        "layer.weight": torch.ones(4, 8, dtype=torch.bfloat16),
+        "step": torch.tensor(3),
+        "blob": io.BytesIO(b"12345"),
+    }
+    dcp_save(sd, storage_writer=FileSystemWriter(tmp_path), no_dist=True)
+    return tmp_path
+
+
+def _data_file(path: Path) -> Path:
+    (data,) = [p for p in path.iterdir() if p.name.startswith("data-")]
+    return data
+
+
+def test_inspect_lists_entries_and_totals(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inspect", str(checkpoint)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:-1]}
+    assert rows["layer.weight"] == ["bfloat16", "(4,", "8)", "1", "64"]
+    assert rows["step"] == ["int64", "()", "1", "8"]
+    assert rows["blob"][:3] == ["bytes", "-", "1"]  # dcp stores the torch.save of the object
+    blob = int(rows["blob"][3])
+    assert lines[-1] == f"total: 2 tensors, 1 byte entries, 3 stored items, {72 + blob} bytes"
+
+
+def test_verify_accepts_a_good_checkpoint(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["verify", str(checkpoint)]) == 0
+    assert capsys.readouterr().out.startswith("OK:")
+
+
+def test_verify_names_the_corrupt_item(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _data_file(checkpoint)
+    raw = bytearray(data.read_bytes())
+    raw[3] ^= 0xFF  # inside the first item written (largest first: layer.weight)
+    data.write_bytes(bytes(raw))
+    assert main(["verify", str(checkpoint)]) == 1
+    out = capsys.readouterr()
+    assert "FAILED" in out.out
+    (problem,) = out.err.splitlines()
+    assert data.name in problem
+    assert "'layer.weight'" in problem
+    assert "checksum" in problem
+
+
+def test_verify_reports_truncation_and_missing_files(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _data_file(checkpoint)
+    os.truncate(data, data.stat().st_size - 2)
+    assert main(["verify", str(checkpoint)]) == 1
+    assert "truncated" in capsys.readouterr().err
+    data.unlink()
+    assert main(["verify", str(checkpoint)]) == 1
+    assert len(capsys.readouterr().err.splitlines()) == 3  # every item names the missing file
+
+
+def test_verify_reports_coverage_holes(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    meta = checkpoint / METADATA_FILE
+    text = meta.read_text().replace('"size":[4,8]', '"size":[5,8]')
+    assert text != meta.read_text()  # the test must change the stored shape
+    meta.write_text(text)
+    assert main(["verify", str(checkpoint)]) == 1
+    assert "metadata:" in capsys.readouterr().err
+
+
+def test_not_a_checkpoint_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(tmp_path)]) == 2
+    assert METADATA_FILE in capsys.readouterr().err
+    (tmp_path / METADATA_FILE).write_text("{not json")
+    assert main(["verify", str(tmp_path)]) == 2
+
+
+def test_runs_as_a_module(checkpoint: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "dcp_impl", "verify", str(checkpoint)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("OK:")
