@@ -1,0 +1,946 @@
+"""dcp_impl.metadata: exact round trips, one test per MUST rule of docs/format.md, fuzzing."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import pathlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from torch.distributed.checkpoint.filesystem import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.metadata import (
+    BytesStorageMetadata,
+    ChunkStorageMetadata,
+    Metadata,
+    MetadataIndex,
+    StorageMeta,
+    TensorProperties,
+    TensorStorageMetadata,
+)
+from torch.distributed.checkpoint.state_dict_saver import save
+
+from dcp_impl import dtypes
+from dcp_impl import metadata as fmt
+from dcp_impl.errors import CheckpointError, InvalidMetadataError, UnknownDtypeError
+from dcp_impl.metadata import ItemLocation, dumps, loads, validate
+
+# Property tests run unhurried: the shared machine is slow and hypothesis' deadline is a timing.
+PROPERTY = settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+
+# --- strategies ---------------------------------------------------------------------------------
+
+_TEXT = st.characters(codec="utf-8")  # any Unicode scalar value, never a lone surrogate
+names = st.sampled_from(["w", "layer.0.weight", "a b", "x/y", "ünï.çødé", "", "🙂.bias"]) | st.text(
+    _TEXT, max_size=10
+)
+counts = st.integers(0, 6) | st.sampled_from([2**31, 2**63 - 1])
+# Every layout and memory format the format names (docs/format.md), spelled out independently.
+_LAYOUT_NAMES = "strided sparse_coo sparse_csr sparse_csc sparse_bsr sparse_bsc _mkldnn jagged"
+_LAYOUTS = [getattr(torch, name) for name in _LAYOUT_NAMES.split()]
+_FORMATS = [torch.contiguous_format, torch.channels_last, torch.channels_last_3d]
+_FORMATS.append(torch.preserve_format)
+_PATH_PART = st.text(_TEXT.filter(lambda c: c not in "/\\\0"), min_size=1, max_size=6).filter(
+    lambda p: p not in (".", "..") and not re.match(r"[A-Za-z]:", p)
+)
+file_paths = st.lists(_PATH_PART, min_size=1, max_size=3).map("/".join)
+checksums = st.none() | st.builds(
+    "{}:{}".format,
+    st.sampled_from(["xxh3_64", "crc32c", "sha256"]),
+    st.text("0123456789abcdef", min_size=1, max_size=32),
+)
+locations = st.builds(ItemLocation, file_paths, counts, counts, checksums)
+properties = st.builds(
+    TensorProperties,
+    dtype=st.sampled_from([row.torch_dtype for row in dtypes.DTYPES]),
+    layout=st.sampled_from(_LAYOUTS),
+    requires_grad=st.booleans(),
+    memory_format=st.sampled_from(_FORMATS),
+    pin_memory=st.booleans(),
+)
+
+
+def shapes(*, max_ndim: int = 4) -> st.SearchStrategy[torch.Size]:
+    """Shapes that shrink to 0-dim; dims of 0 (zero-size tensors) are common."""
+    return st.lists(st.integers(0, 5), max_size=max_ndim).map(torch.Size)
+
+
+@st.composite
+def grid_chunks(draw: st.DrawFn, shape: torch.Size) -> list[ChunkStorageMetadata]:
+    """A complete, disjoint grid of chunks of ``shape`` (empty chunks included), shuffled."""
+    per_dim = []
+    for n in shape:
+        cuts = sorted(draw(st.lists(st.integers(0, n), max_size=2)))
+        bounds = [0, *cuts, n]
+        per_dim.append(list(itertools.pairwise(bounds)))
+    chunks = [
+        ChunkStorageMetadata(torch.Size(a for a, _ in cell), torch.Size(b - a for a, b in cell))
+        for cell in itertools.product(*per_dim)
+    ]
+    return draw(st.permutations(chunks))
+
+
+@st.composite
+def tensor_entries(draw: st.DrawFn, *, valid: bool) -> TensorStorageMetadata:
+    if valid:
+        shape = draw(shapes())
+        chunks = draw(grid_chunks(shape))
+    else:  # any offsets and sizes of the right rank: the codec does not judge geometry
+        shape = torch.Size(draw(st.lists(st.just(0) | counts, max_size=4)))
+        dims = st.lists(counts, min_size=len(shape), max_size=len(shape)).map(torch.Size)
+        chunks = draw(st.lists(st.builds(ChunkStorageMetadata, dims, dims), max_size=4))
+    event(f"ndim={len(shape)}")
+    event(f"zero-size={0 in shape}")
+    return TensorStorageMetadata(draw(properties), shape, chunks)
+
+
+obj_paths = st.lists(st.text(_TEXT, max_size=5) | st.integers(0, 2**63 - 1), max_size=4).map(tuple)
+
+
+@st.composite
+def metadatas(draw: st.DrawFn, *, max_entries: int = 4, valid: bool = False) -> Metadata:
+    """Metadata whose storage keys name its own chunks; ``valid`` makes every layout complete."""
+    entry = tensor_entries(valid=valid) | st.builds(BytesStorageMetadata)
+    smd = draw(st.dictionaries(names, entry, max_size=max_entries))
+    planner = draw(st.none() | st.fixed_dictionaries(dict.fromkeys(smd, obj_paths)))
+    storage: dict[MetadataIndex, ItemLocation] | None = None
+    if draw(st.booleans()):
+        storage = {}
+        for fqn, e in smd.items():
+            keys = (
+                [MetadataIndex(fqn)]
+                if isinstance(e, BytesStorageMetadata)
+                else [
+                    MetadataIndex(fqn, c.offsets, draw(st.none() | st.just(i)))
+                    for i, c in enumerate(e.chunks)
+                ]
+            )
+            for key in keys:
+                storage[key] = draw(locations)
+    meta = st.builds(
+        StorageMeta,
+        st.none() | st.text(_TEXT, max_size=8),
+        st.none() | st.text(_TEXT, max_size=8),
+        st.none() | st.text(_TEXT, max_size=8),
+        st.lists(st.text(_TEXT, max_size=5), max_size=2),
+    )
+    return Metadata(
+        smd,
+        planner_data=planner,
+        storage_data=storage,
+        storage_meta=draw(st.none() | meta),
+        version=draw(st.none() | st.sampled_from(["1.0.0", "ü"])),
+    )
+
+
+# --- a fixed example, and helpers -----------------------------------------------------------------
+
+
+def sample() -> Metadata:
+    """A 4x4 float32 tensor in a 2x2 grid of chunks and a bytes entry (docs/format.md's example)."""
+    corners = [(0, 0), (0, 2), (2, 0), (2, 2)]
+    chunks = [ChunkStorageMetadata(torch.Size(c), torch.Size([2, 2])) for c in corners]
+    tensor = TensorStorageMetadata(TensorProperties(torch.float32), torch.Size([4, 4]), chunks)
+    storage = {
+        MetadataIndex("w.0", c.offsets, i): ItemLocation(
+            f"__{i}_0.distcp", 0, 16, "crc32c:0a1b2c3d"
+        )
+        for i, c in enumerate(chunks)
+    }
+    storage[MetadataIndex("step")] = ItemLocation("__0_0.distcp", 16, 5, None)
+    return Metadata(
+        {"w.0": tensor, "step": BytesStorageMetadata()},
+        planner_data={"w.0": ("w", 0), "step": ("step",)},
+        storage_data=storage,
+        storage_meta=StorageMeta("/ckpt/run1", "save-1", None, []),
+        version="1.0.0",
+    )
+
+
+def sample_doc() -> dict[str, Any]:
+    return json.loads(dumps(sample()))
+
+
+def rejects(document: object, path: str, *fragments: str) -> InvalidMetadataError:
+    """Assert loads rejects ``document`` (a dict is JSON-encoded first) at ``path``."""
+    text = json.dumps(document) if isinstance(document, dict) else document
+    with pytest.raises(InvalidMetadataError) as info:
+        loads(text)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") or path in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return info.value
+
+
+def edited(edit: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    doc = sample_doc()
+    edit(doc)
+    return doc
+
+
+# --- round trip ----------------------------------------------------------------------------------
+
+
+def assert_exact(decoded: Metadata, original: Metadata) -> None:
+    """Equality plus what dataclass equality misses: torch.Size, tuples, MetadataIndex.index."""
+    assert decoded == original
+    for entry in decoded.state_dict_metadata.values():
+        if isinstance(entry, TensorStorageMetadata):
+            assert type(entry.size) is torch.Size
+            assert all(
+                type(c.offsets) is torch.Size and type(c.sizes) is torch.Size for c in entry.chunks
+            )
+    if original.planner_data is not None:
+        assert decoded.planner_data is not None
+        for fqn, path in original.planner_data.items():
+            got = decoded.planner_data[fqn]
+            assert type(got) is tuple
+            assert [type(p) for p in got] == [type(p) for p in path]
+    if original.storage_data is not None:
+        got_keys = [(k.fqn, k.offset, k.index) for k in decoded.storage_data]
+        assert got_keys == [(k.fqn, k.offset, k.index) for k in original.storage_data]
+
+
+@PROPERTY
+@given(metadatas())
+def test_roundtrip_is_exact(md: Metadata) -> None:
+    text = dumps(md)
+    assert_exact(loads(text), md)
+    assert loads(text.encode("utf-8")) == md
+
+
+@PROPERTY
+@given(metadatas())
+def test_encoding_is_deterministic(md: Metadata) -> None:
+    text = dumps(md)
+    # (no deepcopy here: torch's TensorProperties cannot pickle channels_last_3d; we can)
+    assert dumps(md) == text
+    assert dumps(loads(text)) == text
+
+
+def test_roundtrip_every_dtype_layout_and_memory_format() -> None:
+    entries: dict[str, TensorStorageMetadata | BytesStorageMetadata] = {}
+    for i, (row, lay, mf) in enumerate(itertools.zip_longest(dtypes.DTYPES, _LAYOUTS, _FORMATS)):
+        props = TensorProperties(
+            row.torch_dtype if row else torch.float32,
+            lay or torch.strided,
+            requires_grad=i % 2 == 0,
+            memory_format=mf or torch.contiguous_format,
+            pin_memory=i % 3 == 0,
+        )
+        entries[f"t{i}"] = TensorStorageMetadata(
+            props, torch.Size([]), [ChunkStorageMetadata(torch.Size([]), torch.Size([]))]
+        )
+    md = Metadata(entries)
+    assert_exact(loads(dumps(md)), md)
+
+
+def test_roundtrip_real_torch_save_metadata(tmp_path: pathlib.Path) -> None:
+    """Metadata made by torch's own planner (flatten mapping with list indices) round-trips."""
+
+    state = {
+        "model": {"layers": [{"w": torch.ones(3, 2)}, {"w": torch.zeros(0)}]},
+        "step": 7,
+        "s": torch.tensor(1.5),
+    }
+    save(state, storage_writer=FileSystemWriter(tmp_path), no_dist=True)
+    md = FileSystemReader(tmp_path).read_metadata()
+    with pytest.raises(
+        InvalidMetadataError,
+        match=r"\$\.storage_data\[0\]\.location: expected an ItemLocation value, found _Stora",
+    ):
+        dumps(md)  # torch's own storage records are not ours to encode
+    md.storage_data = None
+    assert md.storage_meta is not None
+    assert isinstance(md.storage_meta.checkpoint_id, pathlib.Path)
+    md.storage_meta.checkpoint_id = str(md.storage_meta.checkpoint_id)  # how a PathLike decodes
+    assert md.planner_data["model.layers.0.w"] == ("model", "layers", 0, "w")
+    assert_exact(loads(dumps(md)), md)
+    validate(md)
+
+
+def test_storage_meta_pathlike_checkpoint_id_is_stored_as_str() -> None:
+    md = Metadata({}, storage_meta=StorageMeta(pathlib.PurePosixPath("/ckpt/a")))
+    assert loads(dumps(md)).storage_meta == StorageMeta("/ckpt/a")
+
+
+def test_loads_accepts_str_bytes_and_bytearray() -> None:
+    text = dumps(sample())
+    assert loads(text) == loads(text.encode()) == loads(bytearray(text.encode())) == sample()
+
+
+def test_100k_chunks_roundtrip() -> None:
+    """Linear codec: a large layout goes through quickly enough to run here (no timing asserted)."""
+    n = 100_000
+    chunks = [ChunkStorageMetadata(torch.Size([i, 0]), torch.Size([1, 8])) for i in range(n)]
+    md = Metadata(
+        {"w": TensorStorageMetadata(TensorProperties(torch.bfloat16), torch.Size([n, 8]), chunks)}
+    )
+    assert loads(dumps(md)) == md
+
+
+# --- one test per MUST rule of docs/format.md ---------------------------------------------------
+
+
+def test_rule_utf8() -> None:
+    text = dumps(sample()).encode()
+    rejects(text.replace(b'"step"', b'"st\xffp"', 1), "metadata", "expected UTF-8")
+    rejects(b"\xef\xbb\xbf" + text, "metadata", "expected a JSON document")  # a BOM
+
+
+def test_rule_size_limit_checked_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = dumps(sample())
+    monkeypatch.setattr(fmt, "MAX_METADATA_BYTES", len(text.encode()) - 1)
+    calls: list[object] = []
+    monkeypatch.setattr(json, "loads", lambda *a, **k: calls.append(a))
+    for document in (text, text.encode(), "[" * (len(text) + 1)):
+        rejects(document, "metadata", "MAX_METADATA_BYTES", f"found {len(document)}")
+    assert calls == []  # refused without parsing
+    wide = "é" * (len(text) // 2 + 1)  # fewer characters than the limit, more UTF-8 bytes
+    rejects(wide, "metadata", f"found {2 * len(wide)}")
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_rule_no_nonfinite_literals(literal: str) -> None:
+    text = dumps(sample()).replace('"offset":16', f'"offset":{literal}', 1)
+    rejects(text, "metadata", f"found the literal {literal}")
+
+
+def test_rule_unique_keys() -> None:
+    text = dumps(sample()).replace('{"kind":"bytes"}', '{"kind":"bytes","kind":"bytes"}')
+    rejects(text, '$.state_dict_metadata["step"]', 'found "kind" twice')
+    rejects('{"format":"x","format":"x"}', "$", 'found "format" twice')
+
+
+def test_rule_nesting_is_bounded() -> None:
+    rejects("[" * 100_000 + "]" * 100_000, "metadata", "nesting too deep")
+
+
+@pytest.mark.parametrize("document", [[], "x", 1, None])
+def test_rule_top_level_is_an_object(document: object) -> None:
+    rejects(json.dumps(document), "$", "expected a JSON object")
+
+
+def test_rule_format_name() -> None:
+    rejects(
+        edited(lambda d: d.update(format="other")),
+        "$.format",
+        "expected \"dcp_impl.metadata\", found string 'other'",
+    )
+    rejects(edited(lambda d: d.pop("format")), "$.format", "found no such key")
+
+
+def test_rule_format_version() -> None:
+    rejects(
+        edited(lambda d: d.update(format_version=2)),
+        "$.format_version",
+        "found 2",
+        "newer dcp_impl",
+    )
+    rejects(edited(lambda d: d.update(format_version=True)), "$.format_version", "found true")
+    rejects(edited(lambda d: d.update(format_version="1")), "$.format_version", "found string '1'")
+    # a newer version is reported as such even when it adds keys this reader does not know
+    rejects(edited(lambda d: d.update(format_version=2, extra=1)), "$.format_version", "newer")
+
+
+@pytest.mark.parametrize(
+    ("edit", "path", "found"),
+    [
+        (lambda d: d.update(extra=1), "$", 'unknown key "extra"'),
+        (lambda d: d.pop("storage_meta"), "$", 'the key "storage_meta", found it missing'),
+        (
+            lambda d: d["state_dict_metadata"]["w.0"].update(dtype="f"),
+            '$.state_dict_metadata["w.0"]',
+            'unknown key "dtype"',
+        ),
+        (
+            lambda d: d["state_dict_metadata"]["w.0"]["chunks"][1].pop("sizes"),
+            '$.state_dict_metadata["w.0"].chunks[1]',
+            '"sizes", found it missing',
+        ),
+        (
+            lambda d: d["storage_data"][2]["location"].update(crc=""),
+            "$.storage_data[2].location",
+            'unknown key "crc"',
+        ),
+        (
+            lambda d: d["storage_data"][2]["index"].pop("index"),
+            "$.storage_data[2].index",
+            '"index", found it missing',
+        ),
+        (
+            lambda d: d["state_dict_metadata"]["step"].update(size=[]),
+            '$.state_dict_metadata["step"]',
+            'unknown key "size"',
+        ),
+    ],
+)
+def test_rule_exact_keys(edit: Callable[[dict[str, Any]], object], path: str, found: str) -> None:
+    rejects(edited(edit), path, found)
+
+
+@pytest.mark.parametrize(
+    ("value", "found"),
+    [
+        (True, "found true"),
+        (1.0, "found number 1.0"),
+        (-1, "found integer -1"),
+        (2**63, f"found integer {2**63}"),
+        ("2", "found string '2'"),
+        (None, "found null"),
+    ],
+)
+def test_rule_integers(value: object, found: str) -> None:
+    def edit(d: dict[str, Any]) -> None:
+        d["state_dict_metadata"]["w.0"]["chunks"][3]["sizes"][1] = value
+
+    rejects(
+        edited(edit),
+        '$.state_dict_metadata["w.0"].chunks[3].sizes[1]',
+        "expected an integer in [0, 2**63-1]",
+        found,
+    )
+    rejects(
+        edited(lambda d: d["storage_data"][0]["location"].update(length=value)),
+        "$.storage_data[0].location.length",
+        found,
+    )
+    rejects(
+        '{"format":"dcp_impl.metadata","format_version":1e0}',
+        "$.format_version",
+        "found number 1.0",
+    )
+    rejects("9" * 5000, "metadata", "expected a JSON document")  # beyond Python's int-parsing limit
+
+
+def test_rule_strings() -> None:
+    text = dumps(sample()).replace('"save-1"', '"\\ud800"')
+    rejects(text, "$.storage_meta.save_id", "no lone surrogates")
+    rejects(
+        dumps(sample()).replace('"w.0":{', '"\\udfff":{', 1),
+        '$.state_dict_metadata["\\udfff"]',
+        "no lone surrogates",
+    )
+    rejects(
+        edited(lambda d: d["storage_meta"]["modules"].append(3)),
+        "$.storage_meta.modules[0]",
+        "expected a string, found integer 3",
+    )
+    rejects(edited(lambda d: d.update(version=1)), "$.version", "expected a string")
+
+
+def test_rule_kind_tag() -> None:
+    rejects(
+        edited(lambda d: d["state_dict_metadata"]["step"].update(kind="object")),
+        '$.state_dict_metadata["step"].kind',
+        'expected kind "tensor" or "bytes", found string \'object\'',
+    )
+    rejects(
+        edited(lambda d: d["state_dict_metadata"]["step"].pop("kind")),
+        '$.state_dict_metadata["step"].kind',
+        "found no such key",
+    )
+
+
+def test_rule_dtype_names() -> None:
+    doc = edited(lambda d: d["state_dict_metadata"]["w.0"]["properties"].update(dtype="float128"))
+    err = rejects(doc, '$.state_dict_metadata["w.0"].properties.dtype', "found string 'float128'")
+    assert isinstance(err.__cause__, UnknownDtypeError)
+    rejects(
+        edited(
+            lambda d: d["state_dict_metadata"]["w.0"]["properties"].update(dtype="torch.float32")
+        ),
+        ".properties.dtype",
+    )
+
+
+def test_rule_layout_and_memory_format_names() -> None:
+    props = lambda d: d["state_dict_metadata"]["w.0"]["properties"]  # noqa: E731
+    rejects(
+        edited(lambda d: props(d).update(layout="torch.strided")),
+        '$.state_dict_metadata["w.0"].properties.layout',
+        "expected a layout in",
+    )
+    rejects(
+        edited(lambda d: props(d).update(memory_format="channels_first")),
+        ".properties.memory_format",
+        "channels_first",
+    )
+    rejects(
+        edited(lambda d: props(d).update(pin_memory=0)),
+        ".properties.pin_memory",
+        "expected true or false, found integer 0",
+    )
+
+
+def test_rule_ndim() -> None:
+    w = lambda d: d["state_dict_metadata"]["w.0"]  # noqa: E731
+    rejects(
+        edited(lambda d: w(d).update(size=[1] * 65)),
+        '$.state_dict_metadata["w.0"].size',
+        "at most 64 dimensions, found 65",
+    )
+    rejects(
+        edited(lambda d: w(d)["chunks"][2].update(offsets=[0, 0, 0])),
+        '$.state_dict_metadata["w.0"].chunks[2].offsets',
+        "2 dimensions (the tensor's), found 3",
+    )
+    rejects(edited(lambda d: w(d)["chunks"][0].update(sizes=[2])), ".chunks[0].sizes", "found 1")
+    rejects(
+        edited(lambda d: w(d).update(chunks={})),
+        '$.state_dict_metadata["w.0"].chunks',
+        "expected a JSON array",
+    )
+    md = Metadata({"t": TensorStorageMetadata(TensorProperties(), torch.Size([1] * 64), [])})
+    assert loads(dumps(md)) == md
+
+
+def test_rule_planner_data() -> None:
+    rejects(edited(lambda d: d.update(planner_data=[])), "$.planner_data", "expected a JSON object")
+    rejects(
+        edited(lambda d: d["planner_data"].update(x="a")),
+        '$.planner_data["x"]',
+        "expected a JSON array of strings and integers",
+    )
+    rejects(
+        edited(lambda d: d["planner_data"]["w.0"].append(1.5)),
+        '$.planner_data["w.0"][2]',
+        "found number 1.5",
+    )
+    rejects(
+        edited(lambda d: d["planner_data"]["w.0"].append(-1)),
+        '$.planner_data["w.0"][2]',
+        "found integer -1",
+    )
+
+
+def test_rule_storage_items_unique() -> None:
+    def duplicate(d: dict[str, Any]) -> None:
+        d["storage_data"].append(
+            copy.deepcopy(d["storage_data"][1]) | {"location": d["storage_data"][0]["location"]}
+        )
+        d["storage_data"][-1]["index"]["index"] = None  # index is a hint, not part of the identity
+
+    rejects(edited(duplicate), "$.storage_data[5].index", "found those of item [1] again")
+    rejects(
+        edited(lambda d: d.update(storage_data={})),
+        "$.storage_data",
+        "expected null or a JSON array",
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("path", "/etc/passwd", "relative"),
+        ("path", "../x", "'..'"),
+        ("path", "a//b", "empty"),
+        ("path", "a/./b", "'.'"),
+        ("path", "a\\b", "relative"),
+        ("path", "a\0b", "relative"),
+        ("path", "C:x", "relative"),
+        ("path", "", "relative"),
+        ("path", 7, "expected a string"),
+        ("offset", -1, "found integer -1"),
+        ("checksum", "XXH3:00", "<algorithm>:<lowercase hex>"),
+        ("checksum", "crc32c:0A", "<algorithm>:<lowercase hex>"),
+        ("checksum", "crc32c:", "<algorithm>:<lowercase hex>"),
+        ("checksum", 0, "expected a string"),
+    ],
+)
+def test_rule_item_location(field: str, value: object, expected: str) -> None:
+    rejects(
+        edited(lambda d: d["storage_data"][0]["location"].update({field: value})),
+        f"$.storage_data[0].location.{field}",
+        expected,
+    )
+    fields = {"path": "f", "offset": 0, "length": 0, "checksum": None} | {field: value}
+    with pytest.raises(InvalidMetadataError, match=rf"^ItemLocation\.{field}: expected"):
+        ItemLocation(**fields)  # type: ignore[arg-type]
+
+
+def test_rule_storage_index() -> None:
+    rejects(
+        edited(lambda d: d["storage_data"][4]["index"].update(offset=[-1])),
+        "$.storage_data[4].index.offset[0]",
+        "found integer -1",
+    )
+    rejects(
+        edited(lambda d: d["storage_data"][4]["index"].update(index=False)),
+        "$.storage_data[4].index.index",
+        "found false",
+    )
+    rejects(
+        edited(lambda d: d["storage_data"][4].update(index=[])),
+        "$.storage_data[4].index",
+        "expected a JSON object",
+    )
+
+
+def test_rule_storage_meta() -> None:
+    rejects(edited(lambda d: d.update(storage_meta=[])), "$.storage_meta", "expected a JSON object")
+    rejects(
+        edited(lambda d: d["storage_meta"].update(modules="m")),
+        "$.storage_meta.modules",
+        "expected a JSON array of strings",
+    )
+    rejects(
+        edited(lambda d: d["storage_meta"].update(checkpoint_id=1)),
+        "$.storage_meta.checkpoint_id",
+        "expected a string",
+    )
+
+
+class _Custom:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "found"),
+    [
+        (lambda m: setattr(m, "planner_data", _Custom()), "$.planner_data", "_Custom"),
+        (
+            lambda m: setattr(m, "planner_data", {"w.0": ["w", 0]}),
+            '$.planner_data["w.0"]',
+            "expected a tuple of str | int, found array",
+        ),
+        (
+            lambda m: setattr(m, "planner_data", {"w.0": ("w", -1)}),
+            '$.planner_data["w.0"][1]',
+            "found integer -1",
+        ),
+        (
+            lambda m: setattr(m, "planner_data", {"w.0": ("w", 1.0)}),
+            '$.planner_data["w.0"][1]',
+            "expected a string, found number 1.0",
+        ),
+        (
+            lambda m: setattr(m, "planner_data", {1: ("w",)}),
+            "$.planner_data[integer 1]",
+            "expected a string",
+        ),
+        (lambda m: setattr(m, "storage_data", "__0_"), "$.storage_data", "found string '__0_'"),
+        (
+            lambda m: m.storage_data.update({"k": ItemLocation("f", 0, 0)}),
+            "$.storage_data[5].index",
+            "expected a MetadataIndex key",
+        ),
+        (
+            lambda m: m.storage_data.update({MetadataIndex("k"): ("f", 0)}),
+            "$.storage_data[5].location",
+            "expected an ItemLocation value",
+        ),
+        (
+            lambda m: setattr(m.state_dict_metadata["w.0"].properties, "dtype", torch.qint8),
+            '$.state_dict_metadata["w.0"].properties.dtype',
+            "torch.qint8",
+        ),
+        (
+            lambda m: setattr(m.state_dict_metadata["w.0"], "size", [4, 4]),
+            '$.state_dict_metadata["w.0"].size',
+            "expected a tuple",
+        ),
+        (
+            lambda m: setattr(m.state_dict_metadata["w.0"].chunks[3], "sizes", (2, True)),
+            '$.state_dict_metadata["w.0"].chunks[3].sizes[1]',
+            "found true",
+        ),
+        (
+            lambda m: m.state_dict_metadata.update(x=torch.ones(1)),
+            '$.state_dict_metadata["x"]',
+            "expected TensorStorageMetadata or BytesStorageMetadata, found Tensor",
+        ),
+        (
+            lambda m: setattr(m, "storage_meta", StorageMeta(b"/ckpt")),  # type: ignore[arg-type]
+            "$.storage_meta.checkpoint_id",
+            "found bytes",
+        ),
+        (lambda m: setattr(m, "version", 1), "$.version", "found integer 1"),
+    ],
+)
+def test_rule_dumps_refuses_what_it_cannot_encode(
+    change: Callable[[Metadata], object], path: str, found: str
+) -> None:
+    md = sample()
+    change(md)
+    with pytest.raises(InvalidMetadataError) as info:
+        dumps(md)
+    assert str(info.value).startswith(f"cannot encode Metadata: {path}: "), str(info.value)
+    assert found in str(info.value)
+
+
+def test_rule_loads_rejects_non_text() -> None:
+    with pytest.raises(InvalidMetadataError, match="expected str or bytes, found int"):
+        loads(12)  # type: ignore[arg-type]
+
+
+# --- fuzzing: hostile input only ever ends in InvalidMetadataError ------------------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from([-1, 2**63, 2**63 - 1, -(2**63), 10**40])
+    | st.floats()
+    | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def _nodes(node: object, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path into a JSON tree, the root included."""
+    found = [path]
+    children = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
+    for key, child in children:
+        found += _nodes(child, (*path, key))
+    return found
+
+
+@st.composite
+def hostile_documents(draw: st.DrawFn) -> bytes:
+    """A valid document with a few tree edits (delete, replace, retype, rename) and byte edits."""
+    doc: Any = json.loads(dumps(draw(st.just(sample()) | metadatas(max_entries=2))))
+    for _ in range(draw(st.integers(0, 3))):
+        path = draw(st.sampled_from(_nodes(doc)))
+        if not path:
+            doc = draw(json_values)
+            continue
+        parent = doc
+        for key in path[:-1]:
+            parent = parent[key]
+        key, old = path[-1], parent[path[-1]]
+        op = draw(st.sampled_from(["delete", "replace", "retype", "rename"]))
+        event(f"op={op}")
+        if op == "delete":
+            del parent[key]
+        elif op == "replace":
+            parent[key] = draw(json_values)
+        elif op == "retype":
+            parent[key] = draw(st.sampled_from([[old], {"v": old}, str(old), None, True, 1, 1.0]))
+        elif isinstance(parent, dict):
+            parent[draw(st.text(max_size=4))] = parent.pop(key)
+    data = json.dumps(doc, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(data)))
+        edit = draw(st.sampled_from(["truncate", "flip", "insert"]))
+        event(f"bytes={edit}")
+        if edit == "truncate":
+            data = data[:at]
+        elif edit == "flip" and at < len(data):
+            data = data[:at] + bytes([data[at] ^ draw(st.integers(1, 255))]) + data[at + 1 :]
+        else:
+            data = data[:at] + draw(st.binary(min_size=1, max_size=4)) + data[at:]
+    return data
+
+
+@settings(PROPERTY, max_examples=300)
+@given(hostile_documents())
+def test_fuzz_hostile_documents_raise_only_invalid_metadata(data: bytes) -> None:
+    error: InvalidMetadataError | None = None
+    try:
+        md = loads(data)
+    except InvalidMetadataError as err:
+        error = err
+    if error is not None:
+        event("rejected")
+        assert str(error).startswith(("$", "metadata: ")), error  # says where, or why unparsable
+        return
+    event("accepted")
+    assert loads(dumps(md)) == md  # whatever is accepted is a faithful, re-encodable Metadata
+    try:
+        validate(md)
+    except InvalidMetadataError:
+        event("accepted, then invalid layout")
+
+
+_HOSTILE = [None, True, 0, -1, 2**63, 1.5, "", "x", [], [None], [-1], {}, {"kind": "bytes"}]
+
+
+@pytest.mark.parametrize("replacement", [*_HOSTILE, "delete"], ids=repr)
+def test_fuzz_every_node_of_the_example_replaced_or_deleted(replacement: object) -> None:
+    """Exhaustive companion to the random fuzz: each node of sample() gets each hostile value."""
+    for path in _nodes(sample_doc())[1:]:
+        doc = sample_doc()
+        parent = doc
+        for key in path[:-1]:
+            parent = parent[key]
+        if replacement == "delete":
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = copy.deepcopy(replacement)
+        try:
+            md = loads(json.dumps(doc))
+        except InvalidMetadataError:
+            continue
+        assert loads(dumps(md)) == md, path
+
+
+def test_fuzz_errors_are_checkpoint_errors() -> None:
+    """The promise the fuzz test relies on, stated once: the error is in the package's tree."""
+    assert issubclass(InvalidMetadataError, CheckpointError)
+    assert issubclass(InvalidMetadataError, ValueError)
+
+
+# --- validate() ---------------------------------------------------------------------------------
+
+
+def tensor(size: tuple[int, ...], *chunks: tuple[tuple[int, ...], tuple[int, ...]]) -> Metadata:
+    parts = [ChunkStorageMetadata(torch.Size(o), torch.Size(s)) for o, s in chunks]
+    return Metadata({"w.0": TensorStorageMetadata(TensorProperties(), torch.Size(size), parts)})
+
+
+@PROPERTY
+@given(metadatas(valid=True))
+def test_validate_accepts_complete_disjoint_layouts(md: Metadata) -> None:
+    validate(md)
+    validate(loads(dumps(md)))
+
+
+@PROPERTY
+@given(tensor_entries(valid=True), st.data())
+def test_validate_reports_a_dropped_chunk_as_a_hole(
+    entry: TensorStorageMetadata, data: st.DataObject
+) -> None:
+    full = [i for i, c in enumerate(entry.chunks) if all(c.sizes)]
+    if not full:
+        return
+    dropped = entry.chunks.pop(data.draw(st.sampled_from(full)))
+    md = Metadata({"t": entry})
+    with pytest.raises(InvalidMetadataError, match=r"^tensor 't' .*found holes at ") as info:
+        validate(md)
+    assert f"offsets={tuple(dropped.offsets)}" in str(info.value)
+    validate(md, allow_partial=True)
+
+
+@PROPERTY
+@given(tensor_entries(valid=True), st.data())
+def test_validate_reports_a_repeated_chunk_as_an_overlap(
+    entry: TensorStorageMetadata, data: st.DataObject
+) -> None:
+    full = [i for i, c in enumerate(entry.chunks) if all(c.sizes)]
+    if not full:
+        return
+    entry.chunks.append(entry.chunks[data.draw(st.sampled_from(full))])
+    with pytest.raises(InvalidMetadataError, match="expected disjoint chunks"):
+        validate(Metadata({"t": entry}), allow_partial=True)
+
+
+def test_validate_accepts_0dim_and_zero_size_tensors() -> None:
+    validate(tensor((), ((), ())))
+    validate(tensor((0, 4)))  # nothing to cover
+    validate(tensor((0, 4), ((0, 0), (0, 4))))
+    validate(
+        tensor((3, 4), ((0, 0), (3, 4)), ((3, 0), (0, 4)))
+    )  # an empty chunk at the end is in bounds
+
+
+def test_validate_out_of_bounds_names_chunk_and_box() -> None:
+    md = tensor((4, 4), ((0, 0), (2, 4)), ((2, 1), (2, 4)))
+    with pytest.raises(InvalidMetadataError) as info:
+        validate(md)
+    assert str(info.value) == (
+        "tensor 'w.0' of size (4, 4): chunk 1 offsets=(2, 1) sizes=(2, 4): "
+        "expected 2 dims within the tensor, found ends (4, 5)"
+    )
+
+
+def test_validate_wrong_rank_chunk() -> None:
+    with pytest.raises(
+        InvalidMetadataError, match=r"chunk 0 offsets=\(0,\) sizes=\(4,\): expected 2 dims"
+    ):
+        validate(tensor((4, 4), ((0,), (4,))))
+    with pytest.raises(
+        InvalidMetadataError, match=r"chunk 0 .*: expected 2 non-negative offsets and sizes"
+    ):
+        validate(tensor((4, 4), ((0,), (4, 4))))
+    with pytest.raises(
+        InvalidMetadataError, match=r"tensor 'w.0' of size \(4, -1\): expected sizes >= 0"
+    ):
+        validate(tensor((4, -1)))
+
+
+def test_validate_overlap_names_both_chunks_and_the_common_box() -> None:
+    md = tensor((4, 4), ((0, 0), (4, 2)), ((0, 2), (4, 2)), ((3, 1), (1, 2)))
+    with pytest.raises(InvalidMetadataError) as info:
+        validate(md)
+    assert str(info.value) == (
+        "tensor 'w.0' of size (4, 4): expected disjoint chunks, found chunk 0 offsets=(0, 0) "
+        "sizes=(4, 2) and chunk 2 offsets=(3, 1) sizes=(1, 2) overlapping in offsets=(3, 1) "
+        "sizes=(1, 1)"
+    )
+
+
+def test_validate_holes_give_coordinates_unless_partial() -> None:
+    md = tensor((4, 4), ((0, 0), (2, 4)))
+    with pytest.raises(InvalidMetadataError) as info:
+        validate(md)
+    assert str(info.value) == (
+        "tensor 'w.0' of size (4, 4): expected its 1 chunks to cover it, found holes at "
+        "offsets=(2, 0) sizes=(2, 4)"
+    )
+    validate(md, allow_partial=True)
+    with pytest.raises(InvalidMetadataError, match=r"found holes at offsets=\(\) sizes=\(\)"):
+        validate(tensor(()))
+
+
+def test_validate_first_problem_wins() -> None:
+    md = tensor((4,), ((0,), (5,)))
+    md.state_dict_metadata["a"] = tensor((4,), ((0,), (2,))).state_dict_metadata["w.0"]
+    with pytest.raises(InvalidMetadataError, match=r"^tensor 'w\.0'"):
+        validate(md)
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (
+            MetadataIndex("nope", [0, 0]),
+            "fqn='nope' offset=torch.Size([0, 0]): expected a state_dict_metadata entry",
+        ),
+        (
+            MetadataIndex("w.0", [1, 0]),
+            "fqn='w.0' offset=torch.Size([1, 0]): expected the offsets of one of the tensor's 4",
+        ),
+        (
+            MetadataIndex("w.0"),
+            "fqn='w.0' offset=None: expected the offsets of one of the tensor's 4 chunks",
+        ),
+        (
+            MetadataIndex("step", [0]),
+            "fqn='step' offset=torch.Size([0]): expected no offset for a bytes entry",
+        ),
+        ("w.0", "storage_data: expected MetadataIndex keys, found string 'w.0'"),
+    ],
+)
+def test_validate_storage_keys_name_existing_items(key: object, message: str) -> None:
+    md = sample()
+    validate(md)
+    md.storage_data[key] = ItemLocation("f", 0, 0)
+    with pytest.raises(InvalidMetadataError) as info:
+        validate(md)
+    assert message in str(info.value)
+
+
+def test_validate_checks_keys_of_foreign_storage_data_too() -> None:
+    md = sample()
+    md.storage_data = {MetadataIndex("w.0", [0, 0]): object(), "prefix": "__0_"}
+    validate(md)  # another backend's values are not judged, and non-index keys are skipped
+    md.storage_data[MetadataIndex("gone")] = object()
+    with pytest.raises(InvalidMetadataError, match="fqn='gone'"):
+        validate(md)
