@@ -62,6 +62,7 @@ __all__ = [
     "saved_offsets",
     "read_folder",
     "current_sidecar",
+    "is_folder",
 ]
 
 logger = logging.getLogger("dcp_impl.huggingface")
@@ -298,6 +299,15 @@ def read_folder(root: str | os.PathLike[str]) -> Metadata:
             f"{folder}: expected {SIDECAR_NAME}, {INDEX_NAME} or *{SUFFIX} files, found none"
         )
     return _metadata_from_headers(folder, files)
+
+
+def is_folder(root: str | os.PathLike[str]) -> bool:
+    """Whether ``root`` looks like a HuggingFace folder: sidecar, index or safetensors files."""
+    folder = Path(root)
+    if not folder.is_dir():
+        return False
+    names = (SIDECAR_NAME, INDEX_NAME)
+    return any((folder / n).is_file() for n in names) or any(folder.glob(f"*{SUFFIX}"))
 
 
 def current_sidecar(folder: Path) -> Metadata | None:

@@ -56,6 +56,7 @@ from dcp_impl._safetensors import (
     SIDECAR_NAME,
     encode_header,
     file_name,
+    is_folder,
     read_folder,
 )
 from dcp_impl.errors import (
@@ -67,7 +68,7 @@ from dcp_impl.errors import (
 from dcp_impl.layout import Box, first_overlap, holes
 from dcp_impl.metadata import ItemLocation, dumps
 
-__all__ = ["HuggingFaceReader", "HuggingFaceWriter", "consolidate"]
+__all__ = ["HuggingFaceReader", "HuggingFaceWriter", "consolidate", "is_huggingface_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,12 @@ class _Assignment:
     files: Mapping[MetadataIndex, str]
     """Tensor chunk -> name of the safetensors file that holds it."""
     bytes_file: str
+
+
+def is_huggingface_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` holds a folder :class:`HuggingFaceReader` can try: a sidecar, an index
+    or safetensors files (for ``python -m dcp_impl`` to recognise the kind)."""
+    return is_folder(path)
 
 
 class HuggingFaceWriter(StorageWriter):

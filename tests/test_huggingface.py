@@ -18,7 +18,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
@@ -27,10 +27,11 @@ from dcp_impl import _safetensors, dtypes, metadata
 from dcp_impl.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
+    InvalidMetadataError,
     LayoutMismatchError,
     UnsupportedError,
 )
-from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter
+from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter, is_huggingface_folder
 from dcp_impl.layout import Box
 from spec_tests import harness
 from spec_tests.layouts import col_shards, row_shards
@@ -450,3 +451,18 @@ def test_validate_checkpoint_id_is_total(value: object) -> None:
         assert isinstance(cls.validate_checkpoint_id(value), bool)  # type: ignore[arg-type]
     assert HuggingFaceWriter.validate_checkpoint_id("/tmp/x")
     assert not HuggingFaceReader.validate_checkpoint_id("s3://bucket/x")
+
+
+def test_unreadable_sidecar_is_an_error_never_skipped(tmp_path: Path) -> None:
+    save(tmp_path, {"w": torch.ones(4)})
+    path = tmp_path / _safetensors.SIDECAR_NAME
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(InvalidMetadataError):
+        HuggingFaceReader(tmp_path).read_metadata()
+
+
+def test_folder_kind_is_recognised(tmp_path: Path) -> None:
+    assert not is_huggingface_folder(tmp_path)
+    assert not is_huggingface_folder(tmp_path / "missing")
+    save_file({"x": torch.ones(1)}, str(tmp_path / "model.safetensors"))
+    assert is_huggingface_folder(tmp_path)
