@@ -134,8 +134,8 @@ class TorchFS:
     name: str = "torch-fs"
     # No checksums (integrity), and an overwrite rewrites the data files in place before the
     # new .metadata is renamed over the old one (atomic-commit).
-    capabilities: frozenset[str] | None = _DTYPE_CAPS | (
-        _GENERAL_CAPS - {"integrity", "atomic-commit"}
+    capabilities: frozenset[str] | None = field(
+        default=_DTYPE_CAPS | (_GENERAL_CAPS - {"integrity", "atomic-commit"}), repr=False
     )
 
     def make_writer(self, path: str) -> StorageWriter:
@@ -156,7 +156,7 @@ class TorchHF:
     """torch's HuggingFaceStorageWriter / HuggingFaceStorageReader, one shard file per rank."""
 
     name: str = "torch-hf"
-    capabilities: frozenset[str] | None = field(default_factory=_torch_hf_caps)
+    capabilities: frozenset[str] | None = field(default_factory=_torch_hf_caps, repr=False)
 
     def make_writer(self, path: str) -> StorageWriter:
         # docstring inherited
@@ -200,7 +200,7 @@ class DcpImplHF:
     name: str = "dcp_impl-hf"
     # Every dtype with a safetensors name in the dtype table, and everything else.
     capabilities: frozenset[str] | None = field(
-        default_factory=lambda: _safetensors_dtype_caps() | _GENERAL_CAPS
+        default_factory=lambda: _safetensors_dtype_caps() | _GENERAL_CAPS, repr=False
     )
 
     def make_writer(self, path: str) -> StorageWriter:

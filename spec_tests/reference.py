@@ -13,7 +13,7 @@ import copy
 import io
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -249,7 +249,7 @@ class ReferenceBackend:
     """The ``reference`` built-in backend."""
 
     name: str = "reference"
-    capabilities: frozenset[str] | None = _REFERENCE_CAPS
+    capabilities: frozenset[str] | None = field(default=_REFERENCE_CAPS, repr=False)
 
     def make_writer(self, path: str) -> StorageWriter:
         """A writer committing into the in-memory store under ``path``."""

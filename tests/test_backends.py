@@ -195,3 +195,11 @@ def test_builtin_registry_does_not_import_dcp_impl_storage() -> None:
     backend = backends.DcpImplHF()
     assert backend.name == "dcp_impl-hf"
     assert torch.float32 in claimed_dtypes(backend)
+
+
+def test_docs_table_lists_every_capability() -> None:
+    guide = (Path(__file__).parents[1] / "docs" / "conformance.md").read_text(encoding="utf-8")
+    for cap in GENERAL:
+        assert f"| `{cap}` |" in guide, cap
+    for row in DTYPES:
+        assert f"`{row.name}`" in guide, row.name
