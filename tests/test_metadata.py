@@ -944,3 +944,21 @@ def test_validate_checks_keys_of_foreign_storage_data_too() -> None:
     md.storage_data[MetadataIndex("gone")] = object()
     with pytest.raises(InvalidMetadataError, match="fqn='gone'"):
         validate(md)
+
+
+# --- docs/format.md stays true --------------------------------------------------------------------
+
+_SPEC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "format.md"
+
+
+def test_docs_example_is_the_sample() -> None:
+    example = _SPEC.read_text(encoding="utf-8").split("### 1.4", 1)[1].split("```json", 1)[1]
+    assert_exact(loads(example.split("```", 1)[0]), sample())
+
+
+def test_docs_name_only_tests_that_exist() -> None:
+    named = set(re.findall(r"`(test_\w+)`", _SPEC.read_text(encoding="utf-8")))
+    assert len(named) > 20
+    assert named <= set(globals()), sorted(named - set(globals()))
+    rules = {name for name in globals() if name.startswith("test_rule_")}
+    assert rules <= named, sorted(rules - named)
