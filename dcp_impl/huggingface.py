@@ -62,6 +62,7 @@ from dcp_impl._safetensors import (
 from dcp_impl.errors import (
     InvalidMetadataError,
     LayoutMismatchError,
+    UnknownDtypeError,
     UnsupportedError,
     WriteFailedError,
 )
@@ -77,7 +78,6 @@ _BYTES_FILE = "dcp-bytes-{:05d}.bin"
 # Files this backend may remove once a newer save has committed: only its own names.
 _OURS = re.compile(r"(shard-\d{5}-)?model-\d{5}-of-\d{5}\.safetensors|dcp-bytes-\d{5}\.bin")
 _TEMP = re.compile(r"\.(?P<name>.+)\.(?P<save>[0-9a-f]{32})\.tmp")
-_PLAIN_DIR_KEYS = ("format",)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -159,7 +159,10 @@ class HuggingFaceWriter(StorageWriter):
                 raise UnsupportedError(f"tensor name {fqn!r} is reserved by the safetensors format")
             if item.tensor_data is None:
                 raise InvalidMetadataError(f"write item for tensor {fqn!r} has no tensor_data")
-            info = dtypes.by_torch(item.tensor_data.properties.dtype)
+            try:
+                info = dtypes.by_torch(item.tensor_data.properties.dtype)
+            except UnknownDtypeError as err:
+                raise UnsupportedError(f"tensor {fqn!r}: {err}") from err
             if info.safetensors is None:
                 raise UnsupportedError(
                     f"tensor {fqn!r}: dtype {info.name} has no safetensors equivalent; expected "
@@ -537,7 +540,9 @@ class _FileWriter:
         results = []
         for item in items:
             tensor = self.planner.resolve_data(item)
-            stored = out.write_tensor(_check_tensor(item, tensor))
+            tensor = _check_tensor(item, tensor)
+            # _io.tensor_bytes cannot view an empty tensor with odd strides; it has no bytes.
+            stored = out.write_tensor(tensor) if tensor.numel() else out.write_bytes(b"")
             location = ItemLocation(name, stored.offset, stored.length, stored.checksum)
             results.append(WriteResult(item.index, stored.length, location))
         return results
