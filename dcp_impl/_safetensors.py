@@ -10,14 +10,20 @@ keys, known dtypes, non-negative integer shapes and offsets, byte lengths equal
 to ``numel * itemsize``, and data ranges that tile the data section exactly.
 Every violation is a :class:`~dcp_impl.errors.CorruptCheckpointError` naming
 the file.
+
+The folder rules live here too (docs/huggingface.md): file names, reading a
+folder into DCP Metadata (:func:`read_folder`: the sidecar when current, else the
+index, else every file), and the commit order of a save (:func:`commit`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +38,7 @@ from torch.distributed.checkpoint.metadata import (
     TensorStorageMetadata,
 )
 
-from dcp_impl import dtypes
+from dcp_impl import _io, dtypes
 from dcp_impl.dtypes import DtypeInfo
 from dcp_impl.errors import (
     CheckpointNotFoundError,
@@ -63,6 +69,11 @@ __all__ = [
     "read_folder",
     "current_sidecar",
     "is_folder",
+    "BYTES_FILE",
+    "commit",
+    "index_json",
+    "temp_name",
+    "unlink",
 ]
 
 logger = logging.getLogger("dcp_impl.huggingface")
@@ -453,3 +464,63 @@ def _add_chunk(
     known.chunks.append(chunk)
     # Without a sidecar, the extent of the chunks is all that is known of the size.
     known.size = torch.Size(max(a, b) for a, b in zip(known.size, ends, strict=True))
+
+
+# --------------------------------------------------------------------------- committing
+
+BYTES_FILE = "dcp-bytes-{:05d}.bin"
+# Files this backend may remove once a newer save has committed: only its own names.
+_OURS = re.compile(r"(shard-\d{5}-)?model-\d{5}-of-\d{5}\.safetensors|dcp-bytes-\d{5}\.bin")
+_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<save>[0-9a-f]{32})\.tmp")
+
+
+def index_json(metadata: Metadata) -> str:
+    """``model.safetensors.index.json`` as HF transformers reads it."""
+    assert isinstance(metadata.storage_data, dict)
+    weight_map = {}
+    total = 0
+    for key, loc in metadata.storage_data.items():
+        if isinstance(metadata.state_dict_metadata[key.fqn], TensorStorageMetadata):
+            weight_map[key.fqn] = loc.path
+            total += loc.length
+    doc = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+def commit(directory: Path, save_id: str, sidecar: str, index: str | None, *, sync: bool) -> None:
+    """Rename this save's files into place, then write the index and, last, the sidecar."""
+    # Without the old sidecar and index, a crash below leaves no loadable claim, never a mix.
+    unlink(directory / SIDECAR_NAME)
+    unlink(directory / INDEX_NAME)
+    kept = set()
+    for entry in os.scandir(directory):
+        match = _TEMP.fullmatch(entry.name)
+        if match and match["save"] == save_id:
+            os.replace(entry.path, directory / match["name"])
+            kept.add(match["name"])
+    if sync:
+        _io.fsync_dir(directory)
+    if index is not None:
+        _io.atomic_write(directory / INDEX_NAME, index.encode(), sync=sync)
+    _io.atomic_write(directory / SIDECAR_NAME, sidecar.encode(), sync=sync)
+    _remove_stale(directory, kept)
+
+
+def _remove_stale(directory: Path, kept: set[str]) -> None:
+    """Remove files of earlier saves: only names this backend writes, never other files."""
+    for entry in os.scandir(directory):
+        match = _TEMP.fullmatch(entry.name)
+        name = match["name"] if match else entry.name
+        if entry.name not in kept and _OURS.fullmatch(name):
+            unlink(Path(entry.path))
+
+
+def unlink(path: Path) -> None:
+    """Remove ``path`` if it exists."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def temp_name(name: str, save_id: str) -> str:
+    """Where a save writes ``name`` before :func:`commit` renames it into place."""
+    return f".{name}.{save_id}.tmp"

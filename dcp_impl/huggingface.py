@@ -11,13 +11,11 @@ gives the rules; :mod:`dcp_impl._safetensors` holds the header codec and reads f
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import json
 import logging
 import os
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,17 +45,20 @@ from torch.futures import Future
 
 from dcp_impl import _io, dtypes
 from dcp_impl._safetensors import (
+    BYTES_FILE,
     DCP_VERSION_KEY,
     FORMAT_KEY,
-    INDEX_NAME,
     SAVE_ID_KEY,
     SAVED_OFFSETS_KEY,
     SHARDING_INFO_KEY,
-    SIDECAR_NAME,
+    commit,
     encode_header,
     file_name,
+    index_json,
     is_folder,
     read_folder,
+    temp_name,
+    unlink,
 )
 from dcp_impl.errors import (
     InvalidMetadataError,
@@ -74,10 +75,6 @@ __all__ = ["HuggingFaceReader", "HuggingFaceWriter", "consolidate", "is_huggingf
 logger = logging.getLogger(__name__)
 
 SHARDED_DIR = "sharded"
-_BYTES_FILE = "dcp-bytes-{:05d}.bin"
-# Files this backend may remove once a newer save has committed: only its own names.
-_OURS = re.compile(r"(shard-\d{5}-)?model-\d{5}-of-\d{5}\.safetensors|dcp-bytes-\d{5}\.bin")
-_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<save>[0-9a-f]{32})\.tmp")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -182,7 +179,7 @@ class HuggingFaceWriter(StorageWriter):
         return [
             dataclasses.replace(
                 plan,
-                storage_data=_Assignment(self.save_id, names[rank], _BYTES_FILE.format(rank + 1)),
+                storage_data=_Assignment(self.save_id, names[rank], BYTES_FILE.format(rank + 1)),
             )
             for rank, plan in enumerate(plans)
         ]
@@ -203,7 +200,7 @@ class HuggingFaceWriter(StorageWriter):
             per_file = _io.parallel_map(jobs, lambda: worker, thread_count=self.thread_count)
         except BaseException:
             for name, _ in jobs:
-                _unlink(self.data_dir / _temp_name(name, assignment.save_id))
+                unlink(self.data_dir / temp_name(name, assignment.save_id))
             raise
         fut: Future[list[WriteResult]] = Future()
         fut.set_result([result for results in per_file for result in results])
@@ -216,8 +213,8 @@ class HuggingFaceWriter(StorageWriter):
         locations = {r.index: r.storage_data for rank in results for r in rank}
         committed = dataclasses.replace(metadata, storage_data=locations)
         sidecar = dumps(committed)  # fails, before anything moves, on what the format cannot hold
-        index = None if self.save_distributed else _index_json(committed)
-        _commit(self.data_dir, self.save_id, sidecar, index, sync=self.sync_files)
+        index = None if self.save_distributed else index_json(committed)
+        commit(self.data_dir, self.save_id, sidecar, index, sync=self.sync_files)
         # The next save through this instance must not share this one's file marker.
         self.save_id = uuid.uuid4().hex
         if self.consolidate:
@@ -497,10 +494,6 @@ def _group_by_file(
     return list(groups.items())
 
 
-def _temp_name(name: str, save_id: str) -> str:
-    return f".{name}.{save_id}.tmp"
-
-
 class _FileWriter:
     """Writes one file per call; shared by the I/O threads (it holds no per-thread state)."""
 
@@ -512,7 +505,7 @@ class _FileWriter:
 
     def __call__(self, job: tuple[str, list[WriteItem]]) -> list[WriteResult]:
         name, items = job
-        path = self.directory / _temp_name(name, self.save_id)
+        path = self.directory / temp_name(name, self.save_id)
         try:
             with _io.DataFileWriter(path, sync=self.sync) as out:
                 if name.endswith(".bin"):
@@ -586,52 +579,6 @@ def _check_tensor(item: WriteItem, tensor: object) -> torch.Tensor:
     return tensor
 
 
-def _index_json(metadata: Metadata) -> str:
-    """``model.safetensors.index.json`` as HF transformers reads it."""
-    assert isinstance(metadata.storage_data, dict)
-    weight_map = {}
-    total = 0
-    for key, loc in metadata.storage_data.items():
-        if isinstance(metadata.state_dict_metadata[key.fqn], TensorStorageMetadata):
-            weight_map[key.fqn] = loc.path
-            total += loc.length
-    doc = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-    return json.dumps(doc, indent=2, ensure_ascii=False)
-
-
-def _commit(directory: Path, save_id: str, sidecar: str, index: str | None, *, sync: bool) -> None:
-    """Rename this save's files into place, then write the index and, last, the sidecar."""
-    # Without the old sidecar and index, a crash below leaves no loadable claim, never a mix.
-    _unlink(directory / SIDECAR_NAME)
-    _unlink(directory / INDEX_NAME)
-    kept = set()
-    for entry in os.scandir(directory):
-        match = _TEMP.fullmatch(entry.name)
-        if match and match["save"] == save_id:
-            os.replace(entry.path, directory / match["name"])
-            kept.add(match["name"])
-    if sync:
-        _io.fsync_dir(directory)
-    if index is not None:
-        _io.atomic_write(directory / INDEX_NAME, index.encode(), sync=sync)
-    _io.atomic_write(directory / SIDECAR_NAME, sidecar.encode(), sync=sync)
-    _remove_stale(directory, kept)
-
-
-def _remove_stale(directory: Path, kept: set[str]) -> None:
-    """Remove files of earlier saves: only names this backend writes, never other files."""
-    for entry in os.scandir(directory):
-        match = _TEMP.fullmatch(entry.name)
-        name = match["name"] if match else entry.name
-        if entry.name not in kept and _OURS.fullmatch(name):
-            _unlink(Path(entry.path))
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-
-
 def _is_local_path(checkpoint_id: object) -> bool:
     try:
         text = os.fspath(checkpoint_id)  # type: ignore[call-overload]
@@ -698,7 +645,7 @@ def consolidate(
         planner_data=metadata.planner_data,
         storage_data=locations,
     )
-    _commit(target, save_id, dumps(output), _index_json(output), sync=sync_files)
+    commit(target, save_id, dumps(output), index_json(output), sync=sync_files)
 
 
 def _whole(entry: TensorStorageMetadata) -> TensorStorageMetadata:
@@ -746,7 +693,7 @@ class _Assembler:
             {FORMAT_KEY: "pt", SAVE_ID_KEY: self.save_id},
         )
         found = {}
-        path = self.target / _temp_name(name, self.save_id)
+        path = self.target / temp_name(name, self.save_id)
         with _io.DataFileWriter(path, sync=self.sync) as out:
             out.write_bytes(header)
             for fqn in fqns:
@@ -782,11 +729,9 @@ class _Assembler:
         return full
 
     def copy_bytes(self, keys: Sequence[MetadataIndex]) -> dict[MetadataIndex, ItemLocation]:
-        name = _BYTES_FILE.format(1)
+        name = BYTES_FILE.format(1)
         found = {}
-        with _io.DataFileWriter(
-            self.target / _temp_name(name, self.save_id), sync=self.sync
-        ) as out:
+        with _io.DataFileWriter(self.target / temp_name(name, self.save_id), sync=self.sync) as out:
             for key in keys:
                 stored = self.stored[key]
                 data = torch.empty(stored.sizes, dtype=torch.uint8)
