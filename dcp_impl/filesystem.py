@@ -2,8 +2,9 @@
 
 Layout (specified in ``docs/format.md``, section "Filesystem checkpoint layout"):
 
-* ``data-<save id>-r<plan>-<k>.bin``: the row-major bytes of stored items, back to back.
-  Every save has a fresh save id, so a save never writes into files of a committed one.
+* ``data-<file id>-r<rank>-<k>.bin``: the row-major bytes of stored items, back to back.
+  Every save of every rank draws a fresh file id, so a save never writes into files of a
+  committed one.
 * ``.metadata.json``: the checkpoint ``Metadata`` in dcp_impl's JSON format, whose
   ``storage_data`` maps each ``MetadataIndex`` to an ``ItemLocation`` (file, offset,
   length, ``xxh3_64`` checksum). It is written last, atomically: it is the commit point.
@@ -88,10 +89,10 @@ def validate_checkpoint_id(checkpoint_id: object) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class _FilePrefix:
-    """SavePlan.storage_data from the coordinator: the name prefix of a plan's data files."""
+class _PlanSlot:
+    """SavePlan.storage_data from the coordinator: the plan's position, named in its files."""
 
-    prefix: str
+    rank: int
 
 
 class FileSystemWriter(StorageWriter):
@@ -119,6 +120,7 @@ class FileSystemWriter(StorageWriter):
         self.sync_files = sync_files
         self.overwrite = overwrite
         self.save_id = uuid.uuid4().hex
+        self._file_id = uuid.uuid4().hex
 
     @property
     def checkpoint_id(self) -> str:
@@ -130,6 +132,7 @@ class FileSystemWriter(StorageWriter):
         if checkpoint_id is not None:
             self.path = Path(checkpoint_id)
         self.save_id = uuid.uuid4().hex
+        self._file_id = uuid.uuid4().hex
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
         # docstring inherited
@@ -138,6 +141,9 @@ class FileSystemWriter(StorageWriter):
                 "FileSystemWriter: use_collectives=False (one metadata file per rank) is not "
                 "supported: expected the default collective save"
             )
+        # Fresh names for every save, even when one writer saves twice without reset() or
+        # the planner replays a cached plan: a new save never touches the committed files.
+        self._file_id = uuid.uuid4().hex
         # One rank decides, before any rank writes, so every rank sees the same answer.
         if is_coordinator and not self.overwrite and (self.path / METADATA_FILE).exists():
             raise OverwriteRefusedError(
@@ -152,22 +158,20 @@ class FileSystemWriter(StorageWriter):
 
     def prepare_global_plan(self, plans: list[SavePlan], **kwargs: Any) -> list[SavePlan]:
         # docstring inherited
-        return [
-            replace(plan, storage_data=_FilePrefix(f"data-{self.save_id}-r{rank}"))
-            for rank, plan in enumerate(plans)
-        ]
+        return [replace(plan, storage_data=_PlanSlot(rank)) for rank, plan in enumerate(plans)]
 
     def write_data(
         self, plan: SavePlan, planner: SavePlanner, **kwargs: Any
     ) -> Future[list[WriteResult]]:
         # docstring inherited
-        if not isinstance(plan.storage_data, _FilePrefix):
+        if not isinstance(plan.storage_data, _PlanSlot):
             raise InvalidMetadataError(
-                f"SavePlan.storage_data: expected the prefix set by prepare_global_plan, "
+                f"SavePlan.storage_data: expected the slot set by prepare_global_plan, "
                 f"found {plan.storage_data!r}"
             )
         buckets = _split(plan.items, self.thread_count)
-        names = [f"{plan.storage_data.prefix}-{k}.bin" for k in range(len(buckets))]
+        prefix = f"data-{self._file_id}-r{plan.storage_data.rank}"
+        names = [f"{prefix}-{k}.bin" for k in range(len(buckets))]
         jobs = list(zip(names, buckets, strict=True))
         try:
             per_file = _io.parallel_map(

@@ -485,3 +485,14 @@ def test_every_method_accepts_extra_keywords(tmp_path: Path) -> None:
     )
     reader.read_data(load_plan, None, **extra).wait()  # type: ignore[arg-type]
     assert FileSystemReader.validate_checkpoint_id(str(tmp_path), **extra)
+
+
+def test_one_writer_saves_twice_with_cached_plans(tmp_path: Path) -> None:
+    writer = FileSystemWriter(tmp_path)
+    planner = DefaultSavePlanner(enable_plan_caching=True)
+    for value in (1.0, 2.0, 3.0):  # the later saves replay the cached global plan
+        dcp_save({"w": torch.full((3,), value)}, storage_writer=writer, planner=planner)
+        out = {"w": torch.zeros(3)}
+        _load(out, tmp_path)
+        assert out["w"].tolist() == [value] * 3
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("data-")]) == 1
