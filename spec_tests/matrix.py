@@ -42,7 +42,7 @@ class TestRecord:
 
     __test__ = False  # not a pytest test class despite the name
 
-    nodeid: str
+    nodeid: str  # as xfail entries name it: relative to the spec_tests package for its tests
     property: str
     outcome: str
     reason: str = ""
@@ -104,8 +104,9 @@ def load_result(path: Path) -> BackendResult:
 class Recorder:
     """Collects one record per test from pytest's reports (used by the plugin's --dcp-report)."""
 
-    def __init__(self, properties: dict[str, str] | None = None) -> None:
-        self.properties: dict[str, str] = properties or {}  # nodeid -> property name
+    def __init__(self) -> None:
+        # pytest nodeid -> (the id xfail entries use, property name); set after collection
+        self.names: dict[str, tuple[str, str]] = {}
         self.records: dict[str, TestRecord] = {}
 
     def add(self, report: Any) -> None:
@@ -118,8 +119,8 @@ class Recorder:
         # A teardown error must not hide behind an earlier pass; otherwise the first verdict stands.
         if previous is not None and OUTCOMES.index(previous.outcome) <= OUTCOMES.index(outcome):
             return
-        prop = self.properties.get(report.nodeid) or report.nodeid.split("[")[0]
-        self.records[report.nodeid] = TestRecord(report.nodeid, prop, outcome, reason)
+        shown, prop = self.names.get(report.nodeid, (report.nodeid, report.nodeid.split("[")[0]))
+        self.records[report.nodeid] = TestRecord(shown, prop, outcome, reason)
 
     def add_collection_error(self, report: Any) -> None:
         """Record a module that failed to collect (import error, bad fixture) as an error."""

@@ -323,9 +323,9 @@ def _in_package(item: pytest.Item) -> bool:
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselection, so entries see every collected test
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     state = config.stash[_STATE]
-    suite_items = [item for item in items if _in_package(item)]
+    in_suite = any(_in_package(item) for item in items)
     builtin_file = XFAILS_DIR / f"{state.spec}.toml"
-    if suite_items and builtin_file.is_file():
+    if in_suite and builtin_file.is_file():
         state.entries += read_xfails(builtin_file)
     for path in config.getoption("--dcp-xfails-file"):
         state.entries += read_xfails(Path(path))
@@ -371,7 +371,9 @@ class _ReportHooks:
         self.recorder = recorder
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.recorder.properties = {item.nodeid: property_name(item) for item in session.items}
+        self.recorder.names = {
+            item.nodeid: (_suite_nodeid(item), property_name(item)) for item in session.items
+        }
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:

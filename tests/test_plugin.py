@@ -263,7 +263,7 @@ def test_dcp_location_gives_fresh_empty_directories(pytester: pytest.Pytester) -
             assert SEEN and not any(os.path.exists(p) for p in SEEN)
         """
     )
-    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
+    pytester.runpytest().assert_outcomes(passed=2)
 
 
 def test_dcp_root_option_places_locations(pytester: pytest.Pytester, tmp_path: Path) -> None:
