@@ -11,6 +11,7 @@ it must stay cheap to import.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -153,11 +154,21 @@ def _outcome(report: Any) -> tuple[str, str] | None:
     return None
 
 
+# An exception line inside a printed exception group: "    | ValueError: message".
+_GROUPED_ERROR = re.compile(r"^\s*\|\s+((?:[A-Za-z_][\w.]*)(?:Error|Exception|Exit)\b.*)$", re.M)
+
+
 def _first_line(report: Any) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     text = crash.message if crash is not None else str(report.longrepr)
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[0].strip() if lines else "failed"
+    first = lines[0].strip() if lines else "failed"
+    if first.startswith(("ExceptionGroup", "BaseExceptionGroup")):
+        # hypothesis reports several distinct failures as a group: name the first of them too.
+        inner = _GROUPED_ERROR.search(str(getattr(report, "longreprtext", "")))
+        if inner is not None:
+            first = f"{first.split(': ', 1)[-1]} First: {inner.group(1).strip()}"
+    return first
 
 
 # --- aggregation ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 from spec_tests.__main__ import main
 from spec_tests.matrix import (
     BackendResult,
+    Recorder,
     TestRecord,
     aggregate,
     failed_run,
@@ -155,3 +156,56 @@ def test_end_to_end_on_a_tiny_suite(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "cannot import module 'no_such_module_q'" in printed
     assert (out / "matrix.md").read_text() + "\n" == printed
     assert json.loads((out / "matrix.json").read_text())["backends"][0]["failed"] is False
+
+
+class _Report:
+    """Just enough of pytest.TestReport for the Recorder."""
+
+    def __init__(
+        self, nodeid: str, when: str, outcome: str, longrepr: object = None, **extra: object
+    ) -> None:
+        self.nodeid, self.when, self.longrepr = nodeid, when, longrepr
+        self.passed, self.failed, self.skipped = (
+            outcome == o for o in ("passed", "failed", "skipped")
+        )
+        self.__dict__.update(extra)
+
+
+class _Crash:
+    def __init__(self, message: str) -> None:
+        self.reprcrash = type("Crash", (), {"message": message})()
+
+
+def test_recorder_maps_pytest_reports_to_outcomes() -> None:
+    recorder = Recorder()
+    recorder.names = {"t.py::a": ("suite/t.py::a", "t::a")}
+    grouped = "  | ExceptionGroup: ...\n    | Traceback\n    | ValueError: bad bits\n"
+    reports = [
+        _Report("t.py::a", "setup", "passed"),
+        _Report("t.py::a", "call", "passed"),
+        _Report("t.py::a", "teardown", "failed", _Crash("OSError: cleanup")),  # worse: wins
+        _Report("t.py::b", "setup", "skipped", ("f.py", 1, "Skipped: no 'bytes'")),
+        _Report("t.py::c", "call", "skipped", None, wasxfail="known bug"),
+        _Report("t.py::d", "call", "failed", "[XPASS(strict)] known bug"),
+        _Report(
+            "t.py::e",
+            "call",
+            "failed",
+            _Crash("ExceptionGroup: Hypothesis found 2 distinct failures."),
+            longreprtext=grouped,
+        ),
+    ]
+    for report in reports:
+        recorder.add(report)
+    got = {r.nodeid: (r.property, r.outcome, r.reason) for r in recorder.records.values()}
+    assert got == {
+        "suite/t.py::a": ("t::a", "fail", "error in teardown: OSError: cleanup"),
+        "t.py::b": ("t.py::b", "skip", "no 'bytes'"),
+        "t.py::c": ("t.py::c", "xfail", "known bug"),
+        "t.py::d": ("t.py::d", "xpass", "known bug"),
+        "t.py::e": (
+            "t.py::e",
+            "fail",
+            "Hypothesis found 2 distinct failures. First: ValueError: bad bits",
+        ),
+    }

@@ -305,3 +305,28 @@ def test_dev_profile_is_the_suite_default(fake: pytest.Pytester) -> None:
 def test_importing_the_plugin_does_not_import_torch() -> None:
     code = "import sys, spec_tests.plugin; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_kit_style_class_backend_gets_its_own_capability_skips(fake: pytest.Pytester) -> None:
+    fake.makepyfile(
+        test_kit="""
+        import pytest
+        from fakebackend import Fake
+
+        class TestMine:
+            @pytest.fixture(scope="class")
+            def dcp_backend(self):
+                return Fake(name="mine")
+
+            @pytest.mark.dcp_requires("reshard")
+            def test_reshard(self, dcp_backend):
+                pass
+
+            @pytest.mark.dcp_requires("bytes")
+            def test_bytes(self, dcp_backend):
+                assert dcp_backend.name == "mine"
+        """
+    )
+    result = fake.runpytest("test_kit.py", "--dcp-backend=reference", "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*backend 'mine' does not claim capability 'reshard'*"])
