@@ -620,12 +620,12 @@ def consolidate(
     }
     for fqn, entry in tensors.items():
         _check_coverage(source, fqn, entry)
-    target.mkdir(parents=True, exist_ok=True)
-    save_id = uuid.uuid4().hex
     files: dict[str, list[str]] = {}
     for fqn in tensors:
         index = _file_index(fqn_to_index_mapping, fqn)
         files.setdefault(file_name(index, _file_count(fqn_to_index_mapping)), []).append(fqn)
+    target.mkdir(parents=True, exist_ok=True)
+    save_id = uuid.uuid4().hex
     jobs: list[tuple[str, list[str]]] = list(files.items())
     bytes_keys = [
         MetadataIndex(fqn)
