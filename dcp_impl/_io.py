@@ -129,8 +129,7 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
     if tensor.layout != torch.strided:
         raise UnsupportedError(f"tensor layout {tensor.layout} cannot be stored: expected strided")
     dtypes.by_torch(tensor.dtype)  # unknown dtypes are an error, never a guess
-    flat = tensor.detach().resolve_conj().resolve_neg().to("cpu").contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().data.cast("B")
+    return _byte_view(tensor.detach().resolve_conj().resolve_neg().to("cpu").contiguous())
 
 
 class DataFileWriter:
@@ -392,8 +391,13 @@ def _direct(dest: torch.Tensor) -> bool:
     )
 
 
-def _byte_view(dest: torch.Tensor) -> memoryview:
-    return dest.detach().reshape(-1).view(torch.uint8).numpy().data.cast("B")
+def _byte_view(tensor: torch.Tensor) -> memoryview:
+    """The bytes of a contiguous CPU tensor, sharing its memory."""
+    flat = tensor.detach().reshape(-1)
+    if flat.numel() <= 1:
+        # A contiguous tensor of at most one element may carry any stride; view() needs 1.
+        flat = flat.as_strided((flat.numel(),), (1,))
+    return flat.view(torch.uint8).numpy().data.cast("B")
 
 
 def _row_major_strides(sizes: Sequence[int]) -> tuple[int, ...]:

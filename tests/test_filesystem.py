@@ -64,7 +64,8 @@ def _values(shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -> torch.
 
 
 def _raw(t: torch.Tensor) -> bytes:
-    return t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    flat = t.detach().clone(memory_format=torch.contiguous_format).reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes()
 
 
 def _save(sd: dict[str, Any], path: Path, **kwargs: Any) -> Metadata:

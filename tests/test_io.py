@@ -23,7 +23,8 @@ DTYPES = [torch.float32, torch.bfloat16, torch.int64, torch.complex64, torch.boo
 
 
 def _bytes(t: torch.Tensor) -> bytes:
-    return t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    flat = t.detach().clone(memory_format=torch.contiguous_format).reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes()
 
 
 def _values(shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
@@ -372,3 +373,17 @@ def test_parallel_map_keeps_worker_traceback() -> None:
     frames = [f.name for f in traceback.extract_tb(info.value.__traceback__)]
     assert "_fail_deep_in_worker" in frames
     assert any("also failed" in note for note in info.value.__notes__)
+
+
+@pytest.mark.parametrize("count", [0, 1])
+def test_single_element_views_with_odd_strides(tmp_path: Path, count: int) -> None:
+    # A tensor of at most one element is contiguous whatever its stride.
+    source = torch.arange(10, dtype=torch.int16)[3::4][:count]
+    assert source.is_contiguous()
+    path = tmp_path / "d.bin"
+    with _io.DataFileWriter(path) as out:
+        stored = out.write_tensor(source)
+    assert path.read_bytes() == _bytes(source)
+    dest = torch.zeros(10, dtype=torch.int16)[1::4][:count]
+    _io.read_into([_request(path, stored, source.clone(), _io.Target(Box.full((count,)), dest))])
+    assert torch.equal(dest, source)
