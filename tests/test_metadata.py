@@ -86,6 +86,23 @@ def grid_chunks(draw: st.DrawFn, shape: torch.Size) -> list[ChunkStorageMetadata
     return draw(st.permutations(chunks))
 
 
+@given(shapes(max_ndim=3).flatmap(lambda shape: st.tuples(st.just(shape), grid_chunks(shape))))
+def test_strategy_grid_chunks_tile_the_tensor(
+    case: tuple[torch.Size, list[ChunkStorageMetadata]],
+) -> None:
+    """The strategy's own test, by brute force: every element lies in exactly one chunk."""
+    shape, chunks = case
+    owners = [
+        sum(
+            all(o <= p < o + n for p, o, n in zip(point, c.offsets, c.sizes, strict=True))
+            for c in chunks
+        )
+        for point in itertools.product(*map(range, shape))
+    ]
+    assert owners == [1] * len(owners)
+    assert all(len(c.offsets) == len(c.sizes) == len(shape) for c in chunks)
+
+
 @st.composite
 def tensor_entries(draw: st.DrawFn, *, valid: bool) -> TensorStorageMetadata:
     if valid:
@@ -276,9 +293,9 @@ def test_loads_accepts_str_bytes_and_bytearray() -> None:
     assert loads(text) == loads(text.encode()) == loads(bytearray(text.encode())) == sample()
 
 
-def test_100k_chunks_roundtrip() -> None:
-    """Linear codec: a large layout goes through quickly enough to run here (no timing asserted)."""
-    n = 100_000
+def test_many_chunks_roundtrip() -> None:
+    """A large layout goes through (no timing asserted; 100k chunks are measured by hand)."""
+    n = 20_000
     chunks = [ChunkStorageMetadata(torch.Size([i, 0]), torch.Size([1, 8])) for i in range(n)]
     md = Metadata(
         {"w": TensorStorageMetadata(TensorProperties(torch.bfloat16), torch.Size([n, 8]), chunks)}
@@ -749,7 +766,7 @@ def hostile_documents(draw: st.DrawFn) -> bytes:
     return data
 
 
-@settings(PROPERTY, max_examples=300)
+@settings(PROPERTY, max_examples=200)
 @given(hostile_documents())
 def test_fuzz_hostile_documents_raise_only_invalid_metadata(data: bytes) -> None:
     error: InvalidMetadataError | None = None
