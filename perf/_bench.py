@@ -54,6 +54,7 @@ def measure(
     so that the caller can check it is correct.
     """
     benchmark.extra_info.update(dataclasses.asdict(case))
+    benchmark.group = f"{case.op} {case.workload} ({case.device})"  # pytest-benchmark's tables
     timed = target
     if case.device.startswith("cuda"):
 

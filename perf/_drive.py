@@ -129,8 +129,9 @@ class _LoadPlanner(LoadPlanner):
 def save(writers: Sequence[StorageWriter], path: str, ranks: Sequence[Sequence[Piece]]) -> None:
     """Save ``ranks[r]`` through ``writers[r]`` (one per rank, rank 0 coordinates) to ``path``."""
     planners = [_SavePlanner(pieces) for pieces in ranks]
-    for rank, writer in enumerate(writers):
+    for rank, (writer, planner) in enumerate(zip(writers, planners, strict=True)):
         writer.reset(path)
+        planner.set_up_planner({}, storage_meta=writer.storage_meta(), is_coordinator=rank == 0)
         writer.set_up_storage_writer(rank == 0, rank=rank, use_collectives=True)
     local = [
         w.prepare_local_plan(p.create_local_plan()) for w, p in zip(writers, planners, strict=True)

@@ -38,6 +38,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-benchmark writes --benchmark-json only at the very end: a missing folder
+    # would throw a whole measured run away.
+    json_path = config.getoption("benchmark_json", None)
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def pytest_benchmark_update_json(
+    config: pytest.Config, benchmarks: object, output_json: dict[str, object]
+) -> None:
+    """Record what the numbers depend on beside them (perf/report.py prints it)."""
+    import torch
+
+    output_json["perf"] = {
+        "size": parse_size(config.getoption("--perf-size")),
+        "rounds": config.getoption("--perf-rounds"),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "drop_caches": config.getoption("--perf-drop-caches"),
+    }
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend_spec" in metafunc.fixturenames:
         config = metafunc.config

@@ -36,6 +36,7 @@ __all__ = [
     "Change",
     "rows_from",
     "load_rows",
+    "describe_run",
     "score",
     "format_table",
     "compare",
@@ -134,13 +135,34 @@ def rows_from(document: object, source: str) -> list[Row]:
     return rows
 
 
-def load_rows(path: Path) -> list[Row]:
-    """The perf/ benchmarks of a pytest-benchmark JSON file (others are left out)."""
+def _read(path: Path) -> object:
     try:
-        document = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ReportError(f"{path}: expected a pytest-benchmark JSON file: {err}") from err
-    return rows_from(document, str(path))
+
+
+def load_rows(path: Path) -> list[Row]:
+    """The perf/ benchmarks of a pytest-benchmark JSON file (others are left out)."""
+    return rows_from(_read(path), str(path))
+
+
+def describe_run(document: object, source: str) -> str:
+    """One line on where and how a run was taken: host, date, torch, size, rounds."""
+    if not isinstance(document, dict):
+        return f"{source}: ?"
+    machine = document.get("machine_info") or {}
+    info = document.get("perf") or {}
+    parts = [
+        f"host {machine.get('node', '?')}",
+        str(document.get("datetime", "?")),
+        f"torch {info.get('torch', '?')}",
+        f"size {info.get('size', '?')} B",
+        f"{info.get('rounds', '?')} rounds",
+    ]
+    if info.get("cuda"):
+        parts.append(str(info["cuda"]))
+    return f"{source}: " + ", ".join(parts)
 
 
 def _best(rows: Iterable[Row]) -> float | None:
@@ -416,7 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-chart", action="store_true", help="do not draw the PNG")
     args = parser.parse_args(argv)
     try:
-        current = score(load_rows(args.results))
+        document = _read(args.results)
+        current = score(rows_from(document, str(args.results)))
+        print(describe_run(document, str(args.results)))
         print(format_table(current))
         if not args.no_chart:
             chart = args.chart or args.results.with_suffix(".png")
@@ -424,12 +448,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\nchart: {chart}")
         if args.compare is None:
             return 0
-        baseline = score(load_rows(args.compare))
+        old_document = _read(args.compare)
+        baseline = score(rows_from(old_document, str(args.compare)))
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     changes = compare(baseline, current, args.threshold)
-    print(f"\ncompared with {args.compare} (threshold {args.threshold:.0%}):")
+    print(f"\ncompared with {describe_run(old_document, str(args.compare))}")
+    print(f"threshold {args.threshold:.0%}:")
     print(format_comparison(changes, {s.row.key for s in baseline}, {s.row.key for s in current}))
     failed = [c.key for c in changes if c.failed]
     if failed:
