@@ -382,8 +382,10 @@ def _weight_map(folder: Path) -> dict[str, str] | None:
             f"{path}: expected JSON, found unparseable bytes ({err})"
         ) from err
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+    # Plain file names only: an index must not make us open files outside the folder.
     if not isinstance(weight_map, dict) or not all(
-        isinstance(v, str) and v.endswith(SUFFIX) for v in weight_map.values()
+        isinstance(v, str) and v.endswith(SUFFIX) and Path(v).name == v and "\\" not in v
+        for v in weight_map.values()
     ):
         raise CorruptCheckpointError(
             f"{path}: expected a weight_map of tensor name -> *{SUFFIX} file, "

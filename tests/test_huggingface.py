@@ -156,6 +156,39 @@ def test_header_fuzz_only_raises_corrupt(blob: bytes) -> None:
         _safetensors.parse_header(blob, 8 + len(blob), "fuzz.safetensors")
 
 
+_ENTRY_VALUES = st.one_of(
+    st.sampled_from(["U8", "F32", "BF16", "F8_E8M0", ""]),
+    st.integers(-2, 10),
+    st.booleans(),
+    st.lists(st.integers(-1, 6), max_size=3),
+    st.lists(st.booleans(), max_size=2),
+)
+_ENTRIES = st.dictionaries(st.sampled_from(["dtype", "shape", "data_offsets", "x"]), _ENTRY_VALUES)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["a", "b", "__metadata__"]), st.one_of(_ENTRIES, _ENTRY_VALUES)
+    ),
+    st.integers(0, 40),
+)
+def test_structured_header_fuzz_only_raises_corrupt(doc: dict[str, Any], data: int) -> None:
+    blob = json.dumps(doc).encode()
+    try:
+        header = _safetensors.parse_header(blob, 8 + len(blob) + data, "fuzz.safetensors")
+    except CorruptCheckpointError:
+        return
+    assert sum(e.length for e in header.entries.values()) == data
+
+
+def test_index_naming_files_outside_the_folder_is_corrupt(tmp_path: Path) -> None:
+    doc = {"metadata": {}, "weight_map": {"w": "../outside.safetensors"}}
+    (tmp_path / _safetensors.INDEX_NAME).write_text(json.dumps(doc))
+    with pytest.raises(CorruptCheckpointError, match="weight_map"):
+        HuggingFaceReader(tmp_path).read_metadata()
+
+
 # --------------------------------------------------------------------------- round trips
 
 
