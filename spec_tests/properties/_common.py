@@ -1,0 +1,137 @@
+"""Helpers the property modules share: capability-aware draws and one-call round trips."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import note, settings
+from hypothesis import strategies as st
+from torch.distributed.checkpoint._nested_dict import flatten_state_dict
+
+from dcp_impl.layout import Box
+from spec_tests import harness
+from spec_tests import strategies as sts
+from spec_tests.backends import Backend, claimed_dtypes, claims
+
+Location = Callable[[], str]
+
+
+def few(n: int) -> settings:
+    """At most ``n`` examples (or the profile's count if smaller): for expensive properties."""
+    current = settings.default
+    return settings(max_examples=n if current is None else min(n, current.max_examples))
+
+
+def claimed(backend: Backend) -> list[torch.dtype]:
+    """The dtypes to draw from; skip the test if the backend claims none."""
+    dtypes = claimed_dtypes(backend)
+    if not dtypes:
+        pytest.skip(f"backend {backend.name!r} claims no dtype:<name> capability")
+    return dtypes
+
+
+def kinds_for(backend: Backend, *, reshard: bool = False) -> tuple[str, ...]:
+    """Layout kinds whose saves the backend claims to handle."""
+    kinds = ["single"]
+    if claims(backend, "multi-rank"):
+        kinds += ["rows", "cols", "uneven", "grid", "replicated"]
+    if claims(backend, "multi-chunk"):
+        kinds += ["guillotine", "empty"]
+        if claims(backend, "multi-rank"):
+            kinds.append("partly-replicated")
+    del reshard
+    return tuple(kinds)
+
+
+def flat(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The state dict as DCP flattens it (``"outer.inner"`` keys)."""
+    return dict(flatten_state_dict(dict(state))[0])
+
+
+def request_for(
+    value: Any, boxes: Sequence[Box] | None = None, *, strided: bool = False
+) -> harness.Request:
+    """What to ask a load for to get ``value`` (or these boxes of it) back."""
+    if not isinstance(value, torch.Tensor):
+        return harness.BytesRequest()
+    shape = tuple(value.shape)
+    chosen = tuple(boxes) if boxes is not None else (Box.full(shape),)
+    return harness.TensorRequest(value.dtype, shape, chosen, strided)
+
+
+def check_entry(fqn: str, loaded: Any, value: Any, boxes: Sequence[Box] | None = None) -> None:
+    """Raise AssertionError unless ``loaded`` is ``value`` (or its boxes) bit for bit."""
+    if not isinstance(value, torch.Tensor):
+        if loaded != value or type(loaded) is not type(value):
+            raise AssertionError(f"{fqn!r}: expected {value!r}, loaded {loaded!r}")
+        return
+    chosen = list(boxes) if boxes is not None else [Box.full(tuple(value.shape))]
+    for box, got in zip(chosen, loaded, strict=True):
+        harness.assert_bit_equal(got, harness.region(value, box), what=f"{fqn!r} box {box}")
+
+
+def roundtrip(
+    backend: Backend, location: str, state: Mapping[str, Any], *, strided: bool = False
+) -> dict[str, Any]:
+    """Save ``state`` from one rank, load every entry back whole and check it bit-exactly."""
+    harness.save(backend, location, [state])
+    entries = flat(state)
+    loaded = harness.load(
+        backend, location, [{k: request_for(v, strided=strided) for k, v in entries.items()}]
+    )[0]
+    for fqn, value in entries.items():
+        check_entry(fqn, loaded[fqn], value)
+    return loaded
+
+
+def sharded_save(
+    backend: Backend, location: str, fqn: str, value: torch.Tensor, layout: sts.SaveLayout
+) -> None:
+    """Save ``value`` split as ``layout`` says, one simulated rank per layout rank."""
+    states = [{} if held is None else {fqn: held} for held in harness.shard(value, layout.boxes)]
+    harness.save(backend, location, states)
+
+
+def load_boxes(
+    backend: Backend,
+    location: str,
+    fqn: str,
+    value: torch.Tensor,
+    boxes: Sequence[Sequence[Box]],
+    *,
+    strided: bool = False,
+) -> None:
+    """Load ``boxes[r]`` on rank ``r`` and check each against ``value``."""
+    requests = [{fqn: request_for(value, rank_boxes, strided=strided)} for rank_boxes in boxes]
+    for rank, (rank_boxes, got) in enumerate(
+        zip(boxes, harness.load(backend, location, requests), strict=True)
+    ):
+        check_entry(f"{fqn} on load rank {rank}", got[fqn], value, rank_boxes)
+
+
+def draw_tensor(
+    data: st.DataObject,
+    backend: Backend,
+    *,
+    shape: Sequence[int] | None = None,
+    max_dims: int = 3,
+    min_dims: int = 0,
+) -> torch.Tensor:
+    """Draw a tensor of a claimed dtype (labelled for the failure report)."""
+    row = data.draw(sts.dtypes(allowed=claimed(backend)), label="dtype")
+    chosen = (
+        tuple(shape)
+        if shape is not None
+        else data.draw(sts.shapes(min_dims=min_dims, max_dims=max_dims), label="shape")
+    )
+    value = data.draw(sts.tensor_values(row, chosen), label="values")
+    note(f"dtype={row.name} shape={chosen}")
+    return value
+
+
+def kinds_subset(kinds: Collection[str], allowed: Collection[str]) -> tuple[str, ...]:
+    """``kinds`` restricted to ``allowed`` (``single`` when nothing is left)."""
+    return tuple(k for k in kinds if k in allowed) or ("single",)

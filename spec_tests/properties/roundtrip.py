@@ -1,0 +1,114 @@
+"""Spec section 1: a saved state dict loads back bit for bit."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, note
+from hypothesis import strategies as st
+
+from spec_tests import harness
+from spec_tests import strategies as sts
+from spec_tests.backends import Backend
+from spec_tests.properties._common import Location, claimed, draw_tensor, few, roundtrip
+
+__all__ = ["RoundTripProperties"]
+
+_LARGE_BYTES = 4 << 20  # several MiB: past any small-buffer fast path of a backend
+
+
+class RoundTripProperties:
+    """Single-rank saves of every claimed dtype and awkward shape, compared bit for bit."""
+
+    @given(data=st.data())
+    def test_every_claimed_dtype(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """Any claimed dtype (NaN payloads, -0.0, extremes, random bits) round-trips exactly."""
+        value = draw_tensor(data, dcp_backend, max_dims=2)
+        with harness.repro(dcp_backend, dtype=value.dtype, shape=tuple(value.shape)):
+            roundtrip(dcp_backend, dcp_location(), {"t": value})
+
+    @given(data=st.data())
+    def test_zero_dim_and_zero_size(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """0-dim tensors and tensors with a zero-size dimension keep their shape."""
+        shape = data.draw(st.sampled_from([(), (0,), (3, 0), (0, 4), (2, 0, 3)]), label="shape")
+        value = draw_tensor(data, dcp_backend, shape=shape)
+        with harness.repro(dcp_backend, dtype=value.dtype, shape=shape):
+            roundtrip(dcp_backend, dcp_location(), {"t": value})
+
+    @given(data=st.data())
+    def test_noncontiguous_tensors(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """Transposed, strided and channels_last views save their values, not their storage."""
+        value = draw_tensor(data, dcp_backend, min_dims=1, max_dims=4)
+        view = data.draw(sts.noncontiguous(value), label="view")
+        note(f"strides={view.stride()}")
+        with harness.repro(
+            dcp_backend, dtype=view.dtype, shape=tuple(view.shape), stride=view.stride()
+        ):
+            roundtrip(dcp_backend, dcp_location(), {"t": view})
+
+    @few(3)
+    @given(data=st.data())
+    def test_large_tensors(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """Tensors of several MiB (contiguous and transposed) round-trip exactly."""
+        row = data.draw(sts.dtypes(allowed=claimed(dcp_backend)), label="dtype")
+        cols = 1024
+        rows = math.ceil(_LARGE_BYTES / (cols * row.itemsize))
+        value = data.draw(sts.tensor_values(row, (rows, cols)), label="values")
+        if data.draw(st.booleans(), label="transposed"):
+            value = value.t()
+        with harness.repro(dcp_backend, dtype=row.name, shape=tuple(value.shape)):
+            roundtrip(dcp_backend, dcp_location(), {"big": value})
+
+    @given(data=st.data())
+    def test_odd_names(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """Entry names with dots, unicode, spaces and slashes round-trip."""
+        keys = data.draw(st.lists(sts.names(), min_size=1, max_size=4, unique=True), label="names")
+        state = {key: draw_tensor(data, dcp_backend, max_dims=2) for key in keys}
+        with harness.repro(dcp_backend, names=keys):
+            roundtrip(dcp_backend, dcp_location(), state)
+
+    @given(data=st.data())
+    def test_nested_state_dicts(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """Nested dicts of tensors (maybe non-contiguous) load back under flattened names."""
+        state = data.draw(
+            sts.state_dicts(allowed=claimed(dcp_backend), allow_bytes=False), label="state dict"
+        )
+        strided = data.draw(st.booleans(), label="strided destinations")
+        with harness.repro(dcp_backend, state_keys=sorted(map(str, state))):
+            roundtrip(dcp_backend, dcp_location(), state, strided=strided)
+
+    @pytest.mark.dcp_requires("bytes")
+    @given(data=st.data())
+    def test_non_tensor_entries(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """Ints, strings, lists and bytes (DCP's BytesIO entries) round-trip beside tensors."""
+        state = data.draw(sts.state_dicts(allowed=claimed(dcp_backend)), label="state dict")
+        state["extra object"] = {"step": 3, "tag": "x"}
+        with harness.repro(dcp_backend, state=state):
+            roundtrip(dcp_backend, dcp_location(), state)
+
+    def test_all_claimed_dtypes_in_one_checkpoint(
+        self, dcp_backend: Backend, dcp_location: Location
+    ) -> None:
+        """One small tensor of every claimed dtype, side by side in a single checkpoint."""
+        state = {}
+        for dtype in claimed(dcp_backend):
+            raw = ((torch.arange(32) * 37) % (2 if dtype is torch.bool else 256)).to(torch.uint8)
+            state[str(dtype).removeprefix("torch.")] = raw.view(dtype)
+        with harness.repro(dcp_backend, dtypes=sorted(state)):
+            roundtrip(dcp_backend, dcp_location(), state)
