@@ -40,6 +40,7 @@ from dcp_impl.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
     OverwriteRefusedError,
+    UnsupportedError,
     WriteFailedError,
 )
 from dcp_impl.filesystem import METADATA_FILE, FileSystemReader, FileSystemWriter
@@ -497,3 +498,9 @@ def test_one_writer_saves_twice_with_cached_plans(tmp_path: Path) -> None:
         _load(out, tmp_path)
         assert out["w"].tolist() == [value] * 3
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("data-")]) == 1
+
+
+def test_per_rank_metadata_mode_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedError, match="use_collectives=False"):
+        FileSystemWriter(tmp_path).set_up_storage_writer(True, rank=0, use_collectives=False)
+    assert not tmp_path.joinpath(METADATA_FILE).exists()
