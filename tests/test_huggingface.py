@@ -543,3 +543,10 @@ def test_gloo_two_processes_save_and_reshard_load(tmp_path: Path) -> None:
     found = {k for name in set(files.values()) for k in load_file(tmp_path / "whole" / name)}
     assert found == {f"t{i}" for i in range(6)}
     assert len(list((tmp_path / "dist").glob("shard-*.safetensors"))) == 2
+
+
+def test_destination_of_another_dtype_is_converted_as_torch_does(tmp_path: Path) -> None:
+    value = torch.randn(5, 3).to(torch.bfloat16)
+    save(tmp_path, {"w": value})
+    out = load_whole(tmp_path, {"w": torch.empty(5, 3, dtype=torch.float32)})
+    assert torch.equal(out["w"], value.float())
