@@ -331,10 +331,10 @@ class _SyncCopier:
 
 
 class _CudaCopier:
-    """Non-blocking host-to-device copies on one side stream per reading thread."""
+    """Non-blocking host-to-device copies on one side stream per reading thread and device."""
 
-    def __init__(self) -> None:
-        self._stream = torch.cuda.Stream()
+    def __init__(self, device: torch.device) -> None:
+        self._stream = torch.cuda.Stream(device=device)
 
     def copy(self, dest: torch.Tensor, src: torch.Tensor) -> object:
         # dest was allocated on the caller's stream; order our copy after its pending work.
@@ -418,7 +418,7 @@ class _Reader:
         self._fds: dict[str, int] = {}
         self._staging = _Staging(pin)
         self._injected = copier
-        self._copiers: dict[str, DeviceCopier] = {}
+        self._copiers: dict[torch.device, DeviceCopier] = {}
 
     def __call__(self, request: ReadRequest) -> None:
         targets = [t for t in request.targets if not t.sub.is_empty]
@@ -478,10 +478,11 @@ class _Reader:
     def _copier_for(self, dest: torch.Tensor) -> DeviceCopier:
         if self._injected is not None:
             return self._injected
-        kind = dest.device.type
-        if kind not in self._copiers:
-            self._copiers[kind] = _CudaCopier() if kind == "cuda" else _SyncCopier()
-        return self._copiers[kind]
+        device = dest.device
+        if device not in self._copiers:
+            cuda = device.type == "cuda"
+            self._copiers[device] = _CudaCopier(device) if cuda else _SyncCopier()
+        return self._copiers[device]
 
     def _pread(self, request: ReadRequest, view: memoryview, offset: int) -> None:
         fd = self._open(request)
