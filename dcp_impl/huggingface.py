@@ -6,7 +6,8 @@ safetensors files named ``model-0000i-of-0000N.safetensors`` plus
 ``shard-0000s-model-0000i-of-0000N.safetensors`` per rank whose ``__metadata__`` carries
 ``DCP_SHARDING_INFO``. Next to them, ``dcp_metadata.json`` holds the full DCP Metadata in
 dcp_impl's JSON format; it is written last and is the commit point. docs/huggingface.md
-gives the rules; :mod:`dcp_impl._safetensors` holds the header codec and reads folders.
+gives the rules; :mod:`dcp_impl._safetensors` holds the header codec, reads folders and
+commits saves.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import logging
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -71,8 +71,6 @@ from dcp_impl.layout import Box, first_overlap, holes
 from dcp_impl.metadata import ItemLocation, dumps
 
 __all__ = ["HuggingFaceReader", "HuggingFaceWriter", "consolidate", "is_huggingface_folder"]
-
-logger = logging.getLogger(__name__)
 
 SHARDED_DIR = "sharded"
 
