@@ -44,7 +44,8 @@ def location(tmp_path: Path) -> Any:
 
 
 def _raw(t: torch.Tensor) -> bytes:
-    return bytes(t.detach().clone(memory_format=torch.contiguous_format).untyped_storage())
+    flat = t.detach().clone(memory_format=torch.contiguous_format).reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes()
 
 
 def _patterned(dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
