@@ -132,14 +132,19 @@ def overlaps(a: Box, b: Box) -> bool:
 
 def first_overlap(boxes: Sequence[Box]) -> tuple[int, int] | None:
     """Indices ``(i, j)``, ``i < j``, of the first overlapping pair, or None."""
-    # Sweep along dimension 0 so disjoint row shards cost O(n log n), not O(n^2).
-    live = sorted(
-        (i for i, b in enumerate(boxes) if not b.is_empty), key=lambda i: boxes[i].offsets[:1]
-    )
+    live = [i for i, b in enumerate(boxes) if not b.is_empty]
+    if not live or boxes[live[0]].ndim == 0:
+        return (live[0], live[1]) if len(live) > 1 else None
+    # Sweep along the dimension whose starts differ most, so that disjoint row
+    # or column shards cost O(n log n) rather than O(n^2).
+    ndim = boxes[live[0]].ndim
+    d = max(range(ndim), key=lambda k: len({boxes[i].offsets[k] for i in live}))
+    live.sort(key=lambda i: boxes[i].offsets[d])
     found: list[tuple[int, int]] = []
     for pos, i in enumerate(live):
+        end = boxes[i].ends[d]
         for j in live[pos + 1 :]:
-            if boxes[j].ndim and boxes[j].offsets[0] >= boxes[i].ends[0]:
+            if boxes[j].offsets[d] >= end:
                 break
             if overlaps(boxes[i], boxes[j]):
                 found.append((min(i, j), max(i, j)))
@@ -200,7 +205,13 @@ def _cover(saved: Sequence[Box], request: Box) -> tuple[list[tuple[int, Box]], l
 
 def holes(shape: Sequence[int], boxes: Sequence[Box]) -> list[Box]:
     """The parts of a tensor of ``shape`` that no box covers, as disjoint boxes."""
-    return _cover(boxes, Box.full(shape))[1]
+    full = Box.full(shape)
+    inside = [b for b in boxes if not b.is_empty and full.contains(b)]
+    # Disjoint boxes inside the tensor whose volumes add up to it cover it:
+    # the common case (a partition) needs no box subtraction at all.
+    if sum(b.numel for b in inside) == full.numel and first_overlap(inside) is None:
+        return []
+    return _cover(boxes, full)[1]
 
 
 def plan_reads(saved: Sequence[Box], request: Box) -> list[Copy]:
