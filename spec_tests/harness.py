@@ -553,11 +553,14 @@ def shard(
 ) -> list[torch.Tensor | Shards | None]:
     """Per rank, what it holds of ``value`` under ``boxes[rank]``: nothing, all, or Shards."""
     shape = tuple(value.shape)
+    # DCP never mixes TENSOR and SHARD items of one entry: plain tensors only when
+    # every holder has the whole tensor (unsharded or replicated).
+    whole = all(list(r) == [Box.full(shape)] for r in boxes if r)
     out: list[torch.Tensor | Shards | None] = []
     for rank_boxes in boxes:
         if not rank_boxes:
             out.append(None)
-        elif list(rank_boxes) == [Box.full(shape)]:
+        elif whole:
             out.append(value)
         else:
             out.append(Shards(shape, tuple((b, region(value, b)) for b in rank_boxes)))

@@ -1,0 +1,212 @@
+"""Spec section 5: failures are reported, never turned into wrong data or a broken checkpoint."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, note
+from hypothesis import strategies as st
+
+from spec_tests import harness, layouts
+from spec_tests import strategies as sts
+from spec_tests.backends import Backend, claims
+from spec_tests.properties._common import (
+    Location,
+    check_entry,
+    draw_tensor,
+    few,
+    request_for,
+    sharded_save,
+)
+
+__all__ = ["FaultProperties"]
+
+_METADATA_NAMES = (".metadata", ".json")
+
+
+def _load_raises_or_exact(backend: Backend, location: str, value: torch.Tensor) -> None:
+    try:
+        got = harness.load(backend, location, [{"t": request_for(value)}])[0]
+    except Exception as exc:
+        note(f"load raised {type(exc).__name__}: {exc}")
+        return
+    check_entry("t (after damage: must raise or be exact)", got["t"], value)
+
+
+def _data_files(location: str) -> list[Path]:
+    root = Path(location)
+    if not root.is_dir():
+        return []
+    files = [p for p in sorted(root.rglob("*")) if p.is_file() and p.stat().st_size > 0]
+    return [p for p in files if not p.name.endswith(_METADATA_NAMES) and "metadata" not in p.name]
+
+
+def _damage(backend: Backend, location: str, how: str, rng: random.Random) -> None:
+    hook = getattr(backend, how, None)
+    if callable(hook):
+        hook(location, rng)
+        return
+    files = _data_files(location)
+    if not files:
+        pytest.skip(f"backend {backend.name!r} has no data files and no {how}(path, rng) hook")
+    target = rng.choice(files)
+    raw = bytearray(target.read_bytes())
+    if how == "truncate":
+        raw = raw[: rng.randrange(len(raw))]
+    else:
+        raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+    target.write_bytes(bytes(raw))
+    note(f"{how}d {target}")
+
+
+class FaultProperties:
+    """Injected failures, damaged files, killed saves."""
+
+    @given(data=st.data())
+    def test_failing_item_fails_save(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """resolve_data raising for one item makes the save raise and commit nothing."""
+        keys = data.draw(st.lists(sts.names(), min_size=1, max_size=3, unique=True), label="keys")
+        state = {k: draw_tensor(data, dcp_backend, max_dims=2) for k in keys}
+        victim = data.draw(st.sampled_from(keys), label="failing entry")
+        location = dcp_location()
+        with harness.repro(dcp_backend, keys=keys, failing=victim):
+            try:
+                harness.save(
+                    dcp_backend, location, [state], fail_on=lambda i: i.index.fqn == victim
+                )
+            except Exception as exc:
+                note(f"save raised {type(exc).__name__}")
+            else:
+                raise AssertionError(f"resolve_data raised for {victim!r} but the save succeeded")
+            try:
+                harness.load(dcp_backend, location, [{k: request_for(v) for k, v in state.items()}])
+            except Exception:
+                return
+            raise AssertionError("a failed save left a loadable checkpoint behind")
+
+    @pytest.mark.dcp_requires("integrity")
+    @given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+    def test_corrupted_data_detected(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject, seed: int
+    ) -> None:
+        """A flipped bit in stored data raises on load (or leaves every value exact)."""
+        self._damaged(dcp_backend, dcp_location, data, "corrupt", seed)
+
+    @pytest.mark.dcp_requires("integrity")
+    @given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+    def test_truncated_data_detected(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject, seed: int
+    ) -> None:
+        """Truncated stored data raises on load (or leaves every value exact)."""
+        self._damaged(dcp_backend, dcp_location, data, "truncate", seed)
+
+    def _damaged(
+        self, backend: Backend, dcp_location: Location, data: st.DataObject, how: str, seed: int
+    ) -> None:
+        value = draw_tensor(data, backend, shape=data.draw(sts.shapes(min_dims=1), label="shape"))
+        location = dcp_location()
+        with harness.repro(backend, dtype=value.dtype, shape=tuple(value.shape), damage=how):
+            harness.save(backend, location, [{"t": value}])
+            _damage(backend, location, how, random.Random(seed))
+            _load_raises_or_exact(backend, location, value)
+
+    @pytest.mark.dcp_requires("overwrite")
+    @given(data=st.data())
+    def test_stale_files_never_read(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """A save over more ranks, then one over fewer: only the second's data is loaded."""
+        ranks = 4 if claims(dcp_backend, "multi-rank") else 1
+        old = draw_tensor(data, dcp_backend, min_dims=1)
+        new = data.draw(sts.tensor_values(old.dtype, tuple(old.shape)), label="new")
+        location = dcp_location()
+        with harness.repro(dcp_backend, dtype=old.dtype, shape=tuple(old.shape)):
+            rows = sts.SaveLayout(
+                tuple(old.shape), tuple(map(tuple, layouts.row_shards(old.shape, ranks))), "rows"
+            )
+            sharded_save(dcp_backend, location, "t", old, rows)
+            harness.save(dcp_backend, location, [{"t": new}])
+            check_entry(
+                "t", harness.load(dcp_backend, location, [{"t": request_for(new)}])[0]["t"], new
+            )
+
+    @given(data=st.data())
+    def test_failed_load_keeps_data(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """A load that fails (resolve_tensor raises) deletes nothing: a retry loads exactly."""
+        value = draw_tensor(data, dcp_backend, min_dims=1)
+        location = dcp_location()
+        with harness.repro(dcp_backend, dtype=value.dtype, shape=tuple(value.shape)):
+            harness.save(dcp_backend, location, [{"t": value}])
+            try:
+                harness.load(
+                    dcp_backend, location, [{"t": request_for(value)}], fail_on=lambda i: True
+                )
+            except Exception as exc:
+                note(f"failing load raised {type(exc).__name__}")
+            got = harness.load(dcp_backend, location, [{"t": request_for(value)}])[0]
+            check_entry("t", got["t"], value)
+
+    @pytest.mark.dcp_requires("atomic-commit")
+    @few(4)
+    @given(data=st.data())
+    def test_killed_save_keeps_previous(
+        self,
+        dcp_backend: Backend,
+        dcp_backend_spec: str,
+        dcp_location: Location,
+        data: st.DataObject,
+    ) -> None:
+        """A save SIGKILLed at a random backend call leaves the old checkpoint (or the new one)."""
+        kill_at = data.draw(st.integers(0, 12), label="kill before backend call #")
+        seed = data.draw(st.integers(0, 2**16), label="seed")
+        old, new = _fixed_tensor(seed), _fixed_tensor(seed + 1)
+        location = dcp_location()
+        with harness.repro(dcp_backend, spec=dcp_backend_spec, kill_at=kill_at, seed=seed):
+            harness.save(dcp_backend, location, [{"t": old}])
+            code = (
+                "import sys; from spec_tests.properties.faults import killed_save; "
+                "killed_save(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))"
+            )
+            args = [sys.executable, "-c", code, dcp_backend_spec, location, str(kill_at), str(seed)]
+            done = subprocess.run(args, capture_output=True, timeout=120, check=False)
+            note(f"child exit {done.returncode}: {done.stderr.decode(errors='replace')[-2000:]}")
+            if done.returncode not in (0, -signal.SIGKILL):
+                raise AssertionError(
+                    f"child save failed ({done.returncode}): {done.stderr[-2000:]!r}"
+                )
+            got = harness.load(dcp_backend, location, [{"t": request_for(old)}])[0]["t"][0]
+            if not torch.equal(harness.as_bytes(got), harness.as_bytes(new)):
+                check_entry("t (old checkpoint after a killed save)", [got], old)
+
+
+def _fixed_tensor(seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (64, 257), dtype=torch.uint8, generator=gen)
+
+
+def killed_save(spec: str, location: str, kill_at: int, seed: int) -> None:
+    """Child process: save ``_fixed_tensor(seed + 1)``; SIGKILL itself before call ``kill_at``."""
+    from spec_tests.backends import load_backend
+
+    calls = 0
+
+    def maybe_die(_label: str, _rank: int) -> None:
+        nonlocal calls
+        if calls == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        calls += 1
+
+    backend: Any = load_backend(spec)
+    harness.save(backend, location, [{"t": _fixed_tensor(seed + 1)}], before_call=maybe_die)

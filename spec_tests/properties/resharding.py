@@ -1,0 +1,118 @@
+"""Spec section 2: any save layout over N ranks loads into any layout over M ranks."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from spec_tests import harness, layouts
+from spec_tests import strategies as sts
+from spec_tests.backends import Backend
+from spec_tests.properties._common import (
+    Location,
+    draw_tensor,
+    few,
+    kinds_for,
+    load_boxes,
+    sharded_save,
+)
+
+__all__ = ["ReshardingProperties"]
+
+_ONE_CHUNK = ("single", "rows", "cols", "uneven", "grid", "replicated")
+
+
+class ReshardingProperties:
+    """Sharded saves (simulated ranks) loaded back in the same or another layout."""
+
+    @pytest.mark.dcp_requires("multi-rank")
+    @given(data=st.data())
+    def test_same_layout_roundtrip(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """Each rank loads back exactly the boxes it saved (one chunk per rank)."""
+        value = draw_tensor(data, dcp_backend, min_dims=1)
+        ranks = data.draw(st.integers(2, 4), label="ranks")
+        layout = data.draw(sts.layouts(value.shape, ranks=ranks, kinds=_ONE_CHUNK), label="layout")
+        with harness.repro(dcp_backend, dtype=value.dtype, layout=layout):
+            location = dcp_location()
+            sharded_save(dcp_backend, location, "w", value, layout)
+            load_boxes(dcp_backend, location, "w", value, [b or () for b in layout.boxes])
+
+    @pytest.mark.dcp_requires("multi-chunk")
+    @given(data=st.data())
+    def test_several_chunks_on_one_rank(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """One rank saving several chunks (and empty chunks) of a tensor loses nothing."""
+        value = draw_tensor(data, dcp_backend, min_dims=1)
+        layout = data.draw(
+            sts.layouts(value.shape, ranks=1, kinds=("guillotine", "empty")), label="layout"
+        )
+        with harness.repro(dcp_backend, dtype=value.dtype, layout=layout):
+            location = dcp_location()
+            sharded_save(dcp_backend, location, "w", value, layout)
+            load_boxes(dcp_backend, location, "w", value, layout.boxes)
+
+    @pytest.mark.dcp_requires("reshard", "multi-rank")
+    @given(data=st.data())
+    def test_reshard_one_chunk_layouts(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """Row/column/grid/replicated saves load into any other boxes over any rank count."""
+        self._reshard(dcp_backend, dcp_location, data, _ONE_CHUNK)
+
+    @pytest.mark.dcp_requires("reshard", "multi-rank", "multi-chunk")
+    @given(data=st.data())
+    def test_reshard_any_layout(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """Arbitrary partitions, empty and replicated chunks load into any other boxes."""
+        self._reshard(dcp_backend, dcp_location, data, sts.LAYOUT_KINDS)
+
+    @pytest.mark.dcp_requires("reshard")
+    @given(data=st.data())
+    def test_load_sub_boxes(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """A whole-tensor save serves arbitrary sub-boxes (into strided destinations too)."""
+        self._reshard(dcp_backend, dcp_location, data, ("single",), save_ranks=1)
+
+    @pytest.mark.dcp_requires("reshard", "multi-rank")
+    @few(2)
+    @given(data=st.data())
+    def test_reshard_large(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """A 4 MiB tensor saved in rows over 4 ranks loads as columns over 3 ranks."""
+        value = draw_tensor(data, dcp_backend, shape=(1024, 1024))
+        save = sts.SaveLayout(
+            value.shape, tuple(map(tuple, layouts.row_shards(value.shape, 4))), "rows"
+        )
+        with harness.repro(dcp_backend, dtype=value.dtype, shape=tuple(value.shape)):
+            location = dcp_location()
+            sharded_save(dcp_backend, location, "big", value, save)
+            load_boxes(dcp_backend, location, "big", value, layouts.col_shards(value.shape, 3))
+
+    def _reshard(
+        self,
+        backend: Backend,
+        dcp_location: Location,
+        data: st.DataObject,
+        kinds: tuple[str, ...],
+        save_ranks: int | None = None,
+    ) -> None:
+        value = draw_tensor(data, backend)
+        allowed = tuple(k for k in kinds if k in kinds_for(backend)) or ("single",)
+        n = save_ranks or data.draw(st.integers(1, 4), label="save ranks")
+        m = data.draw(st.integers(1, 4), label="load ranks")
+        case = data.draw(
+            sts.reshard_cases(value.shape, save_ranks=n, load_ranks=m, save_kinds=allowed),
+            label="case",
+        )
+        strided = data.draw(st.booleans(), label="strided destinations")
+        with harness.repro(backend, dtype=value.dtype, case=case, strided=strided):
+            location = dcp_location()
+            sharded_save(backend, location, "w", value, case.save)
+            load_boxes(backend, location, "w", value, case.load_boxes, strided=strided)
