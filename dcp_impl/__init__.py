@@ -1,6 +1,12 @@
-"""dcp_impl: a reference implementation of PyTorch DCP's storage layer."""
+"""dcp_impl: a reference implementation of PyTorch DCP's storage layer.
 
-from dcp_impl import dtypes, errors
+``dcp.save(sd, storage_writer=dcp_impl.FileSystemWriter(path))`` and
+``dcp.load(sd, storage_reader=dcp_impl.FileSystemReader(path))``; the same for
+HuggingFace safetensors folders with :class:`HuggingFaceWriter` /
+:class:`HuggingFaceReader`, and :func:`consolidate` for distributed HF saves.
+"""
+
+from dcp_impl import dtypes, errors, layout, metadata
 from dcp_impl.errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -12,10 +18,19 @@ from dcp_impl.errors import (
     UnsupportedError,
     WriteFailedError,
 )
+from dcp_impl.filesystem import FileSystemReader, FileSystemWriter
+from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter, consolidate
 
 __all__ = [
+    "FileSystemReader",
+    "FileSystemWriter",
+    "HuggingFaceReader",
+    "HuggingFaceWriter",
+    "consolidate",
     "dtypes",
     "errors",
+    "layout",
+    "metadata",
     "CheckpointError",
     "CheckpointNotFoundError",
     "CorruptCheckpointError",
