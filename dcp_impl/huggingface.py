@@ -19,7 +19,7 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.distributed.checkpoint.metadata import (
@@ -234,7 +234,10 @@ class HuggingFaceReader(StorageReader):
     Args:
         path: the folder.
         thread_count: items read in parallel.
-        verify: check stored checksums (folders written by this backend) before any byte is used.
+        verify: which stored checksums (folders written by this backend) are checked before
+            any byte is used. ``"whole"`` (default): items a load reads whole; a partial
+            (resharded) read fetches only its byte ranges, unverified. ``True``: every item,
+            reading whole items for partial loads. ``False``: none.
     """
 
     def __init__(
@@ -242,7 +245,7 @@ class HuggingFaceReader(StorageReader):
         path: str | os.PathLike[str],
         *,
         thread_count: int = 1,
-        verify: bool = True,
+        verify: bool | Literal["whole"] = "whole",
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -305,13 +308,13 @@ class HuggingFaceReader(StorageReader):
                 chunk_sizes=stored.sizes,
                 dtype=stored.dtype,
                 targets=tuple(items),
-                checksum=stored.location.checksum,
+                checksum=self._checksum(stored, items),
                 label=repr(key.fqn),
             )
             for key, items in targets.items()
             for stored in (self._stored[key],)
         ]
-        _io.read_into(requests, thread_count=self.thread_count, verify=self.verify)
+        _io.read_into(requests, thread_count=self.thread_count, verify=bool(self.verify))
         for req, dest in commits:
             if req.type == LoadItemType.BYTE_IO:
                 planner.load_bytes(req, io.BytesIO(dest.numpy().tobytes()))
@@ -325,6 +328,13 @@ class HuggingFaceReader(StorageReader):
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
         # docstring inherited
         return _is_local_path(checkpoint_id)
+
+    def _checksum(self, stored: _Stored, targets: list[_io.Target]) -> str | None:
+        """The checksum to verify, or None where verifying would read bytes nobody asked for."""
+        whole = Box.full(stored.sizes)
+        if self.verify == "whole" and all(t.sub != whole for t in targets):
+            return None
+        return stored.location.checksum
 
     def _lookup(self, req: ReadItem) -> _Stored:
         stored = self._stored.get(req.storage_index)

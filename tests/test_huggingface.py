@@ -386,7 +386,7 @@ def test_reads_fetch_only_the_requested_byte_ranges(
 
     monkeypatch.setattr(os, "preadv", counting)
     request = harness.TensorRequest(torch.float32, (64, 256), (Box((16, 0), (8, 256)),))
-    reader = HuggingFaceReader(tmp_path, verify=False)
+    reader = HuggingFaceReader(tmp_path)  # default verify="whole": partial reads are not widened
     (got,) = harness.load(Backend(), str(tmp_path), [{"w": request}], readers=[reader])
     harness.assert_bit_equal(got["w"][0], value[16:24], what="w rows 16..23")
     assert sum(read) == 8 * 256 * 4
@@ -471,6 +471,21 @@ def test_corrupted_data_is_reported_not_loaded(tmp_path: Path) -> None:
     path.write_bytes(bytes(blob))
     with pytest.raises(CheckpointException, match="fails its checksum"):
         load_whole(tmp_path, {"w": torch.empty(16)})
+
+
+def test_verify_true_checks_whole_items_even_for_partial_reads(tmp_path: Path) -> None:
+    value = torch.arange(64.0).reshape(8, 8)
+    save(tmp_path, {"w": value})
+    path = tmp_path / "model-00001-of-00001.safetensors"
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0xFF  # the last row, which the partial load below does not ask for
+    path.write_bytes(bytes(blob))
+    request = {"w": harness.TensorRequest(torch.float32, (8, 8), (Box((0, 0), (2, 8)),))}
+    (got,) = harness.load(Backend(), str(tmp_path), [request])
+    assert torch.equal(got["w"][0], value[:2])
+    strict = HuggingFaceReader(tmp_path, verify=True)
+    with pytest.raises(CorruptCheckpointError, match="fails its checksum"):
+        harness.load(Backend(), str(tmp_path), [request], readers=[strict])
 
 
 def test_missing_folder_is_not_found(tmp_path: Path) -> None:
