@@ -361,6 +361,9 @@ def test_rule_format_version() -> None:
         "found 2",
         "newer dcp_impl",
     )
+    rejects(
+        edited(lambda d: d.update(format_version=0)), "$.format_version", "found 0: no dcp_impl"
+    )
     rejects(edited(lambda d: d.update(format_version=True)), "$.format_version", "found true")
     rejects(edited(lambda d: d.update(format_version="1")), "$.format_version", "found string '1'")
     # a newer version is reported as such even when it adds keys this reader does not know
