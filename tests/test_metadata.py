@@ -974,7 +974,7 @@ _SPEC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "format.md"
 def _metadata_section() -> str:
     """Section 1 of the spec; the later sections belong to the backends and their tests."""
     text = _SPEC.read_text(encoding="utf-8")
-    return text.split("\n## 1. Metadata document", 1)[1].split("\n## 2.", 1)[0]
+    return text.split("\n## 1. Metadata document", 1)[1].split("\n## ", 1)[0]
 
 
 def test_docs_example_is_the_sample() -> None:
