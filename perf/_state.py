@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from perf import _drive
-from perf.workloads import Layout, Piece, Workload, make_tensors, split
+from perf.workloads import Layout, Piece, Workload, make_tensors, nbytes, split
 from spec_tests.backends import Backend, claims
 
 __all__ = ["Checkpoints", "Materials", "Settings", "require"]
@@ -63,23 +63,29 @@ class Materials:
 
 
 class Checkpoints:
-    """Checkpoints saved (untimed) for the load benchmarks; the last few are kept on disk."""
+    """Checkpoints saved (untimed) for the load benchmarks, kept on disk within a byte budget.
+
+    The budget (``keep`` times the workload size) bounds the disk a 1 GiB run needs, while the
+    small metadata-scale checkpoints stay for every benchmark that reads them.
+    """
 
     def __init__(self, root: Path, materials: Materials, keep: int = 3) -> None:
-        self._root, self._materials, self._keep = root, materials, keep
-        self._paths: OrderedDict[tuple[str, str, str], str] = OrderedDict()
-        self._saved = 0
+        self._root, self._materials = root, materials
+        self._budget = keep * materials.size
+        self._saved: OrderedDict[tuple[str, str, str], tuple[str, int]] = OrderedDict()
+        self._count = 0
 
     def path(self, backend: Backend, workload: Workload) -> str:
         """A checkpoint of ``workload`` in its save layout, written by ``backend``."""
         key = (backend.name, workload.model, workload.save.name)
-        if key not in self._paths:
-            path = str(self._root / f"ckpt{self._saved}")
-            self._saved += 1
+        if key not in self._saved:
+            path = str(self._root / f"ckpt{self._count}")
+            self._count += 1
             ranks = self._materials.pieces(workload, workload.save, save=True)
             _drive.save([backend.make_writer(path) for _ in ranks], path, ranks)
-            self._paths[key] = path
-            while len(self._paths) > self._keep:
-                shutil.rmtree(self._paths.popitem(last=False)[1])
-        self._paths.move_to_end(key)
-        return self._paths[key]
+            self._saved[key] = (path, nbytes(ranks))
+            while len(self._saved) > 1 and sum(n for _, n in self._saved.values()) > self._budget:
+                oldest, _ = self._saved.popitem(last=False)[1]
+                shutil.rmtree(oldest)
+        self._saved.move_to_end(key)
+        return self._saved[key][0]
