@@ -26,6 +26,7 @@ import pytest
 from spec_tests.properties.contract import ContractProperties
 from spec_tests.properties.faults import FaultProperties
 from spec_tests.properties.metadata import MetadataProperties
+from spec_tests.properties.multiprocess import MultiprocessProperties
 from spec_tests.properties.resharding import ReshardingProperties
 from spec_tests.properties.roundtrip import RoundTripProperties
 
@@ -38,6 +39,7 @@ class BackendTests(
     MetadataProperties,
     ContractProperties,
     FaultProperties,
+    MultiprocessProperties,
 ):
     """Every conformance property; override the ``dcp_backend`` fixture to test your backend."""
 
