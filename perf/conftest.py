@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from perf._state import Checkpoints, Materials, Settings
-from perf.workloads import parse_size
+from perf import _drive
+from perf._bench import Case, check_loaded, measure
+from perf._state import Checkpoints, Materials, Settings, require
+from perf.workloads import WORKLOADS, fresh_targets, nbytes, parse_size
 from spec_tests.backends import Backend, BackendSpecError, load_backend
 
 #: Backends measured side by side unless --perf-backends says otherwise.
@@ -118,3 +121,47 @@ def drop_caches(settings: Settings) -> Callable[[], None]:
             pytest.skip(f"--perf-drop-caches: cannot write {_DROP_CACHES}: {err}")
 
     return drop
+
+
+@pytest.fixture
+def load_bench(
+    benchmark: Any,
+    backend: Backend,
+    settings: Settings,
+    materials: Materials,
+    checkpoints: Checkpoints,
+    drop_caches: Callable[[], None],
+) -> Callable[..., None]:
+    """``load_bench(workload_name, device="cpu")`` times loads of a workload with the backend.
+
+    Each round loads into fresh zero-filled targets of every rank; afterwards the last
+    round's targets are checked byte for byte. Page caches are dropped (when asked) for
+    CPU loads only: GPU reads are measured from page-cached files.
+    """
+
+    def run(workload_name: str, device: str = "cpu") -> None:
+        workload = WORKLOADS[workload_name]
+        require(backend, workload)
+        path = checkpoints.path(backend, workload)
+        specs = workload.tensors(settings.size)
+        moved = nbytes(fresh_targets(specs, workload.load, device="meta"))  # sizes only
+
+        def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+            targets = fresh_targets(specs, workload.load, device)
+            readers = [backend.make_reader(path) for _ in targets]
+            if device == "cpu":
+                drop_caches()
+            return (readers, path, targets), {}
+
+        def target(readers: Any, path: str, targets: Any) -> Any:
+            _drive.load(readers, path, targets)
+            return targets
+
+        op = "load" if device == "cpu" else "gpu-load"
+        case = Case(op, workload.name, backend.name, "backend", moved, device)
+        check_loaded(
+            materials.tensors(workload),
+            measure(benchmark, case, target, setup, rounds=settings.rounds),
+        )
+
+    return run

@@ -6,6 +6,7 @@ measure the path from host memory to the device, not the disk.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,33 +15,15 @@ import torch
 
 from perf._baseline_io import SAVERS, copy_pairs, safetensors_to_device
 from perf._bench import Case, check_loaded, measure
-from perf._cases import load_benchmark
-from perf._state import Checkpoints, Materials, Settings
+from perf._state import Materials, Settings
 from perf.workloads import UNSHARDED, WORKLOADS, Piece, fresh_targets
-from spec_tests.backends import Backend
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
 @pytest.mark.parametrize("workload_name", UNSHARDED)
-def test_gpu_load(
-    benchmark: Any,
-    backend: Backend,
-    workload_name: str,
-    settings: Settings,
-    materials: Materials,
-    checkpoints: Checkpoints,
-) -> None:
-    load_benchmark(
-        benchmark,
-        backend,
-        workload_name,
-        settings=settings,
-        materials=materials,
-        checkpoints=checkpoints,
-        before_round=lambda: None,
-        device="cuda",
-    )
+def test_gpu_load(load_bench: Callable[..., None], workload_name: str) -> None:
+    load_bench(workload_name, device="cuda")
 
 
 @pytest.mark.parametrize("workload_name", UNSHARDED)

@@ -10,31 +10,13 @@ import pytest
 
 from perf._baseline_io import LOADERS, SAVERS, copy_pairs
 from perf._bench import Case, check_loaded, measure
-from perf._cases import load_benchmark
-from perf._state import Checkpoints, Materials, Settings
+from perf._state import Materials, Settings
 from perf.workloads import METADATA, SHARDED, UNSHARDED, WORKLOADS, Piece, fresh_targets
-from spec_tests.backends import Backend
 
 
 @pytest.mark.parametrize("workload_name", UNSHARDED + SHARDED)
-def test_load(
-    benchmark: Any,
-    backend: Backend,
-    workload_name: str,
-    settings: Settings,
-    materials: Materials,
-    checkpoints: Checkpoints,
-    drop_caches: Callable[[], None],
-) -> None:
-    load_benchmark(
-        benchmark,
-        backend,
-        workload_name,
-        settings=settings,
-        materials=materials,
-        checkpoints=checkpoints,
-        before_round=drop_caches,
-    )
+def test_load(load_bench: Callable[[str], None], workload_name: str) -> None:
+    load_bench(workload_name)
 
 
 @pytest.mark.parametrize("workload_name", UNSHARDED)
