@@ -143,7 +143,8 @@ def first_overlap(boxes: Sequence[Box]) -> tuple[int, int] | None:
     found: list[tuple[int, int]] = []
     for pos, i in enumerate(live):
         end = boxes[i].ends[d]
-        for j in live[pos + 1 :]:
+        for k in range(pos + 1, len(live)):  # by index: slicing would copy the tail each time
+            j = live[k]
             if boxes[j].offsets[d] >= end:
                 break
             if overlaps(boxes[i], boxes[j]):
