@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from perf.workloads import Piece, region
+from perf.workloads import Piece
+from spec_tests.harness import assert_bit_equal, region
 
 __all__ = ["Case", "OPS", "KINDS", "measure", "check_loaded"]
 
@@ -78,10 +79,7 @@ def check_loaded(source: dict[str, torch.Tensor], ranks: Sequence[Sequence[Piece
     """Fail unless every loaded piece equals its region of the source tensors, bit for bit."""
     for rank, pieces in enumerate(ranks):
         for piece in pieces:
-            # Compared as bytes: bit-exact, and NaN payloads or -0.0 cannot hide a difference.
-            got = piece.tensor.cpu().reshape(-1).view(torch.uint8)
-            expected = region(source[piece.fqn], piece.box).reshape(-1).view(torch.uint8)
-            if not torch.equal(got, expected):
-                raise AssertionError(
-                    f"rank {rank} {piece.fqn}{piece.box}: loaded bytes differ from the saved ones"
-                )
+            expected = region(source[piece.fqn], piece.box)
+            assert_bit_equal(
+                piece.tensor.cpu(), expected, what=f"rank {rank} {piece.fqn} {piece.box}"
+            )

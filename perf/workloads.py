@@ -23,6 +23,7 @@ import torch
 
 from dcp_impl.layout import Box
 from spec_tests import layouts
+from spec_tests.harness import region
 
 __all__ = [
     "MiB",
@@ -45,7 +46,6 @@ __all__ = [
     "split",
     "fresh_targets",
     "nbytes",
-    "region",
 ]
 
 MiB = 1 << 20
@@ -239,11 +239,6 @@ def make_tensors(specs: Sequence[TensorSpec]) -> dict[str, torch.Tensor]:
         gen = torch.Generator().manual_seed(zlib.crc32(spec.name.encode()))
         out[spec.name] = torch.randn(spec.shape, generator=gen).to(spec.dtype)
     return out
-
-
-def region(tensor: torch.Tensor, box: Box) -> torch.Tensor:
-    """The view of ``tensor`` (a whole tensor) that ``box`` covers."""
-    return tensor[tuple(slice(o, o + n) for o, n in zip(box.offsets, box.sizes, strict=True))]
 
 
 def split(tensors: Mapping[str, torch.Tensor], layout: Layout, *, save: bool) -> list[list[Piece]]:

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dcp_impl.layout import first_overlap, holes
+from spec_tests.harness import region
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -243,4 +244,4 @@ def test_split_covers_every_tensor(name: str, save: bool) -> None:
         for pieces in ranks:
             for piece in (p for p in pieces if p.fqn == fqn):
                 assert piece.tensor.is_contiguous()
-                assert torch.equal(piece.tensor, workloads.region(tensor, piece.box))
+                assert torch.equal(piece.tensor, region(tensor, piece.box))
