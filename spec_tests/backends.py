@@ -13,6 +13,7 @@ Built-in backends import their storage classes only inside ``make_writer`` /
 from __future__ import annotations
 
 import importlib
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -30,6 +31,7 @@ __all__ = [
     "BUILTIN_NAMES",
     "builtin",
     "load_backend",
+    "probe",
     "claims",
     "claimed_dtypes",
     "DcpImplFS",
@@ -184,13 +186,13 @@ class DcpImplFS:
         # docstring inherited
         import dcp_impl
 
-        return dcp_impl.FileSystemWriter(path)  # type: ignore[attr-defined]
+        return dcp_impl.FileSystemWriter(path)
 
     def make_reader(self, path: str) -> StorageReader:
         # docstring inherited
         import dcp_impl
 
-        return dcp_impl.FileSystemReader(path)  # type: ignore[attr-defined]
+        return dcp_impl.FileSystemReader(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,13 +209,13 @@ class DcpImplHF:
         # docstring inherited
         import dcp_impl
 
-        return dcp_impl.HuggingFaceWriter(path)  # type: ignore[attr-defined]
+        return dcp_impl.HuggingFaceWriter(path)
 
     def make_reader(self, path: str) -> StorageReader:
         # docstring inherited
         import dcp_impl
 
-        return dcp_impl.HuggingFaceReader(path)  # type: ignore[attr-defined]
+        return dcp_impl.HuggingFaceReader(path)
 
 
 def _reference() -> Backend:
@@ -318,3 +320,28 @@ def _validated(spec: str, obj: object) -> Backend:
                 f"{unknown}: expected names from spec_tests.backends.CAPABILITIES"
             )
     return obj
+
+
+def probe(backend: Backend) -> None:
+    """Make one writer and one reader for a scratch location; BackendSpecError if either fails.
+
+    A backend whose storage classes cannot even be built would otherwise fail every
+    property separately (each one shrinking its failure), taking minutes to say one thing.
+    """
+    from torch.distributed.checkpoint.storage import StorageReader, StorageWriter
+
+    with tempfile.TemporaryDirectory(prefix="dcp-probe-") as scratch:
+        made: dict[str, type] = {"make_writer": StorageWriter, "make_reader": StorageReader}
+        for method, expected in made.items():
+            try:
+                got = getattr(backend, method)(scratch)
+            except Exception as err:  # whatever the backend raises, the run cannot proceed
+                raise BackendSpecError(
+                    f"backend {backend.name!r}: {method}({scratch!r}) failed: "
+                    f"{type(err).__name__}: {err}"
+                ) from err
+            if not isinstance(got, expected):
+                raise BackendSpecError(
+                    f"backend {backend.name!r}: {method}() returned {type(got).__name__}, "
+                    f"expected a {expected.__name__}"
+                )

@@ -72,9 +72,11 @@ class _State:
 
     def load(self) -> Backend:
         if self.backend is None:
-            from spec_tests.backends import load_backend
+            from spec_tests.backends import load_backend, probe
 
-            self.backend = load_backend(self.spec)
+            backend = load_backend(self.spec)
+            probe(backend)
+            self.backend = backend
         return self.backend
 
 

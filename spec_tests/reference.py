@@ -31,7 +31,12 @@ from torch.distributed.checkpoint.planner import (
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
-from dcp_impl.errors import CheckpointNotFoundError, CorruptCheckpointError, LayoutMismatchError
+from dcp_impl.errors import (
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    InvalidMetadataError,
+    LayoutMismatchError,
+)
 from spec_tests.backends import CAPABILITIES
 
 __all__ = ["ReferenceBackend", "ReferenceReader", "ReferenceWriter", "StoredItem", "discard"]
@@ -149,7 +154,7 @@ class ReferenceWriter(StorageWriter):
         items: dict[MetadataIndex, StoredItem] = {}
         for result in (r for rank_results in results for r in rank_results):
             if not isinstance(result.storage_data, StoredItem):
-                raise LayoutMismatchError(
+                raise InvalidMetadataError(
                     f"{result.index}: WriteResult.storage_data is {type(result.storage_data)}, "
                     "expected the StoredItem this writer returned"
                 )

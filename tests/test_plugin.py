@@ -19,13 +19,14 @@ pytest_plugins = ["pytester"]
 
 FAKE_BACKEND = """
     from dataclasses import dataclass
+    from spec_tests.reference import ReferenceReader, ReferenceWriter
 
     @dataclass(frozen=True)
     class Fake:
         name: str = "fake"
         capabilities: frozenset = frozenset({"bytes", "dtype:float32"})
-        def make_writer(self, path): raise NotImplementedError
-        def make_reader(self, path): raise NotImplementedError
+        def make_writer(self, path): return ReferenceWriter(path)
+        def make_reader(self, path): return ReferenceReader(path)
 
     BACKEND = Fake()
 """
@@ -128,12 +129,17 @@ def test_default_backend_is_reference_and_env_var_selects(
         ("no_such_module_xyz:B", "*cannot import module 'no_such_module_xyz'*"),
         ("fakebackend:MISSING", "*has no attribute 'MISSING'*"),
         ("fakebackend:NOT_A_BACKEND", "*lacks Backend member(s) make_writer, make_reader*"),
+        ("fakebackend:Unbuildable", "*make_writer(*) failed: ModuleNotFoundError: no mystore*"),
+        ("fakebackend:WrongType", "*make_reader() returned int, expected a StorageReader*"),
     ],
 )
 def test_bad_spec_is_a_usage_error(fake: pytest.Pytester, spec: str, message: str) -> None:
     (fake.path / "fakebackend.py").write_text(
         textwrap.dedent(FAKE_BACKEND)
         + "\nclass NOT_A_BACKEND:\n    name = 'x'\n    capabilities = None\n"
+        + "\nclass Unbuildable(Fake):\n"
+        + "    def make_writer(self, path): raise ModuleNotFoundError('no mystore')\n"
+        + "\nclass WrongType(Fake):\n    def make_reader(self, path): return 3\n"
     )
     result = fake.runpytest(f"--dcp-backend={spec}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
