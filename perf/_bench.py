@@ -9,15 +9,14 @@ from typing import Any
 
 import torch
 
+from perf.report import KINDS
 from perf.workloads import Piece
 from spec_tests.harness import assert_bit_equal, region
 
-__all__ = ["Case", "OPS", "KINDS", "measure", "check_loaded"]
+__all__ = ["Case", "OPS", "measure", "check_loaded"]
 
 #: What a benchmark times; the report groups rows by (op, workload).
 OPS = ("save", "save-fsync", "load", "read_metadata", "plan_load", "gpu-load", "copy")
-#: A backend under test, a baseline it is compared with, or the hardware limit.
-KINDS = ("backend", "baseline", "limit")
 
 Setup = Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]
 

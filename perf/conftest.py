@@ -37,7 +37,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--perf-drop-caches",
         action="store_true",
-        help="drop the page cache before each timed load round (needs root)",
+        help="drop the page cache before each timed load / read_metadata round (needs root)",
     )
 
 

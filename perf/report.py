@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 __all__ = [
+    "KINDS",
     "ReportError",
     "Row",
     "Scored",
@@ -46,7 +47,10 @@ __all__ = [
     "main",
 ]
 
-_KIND_ORDER = {"backend": 0, "baseline": 1, "limit": 2}
+#: What a benchmark row measures: a backend under test, a baseline it is compared with, or the
+#: hardware limit (perf/_bench.py labels every benchmark with one; the order is the table's).
+KINDS = ("backend", "baseline", "limit")
+_KIND_ORDER = {kind: n for n, kind in enumerate(KINDS)}
 _LABELS = ("op", "workload", "subject", "kind", "nbytes")
 
 
