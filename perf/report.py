@@ -114,13 +114,17 @@ def _row(bench: dict[str, object]) -> Row | None:
     stats = bench.get("stats")
     if not isinstance(stats, dict) or not isinstance(stats.get("median"), int | float):
         raise ReportError(f"{key}: expected stats.median, a number; got stats={stats!r}")
+    try:
+        nbytes = int(info["nbytes"])
+    except (TypeError, ValueError) as err:
+        raise ReportError(f"{key}: expected extra_info.nbytes, an integer: {err}") from err
     return Row(
         key,
         str(info["op"]),
         str(info["workload"]),
         str(info["subject"]),
         str(info["kind"]),
-        int(info["nbytes"]),
+        nbytes,
         str(info.get("device", "cpu")),
         float(stats["median"]),
     )
@@ -178,6 +182,13 @@ def _over(value: float | None, reference: float | None) -> float | None:
     return value / reference if value is not None and reference else None
 
 
+def _limit(rows: Iterable[Row], workload: str, device: str) -> float | None:
+    """GB/s of the fastest limit measured for ``workload`` on ``device``."""
+    return _best(
+        r for r in rows if r.kind == "limit" and (r.workload, r.device) == (workload, device)
+    )
+
+
 def score(rows: Sequence[Row]) -> list[Scored]:
     """Each row with its ratios to the best baseline and to the limit measured beside it."""
     out = []
@@ -188,11 +199,7 @@ def score(rows: Sequence[Row]) -> list[Scored]:
             if r.kind == "baseline"
             and (r.op, r.workload, r.device) == (row.op, row.workload, row.device)
         )
-        limit = _best(
-            r
-            for r in rows
-            if r.kind == "limit" and (r.workload, r.device) == (row.workload, row.device)
-        )
+        limit = _limit(rows, row.workload, row.device)
         out.append(Scored(row, _over(row.gbps, baseline), _over(row.gbps, limit)))
     return out
 
@@ -351,14 +358,6 @@ def format_comparison(
     return text
 
 
-def _limit(scored: Sequence[Scored], workload: str, device: str) -> float | None:
-    return _best(
-        s.row
-        for s in scored
-        if s.row.kind == "limit" and (s.row.workload, s.row.device) == (workload, device)
-    )
-
-
 def _panel(ax: Axes, scored: Sequence[Scored], op: str, device: str) -> None:
     rows = [
         s.row
@@ -376,7 +375,7 @@ def _panel(ax: Axes, scored: Sequence[Scored], op: str, device: str) -> None:
         ax.bar(xs, [rates[w] for w in workloads if w in rates], width, label=subject)
     label = "limit"
     for i, workload in enumerate(workloads):
-        limit = _limit(scored, workload, device)
+        limit = _limit((s.row for s in scored), workload, device)
         if limit is not None:
             ax.hlines(limit, i - 0.45, i + 0.45, colors="black", linestyles="dashed", label=label)
             label = "_nolegend_"  # one legend entry for all the limit lines

@@ -104,6 +104,18 @@ def test_load_rows_skips_unlabelled_benchmarks(tmp_path: Path) -> None:
         ([{**_bench("t::a[x]", "backend", 1.0), "stats": {}}], "stats.median"),
         ([_bench("t::a[x]", "fastest", 1.0)], "kind"),
         ([_bench("t::a[x]", "backend", 0.0)], "positive median"),
+        (
+            [
+                {
+                    **_bench("t::a[x]", "backend", 1.0),
+                    "extra_info": {
+                        **_bench("t::a[x]", "backend", 1.0)["extra_info"],
+                        "nbytes": "many",
+                    },
+                }
+            ],
+            "nbytes",
+        ),
     ],
 )
 def test_load_rows_rejects_what_it_cannot_use(
