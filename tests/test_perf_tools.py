@@ -56,6 +56,10 @@ def _bench(
     return {"fullname": key, "name": key, "extra_info": info, "stats": {"median": median}}
 
 
+def _relabel(bench: dict[str, Any], **labels: object) -> dict[str, Any]:
+    return {**bench, "extra_info": {**bench["extra_info"], **labels}}
+
+
 def _run(tmp_path: Path, name: str, benches: list[dict[str, Any]]) -> Path:
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps({"benchmarks": benches}))
@@ -104,18 +108,7 @@ def test_load_rows_skips_unlabelled_benchmarks(tmp_path: Path) -> None:
         ([{**_bench("t::a[x]", "backend", 1.0), "stats": {}}], "stats.median"),
         ([_bench("t::a[x]", "fastest", 1.0)], "kind"),
         ([_bench("t::a[x]", "backend", 0.0)], "positive median"),
-        (
-            [
-                {
-                    **_bench("t::a[x]", "backend", 1.0),
-                    "extra_info": {
-                        **_bench("t::a[x]", "backend", 1.0)["extra_info"],
-                        "nbytes": "many",
-                    },
-                }
-            ],
-            "nbytes",
-        ),
+        ([_relabel(_bench("t::a[x]", "backend", 1.0), nbytes="many")], "nbytes"),
     ],
 )
 def test_load_rows_rejects_what_it_cannot_use(
