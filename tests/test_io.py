@@ -8,6 +8,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dcp_impl import _io
+from dcp_impl._io import _runs
 from dcp_impl.errors import CorruptCheckpointError, InvalidMetadataError, UnsupportedError
 from dcp_impl.layout import Box, byte_span
 
@@ -387,3 +389,184 @@ def test_single_element_views_with_odd_strides(tmp_path: Path, count: int) -> No
     dest = torch.zeros(10, dtype=torch.int16)[1::4][:count]
     _io.read_into([_request(path, stored, source.clone(), _io.Target(Box.full((count,)), dest))])
     assert torch.equal(dest, source)
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        torch.empty(0, dtype=torch.uint16)[::2],
+        torch.empty(0, dtype=torch.float32).as_strided((0,), (3,)),
+        torch.empty(3, 0, 5, dtype=torch.bfloat16)[:, :, ::2],
+        torch.empty(0, 4, dtype=torch.complex64).t()[::2],
+        torch.empty(2, 4, dtype=torch.bool)[:, :0:2],
+    ],
+    ids=["1d-step2", "as-strided", "3d-step2", "transposed", "bool"],
+)
+def test_tensor_bytes_of_empty_tensors_with_any_stride(
+    tmp_path: Path, tensor: torch.Tensor
+) -> None:
+    assert tensor.numel() == 0
+    view = _io.tensor_bytes(tensor)
+    assert (len(view), bytes(view)) == (0, b"")
+    with _io.DataFileWriter(tmp_path / "d.bin") as out:
+        stored = out.write_tensor(tensor)
+    assert (stored.length, stored.checksum) == (0, _io.checksum(b""))
+
+
+# --------------------------------------------------------------------------- direct run reads
+
+
+def _element_offsets(chunk_sizes: tuple[int, ...], sub: Box) -> list[int]:
+    """Brute force: the element offsets of ``sub`` in a row-major chunk, in row-major order."""
+    index = torch.arange(Box.full(chunk_sizes).numel).reshape(chunk_sizes)
+    return _region(index, sub).reshape(-1).tolist()
+
+
+@st.composite
+def _chunk_and_sub(draw: st.DrawFn) -> tuple[tuple[int, ...], Box]:
+    """A chunk shape and a non-empty sub-box of it."""
+    shape = tuple(draw(st.lists(st.integers(1, 6), max_size=4), label="chunk"))
+    offsets = [draw(st.integers(0, n - 1)) for n in shape]
+    sizes = [draw(st.integers(1, n - o)) for n, o in zip(shape, offsets, strict=True)]
+    return shape, Box(tuple(offsets), tuple(sizes))
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=_chunk_and_sub(), itemsize=st.sampled_from([1, 2, 8]))
+def test_plan_runs_matches_brute_force(case: tuple[tuple[int, ...], Box], itemsize: int) -> None:
+    shape, sub = case
+    runs = _runs.plan_runs(shape, sub, itemsize)
+    covered = [
+        (start + byte) // itemsize
+        for start in runs.starts
+        for byte in range(0, runs.length, itemsize)
+    ]
+    assert covered == _element_offsets(shape, sub)
+    assert list(runs.starts) == sorted(set(runs.starts))
+    gaps = [b - a - runs.length for a, b in zip(runs.starts, runs.starts[1:], strict=False)]
+    assert all(g > 0 for g in gaps), "adjacent runs must have been one run"
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=st.data(),
+    shape=st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple),
+    dtype=st.sampled_from(DTYPES),
+    count=st.integers(1, 3),
+    iov_max=st.sampled_from([3, 4, 1024]),
+    max_gap=st.sampled_from([0, 5, 1 << 20]),
+)
+def test_direct_run_reads_are_byte_exact(
+    tmp_path: Path,
+    data: st.DataObject,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    count: int,
+    iov_max: int,
+    max_gap: int,
+) -> None:
+    chunk = _values(shape, dtype, seed=len(shape))
+    path = tmp_path / f"{uuid.uuid4().hex}.bin"
+    stored = _store(path, chunk)
+    subs = [data.draw(_sub_boxes(shape), label=f"sub{i}") for i in range(count)]
+    targets = [_io.Target(s, torch.full(s.sizes, 1, dtype=dtype)) for s in subs]
+    with (
+        mock.patch.object(_runs, "MIN_RUN", 1),  # every run takes the direct path
+        mock.patch.object(_runs, "IOV_MAX", iov_max),
+        mock.patch.object(_runs, "MAX_GAP", max_gap),
+    ):
+        _io.read_into([_request(path, stored, chunk, *targets)], verify=False)
+    for t in targets:
+        assert _bytes(t.dest) == _bytes(_region(chunk, t.sub)), t.sub
+
+
+def _recording_preadv(monkeypatch: pytest.MonkeyPatch, most: int | None = None) -> list[list[int]]:
+    """Record the buffer lengths of each preadv call; with ``most``, read at most that many
+    bytes per call (as a signal or the kernel's per-call limit may)."""
+    calls: list[list[int]] = []
+    real = os.preadv
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        calls.append([len(b) for b in buffers])
+        if most is None:
+            return real(fd, buffers, offset)
+        kept, left = [], most
+        for b in buffers:
+            kept.append(b[: min(left, len(b))])
+            left -= len(kept[-1])
+        return real(fd, kept, offset)
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    return calls
+
+
+def test_column_halves_read_the_chunk_once_into_their_destinations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows, cols = 16, 2 * _runs.MIN_RUN  # a bf16 half row is exactly MIN_RUN bytes
+    chunk = _values((rows, cols), torch.bfloat16)
+    stored = _store(tmp_path / "d.bin", chunk)
+    halves = [Box((0, h * cols // 2), (rows, cols // 2)) for h in range(2)]
+    targets = [_io.Target(b, torch.zeros(b.sizes, dtype=torch.bfloat16)) for b in halves]
+    calls = _recording_preadv(monkeypatch)
+    _io.read_into([_request(tmp_path / "d.bin", stored, chunk, *targets)], verify=False)
+    # One call, one buffer per half row in file order, no scratch: every byte read once.
+    assert calls == [[cols] * (2 * rows)]
+    for t in targets:
+        assert torch.equal(t.dest.view(torch.int16), _region(chunk, t.sub).view(torch.int16))
+
+    calls.clear()
+    left = _io.Target(halves[0], torch.zeros(halves[0].sizes, dtype=torch.bfloat16))
+    _io.read_into([_request(tmp_path / "d.bin", stored, chunk, left)], verify=False)
+    # The right halves between two left halves go to scratch, in the same call.
+    assert calls == [[cols, cols] * (rows - 1) + [cols]]
+    assert torch.equal(left.dest.view(torch.int16), chunk[:, : cols // 2].view(torch.int16))
+
+
+def test_short_runs_and_verified_reads_are_staged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chunk = _values((8, 64), torch.float32)  # a half row is 128 bytes: under MIN_RUN
+    stored = _store(tmp_path / "d.bin", chunk)
+    sub = Box((0, 0), (8, 32))
+    calls = _recording_preadv(monkeypatch)
+    for verify in (False, True):
+        dest = torch.zeros(sub.sizes)
+        _io.read_into(
+            [_request(tmp_path / "d.bin", stored, chunk, _io.Target(sub, dest))], verify=verify
+        )
+        assert torch.equal(dest.view(torch.int32), chunk[:, :32].view(torch.int32))
+    span = byte_span((8, 64), sub, 4)[1]
+    assert calls == [[span], [stored.length]]  # one staging read each: the span, the whole item
+
+
+def test_large_gaps_start_a_new_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    chunk = _values((4, 6, 3), torch.int8)
+    stored = _store(tmp_path / "d.bin", chunk)
+    sub = Box((1, 2, 0), (3, 2, 3))  # runs of 6 bytes; gaps of 12 bytes, 12 again between rows
+    dest = torch.zeros(sub.sizes, dtype=torch.int8)
+    calls = _recording_preadv(monkeypatch)
+    with mock.patch.object(_runs, "MIN_RUN", 1), mock.patch.object(_runs, "MAX_GAP", 11):
+        _io.read_into(
+            [_request(tmp_path / "d.bin", stored, chunk, _io.Target(sub, dest))], verify=False
+        )
+    assert calls == [[6], [6], [6]]
+    assert torch.equal(dest, chunk[1:, 2:4])
+
+
+def test_interrupted_vectored_reads_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows, cols = 6, _runs.MIN_RUN
+    chunk = _values((rows, cols), torch.int16)
+    path = tmp_path / "d.bin"
+    stored = _store(path, chunk)
+    sub = Box((1, 0), (4, cols // 2))
+    dest = torch.zeros(sub.sizes, dtype=torch.int16)
+    calls = _recording_preadv(monkeypatch, most=1000)
+    _io.read_into([_request(path, stored, chunk, _io.Target(sub, dest))], verify=False)
+    assert torch.equal(dest, chunk[1:5, : cols // 2])
+    assert len(calls) > 1
+    os.truncate(path, stored.offset + stored.length - 4 * cols)  # rows 4 and 5 are gone
+    with pytest.raises(CorruptCheckpointError, match=r"'w' chunk is truncated"):
+        _io.read_into([_request(path, stored, chunk, _io.Target(sub, dest))], verify=False)

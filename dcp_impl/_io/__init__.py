@@ -1,0 +1,63 @@
+"""Byte-level I/O shared by dcp_impl's storage backends: files and byte ranges <-> tensors.
+
+Nothing here knows a checkpoint format; a backend maps its metadata onto these pieces:
+
+* :func:`atomic_write` commits a small file (temp file in the same directory, optional
+  fsync, ``os.replace``, fsync of the directory). :func:`fsync_dir` is the last step alone.
+* :class:`DataFileWriter` appends the logical values of tensors (any device, any strides)
+  or raw bytes to one new data file and returns a :class:`StoredRange` per item: its byte
+  offset, length and checksum, hashed while the bytes are written.
+* :func:`read_into` executes :class:`ReadRequest` s. A request names one stored item (a
+  row-major chunk at a byte range of a file) and the :class:`Target` s to fill from it: a
+  sub-box of the chunk and a destination tensor of the sub-box's sizes. Bytes go straight
+  into a destination when it is a contiguous CPU tensor of the item's dtype: the sub-box is
+  cut into runs of contiguous bytes (one per row of its leading dimensions; a single run
+  when it is one exact byte span, ``layout.byte_span``), and one ``os.preadv`` reads up to
+  ``IOV_MAX`` buffers that alternate a destination run and a reused scratch buffer taking
+  the skipped bytes between runs (a gap over 1 MiB starts a new call instead). Runs under
+  4 KiB, and every other destination, go through a reusable staging buffer instead: the
+  enclosing span is read and the sub-box view copied out. CUDA destinations are staged in
+  pinned buffers and copied non-blocking on a side stream while the next read proceeds.
+* :func:`parallel_map` runs work on a thread pool: workers pull items in order, the first
+  failure stops new work and is re-raised in the caller with its original traceback.
+
+Checksums are ``"xxh3_64:<16 hex digits>"`` (:func:`checksum`). With ``verify=True``,
+:func:`read_into` never lets a byte of an item reach a destination unverified: an item read
+whole into one direct destination is hashed where it lands; any other read of an item with
+a checksum (a partial read included) reads the whole item into a staging buffer, hashes it,
+and only then copies out. The direct run reads above serve ``verify=False`` and items
+without a checksum: hashing in file order while reading runs would need a scratch buffer
+per gap instead of one reused one, and a mismatch found after the runs landed would have
+already written unverified bytes, which the guarantee forbids. A mismatch, a short file or
+a missing file raises ``CorruptCheckpointError`` naming the file and the item; when
+``read_into`` raises, the destinations' contents are unspecified.
+"""
+
+from dcp_impl._io._pool import Worker, parallel_map
+from dcp_impl._io._read import ReadRequest, Target, read_into
+from dcp_impl._io._staging import DeviceCopier
+from dcp_impl._io._write import (
+    CHECKSUM_ALGORITHM,
+    DataFileWriter,
+    StoredRange,
+    atomic_write,
+    checksum,
+    fsync_dir,
+    tensor_bytes,
+)
+
+__all__ = [
+    "CHECKSUM_ALGORITHM",
+    "checksum",
+    "atomic_write",
+    "fsync_dir",
+    "StoredRange",
+    "DataFileWriter",
+    "tensor_bytes",
+    "Target",
+    "ReadRequest",
+    "DeviceCopier",
+    "read_into",
+    "Worker",
+    "parallel_map",
+]

@@ -1,0 +1,252 @@
+"""Reading stored items (row-major chunks at byte ranges of files) into destination tensors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from dcp_impl import dtypes
+from dcp_impl._io import _runs
+from dcp_impl._io._pool import parallel_map
+from dcp_impl._io._staging import CudaCopier, DeviceCopier, Staging, SyncCopier
+from dcp_impl._io._write import CHECKSUM_ALGORITHM, byte_view, checksum
+from dcp_impl.errors import CorruptCheckpointError, InvalidMetadataError
+from dcp_impl.layout import Box, byte_span
+
+__all__ = ["Target", "ReadRequest", "read_into"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Fill ``dest`` with the sub-box ``sub`` of a stored chunk (``sub`` in the chunk's frame).
+
+    ``dest`` has ``sub.sizes`` as its shape and may live on any device with any strides.
+    """
+
+    sub: Box
+    dest: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if tuple(self.dest.shape) != self.sub.sizes:
+            raise ValueError(f"destination shape {tuple(self.dest.shape)} != sub-box {self.sub}")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    """One stored item (a row-major chunk at ``[offset, offset + length)`` of ``path``).
+
+    ``label`` names the item in error messages; ``checksum`` (as :func:`checksum`) is
+    checked when the item is read with ``verify=True``, and skipped when None.
+    """
+
+    path: str
+    offset: int
+    length: int
+    chunk_sizes: tuple[int, ...]
+    dtype: torch.dtype
+    targets: tuple[Target, ...]
+    checksum: str | None = None
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        expected = Box.full(self.chunk_sizes).numel * dtypes.by_torch(self.dtype).itemsize
+        if self.offset < 0 or self.length != expected:
+            raise InvalidMetadataError(
+                f"{self.path}: item {self.label}: expected {expected} bytes for a "
+                f"{self.dtype} chunk of sizes {self.chunk_sizes} at offset >= 0, "
+                f"found {self.length} bytes at offset {self.offset}"
+            )
+        if self.checksum is not None and not self.checksum.startswith(f"{CHECKSUM_ALGORITHM}:"):
+            raise InvalidMetadataError(
+                f"{self.path}: item {self.label}: checksum {self.checksum!r} is not "
+                f"'{CHECKSUM_ALGORITHM}:<hex>'"
+            )
+
+
+def read_into(
+    requests: Sequence[ReadRequest],
+    *,
+    thread_count: int = 1,
+    verify: bool = True,
+    stage_all: bool = False,
+    copier: Callable[[], DeviceCopier] | None = None,
+) -> None:
+    """Fill every target of every request; return once all bytes are in place.
+
+    Requests are read sorted by file and offset, on ``thread_count`` threads, each of
+    which opens a file at most once. Device copies are complete when this returns.
+    ``stage_all`` sends every target through the staging buffers and ``copier`` replaces
+    the device copy (one per thread): both exist so that CPU tests exercise the CUDA path.
+    """
+    ordered = sorted(requests, key=lambda r: (r.path, r.offset))
+    pin = torch.cuda.is_available() and any(
+        t.dest.device.type == "cuda" for r in ordered for t in r.targets
+    )
+
+    def make_worker() -> _Reader:
+        return _Reader(
+            verify=verify,
+            stage_all=stage_all,
+            pin=pin,
+            copier=copier() if copier is not None else None,
+        )
+
+    parallel_map(ordered, make_worker, thread_count=thread_count)
+
+
+def _direct(dest: torch.Tensor) -> bool:
+    """Whether bytes can be read straight into ``dest``'s memory."""
+    return (
+        dest.device.type == "cpu"
+        and dest.layout == torch.strided
+        and dest.is_contiguous()
+        and not dest.is_conj()
+        and not dest.is_neg()
+    )
+
+
+def _row_major_strides(sizes: Sequence[int]) -> tuple[int, ...]:
+    strides = [1] * len(sizes)
+    for d in range(len(sizes) - 2, -1, -1):
+        strides[d] = strides[d + 1] * sizes[d + 1]
+    return tuple(strides)
+
+
+class _Reader:
+    """One reading thread's state: open files, staging and scratch buffers, device copiers."""
+
+    def __init__(
+        self, *, verify: bool, stage_all: bool, pin: bool, copier: DeviceCopier | None
+    ) -> None:
+        self._verify = verify
+        self._stage_all = stage_all
+        self._fds: dict[str, int] = {}
+        self._staging = Staging(pin)
+        self._scratch = bytearray()
+        self._injected = copier
+        self._copiers: dict[torch.device, DeviceCopier] = {}
+
+    def __call__(self, request: ReadRequest) -> None:
+        targets = [t for t in request.targets if not t.sub.is_empty]
+        if not targets:
+            return
+        if self._verify and request.checksum is not None:
+            self._read_verified(request, targets)
+        else:
+            self._read_spans(request, targets)
+
+    def _read_verified(self, request: ReadRequest, targets: list[Target]) -> None:
+        """Read the whole item, check it, then hand out its bytes."""
+        first = targets[0]
+        if (
+            len(targets) == 1
+            and first.sub == Box.full(request.chunk_sizes)
+            and self._is_direct(request, first)
+        ):
+            view = byte_view(first.dest)
+            self._pread(request, [view], request.offset)
+            self._check(request, view)
+            return
+        slot, staged = self._staging.take(request.length)
+        view = byte_view(staged)
+        self._pread(request, [view], request.offset)
+        self._check(request, view)
+        itemsize = dtypes.by_torch(request.dtype).itemsize
+        for target in targets:
+            start, _, _ = byte_span(request.chunk_sizes, target.sub, itemsize)
+            self._copy_out(request, staged, slot, target, start)
+
+    def _read_spans(self, request: ReadRequest, targets: list[Target]) -> None:
+        """Read only the bytes the targets need: straight into them where possible."""
+        itemsize = dtypes.by_torch(request.dtype).itemsize
+        pieces: list[_runs.Piece] = []
+        for target in targets:
+            if self._is_direct(request, target):
+                runs = _runs.plan_runs(request.chunk_sizes, target.sub, itemsize)
+                if len(runs.starts) == 1 or runs.length >= _runs.MIN_RUN:
+                    pieces += runs.pieces(byte_view(target.dest), request.offset)
+                    continue
+            start, length, _ = byte_span(request.chunk_sizes, target.sub, itemsize)
+            slot, staged = self._staging.take(length)
+            self._pread(request, [byte_view(staged)], request.offset + start)
+            self._copy_out(request, staged, slot, target, 0)
+        if pieces:
+            self._read_pieces(request, sorted(pieces, key=lambda piece: piece[0]))
+
+    def _read_pieces(self, request: ReadRequest, pieces: list[_runs.Piece]) -> None:
+        """Fill the sorted ``pieces``; bytes between them that fit ``MAX_GAP`` go to scratch."""
+        gap = min(_runs.largest_gap(pieces), _runs.MAX_GAP)
+        if len(self._scratch) < gap:
+            self._scratch = bytearray(gap)
+        scratch = memoryview(self._scratch)[:gap]
+        for offset, buffers in _runs.vectored(pieces, scratch):
+            self._pread(request, buffers, offset)
+
+    def _is_direct(self, request: ReadRequest, target: Target) -> bool:
+        # A destination of another dtype takes a converting copy_, never raw bytes.
+        return not self._stage_all and target.dest.dtype == request.dtype and _direct(target.dest)
+
+    def _copy_out(
+        self, request: ReadRequest, staged: torch.Tensor, slot: int, target: Target, start: int
+    ) -> None:
+        """Copy ``target.sub`` out of ``staged``, whose byte ``start`` is the sub-box's first."""
+        values = staged[start:].view(request.dtype)
+        source = values.as_strided(target.sub.sizes, _row_major_strides(request.chunk_sizes))
+        copier = self._copier_for(target.dest)
+        self._staging.used_by(slot, copier, copier.copy(target.dest, source))
+
+    def _copier_for(self, dest: torch.Tensor) -> DeviceCopier:
+        if self._injected is not None:
+            return self._injected
+        device = dest.device
+        if device not in self._copiers:
+            cuda = device.type == "cuda"
+            self._copiers[device] = CudaCopier(device) if cuda else SyncCopier()
+        return self._copiers[device]
+
+    def _pread(self, request: ReadRequest, buffers: list[memoryview], offset: int) -> None:
+        """Fill ``buffers`` from ``offset`` of the request's file, or report the truncation."""
+        total = sum(len(b) for b in buffers)
+        done = _runs.preadv_all(self._open(request), buffers, offset)
+        if done < total:
+            raise CorruptCheckpointError(
+                f"{request.path}: item {request.label} is truncated: expected bytes up to "
+                f"{offset + total}, found end of file at {offset + done}"
+            )
+
+    def _open(self, request: ReadRequest) -> int:
+        fd = self._fds.get(request.path)
+        if fd is None:
+            try:
+                fd = os.open(request.path, os.O_RDONLY)
+            except FileNotFoundError as err:
+                raise CorruptCheckpointError(
+                    f"{request.path}: data file of item {request.label} is missing"
+                ) from err
+            self._fds[request.path] = fd
+        return fd
+
+    @staticmethod
+    def _check(request: ReadRequest, view: memoryview) -> None:
+        found = checksum(view)
+        if found != request.checksum:
+            raise CorruptCheckpointError(
+                f"{request.path}: item {request.label} at bytes "
+                f"[{request.offset}, {request.offset + request.length}) fails its checksum: "
+                f"expected {request.checksum}, found {found}"
+            )
+
+    def close(self) -> None:
+        try:
+            copiers = list(self._copiers.values())
+            if self._injected is not None:
+                copiers.append(self._injected)
+            for copier in copiers:
+                copier.synchronize()
+        finally:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()

@@ -1,0 +1,163 @@
+"""Writing: checksums, atomic commit of small files, data files appended item by item."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+
+import torch
+import xxhash
+
+from dcp_impl import dtypes
+from dcp_impl.errors import UnsupportedError
+
+__all__ = [
+    "CHECKSUM_ALGORITHM",
+    "checksum",
+    "atomic_write",
+    "fsync_dir",
+    "StoredRange",
+    "DataFileWriter",
+    "tensor_bytes",
+    "byte_view",
+]
+
+CHECKSUM_ALGORITHM = "xxh3_64"
+_PIECE = 8 << 20  # write in pieces that stay in cache between hashing and writing
+
+
+def checksum(data: memoryview | bytes) -> str:
+    """The checksum string of ``data``: ``"xxh3_64:<16 hex digits>"``."""
+    return f"{CHECKSUM_ALGORITHM}:{xxhash.xxh3_64(data).hexdigest()}"
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Make a rename or file creation in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, sync: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically: readers see the old file or the new one.
+
+    The temp file lives in the same directory (``os.replace`` is atomic only within one
+    file system) and is removed if anything fails before the rename.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with open(fd, "wb", closefd=True) as f:
+            f.write(data)
+            f.flush()
+            if sync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    if sync:
+        fsync_dir(directory)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRange:
+    """Where :class:`DataFileWriter` put one item: bytes ``[offset, offset + length)``."""
+
+    offset: int
+    length: int
+    checksum: str
+
+
+def tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    """The logical values of ``tensor`` as row-major bytes (copied only when necessary).
+
+    Any device, strides, conjugate or negative view; the result is a flat byte view of a
+    contiguous CPU tensor, itself valid while the returned view is alive. A tensor without
+    elements gives an empty view whatever its strides.
+    """
+    if tensor.layout != torch.strided:
+        raise UnsupportedError(f"tensor layout {tensor.layout} cannot be stored: expected strided")
+    dtypes.by_torch(tensor.dtype)  # unknown dtypes are an error, never a guess
+    if tensor.numel() == 0:
+        return memoryview(b"")  # no bytes to view: skip the device copy and the stride rules
+    return byte_view(tensor.detach().resolve_conj().resolve_neg().to("cpu").contiguous())
+
+
+def byte_view(tensor: torch.Tensor) -> memoryview:
+    """The bytes of a contiguous CPU tensor, sharing its memory."""
+    flat = tensor.detach().reshape(-1)
+    if flat.numel() <= 1:
+        # A contiguous tensor of at most one element may carry any stride; view() needs 1.
+        flat = flat.as_strided((flat.numel(),), (1,))
+    return flat.view(torch.uint8).numpy().data.cast("B")
+
+
+class DataFileWriter:
+    """Appends items to one new data file; use as a context manager.
+
+    The file is created exclusively (an existing file is never overwritten). ``close``
+    flushes and, with ``sync``, fsyncs it; leaving the ``with`` block by an exception
+    removes the file instead.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, sync: bool = True) -> None:
+        self.path = os.fspath(path)
+        self._sync = sync
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._offset = 0
+
+    def write_tensor(self, tensor: torch.Tensor) -> StoredRange:
+        """Append the logical values of ``tensor`` (see :func:`tensor_bytes`)."""
+        return self.write_bytes(tensor_bytes(tensor))
+
+    def write_bytes(self, data: bytes | memoryview) -> StoredRange:
+        """Append raw bytes."""
+        if self._fd is None:
+            raise ValueError(f"{self.path}: write after close")
+        view = memoryview(data).cast("B")
+        digest = xxhash.xxh3_64()
+        for start in range(0, len(view), _PIECE):
+            piece = view[start : start + _PIECE]
+            digest.update(piece)
+            _write_all(self._fd, piece)
+        stored = StoredRange(self._offset, len(view), f"{CHECKSUM_ALGORITHM}:{digest.hexdigest()}")
+        self._offset += len(view)
+        return stored
+
+    def close(self) -> None:
+        """Flush (and fsync, with ``sync``) and close the file."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            if self._sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def discard(self) -> None:
+        """Close and remove the file."""
+        with contextlib.suppress(OSError):
+            self.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def __enter__(self) -> DataFileWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view) :]
