@@ -1,5 +1,8 @@
 """``python -m dcp_impl inspect|verify PATH``: look into a checkpoint folder, or check it.
 
+Folder kinds: a dcp_impl filesystem checkpoint (``.metadata.json``) and a HuggingFace
+safetensors folder (written by dcp_impl, by torch's HF backend or by ``save_file``).
+
 ``inspect`` prints every entry (name, dtype, shape, chunks, bytes) and totals. ``verify``
 checks the metadata (chunk coverage, ``metadata.validate``) and reads every stored item
 through the backend's reader with verification on, reporting each problem it finds.
@@ -32,6 +35,7 @@ from dcp_impl import dtypes
 from dcp_impl import metadata as metadata_format
 from dcp_impl.errors import CheckpointError, CheckpointNotFoundError
 from dcp_impl.filesystem import METADATA_FILE, FileSystemReader
+from dcp_impl.huggingface import HuggingFaceReader, is_huggingface_folder
 
 __all__ = ["Checkpoint", "main", "open_checkpoint"]
 
@@ -54,8 +58,12 @@ def open_checkpoint(path: Path) -> Checkpoint:
     if (path / METADATA_FILE).is_file():
         reader = FileSystemReader(path, verify=True, thread_count=1)
         return Checkpoint("dcp_impl filesystem", reader, reader.read_metadata())
+    if is_huggingface_folder(path):
+        hf_reader = HuggingFaceReader(path, verify=True)
+        return Checkpoint("huggingface safetensors", hf_reader, hf_reader.read_metadata())
     raise CheckpointNotFoundError(
-        f"{path}: expected a checkpoint folder (holding {METADATA_FILE}), found none"
+        f"{path}: expected a checkpoint folder (holding {METADATA_FILE}, or HuggingFace "
+        "safetensors files), found none"
     )
 
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 from dcp_impl.__main__ import main
 from dcp_impl.filesystem import METADATA_FILE, FileSystemWriter
+from dcp_impl.huggingface import HuggingFaceWriter
 
 
 @pytest.fixture
@@ -107,3 +111,87 @@ def test_runs_as_a_module(checkpoint: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("OK:")
+
+
+# --------------------------------------------------------------------------- HuggingFace folders
+
+
+@pytest.fixture
+def hf_folder(tmp_path: Path) -> Path:
+    """A folder written by dcp_impl's HuggingFaceWriter (safetensors + sidecar checksums)."""
+    sd = {
+        "layer.weight": torch.arange(32, dtype=torch.float32).reshape(4, 8).bfloat16(),
+        "step": torch.tensor(3),
+    }
+    dcp_save(sd, storage_writer=HuggingFaceWriter(tmp_path), no_dist=True)
+    return tmp_path
+
+
+def _data_offsets(file: Path) -> dict[str, tuple[int, int]]:
+    """Absolute byte range of each tensor in a safetensors file, from its header."""
+    raw = file.read_bytes()
+    (size,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + size])
+    return {
+        name: (8 + size + entry["data_offsets"][0], 8 + size + entry["data_offsets"][1])
+        for name, entry in header.items()
+        if name != "__metadata__"
+    }
+
+
+def test_inspect_and_verify_our_hf_folder(
+    hf_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inspect", str(hf_folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "huggingface safetensors checkpoint"
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:-1]}
+    assert rows == {
+        "layer.weight": ["bfloat16", "(4,", "8)", "1", "64"],
+        "step": ["int64", "()", "1", "8"],
+    }
+    assert lines[-1] == "total: 2 tensors, 0 byte entries, 2 stored items, 72 bytes"
+    assert main(["verify", str(hf_folder)]) == 0
+    assert capsys.readouterr().out.startswith("OK: huggingface safetensors checkpoint, 2 items")
+
+
+def test_inspect_and_verify_a_save_file_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tensors = {"a.w": torch.ones(3, 5, dtype=torch.float16), "b": torch.zeros(2, dtype=torch.int8)}
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    assert main(["inspect", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:-1]}
+    assert rows == {"a.w": ["float16", "(3,", "5)", "1", "30"], "b": ["int8", "(2,)", "1", "2"]}
+    assert lines[-1] == "total: 2 tensors, 0 byte entries, 2 stored items, 32 bytes"
+    assert main(["verify", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("OK: huggingface safetensors checkpoint, 2 items")
+
+
+def test_verify_names_the_corrupt_item_of_an_hf_folder(
+    hf_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (data,) = hf_folder.glob("*.safetensors")
+    start, end = _data_offsets(data)["layer.weight"]
+    raw = bytearray(data.read_bytes())
+    raw[(start + end) // 2] ^= 0x01
+    data.write_bytes(bytes(raw))
+    assert main(["verify", str(hf_folder)]) == 1
+    out = capsys.readouterr()
+    assert out.out.startswith("FAILED: huggingface safetensors checkpoint, 2 items, 1 problems")
+    (problem,) = out.err.splitlines()
+    assert data.name in problem
+    assert "'layer.weight'" in problem
+    assert "checksum" in problem
+
+
+def test_hf_folder_runs_as_a_module(hf_folder: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "dcp_impl", "verify", str(hf_folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("OK: huggingface safetensors checkpoint")
