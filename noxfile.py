@@ -32,16 +32,27 @@ def tests(session: nox.Session) -> None:
 def conformance(session: nox.Session) -> None:
     """The conformance matrix over every built-in backend; arguments after -- go to pytest."""
     _install(session, "test")
-    session.run(
-        "python", "-m", "spec_tests", "matrix", "--profile=dcp-ci", "--", *session.posargs
-    )
+    session.run("python", "-m", "spec_tests", "matrix", "--profile=dcp-ci", "--", *session.posargs)
+
+
+PERF_RUN = "perf/results/local/latest.json"
 
 
 @nox.session(python=PYTHON)
 def perf(session: nox.Session) -> None:
-    """Benchmarks at full size; saves a JSON run, prints the table, writes the chart."""
+    """Benchmarks at full size: saves a JSON run, prints the table, writes the chart beside it."""
     _install(session, "perf")
-    session.run("pytest", "perf", *session.posargs)
+    session.run("pytest", "perf", f"--benchmark-json={PERF_RUN}", *session.posargs)
+    session.run("python", "-m", "perf.report", PERF_RUN)
+
+
+@nox.session(python=PYTHON)
+def perf_compare(session: nox.Session) -> None:
+    """Gate the last perf run against a stored one: nox -s perf_compare -- perf/baselines/M.json."""
+    _install(session, "perf")
+    session.run(
+        "python", "-m", "perf.report", PERF_RUN, "--no-chart", "--compare", *session.posargs
+    )
 
 
 @nox.session(python=PYTHON)
