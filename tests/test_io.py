@@ -13,7 +13,7 @@ from unittest import mock
 import pytest
 import torch
 import xxhash
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dcp_impl import _io
@@ -433,6 +433,8 @@ def _chunk_and_sub(draw: st.DrawFn) -> tuple[tuple[int, ...], Box]:
 
 @settings(max_examples=60, deadline=None)
 @given(case=_chunk_and_sub(), itemsize=st.sampled_from([1, 2, 8]))
+@example(case=((3, 2, 2), Box((1, 0, 0), (2, 2, 2))), itemsize=1)  # rows of full planes: 1 run
+@example(case=((4, 3, 5), Box((1, 1, 2), (2, 2, 3))), itemsize=2)  # a 3-d interior box
 def test_plan_runs_matches_brute_force(case: tuple[tuple[int, ...], Box], itemsize: int) -> None:
     shape, sub = case
     runs = _runs.plan_runs(shape, sub, itemsize)
