@@ -6,8 +6,8 @@ safetensors files named ``model-0000i-of-0000N.safetensors`` plus
 ``shard-0000s-model-0000i-of-0000N.safetensors`` per rank whose ``__metadata__`` carries
 ``DCP_SHARDING_INFO``. Next to them, ``dcp_metadata.json`` holds the full DCP Metadata in
 dcp_impl's JSON format; it is written last and is the commit point. docs/huggingface.md
-gives the rules; :mod:`dcp_impl._safetensors` holds the header codec, reads folders and
-commits saves.
+gives the rules; :mod:`dcp_impl._safetensors` holds the header codec, :mod:`dcp_impl._hf_folder`
+reads folders and commits saves.
 """
 
 from __future__ import annotations
@@ -44,21 +44,25 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, W
 from torch.futures import Future
 
 from dcp_impl import _io, dtypes
-from dcp_impl._safetensors import (
+from dcp_impl._hf_folder import (
     BYTES_FILE,
+    Stored,
+    commit,
+    file_name,
+    index_json,
+    is_folder,
+    read_folder,
+    stored_items,
+    temp_name,
+    unlink,
+)
+from dcp_impl._safetensors import (
     DCP_VERSION_KEY,
     FORMAT_KEY,
     SAVE_ID_KEY,
     SAVED_OFFSETS_KEY,
     SHARDING_INFO_KEY,
-    commit,
     encode_header,
-    file_name,
-    index_json,
-    is_folder,
-    read_folder,
-    temp_name,
-    unlink,
 )
 from dcp_impl.errors import (
     InvalidMetadataError,
@@ -258,7 +262,7 @@ class HuggingFaceReader(StorageReader):
         if checkpoint_id is not None:
             self.path = Path(checkpoint_id)
         self.load_id = uuid.uuid4().hex
-        self._stored: dict[MetadataIndex, _Stored] = {}
+        self._stored: dict[MetadataIndex, Stored] = {}
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         # docstring inherited
@@ -272,7 +276,7 @@ class HuggingFaceReader(StorageReader):
         self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any
     ) -> None:
         # docstring inherited
-        self._stored = _stored_items(metadata)
+        self._stored = stored_items(metadata)
 
     def prepare_local_plan(self, plan: LoadPlan, *args: Any, **kwargs: Any) -> LoadPlan:
         # docstring inherited
@@ -301,15 +305,8 @@ class HuggingFaceReader(StorageReader):
             targets.setdefault(req.storage_index, []).append(_io.Target(sub, dest))
             commits.append((req, dest))
         requests = [
-            _io.ReadRequest(
-                path=str(self.path / stored.location.path),
-                offset=stored.location.offset,
-                length=stored.location.length,
-                chunk_sizes=stored.sizes,
-                dtype=stored.dtype,
-                targets=tuple(items),
-                checksum=self._checksum(stored, items),
-                label=repr(key.fqn),
+            stored.request(
+                self.path, tuple(items), self._checksum(stored, items), label=repr(key.fqn)
             )
             for key, items in targets.items()
             for stored in (self._stored[key],)
@@ -329,14 +326,14 @@ class HuggingFaceReader(StorageReader):
         # docstring inherited
         return _is_local_path(checkpoint_id)
 
-    def _checksum(self, stored: _Stored, targets: list[_io.Target]) -> str | None:
+    def _checksum(self, stored: Stored, targets: list[_io.Target]) -> str | None:
         """The checksum to verify, or None where verifying would read bytes nobody asked for."""
         whole = Box.full(stored.sizes)
         if self.verify == "whole" and all(t.sub != whole for t in targets):
             return None
         return stored.location.checksum
 
-    def _lookup(self, req: ReadItem) -> _Stored:
+    def _lookup(self, req: ReadItem) -> Stored:
         stored = self._stored.get(req.storage_index)
         if stored is None:
             raise LayoutMismatchError(
@@ -346,7 +343,7 @@ class HuggingFaceReader(StorageReader):
         return stored
 
     @staticmethod
-    def _destination(req: ReadItem, stored: _Stored, planner: LoadPlanner) -> torch.Tensor:
+    def _destination(req: ReadItem, stored: Stored, planner: LoadPlanner) -> torch.Tensor:
         if req.type == LoadItemType.BYTE_IO:
             return torch.empty(stored.sizes, dtype=torch.uint8)
         dest = planner.resolve_tensor(req).detach()
@@ -356,37 +353,6 @@ class HuggingFaceReader(StorageReader):
                 f"{tuple(req.lengths)}, found {tuple(dest.shape)}"
             )
         return dest
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Stored:
-    """A stored item as the reader needs it: where, and the chunk it holds."""
-
-    location: ItemLocation
-    sizes: tuple[int, ...]
-    dtype: torch.dtype
-
-
-def _stored_items(metadata: Metadata) -> dict[MetadataIndex, _Stored]:
-    storage = metadata.storage_data
-    if not isinstance(storage, dict):
-        raise InvalidMetadataError(
-            f"storage_data: expected a dict of ItemLocation, found {type(storage).__name__}"
-        )
-    found: dict[MetadataIndex, _Stored] = {}
-    for fqn, entry in metadata.state_dict_metadata.items():
-        if isinstance(entry, BytesStorageMetadata):
-            loc = storage.get(MetadataIndex(fqn))
-            if isinstance(loc, ItemLocation):
-                found[MetadataIndex(fqn)] = _Stored(loc, (loc.length,), torch.uint8)
-            continue
-        for chunk in entry.chunks:
-            key = MetadataIndex(fqn, chunk.offsets)
-            loc = storage.get(key)
-            # A chunk without a location fails only if a load asks for it.
-            if isinstance(loc, ItemLocation):
-                found[key] = _Stored(loc, tuple(chunk.sizes), entry.properties.dtype)
-    return found
 
 
 # --------------------------------------------------------------------------- planning
@@ -620,7 +586,7 @@ def consolidate(
     if fqn_to_index_mapping is not None:
         _check_mapping(fqn_to_index_mapping)
     metadata = read_folder(source)
-    stored = _stored_items(metadata)
+    stored = stored_items(metadata)
     tensors = {
         fqn: entry
         for fqn, entry in metadata.state_dict_metadata.items()
@@ -686,7 +652,7 @@ class _Assembler:
         target: Path,
         save_id: str,
         tensors: Mapping[str, TensorStorageMetadata],
-        stored: Mapping[MetadataIndex, _Stored],
+        stored: Mapping[MetadataIndex, Stored],
         sync: bool,
     ) -> None:
         self.source, self.target, self.save_id = source, target, save_id
@@ -721,17 +687,9 @@ class _Assembler:
             key = MetadataIndex(fqn, chunk.offsets)
             stored = self.stored[key]
             dest = full[tuple(slice(o, e) for o, e in zip(box.offsets, box.ends, strict=True))]
+            target = _io.Target(Box.full(box.sizes), dest)
             requests.append(
-                _io.ReadRequest(
-                    path=str(self.source / stored.location.path),
-                    offset=stored.location.offset,
-                    length=stored.location.length,
-                    chunk_sizes=stored.sizes,
-                    dtype=stored.dtype,
-                    targets=(_io.Target(Box.full(box.sizes), dest),),
-                    checksum=stored.location.checksum,
-                    label=repr(fqn),
-                )
+                stored.request(self.source, (target,), stored.location.checksum, repr(fqn))
             )
         _io.read_into(requests)
         return full
@@ -743,19 +701,9 @@ class _Assembler:
             for key in keys:
                 stored = self.stored[key]
                 data = torch.empty(stored.sizes, dtype=torch.uint8)
+                target = _io.Target(Box.full(stored.sizes), data)
                 _io.read_into(
-                    [
-                        _io.ReadRequest(
-                            str(self.source / stored.location.path),
-                            stored.location.offset,
-                            stored.location.length,
-                            stored.sizes,
-                            torch.uint8,
-                            (_io.Target(Box.full(stored.sizes), data),),
-                            stored.location.checksum,
-                            key.fqn,
-                        )
-                    ]
+                    [stored.request(self.source, (target,), stored.location.checksum, key.fqn)]
                 )
                 written = out.write_tensor(data)
                 found[key] = ItemLocation(name, written.offset, written.length, written.checksum)

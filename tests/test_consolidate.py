@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from test_huggingface import Backend, sample
 
-from dcp_impl import _safetensors, dtypes
+from dcp_impl import _hf_folder, dtypes
 from dcp_impl.errors import LayoutMismatchError
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter, consolidate
 from dcp_impl.layout import Box
@@ -52,7 +52,7 @@ def test_shards_become_full_tensors(tmp_path: Path, layout: str) -> None:
     save_sharded(tmp_path / "in", {"w": value}, {"w": boxes})
     consolidate(tmp_path / "in", tmp_path / "out")
     harness.assert_bit_equal(load_file(tmp_path / "out" / MODEL)["w"], value, what=layout)
-    index = json.loads((tmp_path / "out" / _safetensors.INDEX_NAME).read_text())
+    index = json.loads((tmp_path / "out" / _hf_folder.INDEX_NAME).read_text())
     assert index["weight_map"] == {"w": MODEL}
     assert index["metadata"]["total_size"] == value.numel() * 4
 

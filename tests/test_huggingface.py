@@ -23,7 +23,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
-from dcp_impl import _safetensors, dtypes, metadata
+from dcp_impl import _hf_folder, _safetensors, dtypes, metadata
 from dcp_impl.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -184,7 +184,7 @@ def test_structured_header_fuzz_only_raises_corrupt(doc: dict[str, Any], data: i
 
 def test_index_naming_files_outside_the_folder_is_corrupt(tmp_path: Path) -> None:
     doc = {"metadata": {}, "weight_map": {"w": "../outside.safetensors"}}
-    (tmp_path / _safetensors.INDEX_NAME).write_text(json.dumps(doc))
+    (tmp_path / _hf_folder.INDEX_NAME).write_text(json.dumps(doc))
     with pytest.raises(CorruptCheckpointError, match="weight_map"):
         HuggingFaceReader(tmp_path).read_metadata()
 
@@ -268,7 +268,7 @@ def test_full_metadata_round_trips_through_the_sidecar(tmp_path: Path) -> None:
     written = dcp_save(
         state, storage_writer=HuggingFaceWriter(tmp_path, sync_files=False), no_dist=True
     )
-    sidecar = metadata.loads((tmp_path / _safetensors.SIDECAR_NAME).read_bytes())
+    sidecar = metadata.loads((tmp_path / _hf_folder.SIDECAR_NAME).read_bytes())
     read = HuggingFaceReader(tmp_path).read_metadata()
     for md in (sidecar, read):
         assert md.state_dict_metadata == written.state_dict_metadata
@@ -282,7 +282,7 @@ def test_full_metadata_round_trips_through_the_sidecar(tmp_path: Path) -> None:
 def test_index_lists_every_tensor_and_its_file(tmp_path: Path) -> None:
     state = {"a": torch.ones(4), "b": torch.ones(2, dtype=torch.float64), "c": torch.ones(1)}
     save(tmp_path, state, fqn_to_index_mapping={"a": 1, "b": 2, "c": 2})
-    index = json.loads((tmp_path / _safetensors.INDEX_NAME).read_text())
+    index = json.loads((tmp_path / _hf_folder.INDEX_NAME).read_text())
     assert index["weight_map"] == {
         "a": "model-00001-of-00002.safetensors",
         "b": "model-00002-of-00002.safetensors",
@@ -324,7 +324,7 @@ def test_ranks_without_save_distributed_never_clobber_each_other(tmp_path: Path)
     ]
     backend = Backend()
     harness.save(backend, str(tmp_path), states)
-    index = json.loads((tmp_path / _safetensors.INDEX_NAME).read_text())["weight_map"]
+    index = json.loads((tmp_path / _hf_folder.INDEX_NAME).read_text())["weight_map"]
     assert len(set(index.values())) == 3
     for fqn, name in index.items():
         assert list(load_file(tmp_path / name)) == [fqn]
@@ -414,7 +414,7 @@ def test_worker_thread_errors_reach_the_caller_with_their_traceback(tmp_path: Pa
     frames = [frame.name for frame in traceback.extract_tb(info.value.__traceback__)]
     assert "resolve_data" in frames
     assert "_write_tensors" in frames
-    assert not (tmp_path / _safetensors.SIDECAR_NAME).exists()
+    assert not (tmp_path / _hf_folder.SIDECAR_NAME).exists()
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
 
 
@@ -457,8 +457,8 @@ def test_interrupted_commit_is_never_loaded_as_a_mix(tmp_path: Path) -> None:
     )
     # A crash between the renames and the sidecar: one file of the old save, no sidecar, no index.
     (tmp_path / "model-00002-of-00002.safetensors").write_bytes(old)
-    (tmp_path / _safetensors.SIDECAR_NAME).unlink()
-    (tmp_path / _safetensors.INDEX_NAME).unlink()
+    (tmp_path / _hf_folder.SIDECAR_NAME).unlink()
+    (tmp_path / _hf_folder.INDEX_NAME).unlink()
     with pytest.raises(CorruptCheckpointError, match="different saves"):
         HuggingFaceReader(tmp_path).read_metadata()
 
@@ -506,7 +506,7 @@ def test_validate_checkpoint_id_is_total(value: object) -> None:
 
 def test_unreadable_sidecar_is_an_error_never_skipped(tmp_path: Path) -> None:
     save(tmp_path, {"w": torch.ones(4)})
-    path = tmp_path / _safetensors.SIDECAR_NAME
+    path = tmp_path / _hf_folder.SIDECAR_NAME
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(InvalidMetadataError):
         HuggingFaceReader(tmp_path).read_metadata()
@@ -553,7 +553,7 @@ def test_gloo_two_processes_save_and_reshard_load(tmp_path: Path) -> None:
     from torch.multiprocessing.spawn import spawn
 
     spawn(_gloo_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    files = json.loads((tmp_path / "whole" / _safetensors.INDEX_NAME).read_text())["weight_map"]
+    files = json.loads((tmp_path / "whole" / _hf_folder.INDEX_NAME).read_text())["weight_map"]
     assert len(set(files.values())) == 2  # each rank wrote its share to a file of its own
     found = {k for name in set(files.values()) for k in load_file(tmp_path / "whole" / name)}
     assert found == {f"t{i}" for i in range(6)}

@@ -1,0 +1,353 @@
+"""HuggingFace folder rules: file names, reading a folder into DCP Metadata, committing a save.
+
+docs/huggingface.md gives the rules. :func:`read_folder` reads the sidecar when it is
+current, else the index, else every safetensors file (headers through
+:mod:`dcp_impl._safetensors`); :func:`stored_items` maps the result to what a read needs;
+:func:`commit` moves a save's files into place and writes the sidecar last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.distributed.checkpoint.metadata import (
+    BytesStorageMetadata,
+    ChunkStorageMetadata,
+    Metadata,
+    MetadataIndex,
+    TensorProperties,
+    TensorStorageMetadata,
+)
+
+from dcp_impl import _io
+from dcp_impl._safetensors import SAVE_ID_KEY, TensorEntry, read_header, saved_offsets, strict_json
+from dcp_impl.errors import (
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    InvalidMetadataError,
+    LayoutMismatchError,
+)
+from dcp_impl.metadata import ItemLocation, loads
+
+__all__ = [
+    "SUFFIX",
+    "INDEX_NAME",
+    "SIDECAR_NAME",
+    "BYTES_FILE",
+    "file_name",
+    "temp_name",
+    "is_folder",
+    "read_folder",
+    "current_sidecar",
+    "Stored",
+    "stored_items",
+    "index_json",
+    "commit",
+    "unlink",
+]
+
+logger = logging.getLogger("dcp_impl.huggingface")
+
+SUFFIX = ".safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+SIDECAR_NAME = "dcp_metadata.json"
+BYTES_FILE = "dcp-bytes-{:05d}.bin"
+# Files this backend may remove once a newer save has committed: only its own names.
+_OURS = re.compile(r"(shard-\d{5}-)?model-\d{5}-of-\d{5}\.safetensors|dcp-bytes-\d{5}\.bin")
+_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<save>[0-9a-f]{32})\.tmp")
+
+
+def file_name(index: int, count: int, shard: int | None = None) -> str:
+    """``model-0000i-of-0000N.safetensors``, ``shard-0000s-`` in front if sharded (as torch)."""
+    base = f"model-{index:05d}-of-{count:05d}{SUFFIX}"
+    return base if shard is None else f"shard-{shard:05d}-{base}"
+
+
+def temp_name(name: str, save_id: str) -> str:
+    """Where a save writes ``name`` before :func:`commit` renames it into place."""
+    return f".{name}.{save_id}.tmp"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_folder(root: str | os.PathLike[str]) -> Metadata:
+    """The checkpoint Metadata of a HuggingFace folder, with ItemLocation storage_data.
+
+    The sidecar when it is current (see :func:`current_sidecar`); otherwise the files the
+    index's ``weight_map`` names (only the tensors it assigns to each), otherwise every
+    ``*.safetensors`` file, with chunk offsets from ``DCP_SHARDING_INFO`` where present.
+    """
+    folder = Path(root)
+    if not folder.is_dir():
+        raise CheckpointNotFoundError(f"{folder}: expected a checkpoint folder, found none")
+    metadata = current_sidecar(folder)
+    if metadata is not None:
+        return metadata
+    files = _listed_files(folder)
+    if not files:
+        raise CheckpointNotFoundError(
+            f"{folder}: expected {SIDECAR_NAME}, {INDEX_NAME} or *{SUFFIX} files, found none"
+        )
+    return _metadata_from_headers(folder, files)
+
+
+def is_folder(root: str | os.PathLike[str]) -> bool:
+    """Whether ``root`` looks like a HuggingFace folder: sidecar, index or safetensors files."""
+    folder = Path(root)
+    if not folder.is_dir():
+        return False
+    names = (SIDECAR_NAME, INDEX_NAME)
+    return any((folder / n).is_file() for n in names) or any(folder.glob(f"*{SUFFIX}"))
+
+
+def current_sidecar(folder: Path) -> Metadata | None:
+    """The sidecar's Metadata, or None when there is none or other writers replaced its files.
+
+    Current means: every safetensors file it names exists, all carry one ``DCP_IMPL_SAVE_ID``,
+    each header places each of the file's items where the sidecar says, and the index (if
+    any) names only files the sidecar names. A sidecar that is not valid JSON metadata is an
+    error, never skipped.
+    """
+    path = folder / SIDECAR_NAME
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    metadata = loads(text)
+    storage = metadata.storage_data
+    if not isinstance(storage, dict):
+        raise InvalidMetadataError(f"{path}: expected storage_data, found none")
+    by_file: dict[str, list[tuple[MetadataIndex, ItemLocation]]] = {}
+    for key, location in storage.items():
+        if location.path.endswith(SUFFIX):
+            by_file.setdefault(location.path, []).append((key, location))
+    save_ids = set()
+    for name, items in by_file.items():
+        try:
+            header = read_header(folder / name)
+        except FileNotFoundError:
+            return _stale(path, f"{name} is missing")
+        save_ids.add(header.metadata.get(SAVE_ID_KEY))
+        for key, location in items:
+            entry = header.entries.get(key.fqn)
+            if entry is None or (header.data_start + entry.begin, entry.length) != (
+                location.offset,
+                location.length,
+            ):
+                return _stale(path, f"{name} does not hold {key.fqn!r} where the sidecar says")
+    if len(save_ids) > 1 or None in save_ids:
+        return _stale(path, "its files come from different saves")
+    weight_map = _weight_map(folder)
+    if weight_map is not None and not set(weight_map.values()) <= set(by_file):
+        return _stale(path, f"{INDEX_NAME} names files the sidecar does not")
+    return metadata
+
+
+def _stale(path: Path, why: str) -> Metadata | None:
+    logger.warning("ignoring %s written by an earlier save: %s", path, why)
+    return None
+
+
+def _weight_map(folder: Path) -> dict[str, str] | None:
+    path = folder / INDEX_NAME
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        doc = strict_json(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise CorruptCheckpointError(
+            f"{path}: expected JSON, found unparseable bytes ({err})"
+        ) from err
+    weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+    # Plain file names only: an index must not make us open files outside the folder.
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(v, str) and v.endswith(SUFFIX) and Path(v).name == v and "\\" not in v
+        for v in weight_map.values()
+    ):
+        raise CorruptCheckpointError(
+            f"{path}: expected a weight_map of tensor name -> *{SUFFIX} file, "
+            f"found {weight_map!r:.200}"
+        )
+    return weight_map
+
+
+def _listed_files(folder: Path) -> dict[str, set[str] | None]:
+    """File name -> the tensors to take from it (None: all of them)."""
+    weight_map = _weight_map(folder)
+    if weight_map is not None:
+        files: dict[str, set[str] | None] = {}
+        for fqn, name in weight_map.items():
+            wanted = files.setdefault(name, set())
+            assert wanted is not None
+            wanted.add(fqn)
+        return files
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(SUFFIX) and p.is_file())
+    return dict.fromkeys(names)
+
+
+def _metadata_from_headers(folder: Path, files: Mapping[str, set[str] | None]) -> Metadata:
+    tensors: dict[str, TensorStorageMetadata] = {}
+    storage: dict[MetadataIndex, ItemLocation] = {}
+    save_ids: dict[str, str] = {}
+    for name, wanted in files.items():
+        try:
+            header = read_header(folder / name)
+        except FileNotFoundError as err:
+            raise CorruptCheckpointError(
+                f"{folder / name}: listed in {INDEX_NAME}, missing"
+            ) from err
+        if SAVE_ID_KEY in header.metadata:
+            save_ids.setdefault(header.metadata[SAVE_ID_KEY], name)
+        offsets = saved_offsets(header)
+        for entry in header.entries.values():
+            if wanted is not None and entry.name not in wanted:
+                continue
+            at = offsets[entry.name] if offsets is not None else (0,) * len(entry.shape)
+            _add_chunk(tensors, entry, at, name)
+            key = MetadataIndex(entry.name, at)
+            if key in storage:
+                raise LayoutMismatchError(
+                    f"{folder}: tensor {entry.name!r} chunk at offsets {at}: expected it in one "
+                    f"file, found it in {storage[key].path} and {name}"
+                )
+            storage[key] = ItemLocation(name, header.data_start + entry.begin, entry.length)
+        if wanted is not None and not wanted <= header.entries.keys():
+            missing = sorted(wanted - header.entries.keys())[:5]
+            raise CorruptCheckpointError(
+                f"{folder / name}: {INDEX_NAME} places {missing} here, absent"
+            )
+    if len(save_ids) > 1:
+        first, second = list(save_ids.values())[:2]
+        raise CorruptCheckpointError(
+            f"{folder}: expected the files of one save, found {first} and {second} from different "
+            "saves and no current sidecar (an interrupted save?)"
+        )
+    return Metadata(state_dict_metadata=dict(tensors), storage_data=storage)
+
+
+def _add_chunk(
+    tensors: dict[str, TensorStorageMetadata], entry: TensorEntry, at: tuple[int, ...], name: str
+) -> None:
+    chunk = ChunkStorageMetadata(torch.Size(at), torch.Size(entry.shape))
+    ends = [o + s for o, s in zip(at, entry.shape, strict=True)]
+    known = tensors.get(entry.name)
+    if known is None:
+        properties = TensorProperties(dtype=entry.dtype.torch_dtype)
+        tensors[entry.name] = TensorStorageMetadata(properties, torch.Size(ends), [chunk])
+        return
+    if known.properties.dtype != entry.dtype.torch_dtype or len(known.size) != len(ends):
+        raise LayoutMismatchError(
+            f"{name}: tensor {entry.name!r}: expected chunks of {known.properties.dtype} with "
+            f"{len(known.size)} dims, found {entry.dtype.torch_dtype} with {len(ends)}"
+        )
+    known.chunks.append(chunk)
+    # Without a sidecar, the extent of the chunks is all that is known of the size.
+    known.size = torch.Size(max(a, b) for a, b in zip(known.size, ends, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A stored item as a read needs it: where, and the chunk it holds."""
+
+    location: ItemLocation
+    sizes: tuple[int, ...]
+    dtype: torch.dtype
+
+    def request(
+        self, root: Path, targets: tuple[_io.Target, ...], checksum: str | None, label: str
+    ) -> _io.ReadRequest:
+        """A read of this item, in the folder ``root``, into ``targets``."""
+        return _io.ReadRequest(
+            path=str(root / self.location.path),
+            offset=self.location.offset,
+            length=self.location.length,
+            chunk_sizes=self.sizes,
+            dtype=self.dtype,
+            targets=targets,
+            checksum=checksum,
+            label=label,
+        )
+
+
+def stored_items(metadata: Metadata) -> dict[MetadataIndex, Stored]:
+    """Every item of ``metadata`` that has an ItemLocation, by its storage key."""
+    storage = metadata.storage_data
+    if not isinstance(storage, dict):
+        raise InvalidMetadataError(
+            f"storage_data: expected a dict of ItemLocation, found {type(storage).__name__}"
+        )
+    found: dict[MetadataIndex, Stored] = {}
+    for fqn, entry in metadata.state_dict_metadata.items():
+        if isinstance(entry, BytesStorageMetadata):
+            loc = storage.get(MetadataIndex(fqn))
+            if isinstance(loc, ItemLocation):
+                found[MetadataIndex(fqn)] = Stored(loc, (loc.length,), torch.uint8)
+            continue
+        for chunk in entry.chunks:
+            key = MetadataIndex(fqn, chunk.offsets)
+            loc = storage.get(key)
+            # A chunk without a location fails only if a load asks for it.
+            if isinstance(loc, ItemLocation):
+                found[key] = Stored(loc, tuple(chunk.sizes), entry.properties.dtype)
+    return found
+
+
+# --------------------------------------------------------------------------- committing
+
+
+def index_json(metadata: Metadata) -> str:
+    """``model.safetensors.index.json`` as HF transformers reads it."""
+    assert isinstance(metadata.storage_data, dict)
+    weight_map = {}
+    total = 0
+    for key, loc in metadata.storage_data.items():
+        if isinstance(metadata.state_dict_metadata[key.fqn], TensorStorageMetadata):
+            weight_map[key.fqn] = loc.path
+            total += loc.length
+    doc = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+def commit(directory: Path, save_id: str, sidecar: str, index: str | None, *, sync: bool) -> None:
+    """Rename this save's files into place, then write the index and, last, the sidecar."""
+    # Without the old sidecar and index, a crash below leaves no loadable claim, never a mix.
+    unlink(directory / SIDECAR_NAME)
+    unlink(directory / INDEX_NAME)
+    kept = set()
+    for entry in os.scandir(directory):
+        match = _TEMP.fullmatch(entry.name)
+        if match and match["save"] == save_id:
+            os.replace(entry.path, directory / match["name"])
+            kept.add(match["name"])
+    if sync:
+        _io.fsync_dir(directory)
+    if index is not None:
+        _io.atomic_write(directory / INDEX_NAME, index.encode(), sync=sync)
+    _io.atomic_write(directory / SIDECAR_NAME, sidecar.encode(), sync=sync)
+    _remove_stale(directory, kept)
+
+
+def _remove_stale(directory: Path, kept: set[str]) -> None:
+    """Remove files of earlier saves: only names this backend writes, never other files."""
+    for entry in os.scandir(directory):
+        match = _TEMP.fullmatch(entry.name)
+        name = match["name"] if match else entry.name
+        if entry.name not in kept and _OURS.fullmatch(name):
+            unlink(Path(entry.path))
+
+
+def unlink(path: Path) -> None:
+    """Remove ``path`` if it exists."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
