@@ -27,12 +27,15 @@ import io
 import math
 import os
 import time
+import warnings
 from collections import ChainMap, Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
+from hypothesis import note
+from hypothesis.errors import InvalidArgument
 from hypothesis.vendor.pretty import pretty
 from torch.distributed.checkpoint._nested_dict import flatten_state_dict
 from torch.distributed.checkpoint.default_planner import create_default_global_save_plan
@@ -370,7 +373,14 @@ class SaveRecord:
 def call(label: str, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
     """Call a backend method; name it in any error, and turn BaseExceptions into Exceptions."""
     try:
-        return fn(*args, **kwargs)
+        # A backend's warnings (torch-fs warns on every overwrite) are not contract
+        # violations, and a project's "filterwarnings = error" must not make them so.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = fn(*args, **kwargs)
+        for warning in caught:
+            _note(f"{label} warned: {warning.category.__name__}: {warning.message}")
+        return result
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except Exception as exc:
@@ -382,6 +392,12 @@ def call(label: str, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
         raise BackendBaseException(
             f"{label} raised {type(exc).__name__}, a BaseException that is not an Exception: {exc}"
         ) from exc
+
+
+def _note(text: str) -> None:
+    """``hypothesis.note`` inside a property; nothing outside one."""
+    with contextlib.suppress(InvalidArgument):
+        note(text)
 
 
 def _accepts_kwargs(fn: Callable[..., Any]) -> bool:
