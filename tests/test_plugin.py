@@ -336,3 +336,12 @@ def test_kit_style_class_backend_gets_its_own_capability_skips(fake: pytest.Pyte
     result = fake.runpytest("test_kit.py", "--dcp-backend=reference", "-rs")
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["*backend 'mine' does not claim capability 'reshard'*"])
+
+
+def test_running_a_suite_path_selects_the_suite_defaults(
+    fake: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(plugin.ENV_VAR, raising=False)
+    monkeypatch.setattr(plugin, "PACKAGE_DIR", fake.path)  # "this directory is spec_tests"
+    result = fake.runpytest(str(fake.path / "test_fake.py"), "--co")
+    result.stdout.fnmatch_lines(["dcp backend: reference (spec 'reference'); *"])
