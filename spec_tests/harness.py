@@ -654,13 +654,3 @@ def bytes_of(obj: object) -> io.BytesIO:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer
-
-
-def item_kind(item: WriteItem) -> str:
-    """A short label of a write item for messages."""
-    offset = None if item.index.offset is None else tuple(item.index.offset)
-    return (
-        f"{item.type.name} {item.index.fqn!r} at {offset}"
-        if item.type != WriteItemType.BYTE_IO
-        else f"BYTE_IO {item.index.fqn!r}"
-    )

@@ -134,3 +134,38 @@ def test_repro_attaches_a_note() -> None:
     ):
         raise ValueError("x")
     assert any("local-fs" in n and "bits8" in n for n in info.value.__notes__)
+
+
+pytest_plugins = ["pytester"]
+
+_KIT_MODULE = """
+import dataclasses
+import pytest
+from spec_tests.backends import TorchFS
+from spec_tests.kit import BackendTests
+
+_FS = TorchFS()
+# torch cannot size bits* items (torch._utils._element_size), so do not claim them here.
+_CAPS = frozenset(c for c in _FS.capabilities if not c.startswith("dtype:bits"))
+
+class TestTorchFS(BackendTests):
+    xfails = {"test_validate_checkpoint_id_is_total": "raises TypeError for None"}
+
+    @pytest.fixture(scope="class")
+    def dcp_backend(self):
+        return dataclasses.replace(_FS, capabilities=_CAPS)
+"""
+
+
+def test_kit_subclass_runs_properties_and_honours_xfails(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_kit=_KIT_MODULE)
+    result = pytester.runpytest_inprocess(
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "validate_checkpoint_id or test_failed_load_keeps_data",
+        "--hypothesis-profile=dcp-dev",
+        "-W",
+        "ignore",
+    )
+    result.assert_outcomes(passed=1, xfailed=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -33,7 +33,7 @@ def claimed(backend: Backend) -> list[torch.dtype]:
     return dtypes
 
 
-def kinds_for(backend: Backend, *, reshard: bool = False) -> tuple[str, ...]:
+def kinds_for(backend: Backend) -> tuple[str, ...]:
     """Layout kinds whose saves the backend claims to handle."""
     kinds = ["single"]
     if claims(backend, "multi-rank"):
@@ -42,7 +42,6 @@ def kinds_for(backend: Backend, *, reshard: bool = False) -> tuple[str, ...]:
         kinds += ["guillotine", "empty"]
         if claims(backend, "multi-rank"):
             kinds.append("partly-replicated")
-    del reshard
     return tuple(kinds)
 
 
@@ -130,8 +129,3 @@ def draw_tensor(
     value = data.draw(sts.tensor_values(row, chosen), label="values")
     note(f"dtype={row.name} shape={chosen}")
     return value
-
-
-def kinds_subset(kinds: Collection[str], allowed: Collection[str]) -> tuple[str, ...]:
-    """``kinds`` restricted to ``allowed`` (``single`` when nothing is left)."""
-    return tuple(k for k in kinds if k in allowed) or ("single",)
