@@ -81,7 +81,7 @@ def whole_tensor_names(
                     f"found chunks on ranks {owners[fqn][0]} and {rank}; "
                     "pass save_distributed=True to save chunks"
                 )
-            assert item.tensor_data is not None  # prepare_local_plan checked it
+            assert item.tensor_data is not None  # HuggingFaceWriter.prepare_local_plan checked it
             chunk = Box.of(item.tensor_data.chunk)
             if chunk != Box.full(item.tensor_data.size):
                 raise LayoutMismatchError(

@@ -128,12 +128,12 @@ class FileWriter:
 
 
 def _chunk(item: WriteItem) -> Box:
-    assert item.tensor_data is not None  # prepare_local_plan checked it
+    assert item.tensor_data is not None  # HuggingFaceWriter.prepare_local_plan checked it
     return Box.of(item.tensor_data.chunk)
 
 
 def _info(item: WriteItem) -> dtypes.DtypeInfo:
-    assert item.tensor_data is not None  # prepare_local_plan checked it
+    assert item.tensor_data is not None  # HuggingFaceWriter.prepare_local_plan checked it
     return dtypes.by_torch(item.tensor_data.properties.dtype)
 
 
