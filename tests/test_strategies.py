@@ -14,7 +14,7 @@ from dcp_impl.layout import Box, first_overlap, holes, out_of_bounds
 from spec_tests import strategies as sts
 from spec_tests.harness import as_bytes
 
-_FIND = settings(max_examples=2000, database=None, suppress_health_check=list(HealthCheck))
+_FIND = settings(max_examples=1000, database=None, suppress_health_check=list(HealthCheck))
 
 
 def _shape_and_ranks() -> st.SearchStrategy[tuple[tuple[int, ...], int]]:
@@ -74,7 +74,9 @@ def test_multi_chunk_layouts_shrink_to_two_chunks() -> None:
 
 def test_shapes_shrink_small() -> None:
     assert find(sts.shapes(), lambda s: len(s) >= 2, settings=_FIND) == (0, 0)
-    assert find(sts.shapes(), lambda s: math.prod(s) >= 6, settings=_FIND) in {(6,), (1, 6), (6, 1)}
+    small = find(sts.shapes(), lambda s: math.prod(s) >= 6, settings=_FIND)
+    assert math.prod(small) == 6
+    assert len(small) <= 2
 
 
 @pytest.mark.parametrize("row", DTYPES, ids=lambda r: r.name)
@@ -131,7 +133,11 @@ def test_noncontiguous_views_keep_values_and_reach_strided() -> None:
 
 def test_names_reach_dots_spaces_slashes_and_unicode() -> None:
     for wanted in (".", " ", "/", "é"):
-        find(sts.names(), wanted.__contains__, settings=_FIND)
+
+        def holds(name: str, wanted: str = wanted) -> bool:
+            return wanted in name
+
+        assert wanted in find(sts.names(), holds, settings=_FIND)
 
 
 @given(state=sts.state_dicts())
