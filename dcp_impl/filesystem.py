@@ -71,23 +71,6 @@ def is_data_file(name: str) -> bool:
     return _DATA_FILE.fullmatch(name) is not None
 
 
-def _valid_path(checkpoint_id: object) -> bool:
-    if isinstance(checkpoint_id, os.PathLike):
-        checkpoint_id = os.fspath(checkpoint_id)
-    if not isinstance(checkpoint_id, str):
-        return False
-    # URLs belong to other backends; NUL bytes can never name a file.
-    return bool(checkpoint_id) and "://" not in checkpoint_id and "\0" not in checkpoint_id
-
-
-def validate_checkpoint_id(checkpoint_id: object) -> bool:
-    """Whether ``checkpoint_id`` can name a local directory; never raises."""
-    try:
-        return _valid_path(checkpoint_id)
-    except Exception:  # a hostile __fspath__ must not make a total function raise
-        return False
-
-
 @dataclass(frozen=True, slots=True)
 class _PlanSlot:
     """SavePlan.storage_data from the coordinator: the plan's position, named in its files."""
@@ -216,7 +199,7 @@ class FileSystemWriter(StorageWriter):
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str], **kwargs: Any) -> bool:
         # docstring inherited
-        return validate_checkpoint_id(checkpoint_id)
+        return _io.is_local_path(checkpoint_id)
 
 
 def _split(items: Sequence[WriteItem], count: int) -> list[list[WriteItem]]:
@@ -389,7 +372,7 @@ class FileSystemReader(StorageReader):
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str], **kwargs: Any) -> bool:
         # docstring inherited
-        return validate_checkpoint_id(checkpoint_id)
+        return _io.is_local_path(checkpoint_id)
 
 
 class _LoadPlanner:

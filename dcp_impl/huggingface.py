@@ -215,9 +215,9 @@ class HuggingFaceWriter(StorageWriter):
         return StorageMeta(checkpoint_id=str(self.path), save_id=self.save_id)
 
     @classmethod
-    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
+    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str], **kwargs: Any) -> bool:
         # docstring inherited
-        return _is_local_path(checkpoint_id)
+        return _io.is_local_path(checkpoint_id)
 
 
 class HuggingFaceReader(StorageReader):
@@ -310,9 +310,9 @@ class HuggingFaceReader(StorageReader):
         return fut
 
     @classmethod
-    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
+    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str], **kwargs: Any) -> bool:
         # docstring inherited
-        return _is_local_path(checkpoint_id)
+        return _io.is_local_path(checkpoint_id)
 
     def _checksum(self, stored: Stored, targets: list[_io.Target]) -> str | None:
         """The checksum to verify, or None where verifying would read bytes nobody asked for."""
@@ -341,11 +341,3 @@ class HuggingFaceReader(StorageReader):
                 f"{tuple(req.lengths)}, found {tuple(dest.shape)}"
             )
         return dest
-
-
-def _is_local_path(checkpoint_id: object) -> bool:
-    try:
-        text = os.fspath(checkpoint_id)  # type: ignore[call-overload]
-    except TypeError:
-        return False
-    return isinstance(text, str) and bool(text) and "://" not in text and "\0" not in text

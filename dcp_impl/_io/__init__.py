@@ -33,6 +33,7 @@ a missing file raises ``CorruptCheckpointError`` naming the file and the item; w
 ``read_into`` raises, the destinations' contents are unspecified.
 """
 
+from dcp_impl._io._paths import is_local_path
 from dcp_impl._io._pool import Worker, parallel_map
 from dcp_impl._io._read import ReadRequest, Target, read_into
 from dcp_impl._io._staging import DeviceCopier
@@ -47,6 +48,7 @@ from dcp_impl._io._write import (
 )
 
 __all__ = [
+    "is_local_path",
     "CHECKSUM_ALGORITHM",
     "checksum",
     "atomic_write",
