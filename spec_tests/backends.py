@@ -197,7 +197,7 @@ class DcpImplFS:
 
 @dataclass(frozen=True, slots=True)
 class DcpImplHF:
-    """dcp_impl's HuggingFaceWriter / HuggingFaceReader (safetensors files)."""
+    """dcp_impl's HuggingFaceWriter / HuggingFaceReader, one shard file per rank."""
 
     name: str = "dcp_impl-hf"
     # Every dtype with a safetensors name in the dtype table, and everything else.
@@ -209,7 +209,9 @@ class DcpImplHF:
         # docstring inherited
         import dcp_impl
 
-        return dcp_impl.HuggingFaceWriter(path)
+        # As for torch-hf: each rank writes its own shard file with its chunks' offsets; the
+        # default (whole tensors, rank-0 style) cannot hold multi-rank or multi-chunk saves.
+        return dcp_impl.HuggingFaceWriter(path, save_distributed=True)
 
     def make_reader(self, path: str) -> StorageReader:
         # docstring inherited
