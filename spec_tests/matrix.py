@@ -163,6 +163,9 @@ def _first_line(report: Any) -> str:
     text = crash.message if crash is not None else str(report.longrepr)
     lines = [line for line in text.strip().splitlines() if line.strip()]
     first = lines[0].strip() if lines else "failed"
+    if first.endswith(":") and len(lines) > 1:
+        # e.g. torch's ProcessRaisedException puts the child's error on its last line
+        first = f"{first} {lines[-1].strip()}"
     if first.startswith(("ExceptionGroup", "BaseExceptionGroup")):
         # hypothesis reports several distinct failures as a group: name the first of them too.
         inner = _GROUPED_ERROR.search(str(getattr(report, "longreprtext", "")))
@@ -272,9 +275,10 @@ def _problems(matrix: Matrix) -> list[str]:
     return out
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: str, limit: int = 240) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else "(no reason given)"
+    line = lines[0] if lines else "(no reason given)"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _row(cells: list[str]) -> str:

@@ -209,3 +209,14 @@ def test_recorder_maps_pytest_reports_to_outcomes() -> None:
             "Hypothesis found 2 distinct failures. First: ValueError: bad bits",
         ),
     }
+
+
+def test_long_reasons_are_cut_and_empty_headlines_completed() -> None:
+    recorder = Recorder()
+    crash = _Crash("ProcessRaisedException: \n\n-- Process 0 terminated\nValueError: rank 0 broke")
+    recorder.add(_Report("t.py::m", "call", "failed", crash))
+    assert recorder.records["t.py::m"].reason == "ProcessRaisedException: ValueError: rank 0 broke"
+    long = _result("b", ("p::t", "fail", "x" * 1000))
+    problems = render_markdown(aggregate([long])).split("## Failures")[1]
+    assert "x" * 239 + "…" in problems
+    assert "x" * 240 not in problems
