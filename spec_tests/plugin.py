@@ -339,6 +339,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for n, entry in enumerate(state.entries):
             if entry.matches(ids[item.nodeid]):
                 item.add_marker(pytest.mark.xfail(strict=True, reason=entry.mark_reason))
+                _without_shrinking(item)
                 used.add(n)
                 break
     modules = {nodeid.split("::", 1)[0] for nodeid in ids.values()}
@@ -347,6 +348,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for n, e in enumerate(state.entries)
         if n not in used and not _not_collected(e, modules, config)
     ]
+
+
+def _without_shrinking(item: pytest.Item) -> None:
+    # Shrinking an expected failure is wasted work: on a backend with a dozen known bugs it
+    # takes most of a CI run, minimising examples nobody reads. Hypothesis reads a test's
+    # settings from this attribute on every call; without it (not a hypothesis test, or a
+    # future hypothesis), nothing changes.
+    obj = getattr(item, "obj", None)
+    test = getattr(obj, "__func__", obj)
+    current = getattr(test, "_hypothesis_internal_use_settings", None)
+    if current is None:
+        return
+    from hypothesis import Phase, settings
+
+    phases = [p for p in current.phases if p not in (Phase.shrink, Phase.explain)]
+    test._hypothesis_internal_use_settings = settings(current, phases=phases)  # type: ignore[union-attr]
 
 
 def _not_collected(entry: XfailEntry, collected: set[str], config: pytest.Config) -> bool:

@@ -345,3 +345,27 @@ def test_running_a_suite_path_selects_the_suite_defaults(
     monkeypatch.setattr(plugin, "PACKAGE_DIR", fake.path)  # "this directory is spec_tests"
     result = fake.runpytest(str(fake.path / "test_fake.py"), "--co")
     result.stdout.fnmatch_lines(["dcp backend: reference (spec 'reference'); *"])
+
+
+def test_expected_failures_are_not_shrunk(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_hyp="""
+        from hypothesis import given, settings, strategies as st
+
+        CALLS = []
+
+        @settings(max_examples=200, database=None)
+        @given(st.lists(st.integers(0, 1000), min_size=3))
+        def test_big_sum(xs):
+            CALLS.append(sum(xs) > 500)
+            assert sum(xs) <= 500
+
+        def test_calls_after_first_failure():
+            first = CALLS.index(True)
+            # the failing example, then at most hypothesis' final replay of it
+            assert len(CALLS) - first <= 2, CALLS
+        """
+    )
+    path = _xfails(pytester, '[[xfail]]\ntest = "test_hyp.py::test_big_sum"\nreason = "known"\n')
+    result = pytester.runpytest(f"--dcp-xfails-file={path}")
+    result.assert_outcomes(xfailed=1, passed=1)
