@@ -135,9 +135,13 @@ class TorchFS:
 
     name: str = "torch-fs"
     # No checksums (integrity), and an overwrite rewrites the data files in place before the
-    # new .metadata is renamed over the old one (atomic-commit).
+    # new .metadata is renamed over the old one (atomic-commit). No bits* dtypes: the writer
+    # sizes every item with torch._utils._element_size, which has no size for them, so no
+    # save of one can succeed by construction.
     capabilities: frozenset[str] | None = field(
-        default=_DTYPE_CAPS | (_GENERAL_CAPS - {"integrity", "atomic-commit"}), repr=False
+        default=frozenset(c for c in _DTYPE_CAPS if not c.startswith("dtype:bits"))
+        | (_GENERAL_CAPS - {"integrity", "atomic-commit"}),
+        repr=False,
     )
 
     def make_writer(self, path: str) -> StorageWriter:

@@ -103,9 +103,12 @@ def test_dcp_impl_hf_claims_the_safetensors_dtypes() -> None:
     assert (hf.capabilities or set()) >= GENERAL
 
 
-def test_torch_fs_lacks_integrity_and_atomic_commit() -> None:
+def test_torch_fs_lacks_integrity_atomic_commit_and_bits() -> None:
     fs = builtin("torch-fs")
-    assert {cap for cap in CAPABILITIES if not claims(fs, cap)} == {"integrity", "atomic-commit"}
+    bits = {f"dtype:{row.name}" for row in DTYPES if row.name.startswith("bits")}
+    assert len(bits) == 5
+    unclaimed = {cap for cap in CAPABILITIES if not claims(fs, cap)}
+    assert unclaimed == {"integrity", "atomic-commit"} | bits
 
 
 def test_torch_backends_make_torch_storage(tmp_path: Path) -> None:
