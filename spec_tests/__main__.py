@@ -58,9 +58,16 @@ def run_backend(
         sink.flush()
         done = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, check=False)
     if not report.is_file():
-        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
-        return failed_run(spec, f"pytest exited {done.returncode}: " + " / ".join(tail))
+        return failed_run(spec, f"{_why(log)} (pytest exit status {done.returncode})")
     return load_result(report)
+
+
+def _why(log: Path) -> str:
+    """The reason a run left no result file: pytest's ERROR lines, else the log's last lines."""
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()[1:]  # skip the command
+    lines = [line.strip() for line in lines if line.strip()]
+    errors = [line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR:")]
+    return " / ".join(errors or lines[-3:]) or "no output"
 
 
 def _summary(result: BackendResult, seconds: float) -> str:
