@@ -5,7 +5,7 @@ One writer (reader) instance per rank, called in DCP's order (see torch's
 
 save: ``reset(path)``; ``storage_meta()``; ``set_up_storage_writer(is_coordinator, rank=,
 use_collectives=)``; ``prepare_local_plan``; coordinator ``prepare_global_plan`` after the
-planner's global planning (torch's ``dedup_save_plans`` + ``create_default_global_save_plan``);
+planner's global planning (``dedup_save_plans`` logic, ``create_default_global_save_plan``);
 ``write_data`` -> future of ``list[WriteResult]``; coordinator ``finish(metadata, results)``.
 
 load: ``reset(path)``; ``read_metadata``; ``set_up_storage_reader``; ``prepare_local_plan``;
