@@ -192,7 +192,9 @@ def test_xfail_entries_apply_and_stale_ones_warn(fake: pytest.Pytester) -> None:
     assert strict.ret == pytest.ExitCode.TESTS_FAILED
 
 
-def test_xfail_of_a_passing_test_fails_strictly_and_globs_match(fake: pytest.Pytester) -> None:
+def test_xfail_of_a_passing_test_fails_strictly_when_derandomized_and_globs_match(
+    fake: pytest.Pytester,
+) -> None:
     path = _xfails(
         fake,
         """
@@ -204,9 +206,13 @@ def test_xfail_of_a_passing_test_fails_strictly_and_globs_match(fake: pytest.Pyt
         reason = "glob"
         """,
     )
-    result = fake.runpytest(f"--dcp-xfails-file={path}", "-k", "broken or param")
+    args = (f"--dcp-xfails-file={path}", "-k", "broken or param")
+    result = fake.runpytest(*args, "--hypothesis-profile=dcp-ci")
     result.assert_outcomes(failed=1, xfailed=2)
     result.stdout.fnmatch_lines(["*XPASS(strict)*all params*"])
+    # A randomized profile may miss the failing example: an unexpected pass is reported only.
+    randomized = fake.runpytest(*args, "--hypothesis-profile=dcp-dev")
+    randomized.assert_outcomes(xpassed=1, xfailed=2)
 
 
 def test_malformed_xfails_file_is_a_usage_error(fake: pytest.Pytester) -> None:
