@@ -332,11 +332,7 @@ class FileSystemReader(StorageReader):
             raise CheckpointNotFoundError(
                 f"{self.path}: expected a committed checkpoint ({METADATA_FILE}), found none"
             ) from err
-        metadata = metadata_format.loads(text)
-        if metadata.storage_meta is None:
-            metadata.storage_meta = StorageMeta()
-        metadata.storage_meta.load_id = self.load_id
-        return metadata
+        return metadata_format.with_load_id(metadata_format.loads(text), self.load_id)
 
     def set_up_storage_reader(
         self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any

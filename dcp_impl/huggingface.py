@@ -70,7 +70,7 @@ from dcp_impl.errors import (
     UnsupportedError,
 )
 from dcp_impl.layout import Box
-from dcp_impl.metadata import dumps
+from dcp_impl.metadata import dumps, with_load_id
 
 __all__ = ["HuggingFaceReader", "HuggingFaceWriter", "consolidate", "is_huggingface_folder"]
 
@@ -254,11 +254,7 @@ class HuggingFaceReader(StorageReader):
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         # docstring inherited
-        metadata = read_folder(self.path)
-        if metadata.storage_meta is None:
-            metadata.storage_meta = StorageMeta()
-        metadata.storage_meta.load_id = self.load_id
-        return metadata
+        return with_load_id(read_folder(self.path), self.load_id)
 
     def set_up_storage_reader(
         self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any

@@ -20,6 +20,7 @@ from typing import Any
 from torch.distributed.checkpoint.metadata import (
     Metadata,
     MetadataIndex,
+    StorageMeta,
     TensorStorageMetadata,
 )
 
@@ -45,6 +46,7 @@ __all__ = [
     "dumps",
     "loads",
     "validate",
+    "with_load_id",
 ]
 
 MAX_METADATA_BYTES = 512 * 1024 * 1024
@@ -80,6 +82,14 @@ def loads(text: str | bytes | bytearray) -> Metadata:
         return decode(document)
     except Problem as problem:
         raise InvalidMetadataError(problem.describe("$")) from problem.__cause__
+
+
+def with_load_id(metadata: Metadata, load_id: str) -> Metadata:
+    """``metadata`` as a reader returns it: ``storage_meta.load_id`` set to this load's id."""
+    if metadata.storage_meta is None:
+        metadata.storage_meta = StorageMeta()
+    metadata.storage_meta.load_id = load_id
+    return metadata
 
 
 def validate(metadata: Metadata, *, allow_partial: bool = False) -> None:
