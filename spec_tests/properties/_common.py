@@ -72,18 +72,40 @@ def check_entry(fqn: str, loaded: Any, value: Any, boxes: Sequence[Box] | None =
         harness.assert_bit_equal(got, harness.region(value, box), what=f"{fqn!r} box {box}")
 
 
-def roundtrip(
-    backend: Backend, location: str, state: Mapping[str, Any], *, strided: bool = False
+def check_load(
+    backend: Backend,
+    location: str,
+    state: Mapping[str, Any],
+    *,
+    strided: bool = False,
+    **load_kwargs: Any,
 ) -> dict[str, Any]:
-    """Save ``state`` from one rank, load every entry back whole and check it bit-exactly."""
-    harness.save(backend, location, [state])
+    """Load every entry of ``state`` back whole from one rank and check it bit-exactly."""
     entries = flat(state)
-    loaded = harness.load(
-        backend, location, [{k: request_for(v, strided=strided) for k, v in entries.items()}]
-    )[0]
+    requests = {k: request_for(v, strided=strided) for k, v in entries.items()}
+    loaded = harness.load(backend, location, [requests], **load_kwargs)[0]
     for fqn, value in entries.items():
         check_entry(fqn, loaded[fqn], value)
     return loaded
+
+
+def roundtrip(
+    backend: Backend, location: str, state: Mapping[str, Any], *, strided: bool = False
+) -> dict[str, Any]:
+    """Save ``state`` from one rank, then :func:`check_load` it."""
+    harness.save(backend, location, [state])
+    return check_load(backend, location, state, strided=strided)
+
+
+def assert_nothing_committed(
+    backend: Backend, location: str, state: Mapping[str, Any], why: str
+) -> None:
+    """Raise AssertionError if a load of ``state`` from ``location`` succeeds."""
+    try:
+        harness.load(backend, location, [{k: request_for(v) for k, v in flat(state).items()}])
+    except Exception:
+        return
+    raise AssertionError(f"{why}, yet left a loadable checkpoint behind")
 
 
 def sharded_save(

@@ -14,7 +14,7 @@ from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
 from spec_tests.properties._common import (
     Location,
-    check_entry,
+    check_load,
     claimed,
     draw_tensor,
     flat,
@@ -41,14 +41,6 @@ def _state(backend: Backend, data: st.DataObject) -> dict[str, Any]:
         sts.state_dicts(allowed=claimed(backend), allow_bytes=claims(backend, "bytes")),
         label="state dict",
     )
-
-
-def _check_load(backend: Backend, location: str, state: dict[str, Any], **kwargs: Any) -> None:
-    entries = flat(state)
-    requests = {k: request_for(v) for k, v in entries.items()}
-    loaded = harness.load(backend, location, [requests], **kwargs)[0]
-    for fqn, value in entries.items():
-        check_entry(fqn, loaded[fqn], value)
 
 
 class ContractProperties:
@@ -78,7 +70,7 @@ class ContractProperties:
             writer = dcp_backend.make_writer(first)
             harness.save(dcp_backend, second, [{"t": value}], writers=[writer])
             reader = dcp_backend.make_reader(first)
-            _check_load(dcp_backend, second, {"t": value}, readers=[reader])
+            check_load(dcp_backend, second, {"t": value}, readers=[reader])
             try:
                 harness.load(dcp_backend, first, [{"t": request_for(value)}])
             except Exception:
@@ -97,8 +89,8 @@ class ContractProperties:
             writer = dcp_backend.make_writer(first)
             harness.save(dcp_backend, first, [{"t": a}], writers=[writer])
             harness.save(dcp_backend, second, [{"t": b}], writers=[writer])
-            _check_load(dcp_backend, first, {"t": a})
-            _check_load(dcp_backend, second, {"t": b})
+            check_load(dcp_backend, first, {"t": a})
+            check_load(dcp_backend, second, {"t": b})
 
     @given(checkpoint_id=_GARBAGE)
     def test_validate_checkpoint_id_is_total(
@@ -123,7 +115,7 @@ class ContractProperties:
         location = dcp_location()
         with harness.repro(dcp_backend, state=state, extra_kwargs=extra):
             harness.save(dcp_backend, location, [state], extra_kwargs=extra)
-            _check_load(dcp_backend, location, state, extra_kwargs=extra)
+            check_load(dcp_backend, location, state, extra_kwargs=extra)
 
     @pytest.mark.dcp_requires("overwrite")
     @given(data=st.data())
@@ -136,7 +128,7 @@ class ContractProperties:
         with harness.repro(dcp_backend, old=old, new=new):
             harness.save(dcp_backend, location, [old])
             harness.save(dcp_backend, location, [new])
-            _check_load(dcp_backend, location, new)
+            check_load(dcp_backend, location, new)
             reader = dcp_backend.make_reader(location)
             harness.call("reset", reader.reset, location)
             stored = set(harness.call("read_metadata", reader.read_metadata).state_dict_metadata)

@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend
-from spec_tests.properties._common import Location, claimed, draw_tensor, few, roundtrip
+from spec_tests.properties._common import (
+    Location,
+    assert_nothing_committed,
+    check_load,
+    claimed,
+    draw_tensor,
+    few,
+    roundtrip,
+)
 
 __all__ = ["RoundTripProperties"]
 
@@ -78,6 +86,25 @@ class RoundTripProperties:
         state = {key: draw_tensor(data, dcp_backend, max_dims=2) for key in keys}
         with harness.repro(dcp_backend, names=keys):
             roundtrip(dcp_backend, dcp_location(), state)
+
+    @pytest.mark.parametrize("name", sorted(sts.RESERVED_NAMES))
+    def test_reserved_names(self, dcp_backend: Backend, dcp_location: Location, name: str) -> None:
+        """A name some format reserves round-trips, or the save refuses it and commits nothing.
+
+        Refusing is allowed (safetensors cannot hold a tensor called ``__metadata__``);
+        writing a checkpoint that then fails to load, or loads wrong, is not.
+        """
+        dtype = claimed(dcp_backend)[0]
+        raw = torch.arange(32, dtype=torch.uint8)  # 16 bytes each: whole elements of any dtype
+        state = {name: raw[:16].view(dtype), "plain": raw[16:].view(dtype)}
+        location = dcp_location()
+        with harness.repro(dcp_backend, names=[name]):
+            try:
+                harness.save(dcp_backend, location, [state])
+            except Exception:  # refusing is allowed; a refused save must leave nothing
+                assert_nothing_committed(dcp_backend, location, state, f"the save refused {name!r}")
+                return
+            check_load(dcp_backend, location, state)
 
     @given(data=st.data())
     def test_nested_state_dicts(
