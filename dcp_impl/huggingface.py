@@ -236,7 +236,7 @@ class HuggingFaceReader(StorageReader):
         self,
         path: str | os.PathLike[str],
         *,
-        thread_count: int = 1,
+        thread_count: int = 2,
         verify: bool | Literal["whole"] = "whole",
         **kwargs: Any,
     ) -> None:
