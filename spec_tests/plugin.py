@@ -176,8 +176,10 @@ def _register_profiles(*, load_default: bool) -> str:
     # Generating and storing multi-MiB tensors on shared CI cores is slow by nature, and
     # dcp_location is a function-scoped fixture that is *meant* to be called once per example.
     quiet = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    # Profiles inherit the loaded one: under CI=true that is hypothesis' derandomized "ci"
+    # profile, so the exploring profiles say derandomize=False themselves.
     settings.register_profile(
-        "dcp-dev", max_examples=10, deadline=None, suppress_health_check=quiet
+        "dcp-dev", max_examples=10, derandomize=False, deadline=None, suppress_health_check=quiet
     )
     settings.register_profile(
         "dcp-ci",
@@ -189,7 +191,12 @@ def _register_profiles(*, load_default: bool) -> str:
         suppress_health_check=quiet,
     )
     settings.register_profile(
-        "dcp-nightly", max_examples=400, deadline=None, print_blob=True, suppress_health_check=quiet
+        "dcp-nightly",
+        max_examples=400,
+        derandomize=False,
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=quiet,
     )
     previous = settings.get_current_profile_name()
     if load_default:
