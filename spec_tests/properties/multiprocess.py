@@ -8,6 +8,7 @@ placement through ``dcp.save`` and load it with another through ``dcp.load``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -97,32 +98,11 @@ def _value(shape: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
     return raw.view(dtype)
 
 
-def _worker(
-    rank: int,
-    world: int,
-    spec: str,
-    location: str,
-    rendezvous: str,
-    save_pl: str,
-    load_pl: str,
-    shape: tuple[int, int],
-    dtype: torch.dtype,
-) -> None:
+def _worker(rank: int, *args: Any) -> None:
+    """mp.spawn's entry point: ``_save_and_load(rank, *args)`` with errors made reportable."""
     # A BaseException (torch's CheckpointException) would kill the child without a
     # traceback for the parent; harness.call turns it into an Exception.
-    harness.call(
-        f"rank {rank}",
-        _save_and_load,
-        rank,
-        world,
-        spec,
-        location,
-        rendezvous,
-        save_pl,
-        load_pl,
-        shape,
-        dtype,
-    )
+    harness.call(f"rank {rank}", _save_and_load, rank, *args)
 
 
 def _save_and_load(
