@@ -18,6 +18,8 @@ Nothing here knows a checkpoint format; a backend maps its metadata onto these p
   4 KiB, and every other destination, go through a reusable staging buffer instead: the
   enclosing span is read and the sub-box view copied out. CUDA destinations are staged in
   pinned buffers and copied non-blocking on a side stream while the next read proceeds.
+* A :class:`Source` is one open stored file that :func:`read_into` asks for byte ranges;
+  an :data:`Opener` makes one from a path (:class:`LocalFile`, ``os.preadv``, by default).
 * :func:`parallel_map` runs work on a thread pool: workers pull items in order, the first
   failure stops new work and is re-raised in the caller with its original traceback.
 
@@ -36,6 +38,7 @@ a missing file raises ``CorruptCheckpointError`` naming the file and the item; w
 from dcp_impl._io._paths import is_local_path
 from dcp_impl._io._pool import Worker, parallel_map
 from dcp_impl._io._read import ReadRequest, Target, read_into
+from dcp_impl._io._sources import LocalFile, Opener, Source
 from dcp_impl._io._staging import DeviceCopier
 from dcp_impl._io._write import (
     CHECKSUM_ALGORITHM,
@@ -60,6 +63,9 @@ __all__ = [
     "ReadRequest",
     "DeviceCopier",
     "read_into",
+    "Source",
+    "Opener",
+    "LocalFile",
     "Worker",
     "parallel_map",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -11,6 +10,7 @@ import torch
 from dcp_impl import dtypes
 from dcp_impl._io import _runs
 from dcp_impl._io._pool import parallel_map
+from dcp_impl._io._sources import LocalFile, Opener, Source
 from dcp_impl._io._staging import CudaCopier, DeviceCopier, Staging, SyncCopier
 from dcp_impl._io._write import CHECKSUM_ALGORITHM, byte_view, checksum
 from dcp_impl.errors import CorruptCheckpointError, InvalidMetadataError
@@ -73,11 +73,13 @@ def read_into(
     verify: bool = True,
     stage_all: bool = False,
     copier: Callable[[], DeviceCopier] | None = None,
+    opener: Opener = LocalFile,
 ) -> None:
     """Fill every target of every request; return once all bytes are in place.
 
     Requests are read sorted by file and offset, on ``thread_count`` threads, each of
-    which opens a file at most once. Device copies are complete when this returns.
+    which opens a file at most once, with ``opener`` (local files by default). Device
+    copies are complete when this returns.
     ``stage_all`` sends every target through the staging buffers and ``copier`` replaces
     the device copy (one per thread): both exist so that CPU tests exercise the CUDA path.
     """
@@ -91,6 +93,7 @@ def read_into(
             verify=verify,
             stage_all=stage_all,
             pin=pin,
+            opener=opener,
             copier=copier() if copier is not None else None,
         )
 
@@ -119,11 +122,18 @@ class _Reader:
     """One reading thread's state: open files, staging and scratch buffers, device copiers."""
 
     def __init__(
-        self, *, verify: bool, stage_all: bool, pin: bool, copier: DeviceCopier | None
+        self,
+        *,
+        verify: bool,
+        stage_all: bool,
+        pin: bool,
+        opener: Opener,
+        copier: DeviceCopier | None,
     ) -> None:
         self._verify = verify
         self._stage_all = stage_all
-        self._fds: dict[str, int] = {}
+        self._opener = opener
+        self._sources: dict[str, Source] = {}
         self._staging = Staging(pin)
         self._scratch = bytearray()
         self._injected = copier
@@ -210,24 +220,24 @@ class _Reader:
     def _pread(self, request: ReadRequest, buffers: list[memoryview], offset: int) -> None:
         """Fill ``buffers`` from ``offset`` of the request's file, or report the truncation."""
         total = sum(len(b) for b in buffers)
-        done = _runs.preadv_all(self._open(request), buffers, offset)
+        done = self._open(request).preadv(buffers, offset)
         if done < total:
             raise CorruptCheckpointError(
                 f"{request.path}: item {request.label} is truncated: expected bytes up to "
                 f"{offset + total}, found end of file at {offset + done}"
             )
 
-    def _open(self, request: ReadRequest) -> int:
-        fd = self._fds.get(request.path)
-        if fd is None:
+    def _open(self, request: ReadRequest) -> Source:
+        source = self._sources.get(request.path)
+        if source is None:
             try:
-                fd = os.open(request.path, os.O_RDONLY)
+                source = self._opener(request.path)
             except FileNotFoundError as err:
                 raise CorruptCheckpointError(
                     f"{request.path}: data file of item {request.label} is missing"
                 ) from err
-            self._fds[request.path] = fd
-        return fd
+            self._sources[request.path] = source
+        return source
 
     @staticmethod
     def _check(request: ReadRequest, view: memoryview) -> None:
@@ -247,6 +257,6 @@ class _Reader:
             for copier in copiers:
                 copier.synchronize()
         finally:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+            for source in self._sources.values():
+                source.close()
+            self._sources.clear()
