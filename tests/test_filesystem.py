@@ -44,7 +44,7 @@ from dcp_impl.errors import (
     WriteFailedError,
 )
 from dcp_impl.filesystem import METADATA_FILE, FileSystemReader, FileSystemWriter
-from dcp_impl.layout import Box, byte_span
+from dcp_impl.layout import Box
 
 # torch's dedup step calls WriteItem.tensor_storage_size(), which raises for bits dtypes.
 _TORCH_CANNOT_PLAN = {torch.bits8, torch.bits16, torch.bits1x8, torch.bits2x4, torch.bits4x2}
@@ -219,7 +219,7 @@ def test_several_chunks_per_rank_load_whole(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("verify", [False, True])
-def test_resharded_read_takes_only_needed_bytes(
+def test_resharded_read_of_short_runs_copies_from_the_mapping(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verify: bool
 ) -> None:
     full = _values((16, 32), torch.bfloat16)
@@ -246,8 +246,9 @@ def test_resharded_read_takes_only_needed_bytes(
     reader.read_data(reader.prepare_local_plan(_plan(items)), planner).wait()  # type: ignore[arg-type]
     assert _raw(dest) == _raw(full[5:8, 14:18])
     assert [i for i, _ in planner.committed] == items
-    span = byte_span((16, 16), Box((5, 14), (3, 2)), 2)[1]
-    assert sum(counts) == (2 * 16 * 16 * 2 if verify else 2 * span)
+    # Runs of 4 bytes: copied out of the mapped file (only their pages are touched), with no
+    # read call. Which bytes preadv takes when a source cannot map is tested in test_io.
+    assert counts == []
 
 
 def _plan(items: list[ReadItem]) -> Any:

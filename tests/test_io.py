@@ -198,18 +198,52 @@ def _counting_preadv(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return counts
 
 
+class _PreadOnly:
+    """A local file that cannot be mapped: read_into must fall back to preadv."""
+
+    def __init__(self, path: str) -> None:
+        self._file = _io.LocalFile(path)
+
+    def preadv(self, buffers: list[memoryview], offset: int) -> int:
+        return self._file.preadv(buffers, offset)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _two_sub_boxes(chunk: torch.Tensor) -> list[_io.Target]:
+    """An exact byte span and a strided sub-box of a (16, 32) chunk."""
+    boxes = Box((4, 0), (3, 32)), Box((2, 5), (3, 4))
+    return [_io.Target(b, torch.zeros(b.sizes, dtype=chunk.dtype)) for b in boxes]
+
+
 def test_unverified_partial_read_reads_only_the_span(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     chunk = _values((16, 32), torch.bfloat16)
     stored = _store(tmp_path / "d.bin", chunk)
-    exact, strided = Box((4, 0), (3, 32)), Box((2, 5), (3, 4))
     counts = _counting_preadv(monkeypatch)
-    targets = [_io.Target(b, torch.zeros(b.sizes, dtype=chunk.dtype)) for b in (exact, strided)]
-    _io.read_into([_request(tmp_path / "d.bin", stored, chunk, *targets)], verify=False)
-    spans = [byte_span((16, 32), b, 2)[1] for b in (exact, strided)]
+    targets = _two_sub_boxes(chunk)
+    request = _request(tmp_path / "d.bin", stored, chunk, *targets)
+    _io.read_into([request], verify=False, opener=_PreadOnly)
+    spans = [byte_span((16, 32), t.sub, 2)[1] for t in targets]
     assert sum(counts) == sum(spans) < stored.length
     for t in targets:
+        assert torch.equal(t.dest.view(torch.int16), _region(chunk, t.sub).view(torch.int16))
+
+
+def test_mapped_partial_read_copies_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Local files map: short runs are copied out of the mapping (touching only their pages),
+    # long runs still land by preadv straight in their destination.
+    chunk = _values((16, 32), torch.bfloat16)
+    stored = _store(tmp_path / "d.bin", chunk)
+    counts = _counting_preadv(monkeypatch)
+    exact, strided = _two_sub_boxes(chunk)
+    _io.read_into([_request(tmp_path / "d.bin", stored, chunk, exact, strided)], verify=False)
+    assert counts == [byte_span((16, 32), exact.sub, 2)[1]]
+    for t in (exact, strided):
         assert torch.equal(t.dest.view(torch.int16), _region(chunk, t.sub).view(torch.int16))
 
 
@@ -534,14 +568,15 @@ def test_short_runs_and_verified_reads_are_staged(
     stored = _store(tmp_path / "d.bin", chunk)
     sub = Box((0, 0), (8, 32))
     calls = _recording_preadv(monkeypatch)
-    for verify in (False, True):
-        dest = torch.zeros(sub.sizes)
-        _io.read_into(
-            [_request(tmp_path / "d.bin", stored, chunk, _io.Target(sub, dest))], verify=verify
-        )
-        assert torch.equal(dest.view(torch.int32), chunk[:, :32].view(torch.int32))
+    for opener in (_PreadOnly, _io.LocalFile):
+        for verify in (False, True):
+            dest = torch.zeros(sub.sizes)
+            request = _request(tmp_path / "d.bin", stored, chunk, _io.Target(sub, dest))
+            _io.read_into([request], verify=verify, opener=opener)
+            assert torch.equal(dest.view(torch.int32), chunk[:, :32].view(torch.int32))
     span = byte_span((8, 64), sub, 4)[1]
-    assert calls == [[span], [stored.length]]  # one staging read each: the span, the whole item
+    # Unmappable: one staging read each (the span, the whole item). Mapped: no read at all.
+    assert calls == [[span], [stored.length]]
 
 
 def test_large_gaps_start_a_new_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

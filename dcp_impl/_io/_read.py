@@ -9,14 +9,19 @@ import torch
 
 from dcp_impl import dtypes
 from dcp_impl._io import _runs
+from dcp_impl._io._checksum import Digest
 from dcp_impl._io._pool import parallel_map
-from dcp_impl._io._sources import LocalFile, Opener, Source
+from dcp_impl._io._sources import LocalFile, Mappable, Opener, Source
 from dcp_impl._io._staging import CudaCopier, DeviceCopier, Staging, SyncCopier
 from dcp_impl._io._write import CHECKSUM_ALGORITHM, byte_view, checksum
 from dcp_impl.errors import CorruptCheckpointError, InvalidMetadataError
 from dcp_impl.layout import Box, byte_span
 
 __all__ = ["Target", "ReadRequest", "read_into"]
+
+_HASH_PIECE = 1 << 20
+"""A verified read lands and hashes an item in pieces this big, each hashed while still in
+cache (1 GiB of bf16 on 2 cores: 277 -> 241 ms on one thread against 4 MiB or whole items)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +116,17 @@ def _direct(dest: torch.Tensor) -> bool:
     )
 
 
+def _sub_view(
+    request: ReadRequest, item: torch.Tensor, target: Target, base: int = 0
+) -> torch.Tensor:
+    """``target.sub`` as a strided view of ``item``: bytes of the request's chunk from the
+    chunk's byte ``base`` on (0 when ``item`` holds the whole chunk)."""
+    itemsize = dtypes.by_torch(request.dtype).itemsize
+    start, _, _ = byte_span(request.chunk_sizes, target.sub, itemsize)
+    values = item[start - base :].view(request.dtype)
+    return values.as_strided(target.sub.sizes, _row_major_strides(request.chunk_sizes))
+
+
 def _row_major_strides(sizes: Sequence[int]) -> tuple[int, ...]:
     strides = [1] * len(sizes)
     for d in range(len(sizes) - 2, -1, -1):
@@ -149,25 +165,27 @@ class _Reader:
             self._read_spans(request, targets)
 
     def _read_verified(self, request: ReadRequest, targets: list[Target]) -> None:
-        """Read the whole item, check it, then hand out its bytes."""
+        """Check the whole item, then hand out its bytes."""
         first = targets[0]
         if (
             len(targets) == 1
             and first.sub == Box.full(request.chunk_sizes)
             and self._is_direct(request, first)
         ):
-            view = byte_view(first.dest)
-            self._pread(request, [view], request.offset)
-            self._check(request, view)
+            self._pread_checked(request, byte_view(first.dest))
+            return
+        mapped = self._mapped(request, targets)
+        if mapped is not None:
+            self._check(request, byte_view(mapped))
+            for target in targets:
+                target.dest.copy_(_sub_view(request, mapped, target))
             return
         slot, staged = self._staging.take(request.length)
         view = byte_view(staged)
         self._pread(request, [view], request.offset)
         self._check(request, view)
-        itemsize = dtypes.by_torch(request.dtype).itemsize
         for target in targets:
-            start, _, _ = byte_span(request.chunk_sizes, target.sub, itemsize)
-            self._copy_out(request, staged, slot, target, start)
+            self._copy_out(staged, slot, target, _sub_view(request, staged, target))
 
     def _read_spans(self, request: ReadRequest, targets: list[Target]) -> None:
         """Read only the bytes the targets need: straight into them where possible."""
@@ -179,10 +197,14 @@ class _Reader:
                 if len(runs.starts) == 1 or runs.length >= _runs.MIN_RUN:
                     pieces += runs.pieces(byte_view(target.dest), request.offset)
                     continue
+            mapped = self._mapped(request, [target])
+            if mapped is not None:
+                target.dest.copy_(_sub_view(request, mapped, target))
+                continue
             start, length, _ = byte_span(request.chunk_sizes, target.sub, itemsize)
             slot, staged = self._staging.take(length)
             self._pread(request, [byte_view(staged)], request.offset + start)
-            self._copy_out(request, staged, slot, target, 0)
+            self._copy_out(staged, slot, target, _sub_view(request, staged, target, base=start))
         if pieces:
             self._read_pieces(request, sorted(pieces, key=lambda piece: piece[0]))
 
@@ -200,13 +222,32 @@ class _Reader:
         return not self._stage_all and target.dest.dtype == request.dtype and _direct(target.dest)
 
     def _copy_out(
-        self, request: ReadRequest, staged: torch.Tensor, slot: int, target: Target, start: int
+        self, staged: torch.Tensor, slot: int, target: Target, source: torch.Tensor
     ) -> None:
-        """Copy ``target.sub`` out of ``staged``, whose byte ``start`` is the sub-box's first."""
-        values = staged[start:].view(request.dtype)
-        source = values.as_strided(target.sub.sizes, _row_major_strides(request.chunk_sizes))
+        """Copy ``source``, a view of the staging buffer ``staged``, into ``target.dest``."""
         copier = self._copier_for(target.dest)
         self._staging.used_by(slot, copier, copier.copy(target.dest, source))
+
+    def _mapped(self, request: ReadRequest, targets: list[Target]) -> torch.Tensor | None:
+        """The item's bytes in place in the mapped file, when its source maps and every
+        target is in host memory (device copies go through pinned staging instead)."""
+        if self._stage_all or any(t.dest.device.type != "cpu" for t in targets):
+            return None
+        source = self._open(request)
+        if not isinstance(source, Mappable):
+            return None
+        whole = source.mapped()
+        end = request.offset + request.length
+        if len(whole) < end:
+            raise CorruptCheckpointError(
+                f"{request.path}: item {request.label} is truncated: expected bytes up to "
+                f"{end}, found end of file at {len(whole)}"
+            )
+        if request.length == 0:
+            return torch.empty(0, dtype=torch.uint8)
+        return torch.frombuffer(
+            whole, dtype=torch.uint8, offset=request.offset, count=request.length
+        )
 
     def _copier_for(self, dest: torch.Tensor) -> DeviceCopier:
         if self._injected is not None:
@@ -239,9 +280,21 @@ class _Reader:
             self._sources[request.path] = source
         return source
 
+    def _pread_checked(self, request: ReadRequest, view: memoryview) -> None:
+        """Read the whole item into ``view`` and check it, hashing each piece as it lands
+        (while it is still in cache) instead of reading the item from memory again."""
+        digest = Digest()
+        for start in range(0, len(view), _HASH_PIECE):
+            piece = view[start : start + _HASH_PIECE]
+            self._pread(request, [piece], request.offset + start)
+            digest.update(piece)
+        self._compare(request, digest.checksum())
+
+    def _check(self, request: ReadRequest, view: memoryview) -> None:
+        self._compare(request, checksum(view))
+
     @staticmethod
-    def _check(request: ReadRequest, view: memoryview) -> None:
-        found = checksum(view)
+    def _compare(request: ReadRequest, found: str) -> None:
         if found != request.checksum:
             raise CorruptCheckpointError(
                 f"{request.path}: item {request.label} at bytes "

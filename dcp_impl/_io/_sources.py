@@ -2,20 +2,22 @@
 
 :func:`dcp_impl._io.read_into` asks a :class:`Source` for byte ranges and never touches a
 file itself; an :data:`Opener` makes a source from a path. :class:`LocalFile` reads local
-files through ``os.preadv``; other stores (object stores through fsspec) provide their own
-opener, and everything above the bytes (planning runs, staging, verification, device
-copies) stays shared.
+files through ``os.preadv`` and can also be mapped into memory (:class:`Mappable`); other
+stores (object stores through fsspec) provide their own opener, and everything above the
+bytes (planning runs, staging, verification, device copies) stays shared.
 """
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from dcp_impl._io._runs import preadv_all
 
-__all__ = ["Source", "Opener", "LocalFile"]
+__all__ = ["Source", "Mappable", "Opener", "LocalFile"]
 
 
 class Source(Protocol):
@@ -31,15 +33,38 @@ class Source(Protocol):
         ...
 
 
+@runtime_checkable
+class Mappable(Protocol):
+    """A source whose bytes can also be viewed in place, without reading them into a buffer."""
+
+    def mapped(self) -> memoryview:
+        """The whole file, mapped (its length is the file's size when first mapped)."""
+        ...
+
+
 Opener = Callable[[str], Source]
 """Opens the stored file at a path; raises ``FileNotFoundError`` when there is none."""
 
 
 class LocalFile:
-    """A local file, read with ``os.preadv`` (vectored, positional: safe across threads)."""
+    """A local file, read with ``os.preadv`` (vectored, positional: safe across threads).
+
+    :meth:`mapped` maps it copy-on-write (so tensors may wrap it without a read-only
+    warning; nothing writes to it). A file truncated by another process while it is mapped
+    makes later accesses past its new end fault (SIGBUS), as with every mmap reader.
+    """
 
     def __init__(self, path: str) -> None:
         self._fd = os.open(path, os.O_RDONLY)
+        self._map: mmap.mmap | None = None
+
+    def mapped(self) -> memoryview:
+        # docstring inherited
+        if self._map is None:
+            if os.fstat(self._fd).st_size == 0:
+                return memoryview(b"")  # an empty file cannot be mapped
+            self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_COPY)
+        return memoryview(self._map)
 
     def preadv(self, buffers: list[memoryview], offset: int) -> int:
         # docstring inherited
@@ -47,4 +72,8 @@ class LocalFile:
 
     def close(self) -> None:
         # docstring inherited
+        if self._map is not None:
+            # Views still alive keep the mapping open; it is then unmapped when they go.
+            with contextlib.suppress(BufferError):
+                self._map.close()
         os.close(self._fd)
