@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import shutil
 import sys
-import tempfile
 import tomllib
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ import pytest
 if TYPE_CHECKING:
     from spec_tests.backends import Backend
     from spec_tests.matrix import Recorder
+    from spec_tests.s3server import LocalS3
 
 ENV_VAR = "DCP_SPEC_BACKEND"
 DEFAULT_BACKEND = "reference"
@@ -107,8 +107,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--dcp-root",
         default=None,
-        metavar="DIR",
-        help="create checkpoint locations under DIR (default: a temporary directory)",
+        metavar="URL",
+        help="create checkpoint locations under URL: a local directory or an fsspec URL such as "
+        "s3://bucket/prefix (default: a temporary directory)",
     )
     group.addoption(
         "--dcp-report",
@@ -245,24 +246,28 @@ def dcp_backend(pytestconfig: pytest.Config) -> Backend:
 @pytest.fixture(scope="session")
 def _dcp_root(
     pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Path]:
+) -> Iterator[str]:
     parent = pytestconfig.getoption("--dcp-root")
     if parent:
-        Path(parent).mkdir(parents=True, exist_ok=True)
-        root = Path(tempfile.mkdtemp(prefix="dcp-session-", dir=parent))
+        root = _child(parent, "dcp-session-")
     else:
-        root = tmp_path_factory.mktemp("dcp-locations")
+        root = str(tmp_path_factory.mktemp("dcp-locations"))
+    _makedirs(root)
     yield root
-    shutil.rmtree(root, ignore_errors=True)
+    _remove(root)
 
 
 @pytest.fixture
-def dcp_location(_dcp_root: Path) -> Iterator[Callable[[], str]]:
-    """A callable returning a NEW empty checkpoint location on every call (once per example)."""
+def dcp_location(_dcp_root: str) -> Iterator[Callable[[], str]]:
+    """A callable returning a NEW empty checkpoint location on every call (once per example).
+
+    A location is a local directory, or a URL with a fresh prefix when ``--dcp-root`` is one.
+    """
     issued: list[str] = []
 
     def new_location() -> str:
-        issued.append(tempfile.mkdtemp(prefix="ckpt-", dir=_dcp_root))
+        issued.append(_child(_dcp_root, "ckpt-"))
+        _makedirs(issued[-1])
         return issued[-1]
 
     yield new_location
@@ -270,7 +275,45 @@ def dcp_location(_dcp_root: Path) -> Iterator[Callable[[], str]]:
     for location in issued:
         if reference is not None:  # the in-memory backend holds checkpoints until told otherwise
             reference.discard(location)
-        shutil.rmtree(location, ignore_errors=True)
+        _remove(location)
+
+
+def _child(parent: str, prefix: str) -> str:
+    # Joined as text, not through a filesystem, so that the URL keeps the user's spelling
+    # (protocol, chained protocols) for the backend; "/" separates local paths on POSIX too.
+    return f"{parent.rstrip('/')}/{prefix}{uuid.uuid4().hex[:16]}"
+
+
+def _makedirs(location: str) -> None:
+    from fsspec.core import url_to_fs
+
+    # A local directory is created; an object store has no directories, where this is a no-op.
+    fs, path = url_to_fs(location)
+    fs.makedirs(path, exist_ok=True)
+
+
+def _remove(location: str) -> None:
+    from fsspec.core import url_to_fs
+
+    try:
+        fs, path = url_to_fs(location)
+        fs.rm(path, recursive=True)
+    except Exception:  # cleanup is best effort: a missing prefix or a dead server is no failure
+        pass
+
+
+@pytest.fixture(scope="session")
+def dcp_local_s3() -> Iterator[LocalS3]:
+    """A local S3 server (moto, 127.0.0.1) with an empty bucket, its env exported for the session.
+
+    See :mod:`spec_tests.s3server`; skips when its dependencies (the ``s3`` extra) are missing.
+    """
+    for module in ("moto.server", "boto3", "s3fs"):
+        pytest.importorskip(module, reason=f"the local S3 server needs {module.split('.')[0]}")
+    from spec_tests.s3server import local_s3
+
+    with local_s3() as s3:
+        yield s3
 
 
 @pytest.fixture(autouse=True)

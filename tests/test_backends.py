@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter
 from torch.distributed.checkpoint._hf_utils import DTYPE_MAP
 from torch.distributed.checkpoint.filesystem import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageWriter
@@ -54,8 +55,15 @@ def test_builtins_satisfy_the_protocol(name: str) -> None:
     assert backend.capabilities is None or backend.capabilities <= CAPABILITIES.keys()
 
 
-def test_builtin_names_are_the_five_documented() -> None:
-    assert set(BUILTIN_NAMES) == {"dcp_impl-fs", "dcp_impl-hf", "torch-fs", "torch-hf", "reference"}
+def test_builtin_names_are_the_six_documented() -> None:
+    assert set(BUILTIN_NAMES) == {
+        "dcp_impl-fs",
+        "dcp_impl-hf",
+        "torch-fs",
+        "torch-hf",
+        "torch-fsspec",
+        "reference",
+    }
 
 
 def test_unknown_builtin_lists_the_builtins() -> None:
@@ -103,8 +111,9 @@ def test_dcp_impl_hf_claims_the_safetensors_dtypes() -> None:
     assert (hf.capabilities or set()) >= GENERAL
 
 
-def test_torch_fs_lacks_integrity_atomic_commit_and_bits() -> None:
-    fs = builtin("torch-fs")
+@pytest.mark.parametrize("name", ["torch-fs", "torch-fsspec"])
+def test_torch_fs_lacks_integrity_atomic_commit_and_bits(name: str) -> None:
+    fs = builtin(name)
     bits = {f"dtype:{row.name}" for row in DTYPES if row.name.startswith("bits")}
     assert len(bits) == 5
     unclaimed = {cap for cap in CAPABILITIES if not claims(fs, cap)}
@@ -117,6 +126,13 @@ def test_torch_backends_make_torch_storage(tmp_path: Path) -> None:
     writer = builtin("torch-hf").make_writer(str(tmp_path))
     assert isinstance(writer, HuggingFaceStorageWriter)
     assert writer.save_distributed
+
+
+def test_torch_fsspec_makes_fsspec_storage_for_paths_and_urls(tmp_path: Path) -> None:
+    backend = builtin("torch-fsspec")
+    for location in (str(tmp_path), f"file://{tmp_path}", "memory://dcp/ckpt"):
+        assert type(backend.make_writer(location)) is FsspecWriter
+        assert type(backend.make_reader(location)) is FsspecReader
 
 
 @pytest.mark.parametrize("name", ["dcp_impl-fs", "dcp_impl-hf"])

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import random
 import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
+from fsspec.core import url_to_fs
 from hypothesis import given, note
 from hypothesis import strategies as st
 
@@ -29,6 +30,9 @@ from spec_tests.properties._common import (
     sharded_save,
 )
 
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
 __all__ = ["FaultProperties"]
 
 _METADATA_NAMES = (".metadata", ".json")
@@ -43,12 +47,15 @@ def _load_raises_or_exact(backend: Backend, location: str, value: torch.Tensor) 
     check_entry("t (after damage: must raise or be exact)", got["t"], value)
 
 
-def _data_files(location: str) -> list[Path]:
-    root = Path(location)
-    if not root.is_dir():
-        return []
-    files = [p for p in sorted(root.rglob("*")) if p.is_file() and p.stat().st_size > 0]
-    return [p for p in files if not p.name.endswith(_METADATA_NAMES) and "metadata" not in p.name]
+def _data_files(location: str) -> tuple[AbstractFileSystem, list[str]]:
+    """The location's filesystem and its non-empty stored files other than metadata."""
+    # One code path for a local directory and an object-store prefix alike.
+    fs, root = url_to_fs(location)
+    fs.invalidate_cache(root)  # a listing cached before the save would miss its files
+    found = fs.find(root, detail=True)
+    files = [path for path, info in sorted(found.items()) if (info.get("size") or 0) > 0]
+    names = [(path, posixpath.basename(path)) for path in files]
+    return fs, [p for p, n in names if not n.endswith(_METADATA_NAMES) and "metadata" not in n]
 
 
 def _damage(backend: Backend, location: str, how: str, rng: random.Random) -> None:
@@ -56,16 +63,16 @@ def _damage(backend: Backend, location: str, how: str, rng: random.Random) -> No
     if callable(hook):
         hook(location, rng)
         return
-    files = _data_files(location)
+    fs, files = _data_files(location)
     if not files:
         pytest.skip(f"backend {backend.name!r} has no data files and no {how}(path, rng) hook")
     target = rng.choice(files)
-    raw = bytearray(target.read_bytes())
+    raw = bytearray(fs.cat_file(target))
     if how == "truncate":
         raw = raw[: rng.randrange(len(raw))]
     else:
         raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
-    target.write_bytes(bytes(raw))
+    fs.pipe_file(target, bytes(raw))
     note(f"{how}d {target}")
 
 
