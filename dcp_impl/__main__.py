@@ -1,5 +1,8 @@
 """``python -m dcp_impl inspect|verify PATH``: look into a checkpoint folder, or check it.
 
+``PATH`` is a local folder or an fsspec URL (``s3://bucket/prefix``); fsspec takes
+credentials and endpoints from its environment variables (``AWS_ENDPOINT_URL``, ...).
+
 Folder kinds: a dcp_impl filesystem checkpoint (``.metadata.json``) and a HuggingFace
 safetensors folder (written by dcp_impl, by torch's HF backend or by ``save_file``).
 
@@ -15,10 +18,10 @@ checkpoint or its metadata cannot be read. A new kind of checkpoint folder is ad
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +34,7 @@ from torch.distributed.checkpoint.metadata import (
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, ReadItem
 from torch.distributed.checkpoint.storage import StorageReader
 
-from dcp_impl import dtypes
+from dcp_impl import _io, dtypes
 from dcp_impl import metadata as metadata_format
 from dcp_impl.errors import CheckpointError, CheckpointNotFoundError
 from dcp_impl.filesystem import METADATA_FILE, FileSystemReader
@@ -49,13 +52,18 @@ class Checkpoint:
     metadata: Metadata
 
 
-def open_checkpoint(path: Path) -> Checkpoint:
-    """Recognise the kind of checkpoint in ``path`` and read its metadata.
+def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Recognise the kind of checkpoint in ``path`` (a folder or fsspec URL) and read its
+    metadata.
 
     The one place that knows folder kinds: each kind gives a reader that verifies what it
     reads. Raises CheckpointNotFoundError when no kind matches.
     """
-    if (path / METADATA_FILE).is_file():
+    if not _io.is_checkpoint_id(path):
+        raise CheckpointNotFoundError(
+            f"{path}: expected a folder or a URL of a protocol fsspec knows, found neither"
+        )
+    if _io.open_store(path).exists(METADATA_FILE):
         reader = FileSystemReader(path, verify=True, thread_count=1)
         return Checkpoint("dcp_impl filesystem", reader, reader.read_metadata())
     if is_huggingface_folder(path):
@@ -156,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = argparse.ArgumentParser(prog="python -m dcp_impl", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["inspect", "verify"])
-    parser.add_argument("path", type=Path, help="checkpoint folder")
+    parser.add_argument("path", help="checkpoint folder or fsspec URL")
     args = parser.parse_args(argv)
     try:
         checkpoint = open_checkpoint(args.path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from typing import Any
 
 import torch
 from torch.distributed.checkpoint.metadata import (
@@ -43,12 +43,13 @@ __all__ = ["consolidate"]
 
 
 def consolidate(
-    input_dir: str | os.PathLike[str],
-    output_dir: str | os.PathLike[str],
+    input_dir: str | os.PathLike[str] | _io.Store,
+    output_dir: str | os.PathLike[str] | _io.Store,
     fqn_to_index_mapping: Mapping[str, int] | None = None,
     *,
     sync_files: bool = True,
     thread_count: int = 1,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Turn a distributed save (``shard-*`` files) into full-tensor files plus the index.
 
@@ -56,11 +57,12 @@ def consolidate(
     when current, else every safetensors file's ``DCP_SHARDING_INFO``). Chunks that overlap
     or leave holes raise :class:`LayoutMismatchError`; nothing is ever filled in. Each output
     header is written first, then each tensor assembled from the shards' byte ranges, one
-    tensor in memory at a time. The output gets its own sidecar, written last.
+    tensor in memory at a time. The output gets its own sidecar, written last. Either folder
+    may be an fsspec URL; ``storage_options`` go to fsspec for both.
     """
-    source, target = Path(input_dir), Path(output_dir)
-    if source.resolve() == target.resolve():
-        raise ValueError(f"consolidate: output_dir must differ from input_dir {source}")
+    source, target = _store(input_dir, storage_options), _store(output_dir, storage_options)
+    if source.same_place(target):
+        raise ValueError(f"consolidate: output_dir must differ from input_dir {source.url}")
     if fqn_to_index_mapping is not None:
         check_mapping(fqn_to_index_mapping)
     metadata = read_folder(source)
@@ -76,7 +78,7 @@ def consolidate(
     for fqn in tensors:
         index = file_index(fqn_to_index_mapping, fqn)
         files.setdefault(file_name(index, file_count(fqn_to_index_mapping)), []).append(fqn)
-    target.mkdir(parents=True, exist_ok=True)
+    target.make_dirs()
     save_id = uuid.uuid4().hex
     jobs: list[tuple[str, list[str]]] = list(files.items())
     bytes_keys = [
@@ -100,23 +102,31 @@ def consolidate(
     commit(target, save_id, dumps(output), index_json(output), sync=sync_files)
 
 
+def _store(
+    folder: str | os.PathLike[str] | _io.Store, storage_options: Mapping[str, Any] | None
+) -> _io.Store:
+    if isinstance(folder, (str, os.PathLike)):
+        return _io.open_store(folder, storage_options)
+    return folder
+
+
 def _whole(entry: TensorStorageMetadata) -> TensorStorageMetadata:
     chunk = ChunkStorageMetadata(torch.Size([0] * len(entry.size)), entry.size)
     return TensorStorageMetadata(entry.properties, entry.size, [chunk])
 
 
-def _check_coverage(source: Path, fqn: str, entry: TensorStorageMetadata) -> None:
+def _check_coverage(source: _io.Store, fqn: str, entry: TensorStorageMetadata) -> None:
     boxes = [Box.of(chunk) for chunk in entry.chunks]
     pair = first_overlap(boxes)
     if pair is not None:
         raise LayoutMismatchError(
-            f"{source}: tensor {fqn!r}: expected disjoint chunks, found chunks {boxes[pair[0]]} "
-            f"and {boxes[pair[1]]} overlapping"
+            f"{source.url}: tensor {fqn!r}: expected disjoint chunks, found chunks "
+            f"{boxes[pair[0]]} and {boxes[pair[1]]} overlapping"
         )
     missing = holes(tuple(entry.size), boxes)
     if missing:
         raise LayoutMismatchError(
-            f"{source}: tensor {fqn!r} of size {tuple(entry.size)}: expected full coverage, "
+            f"{source.url}: tensor {fqn!r} of size {tuple(entry.size)}: expected full coverage, "
             f"found holes at {missing[:5]}"
         )
 
@@ -126,8 +136,8 @@ class _Assembler:
 
     def __init__(
         self,
-        source: Path,
-        target: Path,
+        source: _io.Store,
+        target: _io.Store,
         save_id: str,
         tensors: Mapping[str, TensorStorageMetadata],
         stored: Mapping[MetadataIndex, Stored],
@@ -145,8 +155,7 @@ class _Assembler:
             {FORMAT_KEY: "pt", SAVE_ID_KEY: self.save_id},
         )
         found = {}
-        path = self.target / temp_name(name, self.save_id)
-        with _io.DataFileWriter(path, sync=self.sync) as out:
+        with self.target.create(temp_name(name, self.save_id), sync=self.sync) as out:
             out.write_bytes(header)
             for fqn in fqns:
                 stored = out.write_tensor(self._assemble(fqn))
@@ -169,20 +178,19 @@ class _Assembler:
             requests.append(
                 stored.request(self.source, (target,), stored.location.checksum, repr(fqn))
             )
-        _io.read_into(requests)
+        _io.read_from(self.source, requests, thread_count=1, verify=True)
         return full
 
     def copy_bytes(self, keys: Sequence[MetadataIndex]) -> dict[MetadataIndex, ItemLocation]:
         name = BYTES_FILE.format(1)
         found = {}
-        with _io.DataFileWriter(self.target / temp_name(name, self.save_id), sync=self.sync) as out:
+        with self.target.create(temp_name(name, self.save_id), sync=self.sync) as out:
             for key in keys:
                 stored = self.stored[key]
                 data = torch.empty(stored.sizes, dtype=torch.uint8)
                 target = _io.Target(Box.full(stored.sizes), data)
-                _io.read_into(
-                    [stored.request(self.source, (target,), stored.location.checksum, key.fqn)]
-                )
+                request = stored.request(self.source, (target,), stored.location.checksum, key.fqn)
+                _io.read_from(self.source, [request], thread_count=1, verify=True)
                 written = out.write_tensor(data)
                 found[key] = located(name, written)
         return found

@@ -8,14 +8,12 @@ current, else the index, else every safetensors file (headers through
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 
 import torch
 from torch.distributed.checkpoint.metadata import (
@@ -28,14 +26,22 @@ from torch.distributed.checkpoint.metadata import (
 )
 
 from dcp_impl import _io
-from dcp_impl._safetensors import SAVE_ID_KEY, TensorEntry, read_header, saved_offsets, strict_json
+from dcp_impl._safetensors import (
+    MAX_HEADER_BYTES,
+    SAVE_ID_KEY,
+    Header,
+    TensorEntry,
+    parse_header,
+    saved_offsets,
+    strict_json,
+)
 from dcp_impl.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
     InvalidMetadataError,
     LayoutMismatchError,
 )
-from dcp_impl.metadata import ItemLocation, loads
+from dcp_impl.metadata import MAX_METADATA_BYTES, ItemLocation, loads
 
 __all__ = [
     "SUFFIX",
@@ -51,7 +57,6 @@ __all__ = [
     "stored_items",
     "index_json",
     "commit",
-    "unlink",
 ]
 
 logger = logging.getLogger("dcp_impl.huggingface")
@@ -79,37 +84,66 @@ def temp_name(name: str, save_id: str) -> str:
 # --------------------------------------------------------------------------- reading
 
 
-def read_folder(root: str | os.PathLike[str]) -> Metadata:
+def read_folder(folder: _io.Store) -> Metadata:
     """The checkpoint Metadata of a HuggingFace folder, with ItemLocation storage_data.
 
     The sidecar when it is current (see :func:`current_sidecar`); otherwise the files the
     index's ``weight_map`` names (only the tensors it assigns to each), otherwise every
     ``*.safetensors`` file, with chunk offsets from ``DCP_SHARDING_INFO`` where present.
     """
-    folder = Path(root)
     if not folder.is_dir():
-        raise CheckpointNotFoundError(f"{folder}: expected a checkpoint folder, found none")
+        raise CheckpointNotFoundError(f"{folder.url}: expected a checkpoint folder, found none")
     metadata = current_sidecar(folder)
     if metadata is not None:
         return metadata
     files = _listed_files(folder)
     if not files:
         raise CheckpointNotFoundError(
-            f"{folder}: expected {SIDECAR_NAME}, {INDEX_NAME} or *{SUFFIX} files, found none"
+            f"{folder.url}: expected {SIDECAR_NAME}, {INDEX_NAME} or *{SUFFIX} files, found none"
         )
     return _metadata_from_headers(folder, files)
 
 
-def is_folder(root: str | os.PathLike[str]) -> bool:
-    """Whether ``root`` looks like a HuggingFace folder: sidecar, index or safetensors files."""
-    folder = Path(root)
-    if not folder.is_dir():
-        return False
-    names = (SIDECAR_NAME, INDEX_NAME)
-    return any((folder / n).is_file() for n in names) or any(folder.glob(f"*{SUFFIX}"))
+def is_folder(folder: _io.Store) -> bool:
+    """Whether ``folder`` looks like a HuggingFace folder: sidecar, index or safetensors files."""
+    names = folder.list_files()
+    return any(n in (SIDECAR_NAME, INDEX_NAME) or n.endswith(SUFFIX) for n in names)
 
 
-def current_sidecar(folder: Path) -> Metadata | None:
+def read_header(folder: _io.Store, name: str) -> Header:
+    """Read and strictly parse the header of the safetensors file ``name`` (two bounded
+    reads: the length, then the header; ``FileNotFoundError`` when the file is missing)."""
+    path = folder.path(name)
+    try:
+        size = folder.size(name)
+        prefix = folder.read_range(name, 0, _LEN_BYTES)
+        if len(prefix) < _LEN_BYTES:
+            raise _corrupt(path, "an 8-byte header length", f"a {size}-byte file")
+        length = int.from_bytes(prefix, "little")
+        if length > MAX_HEADER_BYTES or _LEN_BYTES + length > size:
+            raise _corrupt(
+                path,
+                f"a header of at most {min(MAX_HEADER_BYTES, size - _LEN_BYTES)} bytes",
+                f"a declared header length of {length}",
+            )
+        blob = folder.read_range(name, _LEN_BYTES, length)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise CorruptCheckpointError(f"{path}: cannot read the safetensors header: {err}") from err
+    if len(blob) < length:  # replaced while we read it
+        raise _corrupt(path, f"a header of {length} bytes", f"{len(blob)} bytes")
+    return parse_header(blob, size, path)
+
+
+_LEN_BYTES = 8
+
+
+def _corrupt(path: str, expected: str, found: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(f"{path}: expected {expected}, found {found}")
+
+
+def current_sidecar(folder: _io.Store) -> Metadata | None:
     """The sidecar's Metadata, or None when there is none or other writers replaced its files.
 
     Current means: every safetensors file it names exists, all carry one ``DCP_IMPL_SAVE_ID``,
@@ -117,9 +151,9 @@ def current_sidecar(folder: Path) -> Metadata | None:
     any) names only files the sidecar names. A sidecar that is not valid JSON metadata is an
     error, never skipped.
     """
-    path = folder / SIDECAR_NAME
+    path = folder.path(SIDECAR_NAME)
     try:
-        text = path.read_bytes()
+        text = folder.read_small(SIDECAR_NAME, MAX_METADATA_BYTES)
     except FileNotFoundError:
         return None
     metadata = loads(text)
@@ -133,7 +167,7 @@ def current_sidecar(folder: Path) -> Metadata | None:
     save_ids = set()
     for name, items in by_file.items():
         try:
-            header = read_header(folder / name)
+            header = read_header(folder, name)
         except FileNotFoundError:
             return _stale(path, f"{name} is missing")
         save_ids.add(header.metadata.get(SAVE_ID_KEY))
@@ -152,15 +186,15 @@ def current_sidecar(folder: Path) -> Metadata | None:
     return metadata
 
 
-def _stale(path: Path, why: str) -> Metadata | None:
+def _stale(path: str, why: str) -> Metadata | None:
     logger.warning("ignoring %s written by an earlier save: %s", path, why)
     return None
 
 
-def _weight_map(folder: Path) -> dict[str, str] | None:
-    path = folder / INDEX_NAME
+def _weight_map(folder: _io.Store) -> dict[str, str] | None:
+    path = folder.path(INDEX_NAME)
     try:
-        text = path.read_bytes()
+        text = folder.read_small(INDEX_NAME, MAX_METADATA_BYTES)
     except FileNotFoundError:
         return None
     try:
@@ -172,7 +206,7 @@ def _weight_map(folder: Path) -> dict[str, str] | None:
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
     # Plain file names only: an index must not make us open files outside the folder.
     if not isinstance(weight_map, dict) or not all(
-        isinstance(v, str) and v.endswith(SUFFIX) and Path(v).name == v and "\\" not in v
+        isinstance(v, str) and v.endswith(SUFFIX) and PurePosixPath(v).name == v and "\\" not in v
         for v in weight_map.values()
     ):
         raise CorruptCheckpointError(
@@ -182,7 +216,7 @@ def _weight_map(folder: Path) -> dict[str, str] | None:
     return weight_map
 
 
-def _listed_files(folder: Path) -> dict[str, set[str] | None]:
+def _listed_files(folder: _io.Store) -> dict[str, set[str] | None]:
     """File name -> the tensors to take from it (None: all of them)."""
     weight_map = _weight_map(folder)
     if weight_map is not None:
@@ -192,20 +226,20 @@ def _listed_files(folder: Path) -> dict[str, set[str] | None]:
             assert wanted is not None
             wanted.add(fqn)
         return files
-    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(SUFFIX) and p.is_file())
+    names = sorted(name for name in folder.list_files() if name.endswith(SUFFIX))
     return dict.fromkeys(names)
 
 
-def _metadata_from_headers(folder: Path, files: Mapping[str, set[str] | None]) -> Metadata:
+def _metadata_from_headers(folder: _io.Store, files: Mapping[str, set[str] | None]) -> Metadata:
     tensors: dict[str, TensorStorageMetadata] = {}
     storage: dict[MetadataIndex, ItemLocation] = {}
     save_ids: dict[str, str] = {}
     for name, wanted in files.items():
         try:
-            header = read_header(folder / name)
+            header = read_header(folder, name)
         except FileNotFoundError as err:
             raise CorruptCheckpointError(
-                f"{folder / name}: listed in {INDEX_NAME}, missing"
+                f"{folder.path(name)}: listed in {INDEX_NAME}, missing"
             ) from err
         if SAVE_ID_KEY in header.metadata:
             save_ids.setdefault(header.metadata[SAVE_ID_KEY], name)
@@ -218,20 +252,20 @@ def _metadata_from_headers(folder: Path, files: Mapping[str, set[str] | None]) -
             key = MetadataIndex(entry.name, at)
             if key in storage:
                 raise LayoutMismatchError(
-                    f"{folder}: tensor {entry.name!r} chunk at offsets {at}: expected it in one "
-                    f"file, found it in {storage[key].path} and {name}"
+                    f"{folder.url}: tensor {entry.name!r} chunk at offsets {at}: expected it in "
+                    f"one file, found it in {storage[key].path} and {name}"
                 )
             storage[key] = ItemLocation(name, header.data_start + entry.begin, entry.length)
         if wanted is not None and not wanted <= header.entries.keys():
             missing = sorted(wanted - header.entries.keys())[:5]
             raise CorruptCheckpointError(
-                f"{folder / name}: {INDEX_NAME} places {missing} here, absent"
+                f"{folder.path(name)}: {INDEX_NAME} places {missing} here, absent"
             )
     if len(save_ids) > 1:
         first, second = list(save_ids.values())[:2]
         raise CorruptCheckpointError(
-            f"{folder}: expected the files of one save, found {first} and {second} from different "
-            "saves and no current sidecar (an interrupted save?)"
+            f"{folder.url}: expected the files of one save, found {first} and {second} from "
+            "different saves and no current sidecar (an interrupted save?)"
         )
     return Metadata(state_dict_metadata=dict(tensors), storage_data=storage)
 
@@ -265,11 +299,11 @@ class Stored:
     dtype: torch.dtype
 
     def request(
-        self, root: Path, targets: tuple[_io.Target, ...], checksum: str | None, label: str
+        self, folder: _io.Store, targets: tuple[_io.Target, ...], checksum: str | None, label: str
     ) -> _io.ReadRequest:
-        """A read of this item, in the folder ``root``, into ``targets``."""
+        """A read of this item, in ``folder``, into ``targets``."""
         return _io.ReadRequest(
-            path=str(root / self.location.path),
+            path=folder.path(self.location.path),
             offset=self.location.offset,
             length=self.location.length,
             chunk_sizes=self.sizes,
@@ -319,35 +353,31 @@ def index_json(metadata: Metadata) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
-def commit(directory: Path, save_id: str, sidecar: str, index: str | None, *, sync: bool) -> None:
+def commit(
+    directory: _io.Store, save_id: str, sidecar: str, index: str | None, *, sync: bool
+) -> None:
     """Rename this save's files into place, then write the index and, last, the sidecar."""
     # Without the old sidecar and index, a crash below leaves no loadable claim, never a mix.
-    unlink(directory / SIDECAR_NAME)
-    unlink(directory / INDEX_NAME)
+    directory.remove([SIDECAR_NAME, INDEX_NAME])
     kept = set()
-    for entry in os.scandir(directory):
-        match = _TEMP.fullmatch(entry.name)
+    for name in directory.list_files():
+        match = _TEMP.fullmatch(name)
         if match and match["save"] == save_id:
-            os.replace(entry.path, directory / match["name"])
+            directory.rename(name, match["name"])
             kept.add(match["name"])
     if sync:
-        _io.fsync_dir(directory)
+        directory.sync()
     if index is not None:
-        _io.atomic_write(directory / INDEX_NAME, index.encode(), sync=sync)
-    _io.atomic_write(directory / SIDECAR_NAME, sidecar.encode(), sync=sync)
+        directory.commit(INDEX_NAME, index.encode(), sync=sync)
+    directory.commit(SIDECAR_NAME, sidecar.encode(), sync=sync)
     _remove_stale(directory, kept)
 
 
-def _remove_stale(directory: Path, kept: set[str]) -> None:
+def _remove_stale(directory: _io.Store, kept: set[str]) -> None:
     """Remove files of earlier saves: only names this backend writes, never other files."""
-    for entry in os.scandir(directory):
-        match = _TEMP.fullmatch(entry.name)
-        name = match["name"] if match else entry.name
-        if entry.name not in kept and _OURS.fullmatch(name):
-            unlink(Path(entry.path))
-
-
-def unlink(path: Path) -> None:
-    """Remove ``path`` if it exists."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    stale = []
+    for name in directory.list_files():
+        match = _TEMP.fullmatch(name)
+        if name not in kept and _OURS.fullmatch(match["name"] if match else name):
+            stale.append(name)
+    directory.remove(stale)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch.distributed.checkpoint.planner import SavePlanner, WriteItem, WriteItemType
@@ -73,7 +72,9 @@ def group_by_file(
 class FileWriter:
     """Writes one file per call; shared by the I/O threads (it holds no per-thread state)."""
 
-    def __init__(self, directory: Path, save_id: str, planner: SavePlanner, sync: bool) -> None:
+    def __init__(
+        self, directory: _io.Store, save_id: str, planner: SavePlanner, sync: bool
+    ) -> None:
         self.directory = directory
         self.save_id = save_id
         self.planner = planner
@@ -81,9 +82,10 @@ class FileWriter:
 
     def __call__(self, job: tuple[str, list[WriteItem]]) -> list[WriteResult]:
         name, items = job
-        path = self.directory / temp_name(name, self.save_id)
+        temp = temp_name(name, self.save_id)
+        path = self.directory.path(temp)
         try:
-            with _io.DataFileWriter(path, sync=self.sync) as out:
+            with self.directory.create(temp, sync=self.sync) as out:
                 if name.endswith(".bin"):
                     return [self._write_bytes(out, name, item) for item in items]
                 return self._write_tensors(out, name, items)
@@ -91,7 +93,7 @@ class FileWriter:
             raise WriteFailedError(f"{path}: writing {name} failed: {err}") from err
 
     def _write_tensors(
-        self, out: _io.DataFileWriter, name: str, items: list[WriteItem]
+        self, out: _io.ItemWriter, name: str, items: list[WriteItem]
     ) -> list[WriteResult]:
         items = sorted(items, key=lambda it: widest_first(_info(it), it.index.fqn))
         sharding = {it.index.fqn: {SAVED_OFFSETS_KEY: list(_chunk(it).offsets)} for it in items}
@@ -114,7 +116,7 @@ class FileWriter:
             results.append(WriteResult(item.index, stored.length, located(name, stored)))
         return results
 
-    def _write_bytes(self, out: _io.DataFileWriter, name: str, item: WriteItem) -> WriteResult:
+    def _write_bytes(self, out: _io.ItemWriter, name: str, item: WriteItem) -> WriteResult:
         data = self.planner.resolve_data(item)
         if not isinstance(data, io.BytesIO):
             raise UnsupportedError(

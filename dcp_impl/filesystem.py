@@ -20,9 +20,8 @@ import io
 import os
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -79,7 +78,9 @@ class _PlanSlot:
 
 
 class FileSystemWriter(StorageWriter):
-    """Write a checkpoint into the directory ``path`` (created if missing).
+    """Write a checkpoint into the directory ``path`` (created if missing), or under an fsspec
+    URL such as ``s3://bucket/prefix`` (``storage_options`` go to fsspec; see
+    docs/object-stores.md).
 
     ``thread_count`` files are written in parallel per rank; ``sync_files`` fsyncs data,
     metadata and the directory before the commit; ``overwrite=False`` refuses a directory
@@ -93,12 +94,14 @@ class FileSystemWriter(StorageWriter):
         thread_count: int = 1,
         sync_files: bool = True,
         overwrite: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
         if thread_count < 1:
             raise ValueError(f"thread_count must be >= 1, got {thread_count}")
-        self.path = Path(path)
+        self.storage_options = storage_options
+        self.store = _io.open_store(path, storage_options)
         self.thread_count = thread_count
         self.sync_files = sync_files
         self.overwrite = overwrite
@@ -107,13 +110,13 @@ class FileSystemWriter(StorageWriter):
 
     @property
     def checkpoint_id(self) -> str:
-        """The directory this writer saves into."""
-        return os.fspath(self.path)
+        """The directory (or URL) this writer saves into."""
+        return self.store.url
 
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
         # docstring inherited
         if checkpoint_id is not None:
-            self.path = Path(checkpoint_id)
+            self.store = _io.open_store(checkpoint_id, self.storage_options)
         self.save_id = uuid.uuid4().hex
         self._file_id = uuid.uuid4().hex
 
@@ -128,15 +131,15 @@ class FileSystemWriter(StorageWriter):
         # the planner replays a cached plan: a new save never touches the committed files.
         self._file_id = uuid.uuid4().hex
         # One rank decides, before any rank writes, so every rank sees the same answer.
-        if is_coordinator and not self.overwrite and (self.path / METADATA_FILE).exists():
+        if is_coordinator and not self.overwrite and self.store.exists(METADATA_FILE):
             raise OverwriteRefusedError(
-                f"{self.path}: expected no committed checkpoint (overwrite=False), "
+                f"{self.store.url}: expected no committed checkpoint (overwrite=False), "
                 f"found {METADATA_FILE}"
             )
 
     def prepare_local_plan(self, plan: SavePlan, **kwargs: Any) -> SavePlan:
         # docstring inherited
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.store.make_dirs()
         return plan
 
     def prepare_global_plan(self, plans: list[SavePlan], **kwargs: Any) -> list[SavePlan]:
@@ -159,16 +162,15 @@ class FileSystemWriter(StorageWriter):
         try:
             per_file = _io.parallel_map(
                 jobs,
-                lambda: _BucketWriter(self.path, planner, self.sync_files),
+                lambda: _BucketWriter(self.store, planner, self.sync_files),
                 thread_count=self.thread_count,
             )
             if self.sync_files and jobs:
-                _io.fsync_dir(self.path)
+                self.store.sync()
         except Exception as err:
-            for name in names:
-                (self.path / name).unlink(missing_ok=True)
+            self.store.remove(names)
             raise WriteFailedError(
-                f"{self.path}: writing {len(plan.items)} items failed: {err!r}; "
+                f"{self.store.url}: writing {len(plan.items)} items failed: {err!r}; "
                 "nothing was committed"
             ) from err
         future: Future[list[WriteResult]] = Future()
@@ -189,8 +191,8 @@ class FileSystemWriter(StorageWriter):
         if metadata.storage_meta is None:
             metadata.storage_meta = self.storage_meta()
         text = metadata_format.dumps(metadata)
-        _io.atomic_write(self.path / METADATA_FILE, text.encode(), sync=self.sync_files)
-        _remove_superseded(self.path, {loc.path for loc in locations.values()})
+        self.store.commit(METADATA_FILE, text.encode(), sync=self.sync_files)
+        _remove_superseded(self.store, {loc.path for loc in locations.values()})
 
     def storage_meta(self) -> StorageMeta | None:
         # docstring inherited
@@ -199,7 +201,7 @@ class FileSystemWriter(StorageWriter):
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str], **kwargs: Any) -> bool:
         # docstring inherited
-        return _io.is_local_path(checkpoint_id)
+        return _io.is_checkpoint_id(checkpoint_id)
 
 
 def _split(items: Sequence[WriteItem], count: int) -> list[list[WriteItem]]:
@@ -224,15 +226,15 @@ def _nbytes(item: WriteItem) -> int:
 class _BucketWriter:
     """Writes one bucket of items into one new data file (a worker of parallel_map)."""
 
-    def __init__(self, root: Path, planner: SavePlanner, sync: bool) -> None:
-        self._root = root
+    def __init__(self, store: _io.Store, planner: SavePlanner, sync: bool) -> None:
+        self._store = store
         self._planner = planner
         self._sync = sync
 
     def __call__(self, job: tuple[str, list[WriteItem]]) -> list[WriteResult]:
         name, items = job
         results = []
-        with _io.DataFileWriter(self._root / name, sync=self._sync) as out:
+        with self._store.create(name, sync=self._sync) as out:
             for item in items:
                 stored = self._write(out, item)
                 location = metadata_format.ItemLocation(
@@ -241,7 +243,7 @@ class _BucketWriter:
                 results.append(WriteResult(item.index, stored.length, location))
         return results
 
-    def _write(self, out: _io.DataFileWriter, item: WriteItem) -> _io.StoredRange:
+    def _write(self, out: _io.ItemWriter, item: WriteItem) -> _io.StoredRange:
         data = self._planner.resolve_data(item)
         if item.type == WriteItemType.BYTE_IO:
             if not isinstance(data, io.BytesIO):
@@ -261,29 +263,32 @@ class _BucketWriter:
         pass
 
 
-def _remove_superseded(root: Path, keep: set[str]) -> None:
+def _remove_superseded(store: _io.Store, keep: set[str]) -> None:
     """Remove our data files that ``keep`` does not name, and stale metadata temp files.
 
     Best effort: the new checkpoint is already committed, and a file left behind is
     harmless (it is referenced by nothing and removed by the next save).
     """
-    with os.scandir(root) as entries:
-        stale = [
-            entry.path
-            for entry in entries
-            if (is_data_file(entry.name) or _METADATA_TEMP.fullmatch(entry.name) is not None)
-            and entry.name not in keep
-            and entry.is_file(follow_symlinks=False)
-        ]
-    for path in stale:
+    try:
+        names = store.list_files()
+    except OSError:
+        return
+    stale = [
+        name
+        for name in names
+        if (is_data_file(name) or _METADATA_TEMP.fullmatch(name) is not None) and name not in keep
+    ]
+    for name in stale:
         with contextlib.suppress(OSError):
-            os.unlink(path)
+            store.remove([name])
 
 
 class FileSystemReader(StorageReader):
-    """Read a checkpoint written by :class:`FileSystemWriter` from the directory ``path``.
+    """Read a checkpoint written by :class:`FileSystemWriter` from the directory (or fsspec
+    URL) ``path``; ``storage_options`` go to fsspec.
 
-    Reads run on ``thread_count`` threads and take only the bytes each request needs. With
+    Reads run on ``thread_count`` threads (default: 2 for local directories, more for object
+    stores, ``_io.Store.read_threads``) and take only the bytes each request needs. With
     ``verify`` (the default) every item any byte is taken from is checked against its
     checksum first; see :func:`dcp_impl._io.read_into`.
     """
@@ -292,14 +297,16 @@ class FileSystemReader(StorageReader):
         self,
         path: str | os.PathLike[str],
         *,
-        thread_count: int = 2,
+        thread_count: int | None = None,
         verify: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        if thread_count < 1:
+        if thread_count is not None and thread_count < 1:
             raise ValueError(f"thread_count must be >= 1, got {thread_count}")
-        self.path = Path(path)
+        self.storage_options = storage_options
+        self.store = _io.open_store(path, storage_options)
         self.thread_count = thread_count
         self.verify = verify
         self.load_id = uuid.uuid4().hex
@@ -307,30 +314,23 @@ class FileSystemReader(StorageReader):
 
     @property
     def checkpoint_id(self) -> str:
-        """The directory this reader loads from."""
-        return os.fspath(self.path)
+        """The directory (or URL) this reader loads from."""
+        return self.store.url
 
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
         # docstring inherited
         if checkpoint_id is not None:
-            self.path = Path(checkpoint_id)
+            self.store = _io.open_store(checkpoint_id, self.storage_options)
         self.load_id = uuid.uuid4().hex
         self._metadata = None
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         # docstring inherited
-        file = self.path / METADATA_FILE
         try:
-            size = file.stat().st_size
-            if size > metadata_format.MAX_METADATA_BYTES:
-                raise InvalidMetadataError(
-                    f"{file}: expected at most {metadata_format.MAX_METADATA_BYTES} bytes, "
-                    f"found {size}"
-                )
-            text = file.read_bytes()
-        except (FileNotFoundError, NotADirectoryError) as err:
+            text = self.store.read_small(METADATA_FILE, metadata_format.MAX_METADATA_BYTES)
+        except FileNotFoundError as err:
             raise CheckpointNotFoundError(
-                f"{self.path}: expected a committed checkpoint ({METADATA_FILE}), found none"
+                f"{self.store.url}: expected a committed checkpoint ({METADATA_FILE}), found none"
             ) from err
         return metadata_format.with_load_id(metadata_format.loads(text), self.load_id)
 
@@ -340,7 +340,7 @@ class FileSystemReader(StorageReader):
         # docstring inherited
         if not isinstance(metadata.storage_data, dict):
             raise InvalidMetadataError(
-                f"{self.path}: expected storage_data mapping items to ItemLocations, "
+                f"{self.store.url}: expected storage_data mapping items to ItemLocations, "
                 f"found {type(metadata.storage_data).__name__}"
             )
         self._metadata = metadata
@@ -357,9 +357,10 @@ class FileSystemReader(StorageReader):
         # docstring inherited
         if self._metadata is None:
             raise RuntimeError("read_data called before set_up_storage_reader")
-        planned = _LoadPlanner(self.path, self._metadata, planner)
+        planned = _LoadPlanner(self.store, self._metadata, planner)
         requests = planned.requests(plan.items)
-        _io.read_into(requests, thread_count=self.thread_count, verify=self.verify)
+        threads = self.thread_count or self.store.read_threads
+        _io.read_from(self.store, requests, thread_count=threads, verify=self.verify)
         planned.commit()
         future: Future[None] = Future()
         future.set_result(None)
@@ -368,14 +369,14 @@ class FileSystemReader(StorageReader):
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str], **kwargs: Any) -> bool:
         # docstring inherited
-        return _io.is_local_path(checkpoint_id)
+        return _io.is_checkpoint_id(checkpoint_id)
 
 
 class _LoadPlanner:
     """Turns ReadItems into one ReadRequest per stored item, then commits them in order."""
 
-    def __init__(self, root: Path, metadata: Metadata, planner: LoadPlanner) -> None:
-        self._root = root
+    def __init__(self, store: _io.Store, metadata: Metadata, planner: LoadPlanner) -> None:
+        self._store = store
         self._metadata = metadata
         self._planner = planner
         self._commits: list[Callable[[], None]] = []
@@ -394,7 +395,7 @@ class _LoadPlanner:
         location = self._metadata.storage_data.get(index)
         if not isinstance(location, metadata_format.ItemLocation):
             raise InvalidMetadataError(
-                f"{self._root}: expected an ItemLocation for {index}, found {location!r}"
+                f"{self._store.url}: expected an ItemLocation for {index}, found {location!r}"
             )
         return location
 
@@ -430,9 +431,9 @@ class _LoadPlanner:
             sizes, dtype = tuple(chunk.sizes), entry.properties.dtype
             label = f"{index.fqn!r} chunk at offsets {tuple(chunk.offsets)}"
         else:
-            raise InvalidMetadataError(f"{self._root}: no metadata entry for {index.fqn!r}")
+            raise InvalidMetadataError(f"{self._store.url}: no metadata entry for {index.fqn!r}")
         return _io.ReadRequest(
-            path=os.path.join(self._root, *location.path.split("/")),
+            path=self._store.path(location.path),
             offset=location.offset,
             length=location.length,
             chunk_sizes=sizes,

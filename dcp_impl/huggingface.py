@@ -21,7 +21,6 @@ import io
 import os
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -53,7 +52,6 @@ from dcp_impl._hf_folder import (
     read_folder,
     stored_items,
     temp_name,
-    unlink,
 )
 from dcp_impl._hf_plan import (
     Assignment,
@@ -77,17 +75,19 @@ __all__ = ["HuggingFaceReader", "HuggingFaceWriter", "consolidate", "is_huggingf
 SHARDED_DIR = "sharded"
 
 
-def is_huggingface_folder(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` holds a folder :class:`HuggingFaceReader` can try: a sidecar, an index
-    or safetensors files (for ``python -m dcp_impl`` to recognise the kind)."""
-    return is_folder(path)
+def is_huggingface_folder(
+    path: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+) -> bool:
+    """Whether ``path`` (a directory or fsspec URL) holds a folder :class:`HuggingFaceReader`
+    can try: a sidecar, an index or safetensors files (for ``python -m dcp_impl``)."""
+    return is_folder(_io.open_store(path, storage_options))
 
 
 class HuggingFaceWriter(StorageWriter):
     """Save a DCP checkpoint as a HuggingFace safetensors folder.
 
     Args:
-        path: the folder (created if missing).
+        path: the folder (created if missing), or an fsspec URL (``s3://bucket/prefix``).
         fqn_to_index_mapping: tensor name -> file number ``i`` of ``model-0000i-of-0000N``
             (``N`` is the largest number); every tensor must have one. Default: one file.
         save_distributed: every rank writes its own chunks to ``shard-0000s-...`` files.
@@ -96,6 +96,7 @@ class HuggingFaceWriter(StorageWriter):
             full tensors to ``path`` (see :func:`consolidate`).
         thread_count: files written in parallel per rank.
         sync_files: fsync data files and the commit (default True).
+        storage_options: passed to fsspec for URLs (credentials, endpoint).
     """
 
     def __init__(
@@ -107,6 +108,7 @@ class HuggingFaceWriter(StorageWriter):
         consolidate: bool = False,
         thread_count: int = 1,
         sync_files: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -121,20 +123,26 @@ class HuggingFaceWriter(StorageWriter):
         self.consolidate = consolidate
         self.thread_count = thread_count
         self.sync_files = sync_files
+        self.storage_options = storage_options
         self.reset(path)
 
-    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
+    @property
+    def checkpoint_id(self) -> str:
+        """The folder (or URL) this writer saves into."""
+        return self.store.url
+
+    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
         # docstring inherited
         if checkpoint_id is not None:
-            self.path = Path(checkpoint_id)
-        self.data_dir = self.path / SHARDED_DIR if self.consolidate else self.path
+            self.store = _io.open_store(checkpoint_id, self.storage_options)
+        self.data_dir = self.store.child(SHARDED_DIR) if self.consolidate else self.store
         self.save_id = uuid.uuid4().hex
         self.is_coordinator = False
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
         # docstring inherited
         self.is_coordinator = is_coordinator
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.make_dirs()
 
     def prepare_local_plan(self, plan: SavePlan, *args: Any, **kwargs: Any) -> SavePlan:
         """Refuse, before anything is written, what a safetensors folder cannot hold."""
@@ -189,8 +197,7 @@ class HuggingFaceWriter(StorageWriter):
         try:
             per_file = _io.parallel_map(jobs, lambda: worker, thread_count=self.thread_count)
         except BaseException:
-            for name, _ in jobs:
-                unlink(self.data_dir / temp_name(name, assignment.save_id))
+            self.data_dir.remove(temp_name(name, assignment.save_id) for name, _ in jobs)
             raise
         fut: Future[list[WriteResult]] = Future()
         fut.set_result([result for results in per_file for result in results])
@@ -208,53 +215,62 @@ class HuggingFaceWriter(StorageWriter):
         # The next save through this instance must not share this one's file marker.
         self.save_id = uuid.uuid4().hex
         if self.consolidate:
-            consolidate(self.data_dir, self.path, self.mapping, sync_files=self.sync_files)
+            consolidate(self.data_dir, self.store, self.mapping, sync_files=self.sync_files)
 
     def storage_meta(self) -> StorageMeta | None:
         # docstring inherited
-        return StorageMeta(checkpoint_id=str(self.path), save_id=self.save_id)
+        return StorageMeta(checkpoint_id=self.checkpoint_id, save_id=self.save_id)
 
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str], **kwargs: Any) -> bool:
         # docstring inherited
-        return _io.is_local_path(checkpoint_id)
+        return _io.is_checkpoint_id(checkpoint_id)
 
 
 class HuggingFaceReader(StorageReader):
     """Load a HuggingFace safetensors folder written by this backend, torch's, or ``save_file``.
 
     Args:
-        path: the folder.
-        thread_count: items read in parallel.
+        path: the folder, or an fsspec URL (``s3://bucket/prefix``).
+        thread_count: items read in parallel (default: 2 for local folders, more for object
+            stores, ``_io.Store.read_threads``).
         verify: which stored checksums (folders written by this backend) are checked before
             any byte is used. ``"whole"`` (default): items a load reads whole; a partial
             (resharded) read fetches only its byte ranges, unverified. ``True``: every item,
             reading whole items for partial loads. ``False``: none.
+        storage_options: passed to fsspec for URLs (credentials, endpoint).
     """
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
-        thread_count: int = 2,
+        thread_count: int | None = None,
         verify: bool | Literal["whole"] = "whole",
+        storage_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
         self.thread_count = thread_count
         self.verify = verify
+        self.storage_options = storage_options
         self.reset(path)
 
-    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
+    @property
+    def checkpoint_id(self) -> str:
+        """The folder (or URL) this reader loads from."""
+        return self.store.url
+
+    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
         # docstring inherited
         if checkpoint_id is not None:
-            self.path = Path(checkpoint_id)
+            self.store = _io.open_store(checkpoint_id, self.storage_options)
         self.load_id = uuid.uuid4().hex
         self._stored: dict[MetadataIndex, Stored] = {}
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         # docstring inherited
-        return with_load_id(read_folder(self.path), self.load_id)
+        return with_load_id(read_folder(self.store), self.load_id)
 
     def set_up_storage_reader(
         self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any
@@ -290,12 +306,13 @@ class HuggingFaceReader(StorageReader):
             commits.append((req, dest))
         requests = [
             stored.request(
-                self.path, tuple(items), self._checksum(stored, items), label=repr(key.fqn)
+                self.store, tuple(items), self._checksum(stored, items), label=repr(key.fqn)
             )
             for key, items in targets.items()
             for stored in (self._stored[key],)
         ]
-        _io.read_into(requests, thread_count=self.thread_count, verify=bool(self.verify))
+        threads = self.thread_count or self.store.read_threads
+        _io.read_from(self.store, requests, thread_count=threads, verify=bool(self.verify))
         for req, dest in commits:
             if req.type == LoadItemType.BYTE_IO:
                 planner.load_bytes(req, io.BytesIO(dest.numpy().tobytes()))
@@ -308,7 +325,7 @@ class HuggingFaceReader(StorageReader):
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str], **kwargs: Any) -> bool:
         # docstring inherited
-        return _io.is_local_path(checkpoint_id)
+        return _io.is_checkpoint_id(checkpoint_id)
 
     def _checksum(self, stored: Stored, targets: list[_io.Target]) -> str | None:
         """The checksum to verify, or None where verifying would read bytes nobody asked for."""
@@ -321,7 +338,7 @@ class HuggingFaceReader(StorageReader):
         stored = self._stored.get(req.storage_index)
         if stored is None:
             raise LayoutMismatchError(
-                f"{self.path}: requested item {req.storage_index.fqn!r} at offsets "
+                f"{self.store.url}: requested item {req.storage_index.fqn!r} at offsets "
                 f"{tuple(req.storage_index.offset or ())} is not in the checkpoint"
             )
         return stored

@@ -462,8 +462,10 @@ def test_validate_checkpoint_id_answers() -> None:
             raise RuntimeError("no")
 
     cases: dict[object, bool] = {
-        "/tmp/ckpt": True, "relative/dir": True, Path("/x"): True, "s3://bucket/x": False,
-        "": False, None: False, 3: False, b"/tmp": False, "a\0b": False, Hostile(): False,
+        "/tmp/ckpt": True, "relative/dir": True, Path("/x"): True, "s3://bucket/x": True,
+        "memory://x": True, "simplecache::s3://b/x": True, "nosuchproto://x": False,
+        "s3://": False, "": False, None: False, 3: False, b"/tmp": False, "a\0b": False,
+        Hostile(): False,
     }  # fmt: skip
     for value, expected in cases.items():
         assert FileSystemWriter.validate_checkpoint_id(value) is expected, value  # type: ignore[arg-type]

@@ -501,7 +501,8 @@ def test_validate_checkpoint_id_is_total(value: object) -> None:
     for cls in (HuggingFaceWriter, HuggingFaceReader):
         assert isinstance(cls.validate_checkpoint_id(value), bool)  # type: ignore[arg-type]
     assert HuggingFaceWriter.validate_checkpoint_id("/tmp/x")
-    assert not HuggingFaceReader.validate_checkpoint_id("s3://bucket/x")
+    assert HuggingFaceReader.validate_checkpoint_id("s3://bucket/x")
+    assert not HuggingFaceReader.validate_checkpoint_id("nosuchprotocol://bucket/x")
 
 
 def test_unreadable_sidecar_is_an_error_never_skipped(tmp_path: Path) -> None:

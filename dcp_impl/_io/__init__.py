@@ -4,9 +4,10 @@ Nothing here knows a checkpoint format; a backend maps its metadata onto these p
 
 * :func:`atomic_write` commits a small file (temp file in the same directory, optional
   fsync, ``os.replace``, fsync of the directory). :func:`fsync_dir` is the last step alone.
-* :class:`DataFileWriter` appends the logical values of tensors (any device, any strides)
-  or raw bytes to one new data file and returns a :class:`StoredRange` per item: its byte
-  offset, length and checksum, hashed while the bytes are written.
+* :class:`DataFileWriter` (an :class:`ItemWriter`) appends the logical values of tensors
+  (any device, any strides) or raw bytes to one new data file and returns a
+  :class:`StoredRange` per item: its byte offset, length and checksum, hashed while the
+  bytes are written.
 * :func:`read_into` executes :class:`ReadRequest` s. A request names one stored item (a
   row-major chunk at a byte range of a file) and the :class:`Target` s to fill from it: a
   sub-box of the chunk and a destination tensor of the sub-box's sizes. Bytes go straight
@@ -20,6 +21,12 @@ Nothing here knows a checkpoint format; a backend maps its metadata onto these p
   pinned buffers and copied non-blocking on a side stream while the next read proceeds.
 * A :class:`Source` is one open stored file that :func:`read_into` asks for byte ranges;
   an :data:`Opener` makes one from a path (:class:`LocalFile`, ``os.preadv``, by default).
+* A :class:`Store` is where one checkpoint's files live; :func:`open_store` picks it from the
+  checkpoint id: :class:`LocalStore` (the ``os`` calls here) for local paths,
+  ``_fsspec.FsspecStore`` for fsspec URLs (``s3://bucket/prefix``: whole-object writes,
+  ranged GETs through ``_fsspec.ObjectSource``). Backends make directories, write data files
+  (an :class:`ItemWriter`), commit, list and remove files only through a store, and read
+  through :func:`read_from` (``read_into`` with the store's opener).
 * :func:`parallel_map` runs work on a thread pool: workers pull items in order, the first
   failure stops new work and is re-raised in the caller with its original traceback.
 
@@ -40,9 +47,18 @@ from dcp_impl._io._pool import Worker, parallel_map
 from dcp_impl._io._read import ReadRequest, Target, read_into
 from dcp_impl._io._sources import LocalFile, Opener, Source
 from dcp_impl._io._staging import DeviceCopier
+from dcp_impl._io._store import (
+    LocalStore,
+    Store,
+    is_checkpoint_id,
+    is_url,
+    open_store,
+    read_from,
+)
 from dcp_impl._io._write import (
     CHECKSUM_ALGORITHM,
     DataFileWriter,
+    ItemWriter,
     StoredRange,
     atomic_write,
     checksum,
@@ -57,6 +73,7 @@ __all__ = [
     "atomic_write",
     "fsync_dir",
     "StoredRange",
+    "ItemWriter",
     "DataFileWriter",
     "tensor_bytes",
     "Target",
@@ -68,4 +85,10 @@ __all__ = [
     "LocalFile",
     "Worker",
     "parallel_map",
+    "Store",
+    "LocalStore",
+    "open_store",
+    "read_from",
+    "is_url",
+    "is_checkpoint_id",
 ]

@@ -6,6 +6,7 @@ import contextlib
 import os
 import tempfile
 from dataclasses import dataclass
+from typing import Self
 
 import torch
 import xxhash
@@ -19,6 +20,7 @@ __all__ = [
     "atomic_write",
     "fsync_dir",
     "StoredRange",
+    "ItemWriter",
     "DataFileWriter",
     "tensor_bytes",
     "byte_view",
@@ -98,18 +100,13 @@ def byte_view(tensor: torch.Tensor) -> memoryview:
     return flat.view(torch.uint8).numpy().data.cast("B")
 
 
-class DataFileWriter:
-    """Appends items to one new data file; use as a context manager.
+class ItemWriter:
+    """Appends items to one new stored file, one :class:`StoredRange` per item; use as a
+    context manager: leaving the ``with`` block normally closes (commits) the file, leaving it
+    by an exception discards it. Subclasses store the bytes (:meth:`_put`)."""
 
-    The file is created exclusively (an existing file is never overwritten). ``close``
-    flushes and, with ``sync``, fsyncs it; leaving the ``with`` block by an exception
-    removes the file instead.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], *, sync: bool = True) -> None:
-        self.path = os.fspath(path)
-        self._sync = sync
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    def __init__(self, path: str) -> None:
+        self.path = path
         self._offset = 0
 
     def write_tensor(self, tensor: torch.Tensor) -> StoredRange:
@@ -118,17 +115,61 @@ class DataFileWriter:
 
     def write_bytes(self, data: bytes | memoryview) -> StoredRange:
         """Append raw bytes."""
-        if self._fd is None:
-            raise ValueError(f"{self.path}: write after close")
+        self._require_open()
         view = memoryview(data).cast("B")
         digest = xxhash.xxh3_64()
         for start in range(0, len(view), _PIECE):
             piece = view[start : start + _PIECE]
             digest.update(piece)
-            _write_all(self._fd, piece)
+            self._put(piece)
         stored = StoredRange(self._offset, len(view), f"{CHECKSUM_ALGORITHM}:{digest.hexdigest()}")
         self._offset += len(view)
         return stored
+
+    def _require_open(self) -> None:
+        raise NotImplementedError
+
+    def _put(self, piece: memoryview) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Finish the file: after this, readers see all of it."""
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        """Close and remove the file (best effort: never raises for a file already gone)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+
+
+class DataFileWriter(ItemWriter):
+    """Appends items to one new local data file.
+
+    The file is created exclusively (an existing file is never overwritten). ``close``
+    flushes and, with ``sync``, fsyncs it; leaving the ``with`` block by an exception
+    removes the file instead.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, sync: bool = True) -> None:
+        super().__init__(os.fspath(path))
+        self._sync = sync
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+    def _require_open(self) -> None:
+        if self._fd is None:
+            raise ValueError(f"{self.path}: write after close")
+
+    def _put(self, piece: memoryview) -> None:
+        assert self._fd is not None  # write_bytes checked it
+        _write_all(self._fd, piece)
 
     def close(self) -> None:
         """Flush (and fsync, with ``sync``) and close the file."""
@@ -142,20 +183,11 @@ class DataFileWriter:
             os.close(fd)
 
     def discard(self) -> None:
-        """Close and remove the file."""
+        # docstring inherited
         with contextlib.suppress(OSError):
             self.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-
-    def __enter__(self) -> DataFileWriter:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.discard()
 
 
 def _write_all(fd: int, view: memoryview) -> None:
