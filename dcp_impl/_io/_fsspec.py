@@ -24,8 +24,11 @@ from dcp_impl._io._write import ItemWriter
 __all__ = ["FsspecStore", "ObjectSource", "ObjectWriter", "URL_READ_THREADS", "PART"]
 
 URL_READ_THREADS = 16
-"""Default parallel reads for object stores: each request waits mostly on the network, and
-stores serve many requests at once (tests/test_object_store.py measures it)."""
+"""Default parallel reads for object stores: a ranged GET waits mostly on first-byte latency,
+and stores serve many requests at once. 64 items of 256 KiB with 20 ms injected per GET
+(memory://, 2 cores): 1.40 s on 1 thread, 0.45 s on 4, 0.23 s on 8, 0.16 s on 16, 0.18 s
+on 32. Against moto on the same machine every count from 1 to 32 takes ~0.6 s for 32 MiB:
+the local server, not the client, is the limit there."""
 PART = 64 << 20
 """Largest ranged GET: bounds the temporary copy each read holds before scattering it."""
 
