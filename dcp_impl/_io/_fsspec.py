@@ -29,8 +29,9 @@ and stores serve many requests at once. 64 items of 256 KiB with 20 ms injected 
 (memory://, 2 cores): 1.40 s on 1 thread, 0.45 s on 4, 0.23 s on 8, 0.16 s on 16, 0.18 s
 on 32. Against moto on the same machine every count from 1 to 32 takes ~0.6 s for 32 MiB:
 the local server, not the client, is the limit there."""
-PART = 64 << 20
-"""Largest ranged GET: bounds the temporary copy each read holds before scattering it."""
+PART = 16 << 20
+"""Largest ranged GET: bounds the temporary copy each reading thread holds before scattering
+it (16 threads: at most 256 MiB), and is the range size S3 serves at full speed."""
 
 
 class FsspecStore:
