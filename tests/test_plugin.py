@@ -289,6 +289,29 @@ def test_dcp_root_option_places_locations(pytester: pytest.Pytester, tmp_path: P
     assert list(tmp_path.iterdir()) == []  # the session directory is removed at the end
 
 
+def test_dcp_root_url_gives_fresh_prefixes_and_removes_them(pytester: pytest.Pytester) -> None:
+    # fsspec's in-memory file system is a URL root without a server; the inner run is
+    # in-process, so its store is this process's and what is left there can be checked.
+    fsspec = pytest.importorskip("fsspec")
+    pytester.makepyfile(
+        """
+        import fsspec
+
+        def test_under_root(dcp_location):
+            a, b = dcp_location(), dcp_location()
+            assert a.startswith("memory://suite/dcp-session-") and a != b
+            fs = fsspec.filesystem("memory")
+            assert fs.find(a) == []
+            fs.pipe(a + "/data.bin", b"x")
+        """
+    )
+    memory = fsspec.filesystem("memory")
+    memory.pipe("memory://suite/keep.txt", b"mine")
+    pytester.runpytest("--dcp-root=memory://suite").assert_outcomes(passed=1)
+    assert memory.find("memory://suite") == ["/suite/keep.txt"]  # only what was there before
+    memory.rm("memory://suite", recursive=True)
+
+
 def test_hypothesis_profiles_are_registered(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
