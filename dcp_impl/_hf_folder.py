@@ -52,6 +52,7 @@ __all__ = [
     "temp_name",
     "is_folder",
     "read_folder",
+    "read_header",
     "current_sidecar",
     "Stored",
     "stored_items",
@@ -68,6 +69,7 @@ BYTES_FILE = "dcp-bytes-{:05d}.bin"
 # Files this backend may remove once a newer save has committed: only its own names.
 _OURS = re.compile(r"(shard-\d{5}-)?model-\d{5}-of-\d{5}\.safetensors|dcp-bytes-\d{5}\.bin")
 _TEMP = re.compile(r"\.(?P<name>.+)\.(?P<save>[0-9a-f]{32})\.tmp")
+_LEN_BYTES = 8  # a safetensors file starts with its header's length, u64 little-endian
 
 
 def file_name(index: int, count: int, shard: int | None = None) -> str:
@@ -134,9 +136,6 @@ def read_header(folder: _io.Store, name: str) -> Header:
     if len(blob) < length:  # replaced while we read it
         raise _corrupt(path, f"a header of {length} bytes", f"{len(blob)} bytes")
     return parse_header(blob, size, path)
-
-
-_LEN_BYTES = 8
 
 
 def _corrupt(path: str, expected: str, found: str) -> CorruptCheckpointError:

@@ -168,7 +168,8 @@ class FileSystemWriter(StorageWriter):
             if self.sync_files and jobs:
                 self.store.sync()
         except Exception as err:
-            self.store.remove(names)
+            with contextlib.suppress(OSError):  # best effort: the failure is what to report
+                self.store.remove(names)
             raise WriteFailedError(
                 f"{self.store.url}: writing {len(plan.items)} items failed: {err!r}; "
                 "nothing was committed"

@@ -16,6 +16,7 @@ reads folders and commits saves, :mod:`dcp_impl._hf_consolidate` implements
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
@@ -197,7 +198,8 @@ class HuggingFaceWriter(StorageWriter):
         try:
             per_file = _io.parallel_map(jobs, lambda: worker, thread_count=self.thread_count)
         except BaseException:
-            self.data_dir.remove(temp_name(name, assignment.save_id) for name, _ in jobs)
+            with contextlib.suppress(OSError):  # best effort: the failure is what to report
+                self.data_dir.remove(temp_name(name, assignment.save_id) for name, _ in jobs)
             raise
         fut: Future[list[WriteResult]] = Future()
         fut.set_result([result for results in per_file for result in results])

@@ -530,3 +530,30 @@ def test_store_small_files_and_listing(place: Place) -> None:
     assert store.list_files() == []
     assert store.same_place(_io.open_store(place.url + "/", place.options))
     assert not store.same_place(sub)
+
+
+def test_failed_multipart_upload_is_aborted(s3_options: dict[str, Any]) -> None:
+    """A data object large enough to upload in parts, failing midway: no object and no
+    incomplete multipart upload stay behind."""
+    boto3 = pytest.importorskip("boto3")
+    prefix = uuid.uuid4().hex
+    options = {**s3_options, "default_block_size": 5 << 20}  # S3's smallest part
+    store = _io.open_store(f"s3://{BUCKET}/{prefix}", options)
+
+    def fail_after_two_parts() -> None:
+        with store.create("big.bin", sync=True) as out:
+            out.write_bytes(bytes(11 << 20))  # two parts uploaded, the rest buffered
+            raise RuntimeError("upload interrupted")
+
+    with pytest.raises(RuntimeError, match="upload interrupted"):
+        fail_after_two_parts()
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_options["client_kwargs"]["endpoint_url"],
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    uploads = client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix).get("Uploads", [])
+    assert uploads == []
+    assert client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("KeyCount") == 0
