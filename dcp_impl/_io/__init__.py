@@ -6,8 +6,8 @@ Nothing here knows a checkpoint format; a backend maps its metadata onto these p
   fsync, ``os.replace``, fsync of the directory). :func:`fsync_dir` is the last step alone.
 * :class:`DataFileWriter` (an :class:`ItemWriter`) appends the logical values of tensors
   (any device, any strides) or raw bytes to one new data file and returns a
-  :class:`StoredRange` per item: its byte offset, length and checksum, hashed while the
-  bytes are written.
+  :class:`StoredRange` per item: its byte offset, length and checksum, hashed on a helper
+  thread while the bytes are written (``_checksum.write_hashed``).
 * :func:`read_into` executes :class:`ReadRequest` s. A request names one stored item (a
   row-major chunk at a byte range of a file) and the :class:`Target` s to fill from it: a
   sub-box of the chunk and a destination tensor of the sub-box's sizes. Bytes go straight
@@ -16,8 +16,10 @@ Nothing here knows a checkpoint format; a backend maps its metadata onto these p
   when it is one exact byte span, ``layout.byte_span``), and one ``os.preadv`` reads up to
   ``IOV_MAX`` buffers that alternate a destination run and a reused scratch buffer taking
   the skipped bytes between runs (a gap over 1 MiB starts a new call instead). Runs under
-  4 KiB, and every other destination, go through a reusable staging buffer instead: the
-  enclosing span is read and the sub-box view copied out. CUDA destinations are staged in
+  4 KiB, and every other host destination, are copied out of the file mapped in memory
+  (:class:`Mappable` sources: local files), touching only the sub-box's pages. Sources that
+  cannot map, and CUDA destinations, go through a reusable staging buffer instead: the
+  enclosing span is read and the sub-box view copied out; CUDA destinations are staged in
   pinned buffers and copied non-blocking on a side stream while the next read proceeds.
 * A :class:`Source` is one open stored file that :func:`read_into` asks for byte ranges;
   an :data:`Opener` makes one from a path (:class:`LocalFile`, ``os.preadv``, by default).
@@ -32,20 +34,21 @@ Nothing here knows a checkpoint format; a backend maps its metadata onto these p
 
 Checksums are ``"xxh3_64:<16 hex digits>"`` (:func:`checksum`). With ``verify=True``,
 :func:`read_into` never lets a byte of an item reach a destination unverified: an item read
-whole into one direct destination is hashed where it lands; any other read of an item with
-a checksum (a partial read included) reads the whole item into a staging buffer, hashes it,
-and only then copies out. The direct run reads above serve ``verify=False`` and items
-without a checksum: hashing in file order while reading runs would need a scratch buffer
-per gap instead of one reused one, and a mismatch found after the runs landed would have
-already written unverified bytes, which the guarantee forbids. A mismatch, a short file or
-a missing file raises ``CorruptCheckpointError`` naming the file and the item; when
-``read_into`` raises, the destinations' contents are unspecified.
+whole into one direct destination is hashed piece by piece as it lands; any other read of an
+item with a checksum (a partial read included) hashes the whole item first (in place in the
+mapping, or read whole into a staging buffer), and only then copies out. The direct run
+reads above serve ``verify=False`` and items without a checksum: hashing in file order while
+reading runs would need a scratch buffer per gap instead of one reused one, and a mismatch
+found after the runs landed would have already written unverified bytes, which the guarantee
+forbids. A mismatch, a short file or a missing file raises ``CorruptCheckpointError`` naming
+the file and the item; when ``read_into`` raises, the destinations' contents are unspecified.
 """
 
+from dcp_impl._io._checksum import CHECKSUM_ALGORITHM, checksum
 from dcp_impl._io._paths import is_local_path
 from dcp_impl._io._pool import Worker, parallel_map
 from dcp_impl._io._read import ReadRequest, Target, read_into
-from dcp_impl._io._sources import LocalFile, Opener, Source
+from dcp_impl._io._sources import LocalFile, Mappable, Opener, Source
 from dcp_impl._io._staging import DeviceCopier
 from dcp_impl._io._store import (
     LocalStore,
@@ -56,12 +59,10 @@ from dcp_impl._io._store import (
     read_from,
 )
 from dcp_impl._io._write import (
-    CHECKSUM_ALGORITHM,
     DataFileWriter,
     ItemWriter,
     StoredRange,
     atomic_write,
-    checksum,
     fsync_dir,
     tensor_bytes,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "DeviceCopier",
     "read_into",
     "Source",
+    "Mappable",
     "Opener",
     "LocalFile",
     "Worker",

@@ -8,11 +8,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import xxhash
 
-__all__ = ["CHECKSUM_ALGORITHM", "Digest", "write_hashed"]
+__all__ = ["CHECKSUM_ALGORITHM", "checksum", "Digest", "write_hashed"]
 
 CHECKSUM_ALGORITHM = "xxh3_64"
 PIECE = 8 << 20
 """:func:`write_hashed` hands bytes to the writer and the hash in pieces this big."""
+
+
+def checksum(data: memoryview | bytes) -> str:
+    """The checksum string of ``data``: ``"xxh3_64:<16 hex digits>"``."""
+    return f"{CHECKSUM_ALGORITHM}:{xxhash.xxh3_64(data).hexdigest()}"
 
 
 class Digest:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Self
 
 import torch
-import xxhash
 
 from dcp_impl import dtypes
+from dcp_impl._io._checksum import CHECKSUM_ALGORITHM, checksum, write_hashed
 from dcp_impl.errors import UnsupportedError
 
 __all__ = [
@@ -25,14 +25,6 @@ __all__ = [
     "tensor_bytes",
     "byte_view",
 ]
-
-CHECKSUM_ALGORITHM = "xxh3_64"
-_PIECE = 8 << 20  # write in pieces that stay in cache between hashing and writing
-
-
-def checksum(data: memoryview | bytes) -> str:
-    """The checksum string of ``data``: ``"xxh3_64:<16 hex digits>"``."""
-    return f"{CHECKSUM_ALGORITHM}:{xxhash.xxh3_64(data).hexdigest()}"
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
@@ -117,12 +109,7 @@ class ItemWriter:
         """Append raw bytes."""
         self._require_open()
         view = memoryview(data).cast("B")
-        digest = xxhash.xxh3_64()
-        for start in range(0, len(view), _PIECE):
-            piece = view[start : start + _PIECE]
-            digest.update(piece)
-            self._put(piece)
-        stored = StoredRange(self._offset, len(view), f"{CHECKSUM_ALGORITHM}:{digest.hexdigest()}")
+        stored = StoredRange(self._offset, len(view), write_hashed(view, self._put))
         self._offset += len(view)
         return stored
 
