@@ -9,6 +9,7 @@ nearly all the time measured is the backend's.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,7 +42,7 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter
 from dcp_impl.errors import UnsupportedError
 from perf.workloads import Piece
 
-__all__ = ["load", "plan_load", "save"]
+__all__ = ["is_url", "load", "plan_load", "remove", "save"]
 
 
 def _chunk(piece: Piece) -> ChunkStorageMetadata:
@@ -172,3 +173,18 @@ def plan_load(reader: StorageReader, metadata: Metadata, state_dict: dict[str, A
     local = reader.prepare_local_plan(planner.create_local_plan())
     (plan,) = reader.prepare_global_plan(planner.create_global_plan([local]))
     return planner.finish_plan(plan)
+
+
+def is_url(location: str) -> bool:
+    """Whether ``location`` is an fsspec URL (``s3://...``, ``memory://...``), not a local path."""
+    return "://" in location or "::" in location
+
+
+def remove(location: str) -> None:
+    """Delete a checkpoint (a local folder or a URL prefix) and everything in it, if it exists."""
+    from fsspec.core import url_to_fs
+
+    fs, path = url_to_fs(location)
+    # Nothing may have been written there (a save that failed early): nothing to remove.
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(path, recursive=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ from spec_tests.backends import Backend, BackendSpecError, load_backend
 
 #: Backends measured side by side unless --perf-backends says otherwise.
 DEFAULT_BACKENDS = ("dcp_impl-fs", "dcp_impl-hf", "torch-fs", "torch-hf")
+#: The same on a URL --perf-root: torch's own backend for URLs instead of its local-only two.
+URL_BACKENDS = ("dcp_impl-fs", "dcp_impl-hf", "torch-fsspec")
 _DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 
 
@@ -30,9 +34,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--perf-rounds", type=int, default=5, help="timed rounds per benchmark")
     group.addoption(
         "--perf-backends",
-        default=",".join(DEFAULT_BACKENDS),
+        default=None,
         help="comma-separated backend specs to measure (built-in names or module:attr); "
-        "a --dcp-backend spec is added to them",
+        f"a --dcp-backend spec is added to them (default: {','.join(DEFAULT_BACKENDS)}, "
+        f"on a URL --perf-root {','.join(URL_BACKENDS)})",
+    )
+    group.addoption(
+        "--perf-root",
+        default=None,
+        metavar="URL",
+        help="write the benchmarks' checkpoints under URL: a local directory or an fsspec URL "
+        "such as s3://bucket/perf (default: pytest's temporary directory); on a URL, benchmarks "
+        "of local files and memory only (baselines, memcpy) are skipped",
     )
     group.addoption(
         "--perf-drop-caches",
@@ -64,20 +77,38 @@ def pytest_benchmark_update_json(
     }
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # A benchmark that fails before it starts timing (e.g. in the untimed save of its
     # checkpoint) also gets pytest-benchmark's "fixture was not used" warning, which the
     # project's filterwarnings=error turns into a second, misleading error.
     unused = pytest.mark.filterwarnings("ignore:Benchmark fixture was not used")
+    root = config.getoption("--perf-root")
+    local_only = pytest.mark.skip(
+        reason=f"--perf-root {root} is a URL: this benchmark measures local files or memory only"
+    )
     for item in items:
         if item.path.is_relative_to(Path(__file__).parent):
             item.add_marker(unused)
+            # Only benchmarks whose locations come from the root measure the store.
+            if (
+                root
+                and _drive.is_url(root)
+                and not _ROOTED & set(getattr(item, "fixturenames", ()))
+            ):
+                item.add_marker(local_only)
+
+
+#: Fixtures through which a benchmark's checkpoints live under --perf-root.
+_ROOTED = frozenset({"perf_location", "checkpoints"})
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend_spec" in metafunc.fixturenames:
         config = metafunc.config
-        specs = [s.strip() for s in config.getoption("--perf-backends").split(",") if s.strip()]
+        root = config.getoption("--perf-root")
+        default = URL_BACKENDS if root and _drive.is_url(root) else DEFAULT_BACKENDS
+        chosen = config.getoption("--perf-backends") or ",".join(default)
+        specs = [s.strip() for s in chosen.split(",") if s.strip()]
         extra = config.getoption("--dcp-backend")  # registered by the spec_tests plugin
         if extra and extra not in specs:
             specs.append(extra)
@@ -97,13 +128,19 @@ def settings(pytestconfig: pytest.Config) -> Settings:
 
 
 @pytest.fixture
-def backend(backend_spec: str, tmp_path: Path) -> Backend:
-    """The backend named by the test's ``backend_spec``; skipped when it cannot be built."""
+def backend(backend_spec: str, tmp_path: Path, perf_root: str) -> Backend:
+    """The backend named by the test's ``backend_spec``; skipped when it cannot be built.
+
+    On a URL ``--perf-root`` it is also skipped unless its writer accepts that URL: torch's
+    local-only writers would otherwise create a local folder named ``s3:``.
+    """
     try:
         found = load_backend(backend_spec)
-        found.make_writer(str(tmp_path / "probe"))
+        writer = found.make_writer(str(tmp_path / "probe"))
     except (BackendSpecError, ImportError, AttributeError) as err:
         pytest.skip(f"backend {backend_spec!r} unavailable: {type(err).__name__}: {err}")
+    if _drive.is_url(perf_root) and not writer.validate_checkpoint_id(perf_root):
+        pytest.skip(f"backend {found.name!r} does not take URLs: its writer refuses {perf_root}")
     return found
 
 
@@ -113,8 +150,41 @@ def materials(settings: Settings) -> Materials:
 
 
 @pytest.fixture(scope="session")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory, materials: Materials) -> Checkpoints:
-    return Checkpoints(tmp_path_factory.mktemp("checkpoints"), materials)
+def perf_root(
+    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """This session's folder (or URL prefix) for checkpoints: fresh, removed at the end."""
+    parent = pytestconfig.getoption("--perf-root")
+    if not parent:
+        yield str(tmp_path_factory.mktemp("perf"))  # pytest prunes its old temporary folders
+        return
+    root = f"{parent.rstrip('/')}/perf-{uuid.uuid4().hex[:12]}"
+    yield root
+    _drive.remove(root)
+
+
+@pytest.fixture
+def perf_location(perf_root: str) -> Iterator[Callable[[], str]]:
+    """A callable naming a new, not yet existing location under ``perf_root`` on every call.
+
+    Whatever is left at those locations is removed when the test ends.
+    """
+    test_dir = f"{perf_root}/{uuid.uuid4().hex[:12]}"
+    rounds = itertools.count()
+    yield lambda: f"{test_dir}/round{next(rounds)}"
+    _drive.remove(test_dir)
+
+
+@pytest.fixture(scope="session")
+def checkpoints(perf_root: str, materials: Materials) -> Checkpoints:
+    if _drive.is_url(perf_root):
+        # Checkpoints joins and evicts with pathlib/shutil: local folders only, for now.
+        pytest.skip(
+            f"--perf-root {perf_root}: load benchmarks cannot keep checkpoints on a URL yet"
+        )
+    root = Path(perf_root) / "checkpoints"
+    root.mkdir()
+    return Checkpoints(root, materials)
 
 
 @pytest.fixture(scope="session")
