@@ -361,26 +361,35 @@ def _validated(spec: str, obj: object) -> Backend:
     return obj
 
 
-def probe(backend: Backend) -> None:
-    """Make one writer and one reader for a scratch location; BackendSpecError if either fails.
+def probe(backend: Backend, location: str | None = None) -> None:
+    """Make one writer and one reader for ``location``; BackendSpecError if either fails.
 
-    A backend whose storage classes cannot even be built would otherwise fail every
-    property separately (each one shrinking its failure), taking minutes to say one thing.
+    ``location`` defaults to a scratch local directory; the plugin passes a URL under a URL
+    ``--dcp-root``, for backends that take URLs only. A backend whose storage classes cannot
+    even be built would otherwise fail every property separately (each one shrinking its
+    failure), taking minutes to say one thing.
     """
+    if location is not None:
+        _probe_at(backend, location)
+        return
+    with tempfile.TemporaryDirectory(prefix="dcp-probe-") as scratch:
+        _probe_at(backend, scratch)
+
+
+def _probe_at(backend: Backend, location: str) -> None:
     from torch.distributed.checkpoint.storage import StorageReader, StorageWriter
 
-    with tempfile.TemporaryDirectory(prefix="dcp-probe-") as scratch:
-        made: dict[str, type] = {"make_writer": StorageWriter, "make_reader": StorageReader}
-        for method, expected in made.items():
-            try:
-                got = getattr(backend, method)(scratch)
-            except Exception as err:  # whatever the backend raises, the run cannot proceed
-                raise BackendSpecError(
-                    f"backend {backend.name!r}: {method}({scratch!r}) failed: "
-                    f"{type(err).__name__}: {err}"
-                ) from err
-            if not isinstance(got, expected):
-                raise BackendSpecError(
-                    f"backend {backend.name!r}: {method}() returned {type(got).__name__}, "
-                    f"expected a {expected.__name__}"
-                )
+    made: dict[str, type] = {"make_writer": StorageWriter, "make_reader": StorageReader}
+    for method, expected in made.items():
+        try:
+            got = getattr(backend, method)(location)
+        except Exception as err:  # whatever the backend raises, the run cannot proceed
+            raise BackendSpecError(
+                f"backend {backend.name!r}: {method}({location!r}) failed: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+        if not isinstance(got, expected):
+            raise BackendSpecError(
+                f"backend {backend.name!r}: {method}() returned {type(got).__name__}, "
+                f"expected a {expected.__name__}"
+            )

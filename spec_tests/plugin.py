@@ -64,6 +64,7 @@ class _State:
     spec: str
     explicit: bool  # the spec came from --dcp-backend or the environment
     requested: bool  # this run is a run of the suite
+    root: str | None = None  # --dcp-root
     backend: Backend | None = None
     entries: list[XfailEntry] = field(default_factory=list)
     unmatched: list[XfailEntry] = field(default_factory=list)
@@ -75,7 +76,15 @@ class _State:
             from spec_tests.backends import load_backend, probe
 
             backend = load_backend(self.spec)
-            probe(backend)
+            if self.root is not None and "://" in self.root:
+                # A URL root: probe there, so that a backend taking URLs only is not refused.
+                location = _child(self.root, "dcp-probe-")
+                try:
+                    probe(backend, location)
+                finally:
+                    _remove(location)
+            else:
+                probe(backend)
             self.backend = backend
         return self.backend
 
@@ -130,6 +139,7 @@ def pytest_configure(config: pytest.Config) -> None:
         spec=spec or DEFAULT_BACKEND,
         explicit=bool(spec),
         requested=bool(spec) or _targets_suite(config),
+        root=config.getoption("--dcp-root"),
     )
     config.stash[_STATE] = state
     if state.explicit:

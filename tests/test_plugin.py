@@ -312,6 +312,37 @@ def test_dcp_root_url_gives_fresh_prefixes_and_removes_them(pytester: pytest.Pyt
     memory.rm("memory://suite", recursive=True)
 
 
+def test_url_only_backend_is_probed_under_a_url_root(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        urlonly="""
+        from dataclasses import dataclass
+        from spec_tests.reference import ReferenceReader, ReferenceWriter
+
+        def _url(path):
+            if "://" not in path:
+                raise ValueError(f"expected a URL, got {path!r}")
+            return path
+
+        @dataclass(frozen=True)
+        class UrlOnly:
+            name: str = "url-only"
+            capabilities: frozenset = frozenset({"dtype:float32"})
+            def make_writer(self, path): return ReferenceWriter(_url(path))
+            def make_reader(self, path): return ReferenceReader(_url(path))
+        """,
+        test_url="""
+        def test_location(dcp_backend, dcp_location):
+            assert dcp_location().startswith("memory://probe-root/")
+        """,
+    )
+    pytester.syspathinsert()
+    spec = "--dcp-backend=urlonly:UrlOnly"
+    pytester.runpytest(spec, "--dcp-root=memory://probe-root").assert_outcomes(passed=1)
+    refused = pytester.runpytest(spec)
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(["*make_writer(*) failed: ValueError: expected a URL*"])
+
+
 def test_hypothesis_profiles_are_registered(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
