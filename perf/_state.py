@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
@@ -63,13 +61,15 @@ class Materials:
 
 
 class Checkpoints:
-    """Checkpoints saved (untimed) for the load benchmarks, kept on disk within a byte budget.
+    """Checkpoints saved (untimed) for the load benchmarks, kept within a byte budget.
+
+    ``root`` is a local folder or a URL prefix (``--perf-root``).
 
     The budget (``keep`` times the workload size) bounds the disk a 1 GiB run needs, while the
     small metadata-scale checkpoints stay for every benchmark that reads them.
     """
 
-    def __init__(self, root: Path, materials: Materials, keep: int = 3) -> None:
+    def __init__(self, root: str, materials: Materials, keep: int = 3) -> None:
         self._root, self._materials = root, materials
         self._budget = keep * materials.size
         self._saved: OrderedDict[tuple[str, str, str], tuple[str, int]] = OrderedDict()
@@ -79,13 +79,13 @@ class Checkpoints:
         """A checkpoint of ``workload`` in its save layout, written by ``backend``."""
         key = (backend.name, workload.model, workload.save.name)
         if key not in self._saved:
-            path = str(self._root / f"ckpt{self._count}")
+            path = f"{self._root}/ckpt{self._count}"
             self._count += 1
             ranks = self._materials.pieces(workload, workload.save, save=True)
             _drive.save([backend.make_writer(path) for _ in ranks], path, ranks)
             self._saved[key] = (path, nbytes(ranks))
             while len(self._saved) > 1 and sum(n for _, n in self._saved.values()) > self._budget:
                 oldest, _ = self._saved.popitem(last=False)[1]
-                shutil.rmtree(oldest)
+                _drive.remove(oldest)
         self._saved.move_to_end(key)
         return self._saved[key][0]

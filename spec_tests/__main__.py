@@ -30,7 +30,14 @@ from spec_tests.matrix import (
     to_json,
 )
 
-DEFAULT_BACKENDS = ("reference", "dcp_impl-fs", "dcp_impl-hf", "torch-fs", "torch-hf")
+DEFAULT_BACKENDS = (
+    "reference",
+    "dcp_impl-fs",
+    "dcp_impl-hf",
+    "torch-fs",
+    "torch-hf",
+    "torch-fsspec",
+)
 
 
 def run_backend(
