@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import traceback
@@ -314,8 +315,9 @@ class _DeferredCopier:
         self.wait(len(self.pending))
 
 
+@pytest.mark.parametrize("coalesce", [0, 2 * 60])
 @pytest.mark.parametrize("verify", [True, False])
-def test_staging_waits_before_reusing_a_buffer(tmp_path: Path, verify: bool) -> None:
+def test_staging_waits_before_reusing_a_buffer(tmp_path: Path, verify: bool, coalesce: int) -> None:
     chunks = [_values((5, 3), torch.float32, seed=i) for i in range(7)]
     path = tmp_path / "d.bin"
     with _io.DataFileWriter(path) as out:
@@ -331,7 +333,7 @@ def test_staging_waits_before_reusing_a_buffer(tmp_path: Path, verify: bool) -> 
         _request(path, r, c, _io.Target(Box.full((5, 3)), d))
         for c, r, d in zip(chunks, ranges, dests, strict=True)
     ]
-    _io.read_into(requests, verify=verify, stage_all=True, copier=make)
+    _io.read_into(requests, verify=verify, stage_all=True, copier=make, coalesce=coalesce)
     assert sum(c.copies for c in copiers) == len(chunks)
     for c, d in zip(chunks, dests, strict=True):
         assert torch.equal(c.view(torch.int32), d.view(torch.int32))
@@ -547,7 +549,8 @@ def test_column_halves_read_the_chunk_once_into_their_destinations(
     halves = [Box((0, h * cols // 2), (rows, cols // 2)) for h in range(2)]
     targets = [_io.Target(b, torch.zeros(b.sizes, dtype=torch.bfloat16)) for b in halves]
     calls = _recording_preadv(monkeypatch)
-    _io.read_into([_request(tmp_path / "d.bin", stored, chunk, *targets)], verify=False)
+    request = _request(tmp_path / "d.bin", stored, chunk, *targets)
+    _io.read_into([request], verify=False, opener=_PreadOnly)
     # One call, one buffer per half row in file order, no scratch: every byte read once.
     assert calls == [[cols] * (2 * rows)]
     for t in targets:
@@ -555,7 +558,8 @@ def test_column_halves_read_the_chunk_once_into_their_destinations(
 
     calls.clear()
     left = _io.Target(halves[0], torch.zeros(halves[0].sizes, dtype=torch.bfloat16))
-    _io.read_into([_request(tmp_path / "d.bin", stored, chunk, left)], verify=False)
+    request = _request(tmp_path / "d.bin", stored, chunk, left)
+    _io.read_into([request], verify=False, opener=_PreadOnly)
     # The right halves between two left halves go to scratch, in the same call.
     assert calls == [[cols, cols] * (rows - 1) + [cols]]
     assert torch.equal(left.dest.view(torch.int16), chunk[:, : cols // 2].view(torch.int16))
@@ -586,9 +590,8 @@ def test_large_gaps_start_a_new_call(tmp_path: Path, monkeypatch: pytest.MonkeyP
     dest = torch.zeros(sub.sizes, dtype=torch.int8)
     calls = _recording_preadv(monkeypatch)
     with mock.patch.object(_runs, "MIN_RUN", 1), mock.patch.object(_runs, "MAX_GAP", 11):
-        _io.read_into(
-            [_request(tmp_path / "d.bin", stored, chunk, _io.Target(sub, dest))], verify=False
-        )
+        request = _request(tmp_path / "d.bin", stored, chunk, _io.Target(sub, dest))
+        _io.read_into([request], verify=False, opener=_PreadOnly)
     assert calls == [[6], [6], [6]]
     assert torch.equal(dest, chunk[1:, 2:4])
 
@@ -601,9 +604,109 @@ def test_interrupted_vectored_reads_resume(tmp_path: Path, monkeypatch: pytest.M
     sub = Box((1, 0), (4, cols // 2))
     dest = torch.zeros(sub.sizes, dtype=torch.int16)
     calls = _recording_preadv(monkeypatch, most=1000)
-    _io.read_into([_request(path, stored, chunk, _io.Target(sub, dest))], verify=False)
+    request = _request(path, stored, chunk, _io.Target(sub, dest))
+    _io.read_into([request], verify=False, opener=_PreadOnly)
     assert torch.equal(dest, chunk[1:5, : cols // 2])
     assert len(calls) > 1
     os.truncate(path, stored.offset + stored.length - 4 * cols)  # rows 4 and 5 are gone
     with pytest.raises(CorruptCheckpointError, match=r"'w' chunk is truncated"):
         _io.read_into([_request(path, stored, chunk, _io.Target(sub, dest))], verify=False)
+
+
+# --- coalesced reads (object stores: one round trip for neighbouring items) -------------------
+
+
+def _small_items(path: Path, count: int) -> tuple[list[torch.Tensor], list[_io.StoredRange]]:
+    chunks = [_values((3, 5), torch.float32, seed=i) for i in range(count)]
+    with _io.DataFileWriter(path) as out:
+        ranges = [out.write_tensor(c) for c in chunks]
+    return chunks, ranges
+
+
+def _requests_for(
+    path: Path, chunks: list[torch.Tensor], ranges: list[_io.StoredRange], dests: list[torch.Tensor]
+) -> list[_io.ReadRequest]:
+    return [
+        _request(path, r, c, _io.Target(Box.full((3, 5)), d))
+        for c, r, d in zip(chunks, ranges, dests, strict=True)
+    ]
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_coalesced_items_are_fetched_by_one_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verify: bool
+) -> None:
+    path = tmp_path / "d.bin"
+    chunks, ranges = _small_items(path, 6)
+    dests = [torch.zeros(5, 3).t() if i % 2 else torch.zeros(3, 5) for i in range(6)]
+    calls = _recording_preadv(monkeypatch)
+    requests = _requests_for(path, chunks, ranges, dests)
+    # 4 items fit 4 * 60 bytes; the next batch starts at the fifth.
+    _io.read_into(requests[::-1], verify=verify, opener=_PreadOnly, coalesce=4 * 60)
+    assert calls == [[4 * 60], [2 * 60]]
+    for chunk, dest in zip(chunks, dests, strict=True):
+        assert torch.equal(dest, chunk)
+
+
+def test_coalesced_reads_check_and_name_each_item(tmp_path: Path) -> None:
+    path = tmp_path / "d.bin"
+    chunks, ranges = _small_items(path, 4)
+    raw = bytearray(path.read_bytes())
+    raw[ranges[2].offset + 7] ^= 0x10
+    path.write_bytes(bytes(raw))
+    dests = [torch.zeros(3, 5) for _ in chunks]
+    requests = [
+        dataclasses.replace(r, label=f"item {i}")
+        for i, r in enumerate(_requests_for(path, chunks, ranges, dests))
+    ]
+    with pytest.raises(CorruptCheckpointError, match=r"item item 2 .*checksum"):
+        _io.read_into(requests, opener=_PreadOnly, coalesce=1 << 20)
+    os.truncate(path, ranges[3].offset + 10)
+    with pytest.raises(CorruptCheckpointError, match=r"item item 3 is truncated"):
+        _io.read_into(requests, verify=False, opener=_PreadOnly, coalesce=1 << 20)
+
+
+@given(
+    spans=st.lists(
+        st.tuples(st.sampled_from("ab"), st.integers(0, 50), st.integers(0, 3)), max_size=12
+    ),
+    limit=st.integers(0, 60),
+)
+def test_batches_partition_requests_in_order_within_the_limit(
+    spans: list[tuple[str, int, int]], limit: int
+) -> None:
+    from dcp_impl._io._read import _batches
+
+    ordered = sorted(
+        (_io.ReadRequest(p, o, 4 * n, (n,), torch.float32, ()) for p, o, n in spans),
+        key=lambda r: (r.path, r.offset),
+    )
+    batches = _batches(ordered, limit)
+    assert [r for batch in batches for r in batch] == ordered
+    for batch in batches:
+        assert len({r.path for r in batch}) == 1
+        if len(batch) > 1:
+            assert max(r.offset + r.length for r in batch) - batch[0].offset <= limit
+    if limit == 0:
+        assert all(len(batch) == 1 for batch in batches)
+
+
+def test_coalesced_items_at_unaligned_offsets(tmp_path: Path) -> None:
+    path = tmp_path / "d.bin"
+    chunks = [
+        torch.tensor([True, False, True]),
+        _values((2, 2), torch.float64, seed=1),
+        _values((3,), torch.int16, seed=2),
+        _values((2, 3), torch.complex64, seed=3),
+    ]
+    with _io.DataFileWriter(path) as out:
+        ranges = [out.write_tensor(c) for c in chunks]
+    assert ranges[1].offset % 8 != 0  # after 3 bools
+    dests = [torch.zeros_like(c) for c in chunks]
+    requests = [
+        _request(path, r, c, _io.Target(Box.full(tuple(c.shape)), d))
+        for c, r, d in zip(chunks, ranges, dests, strict=True)
+    ]
+    for verify in (True, False):
+        _io.read_into(requests, verify=verify, opener=_PreadOnly, coalesce=1 << 20)
+        assert all(_bytes(d) == _bytes(c) for c, d in zip(chunks, dests, strict=True))

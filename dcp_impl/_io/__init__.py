@@ -10,17 +10,19 @@ Nothing here knows a checkpoint format; a backend maps its metadata onto these p
   thread while the bytes are written (``_checksum.write_hashed``).
 * :func:`read_into` executes :class:`ReadRequest` s. A request names one stored item (a
   row-major chunk at a byte range of a file) and the :class:`Target` s to fill from it: a
-  sub-box of the chunk and a destination tensor of the sub-box's sizes. Bytes go straight
-  into a destination when it is a contiguous CPU tensor of the item's dtype: the sub-box is
-  cut into runs of contiguous bytes (one per row of its leading dimensions; a single run
-  when it is one exact byte span, ``layout.byte_span``), and one ``os.preadv`` reads up to
+  sub-box of the chunk and a destination tensor of the sub-box's sizes. A sub-box that is one
+  exact byte span (``layout.byte_span``) is read by ``os.preadv`` straight into a contiguous
+  CPU destination of the item's dtype. Any other sub-box, into any host destination, is
+  copied out of the file mapped in memory (:class:`Mappable` sources: local files), touching
+  only the sub-box's pages. Where the file cannot be mapped, the sub-box is cut into runs of
+  contiguous bytes (one per row of its leading dimensions) and one ``preadv`` reads up to
   ``IOV_MAX`` buffers that alternate a destination run and a reused scratch buffer taking
-  the skipped bytes between runs (a gap over 1 MiB starts a new call instead). Runs under
-  4 KiB, and every other host destination, are copied out of the file mapped in memory
-  (:class:`Mappable` sources: local files), touching only the sub-box's pages. Sources that
-  cannot map, and CUDA destinations, go through a reusable staging buffer instead: the
-  enclosing span is read and the sub-box view copied out; CUDA destinations are staged in
-  pinned buffers and copied non-blocking on a side stream while the next read proceeds.
+  the skipped bytes between runs (a gap over 1 MiB starts a new call instead); runs under
+  4 KiB, and CUDA destinations, go through a reusable staging buffer instead: the enclosing
+  span is read and the sub-box view copied out. CUDA destinations are staged in pinned
+  buffers and copied non-blocking on a side stream while the next read proceeds. With
+  ``coalesce`` (object stores), neighbouring items are fetched by one read and served from
+  a staging buffer.
 * A :class:`Source` is one open stored file that :func:`read_into` asks for byte ranges;
   an :data:`Opener` makes one from a path (:class:`LocalFile`, ``os.preadv``, by default).
 * A :class:`Store` is where one checkpoint's files live; :func:`open_store` picks it from the

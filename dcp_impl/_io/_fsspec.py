@@ -5,7 +5,8 @@ uploads multipart) and visible only once complete; a failed write aborts the upl
 removes whatever the file system already shows. Small files are committed with one PUT
 (``pipe_file``), which object stores apply atomically. Reads are ranged GETs
 (``cat_file``), one per ``preadv`` (in pieces of at most :data:`PART` bytes), on as many
-threads as ``read_into`` runs.
+threads as ``read_into`` runs; neighbouring items spanning up to :data:`PART` bytes are
+fetched by one GET (``read_into(coalesce=...)``), so many small tensors cost one round trip.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class FsspecStore:
     """A prefix of an fsspec file system, opened from a URL and ``storage_options``."""
 
     read_threads = URL_READ_THREADS
+    coalesce = PART  # one GET serves all the small items it spans: a round trip each costs more
 
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
         fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))

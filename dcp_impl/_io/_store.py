@@ -47,6 +47,11 @@ class Store(Protocol):
         """Opens stored files for ``read_into`` (None: ``read_into``'s default, local files)."""
         ...
 
+    @property
+    def coalesce(self) -> int:
+        """Neighbouring reads spanning at most this many bytes are fetched as one (0: never)."""
+        ...
+
     def path(self, name: str) -> str:
         """The full path (or URL) of ``name``, as read requests and error messages give it."""
         ...
@@ -115,6 +120,7 @@ class LocalStore:
 
     read_threads = LOCAL_READ_THREADS
     opener: Opener | None = None
+    coalesce = 0  # local items are read (or mapped) in place: nothing to save by merging
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.url = os.fspath(root)
@@ -250,4 +256,10 @@ def read_from(
     if store.opener is None:
         read_into(requests, thread_count=thread_count, verify=verify)
     else:
-        read_into(requests, thread_count=thread_count, verify=verify, opener=store.opener)
+        read_into(
+            requests,
+            thread_count=thread_count,
+            verify=verify,
+            opener=store.opener,
+            coalesce=store.coalesce,
+        )
