@@ -25,13 +25,11 @@ from torch.distributed.checkpoint.metadata import (
     TensorStorageMetadata,
 )
 
-from dcp_impl import _io
+from dcp_impl import _io, _safetensors
 from dcp_impl._safetensors import (
-    MAX_HEADER_BYTES,
     SAVE_ID_KEY,
     Header,
     TensorEntry,
-    parse_header,
     saved_offsets,
     strict_json,
 )
@@ -113,29 +111,13 @@ def is_folder(folder: _io.Store) -> bool:
 
 
 def read_header(folder: _io.Store, name: str) -> Header:
-    """Read and strictly parse the header of the safetensors file ``name`` (two bounded
-    reads: the length, then the header; ``FileNotFoundError`` when the file is missing)."""
-    path = folder.path(name)
-    try:
-        size = folder.size(name)
-        prefix = folder.read_range(name, 0, _LEN_BYTES)
-        if len(prefix) < _LEN_BYTES:
-            raise _corrupt(path, "an 8-byte header length", f"a {size}-byte file")
-        length = int.from_bytes(prefix, "little")
-        if length > MAX_HEADER_BYTES or _LEN_BYTES + length > size:
-            raise _corrupt(
-                path,
-                f"a header of at most {min(MAX_HEADER_BYTES, size - _LEN_BYTES)} bytes",
-                f"a declared header length of {length}",
-            )
-        blob = folder.read_range(name, _LEN_BYTES, length)
-    except FileNotFoundError:
-        raise
-    except OSError as err:
-        raise CorruptCheckpointError(f"{path}: cannot read the safetensors header: {err}") from err
-    if len(blob) < length:  # replaced while we read it
-        raise _corrupt(path, f"a header of {length} bytes", f"{len(blob)} bytes")
-    return parse_header(blob, size, path)
+    """Read and strictly parse the header of the safetensors file ``name`` of ``folder``
+    (``FileNotFoundError`` when the file is missing; see ``_safetensors.read_header``)."""
+    return _safetensors.read_header(
+        folder.path(name),
+        lambda: folder.size(name),
+        lambda offset, length: folder.read_range(name, offset, length),
+    )
 
 
 def _corrupt(path: str, expected: str, found: str) -> CorruptCheckpointError:

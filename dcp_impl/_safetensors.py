@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -110,28 +109,33 @@ def encode_header(
     return len(text).to_bytes(_LEN_BYTES, "little") + text, entries
 
 
-def read_header(path: str | os.PathLike[str]) -> Header:
-    """Read and strictly parse the header of the safetensors file at ``path``."""
-    name = os.fspath(path)
+def read_header(
+    path: str, size: Callable[[], int], read_range: Callable[[int, int], bytes]
+) -> Header:
+    """Read and strictly parse the header of the safetensors file ``path``, wherever it is
+    stored: ``size()`` gives its length, ``read_range(offset, length)`` its bytes (two
+    bounded reads: the length, then the header). ``FileNotFoundError`` when it is missing;
+    any other ``OSError`` becomes :class:`CorruptCheckpointError`."""
     try:
-        with open(name, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            prefix = f.read(_LEN_BYTES)
-            if len(prefix) < _LEN_BYTES:
-                raise _corrupt(name, "an 8-byte header length", f"a {size}-byte file")
-            length = int.from_bytes(prefix, "little")
-            if length > MAX_HEADER_BYTES or _LEN_BYTES + length > size:
-                raise _corrupt(
-                    name,
-                    f"a header of at most {min(MAX_HEADER_BYTES, size - _LEN_BYTES)} bytes",
-                    f"a declared header length of {length}",
-                )
-            blob = f.read(length)
+        file_size = size()
+        prefix = read_range(0, _LEN_BYTES)
+        if len(prefix) < _LEN_BYTES:
+            raise _corrupt(path, "an 8-byte header length", f"a {file_size}-byte file")
+        length = int.from_bytes(prefix, "little")
+        if length > MAX_HEADER_BYTES or _LEN_BYTES + length > file_size:
+            raise _corrupt(
+                path,
+                f"a header of at most {min(MAX_HEADER_BYTES, file_size - _LEN_BYTES)} bytes",
+                f"a declared header length of {length}",
+            )
+        blob = read_range(_LEN_BYTES, length)
     except FileNotFoundError:
         raise
     except OSError as err:
-        raise CorruptCheckpointError(f"{name}: cannot read the safetensors header: {err}") from err
-    return parse_header(blob, size, name)
+        raise CorruptCheckpointError(f"{path}: cannot read the safetensors header: {err}") from err
+    if len(blob) < length:  # replaced while we read it
+        raise _corrupt(path, f"a header of {length} bytes", f"{len(blob)} bytes")
+    return parse_header(blob, file_size, path)
 
 
 def parse_header(blob: bytes, file_size: int, path: str) -> Header:
