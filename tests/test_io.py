@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import os
 import threading
 import traceback
@@ -710,3 +711,22 @@ def test_coalesced_items_at_unaligned_offsets(tmp_path: Path) -> None:
     for verify in (True, False):
         _io.read_into(requests, verify=verify, opener=_PreadOnly, coalesce=1 << 20)
         assert all(_bytes(d) == _bytes(c) for c, d in zip(chunks, dests, strict=True))
+
+
+def test_a_file_that_cannot_be_mapped_is_read_instead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chunk = _values((16, 32), torch.bfloat16)
+    stored = _store(tmp_path / "d.bin", chunk)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(19, "No such device")  # what mmap gives on a file system without it
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    counts = _counting_preadv(monkeypatch)
+    for verify in (True, False):
+        targets = _two_sub_boxes(chunk)
+        _io.read_into([_request(tmp_path / "d.bin", stored, chunk, *targets)], verify=verify)
+        for t in targets:
+            assert torch.equal(t.dest.view(torch.int16), _region(chunk, t.sub).view(torch.int16))
+    assert counts  # the bytes came through preadv

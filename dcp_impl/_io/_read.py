@@ -316,6 +316,8 @@ class _Reader:
         if not isinstance(source, Mappable):
             return None
         whole = source.mapped()
+        if whole is None:
+            return None
         end = request.offset + request.length
         if len(whole) < end:
             raise _truncated(request, end, len(whole))

@@ -37,8 +37,9 @@ class Source(Protocol):
 class Mappable(Protocol):
     """A source whose bytes can also be viewed in place, without reading them into a buffer."""
 
-    def mapped(self) -> memoryview:
-        """The whole file, mapped (its length is the file's size when first mapped)."""
+    def mapped(self) -> memoryview | None:
+        """The whole file, mapped (its length is the file's size when first mapped), or
+        None where this file cannot be mapped: read it instead."""
         ...
 
 
@@ -57,13 +58,20 @@ class LocalFile:
     def __init__(self, path: str) -> None:
         self._fd = os.open(path, os.O_RDONLY)
         self._map: mmap.mmap | None = None
+        self._unmappable = False
 
-    def mapped(self) -> memoryview:
+    def mapped(self) -> memoryview | None:
         # docstring inherited
         if self._map is None:
+            if self._unmappable:
+                return None
             if os.fstat(self._fd).st_size == 0:
                 return memoryview(b"")  # an empty file cannot be mapped
-            self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_COPY)
+            try:
+                self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_COPY)
+            except (OSError, ValueError):  # some FUSE and special file systems refuse mmap
+                self._unmappable = True
+                return None
         return memoryview(self._map)
 
     def preadv(self, buffers: list[memoryview], offset: int) -> int:
