@@ -15,9 +15,14 @@ PYTHON = "3.11"
 TORCH = "torch==2.13.0"
 
 
+# The S3 test stack's versions, resolved together (see the file): without them pip's resolver
+# backtracks for minutes or gives up.
+S3_CONSTRAINTS = "constraints/s3.txt"
+
+
 def _install(session: nox.Session, extras: str) -> None:
     session.install(TORCH)
-    session.install("-e", f".[{extras}]")
+    session.install("-c", S3_CONSTRAINTS, "-e", f".[{extras}]")
 
 
 @nox.session(python=PYTHON)
