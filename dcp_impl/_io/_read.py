@@ -208,11 +208,11 @@ class _Reader:
         start = batch[0].offset
         end = max(r.offset + r.length for r in batch)
         slot, staged = self._staging.take(end - start)
-        done = self._open(batch[0]).preadv([byte_view(staged)], start)
+        whole = byte_view(staged)
+        done = self._open(batch[0]).preadv([whole], start)
         for request in batch:
             if request.offset + request.length > start + done:
                 raise _truncated(request, request.offset + request.length, start + done)
-        whole = byte_view(staged)
         for request in batch:
             begin = request.offset - start
             self._serve(request, _live(request), _bytes_at(whole, begin, request.length), slot)
@@ -264,11 +264,9 @@ class _Reader:
         pieces: list[_runs.Piece] = []
         for target in targets:
             direct = self._is_direct(request, target)
-            _, _, exact = byte_span(request.chunk_sizes, target.sub, itemsize)
+            start, length, exact = byte_span(request.chunk_sizes, target.sub, itemsize)
             if direct and exact:  # one run: one read straight into the destination
-                pieces += _runs.plan_runs(request.chunk_sizes, target.sub, itemsize).pieces(
-                    byte_view(target.dest), request.offset
-                )
+                pieces.append((request.offset + start, byte_view(target.dest)))
                 continue
             # Several runs: a mapped file gives exactly their bytes, where vectored reads
             # would also take the gaps between them (1 GiB saved as 4 row shards, loaded
@@ -282,7 +280,6 @@ class _Reader:
                 if runs.length >= _runs.MIN_RUN:
                     pieces += runs.pieces(byte_view(target.dest), request.offset)
                     continue
-            start, length, _ = byte_span(request.chunk_sizes, target.sub, itemsize)
             slot, staged = self._staging.take(length)
             self._pread(request, [byte_view(staged)], request.offset + start)
             self._copy_out(slot, target, _sub_view(request, staged, target, base=start))

@@ -7,7 +7,7 @@ chosen from the checkpoint id by :func:`open_store`: :class:`LocalStore` for loc
 ``memory://name``: whole-object writes, ranged reads). Names inside a store are relative and
 ``/``-separated; :meth:`Store.path` turns one into the string read requests and error
 messages carry. Reads go through :func:`read_from`, which hands ``read_into`` the store's
-:data:`~dcp_impl._io._sources.Opener` (local stores keep ``read_into``'s own default).
+:data:`~dcp_impl._io._sources.Opener` (``LocalFile`` for local stores) and ``coalesce``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from dcp_impl._io._paths import is_local_path
 from dcp_impl._io._read import ReadRequest, read_into
-from dcp_impl._io._sources import Opener
+from dcp_impl._io._sources import LocalFile, Opener
 from dcp_impl._io._write import DataFileWriter, ItemWriter, atomic_write, fsync_dir
 from dcp_impl.errors import InvalidMetadataError
 
@@ -43,8 +43,8 @@ class Store(Protocol):
         ...
 
     @property
-    def opener(self) -> Opener | None:
-        """Opens stored files for ``read_into`` (None: ``read_into``'s default, local files)."""
+    def opener(self) -> Opener:
+        """Opens stored files for ``read_into``."""
         ...
 
     @property
@@ -119,7 +119,7 @@ class LocalStore:
     """A local directory, through ``os`` calls."""
 
     read_threads = LOCAL_READ_THREADS
-    opener: Opener | None = None
+    opener: Opener = LocalFile
     coalesce = 0  # local items are read (or mapped) in place: nothing to save by merging
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -252,14 +252,12 @@ def open_store(
 def read_from(
     store: Store, requests: Sequence[ReadRequest], *, thread_count: int, verify: bool
 ) -> None:
-    """``read_into(requests, ...)`` with the store's opener (see :func:`read_into`)."""
-    if store.opener is None:
-        read_into(requests, thread_count=thread_count, verify=verify)
-    else:
-        read_into(
-            requests,
-            thread_count=thread_count,
-            verify=verify,
-            opener=store.opener,
-            coalesce=store.coalesce,
-        )
+    """``read_into(requests, ...)`` with the store's opener and coalescing (see
+    :func:`read_into`)."""
+    read_into(
+        requests,
+        thread_count=thread_count,
+        verify=verify,
+        opener=store.opener,
+        coalesce=store.coalesce,
+    )
