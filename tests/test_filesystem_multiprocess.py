@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
+from _ranks import run_ranks
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor, Placement, Replicate, Shard, distribute_tensor
-from torch.multiprocessing.spawn import spawn
 
 from dcp_impl.__main__ import main as cli
 from dcp_impl.errors import OverwriteRefusedError
@@ -41,45 +41,40 @@ def _sharded(
     }
 
 
-def _worker(rank: int, world: int, init_file: str, path: str) -> None:
-    torch.set_num_threads(1)  # 2-4 processes share a small machine
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+def _worker(rank: int, world: int, path: str) -> None:
+    shape = (world,) if world == 2 else (2, world // 2)
+    mesh = init_device_mesh("cpu", shape)
+    save_layout: list[Placement] = [Shard(0) for _ in shape]
+    load_layout: list[Placement] = [Shard(1), *(Shard(0) for _ in shape[1:])]
+    dcp_save(_sharded(_weights(), mesh, save_layout), storage_writer=FileSystemWriter(path))
+
+    zeros = {k: torch.zeros_like(v) for k, v in _weights().items()}
+    out = _sharded(zeros, mesh, load_layout)
+    out["step"] = torch.tensor(0)
+    dcp_load(out, storage_reader=FileSystemReader(path))
+    for name, full in _weights().items():
+        loaded = out[name]
+        assert isinstance(loaded, DTensor)
+        if name == "w":
+            assert loaded.placements == tuple(load_layout)
+        assert torch.equal(loaded.full_tensor(), full), f"rank {rank}: {name} differs"
+    assert out["step"].item() == 7
+
+    refused = False
     try:
-        shape = (world,) if world == 2 else (2, world // 2)
-        mesh = init_device_mesh("cpu", shape)
-        save_layout: list[Placement] = [Shard(0) for _ in shape]
-        load_layout: list[Placement] = [Shard(1), *(Shard(0) for _ in shape[1:])]
-        dcp_save(_sharded(_weights(), mesh, save_layout), storage_writer=FileSystemWriter(path))
-
-        zeros = {k: torch.zeros_like(v) for k, v in _weights().items()}
-        out = _sharded(zeros, mesh, load_layout)
-        out["step"] = torch.tensor(0)
-        dcp_load(out, storage_reader=FileSystemReader(path))
-        for name, full in _weights().items():
-            loaded = out[name]
-            assert isinstance(loaded, DTensor)
-            if name == "w":
-                assert loaded.placements == tuple(load_layout)
-            assert torch.equal(loaded.full_tensor(), full), f"rank {rank}: {name} differs"
-        assert out["step"].item() == 7
-
-        refused = False
-        try:
-            dcp_save(out, storage_writer=FileSystemWriter(path, overwrite=False))
-        except CheckpointException as err:
-            refused = any(
-                isinstance(f if isinstance(f, BaseException) else f[0], OverwriteRefusedError)
-                for f in err.failures.values()
-            )
-        assert refused, f"rank {rank}: overwrite=False did not refuse"
-    finally:
-        dist.destroy_process_group()
+        dcp_save(out, storage_writer=FileSystemWriter(path, overwrite=False))
+    except CheckpointException as err:
+        refused = any(
+            isinstance(f if isinstance(f, BaseException) else f[0], OverwriteRefusedError)
+            for f in err.failures.values()
+        )
+    assert refused, f"rank {rank}: overwrite=False did not refuse"
 
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_dtensor_save_and_reshard_load(tmp_path: Path, world: int) -> None:
     path = tmp_path / "ckpt"
-    spawn(_worker, args=(world, str(tmp_path / "init"), str(path)), nprocs=world, join=True)
+    run_ranks(_worker, world, str(tmp_path / "init"), str(path))
     data_files = sorted(p.name for p in path.iterdir() if p.name.startswith("data-"))
     # Rank r's files are named ...-r<r>-<k>.bin: every rank held a distinct shard of "w".
     assert {name.split("-")[2] for name in data_files} == {f"r{r}" for r in range(world)}

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+from _ranks import run_ranks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
@@ -523,37 +524,29 @@ def test_folder_kind_is_recognised(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- real processes
 
 
-def _gloo_worker(rank: int, world: int, init_file: str, root: str) -> None:
-    import torch.distributed as dist
+def _gloo_worker(rank: int, world: int, root: str) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        mesh = init_device_mesh("cpu", (world,))
-        full = torch.arange(10 * 6, dtype=torch.float32).reshape(10, 6)
-        saved = {"w": distribute_tensor(full, mesh, [Shard(0)]), "step": 7}
-        dcp_save(saved, storage_writer=HuggingFaceWriter(f"{root}/dist", save_distributed=True))
-        out = {"w": distribute_tensor(torch.zeros_like(full), mesh, [Shard(1)]), "step": 0}
-        dcp_load(out, storage_reader=HuggingFaceReader(f"{root}/dist"))
-        assert isinstance(out["w"], DTensor)
-        assert torch.equal(out["w"].full_tensor(), full), f"rank {rank}: w differs"
-        assert out["step"] == 7
-        # Whole tensors on every rank: DCP spreads them over the ranks, which share file 1.
-        whole = {f"t{i}": torch.full((i + 1,), float(i)) for i in range(6)}
-        dcp_save(whole, storage_writer=HuggingFaceWriter(f"{root}/whole"))
-        back = {k: torch.zeros_like(v) for k, v in whole.items()}
-        dcp_load(back, storage_reader=HuggingFaceReader(f"{root}/whole"))
-        assert all(torch.equal(back[k], whole[k]) for k in whole), f"rank {rank}: whole differs"
-    finally:
-        dist.destroy_process_group()
+    mesh = init_device_mesh("cpu", (world,))
+    full = torch.arange(10 * 6, dtype=torch.float32).reshape(10, 6)
+    saved = {"w": distribute_tensor(full, mesh, [Shard(0)]), "step": 7}
+    dcp_save(saved, storage_writer=HuggingFaceWriter(f"{root}/dist", save_distributed=True))
+    out = {"w": distribute_tensor(torch.zeros_like(full), mesh, [Shard(1)]), "step": 0}
+    dcp_load(out, storage_reader=HuggingFaceReader(f"{root}/dist"))
+    assert isinstance(out["w"], DTensor)
+    assert torch.equal(out["w"].full_tensor(), full), f"rank {rank}: w differs"
+    assert out["step"] == 7
+    # Whole tensors on every rank: DCP spreads them over the ranks, which share file 1.
+    whole = {f"t{i}": torch.full((i + 1,), float(i)) for i in range(6)}
+    dcp_save(whole, storage_writer=HuggingFaceWriter(f"{root}/whole"))
+    back = {k: torch.zeros_like(v) for k, v in whole.items()}
+    dcp_load(back, storage_reader=HuggingFaceReader(f"{root}/whole"))
+    assert all(torch.equal(back[k], whole[k]) for k in whole), f"rank {rank}: whole differs"
 
 
 def test_gloo_two_processes_save_and_reshard_load(tmp_path: Path) -> None:
-    from torch.multiprocessing.spawn import spawn
-
-    spawn(_gloo_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    run_ranks(_gloo_worker, 2, str(tmp_path / "init"), str(tmp_path))
     files = json.loads((tmp_path / "whole" / _hf_folder.INDEX_NAME).read_text())["weight_map"]
     assert len(set(files.values())) == 2  # each rank wrote its share to a file of its own
     found = {k for name in set(files.values()) for k in load_file(tmp_path / "whole" / name)}
