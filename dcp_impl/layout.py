@@ -247,17 +247,22 @@ def byte_span(chunk_sizes: Sequence[int], sub: Box, itemsize: int) -> tuple[int,
     where ``exact`` means the range holds nothing but ``sub``'s elements, in
     order, so it can be read straight into a contiguous destination.
     """
-    chunk = Box.full(chunk_sizes)
-    if not chunk.contains(sub):
+    # Called for every read target: one pass over the dims, no intermediate boxes.
+    fits = len(chunk_sizes) == sub.ndim and all(
+        o + s <= n for o, s, n in zip(sub.offsets, sub.sizes, chunk_sizes, strict=True)
+    )
+    if not fits and not Box.full(chunk_sizes).contains(sub):  # empty sub-boxes fit anywhere
         raise LayoutMismatchError(
             f"sub-box {sub} lies outside a chunk of sizes {tuple(chunk_sizes)}"
         )
-    if sub.is_empty:
+    numel = sub.numel
+    if numel == 0:
         return 0, 0, True
-    strides = [1] * len(chunk_sizes)
-    for d in range(len(chunk_sizes) - 2, -1, -1):
-        strides[d] = strides[d + 1] * chunk_sizes[d + 1]
-    first = sum(o * s for o, s in zip(sub.offsets, strides, strict=True))
-    last = sum((e - 1) * s for e, s in zip(sub.ends, strides, strict=True))
+    first = last = 0
+    stride = 1
+    for d in range(len(chunk_sizes) - 1, -1, -1):
+        first += sub.offsets[d] * stride
+        last += (sub.offsets[d] + sub.sizes[d] - 1) * stride
+        stride *= chunk_sizes[d]
     count = last - first + 1
-    return first * itemsize, count * itemsize, count == sub.numel
+    return first * itemsize, count * itemsize, count == numel

@@ -1,7 +1,8 @@
 """Backend variants measured beside the built-ins (``--perf-backends=...,perf.variants:NAME``).
 
-They isolate the cost of one option: the verify-on/verify-off ratio of the
-filesystem reader is ``dcp_impl-fs`` against ``fs_noverify`` in the same run.
+They isolate the cost of one option: the verify-on/verify-off ratio of a dcp_impl reader
+is ``dcp_impl-fs`` against ``fs_noverify`` (``dcp_impl-hf`` against ``hf_noverify``) in the
+same run.
 """
 
 from __future__ import annotations
@@ -10,25 +11,30 @@ from dataclasses import dataclass
 
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter
 
-__all__ = ["fs_noverify"]
+from spec_tests.backends import Backend, builtin
+
+__all__ = ["fs_noverify", "hf_noverify"]
 
 
 @dataclass(frozen=True, slots=True)
-class FsNoVerify:
-    """dcp_impl's filesystem backend with checksum verification off on load."""
+class NoVerify:
+    """A built-in dcp_impl backend whose readers check no checksums (``verify=False``)."""
 
-    name: str = "dcp_impl-fs-noverify"
-    capabilities: frozenset[str] | None = None
+    name: str
+    base: Backend
+
+    @property
+    def capabilities(self) -> frozenset[str] | None:
+        return self.base.capabilities
 
     def make_writer(self, path: str) -> StorageWriter:
-        import dcp_impl
-
-        return dcp_impl.FileSystemWriter(path)
+        return self.base.make_writer(path)
 
     def make_reader(self, path: str) -> StorageReader:
-        import dcp_impl
+        reader = self.base.make_reader(path)
+        reader.verify = False  # type: ignore[attr-defined]  # dcp_impl readers read it per load
+        return reader
 
-        return dcp_impl.FileSystemReader(path, verify=False)
 
-
-fs_noverify = FsNoVerify()
+fs_noverify = NoVerify("dcp_impl-fs-noverify", builtin("dcp_impl-fs"))
+hf_noverify = NoVerify("dcp_impl-hf-noverify", builtin("dcp_impl-hf"))

@@ -159,14 +159,21 @@ def _truncated(request: ReadRequest, expected_end: int, found_end: int) -> Corru
 
 
 def _sub_view(
-    request: ReadRequest, item: torch.Tensor, target: Target, base: int = 0
+    request: ReadRequest,
+    item: torch.Tensor,
+    target: Target,
+    base: int = 0,
+    start: int | None = None,
 ) -> torch.Tensor:
     """``target.sub`` as a strided view of ``item``: bytes of the request's chunk from the
-    chunk's byte ``base`` on (0 when ``item`` holds the whole chunk)."""
+    chunk's byte ``base`` on (0 when ``item`` holds the whole chunk). ``start``, where the
+    caller has it, is the sub-box's first byte in the chunk (its ``byte_span``)."""
     itemsize = dtypes.by_torch(request.dtype).itemsize
-    start, _, _ = byte_span(request.chunk_sizes, target.sub, itemsize)
-    values = item[start - base :].view(request.dtype)
-    return values.as_strided(target.sub.sizes, _row_major_strides(request.chunk_sizes))
+    if start is None:
+        start, _, _ = byte_span(request.chunk_sizes, target.sub, itemsize)
+    values = item.view(request.dtype)  # few tensor calls: this runs for every target
+    first = values.storage_offset() + (start - base) // itemsize
+    return values.as_strided(target.sub.sizes, _row_major_strides(request.chunk_sizes), first)
 
 
 def _row_major_strides(sizes: Sequence[int]) -> tuple[int, ...]:
@@ -192,6 +199,7 @@ class _Reader:
         self._stage_all = stage_all
         self._opener = opener
         self._sources: dict[str, Source] = {}
+        self._maps: dict[str, memoryview | None] = {}
         self._staging = Staging(pin)
         self._scratch = bytearray()
         self._injected = copier
@@ -273,7 +281,7 @@ class _Reader:
             # as 2 column shards, 2 cores: 776 -> 528 ms with the HF backend).
             mapped = self._mapped(request, [target])
             if mapped is not None:
-                target.dest.copy_(_sub_view(request, mapped, target))
+                target.dest.copy_(_sub_view(request, mapped, target, start=start))
                 continue
             if direct:
                 runs = _runs.plan_runs(request.chunk_sizes, target.sub, itemsize)
@@ -282,7 +290,7 @@ class _Reader:
                     continue
             slot, staged = self._staging.take(length)
             self._pread(request, [byte_view(staged)], request.offset + start)
-            self._copy_out(slot, target, _sub_view(request, staged, target, base=start))
+            self._copy_out(slot, target, _sub_view(request, staged, target, start, start))
         if pieces:
             self._read_pieces(request, sorted(pieces, key=lambda piece: piece[0]))
 
@@ -309,10 +317,12 @@ class _Reader:
         target is in host memory (device copies go through pinned staging instead)."""
         if self._stage_all or any(t.dest.device.type != "cpu" for t in targets):
             return None
-        source = self._open(request)
-        if not isinstance(source, Mappable):
-            return None
-        whole = source.mapped()
+        whole = self._maps.get(request.path, ...)
+        if whole is ...:
+            source = self._open(request)
+            whole = self._maps[request.path] = (
+                source.mapped() if isinstance(source, Mappable) else None
+            )
         if whole is None:
             return None
         end = request.offset + request.length
@@ -380,6 +390,7 @@ class _Reader:
             for copier in copiers:
                 copier.synchronize()
         finally:
+            self._maps.clear()  # before the sources close: their mappings' views go first
             for source in self._sources.values():
                 source.close()
             self._sources.clear()
