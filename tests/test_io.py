@@ -8,7 +8,7 @@ import os
 import threading
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from unittest import mock
 
@@ -64,6 +64,12 @@ def _region(chunk: torch.Tensor, sub: Box) -> torch.Tensor:
     for d, (o, s) in enumerate(zip(sub.offsets, sub.sizes, strict=True)):
         view = view.narrow(d, o, s)
     return view
+
+
+def _assert_filled(chunk: torch.Tensor, targets: Sequence[_io.Target]) -> None:
+    """Each bf16 target holds exactly its sub-box of ``chunk``, bit for bit."""
+    for t in targets:
+        assert torch.equal(t.dest.view(torch.int16), _region(chunk, t.sub).view(torch.int16))
 
 
 # --------------------------------------------------------------------------- commit & write
@@ -230,8 +236,7 @@ def test_unverified_partial_read_reads_only_the_span(
     _io.read_into([request], verify=False, opener=_PreadOnly)
     spans = [byte_span((16, 32), t.sub, 2)[1] for t in targets]
     assert sum(counts) == sum(spans) < stored.length
-    for t in targets:
-        assert torch.equal(t.dest.view(torch.int16), _region(chunk, t.sub).view(torch.int16))
+    _assert_filled(chunk, targets)
 
 
 def test_mapped_partial_read_copies_in_place(
@@ -245,8 +250,7 @@ def test_mapped_partial_read_copies_in_place(
     exact, strided = _two_sub_boxes(chunk)
     _io.read_into([_request(tmp_path / "d.bin", stored, chunk, exact, strided)], verify=False)
     assert counts == [byte_span((16, 32), exact.sub, 2)[1]]
-    for t in (exact, strided):
-        assert torch.equal(t.dest.view(torch.int16), _region(chunk, t.sub).view(torch.int16))
+    _assert_filled(chunk, [exact, strided])
 
 
 def test_verified_partial_read_checks_the_whole_item(tmp_path: Path) -> None:
@@ -554,8 +558,7 @@ def test_column_halves_read_the_chunk_once_into_their_destinations(
     _io.read_into([request], verify=False, opener=_PreadOnly)
     # One call, one buffer per half row in file order, no scratch: every byte read once.
     assert calls == [[cols] * (2 * rows)]
-    for t in targets:
-        assert torch.equal(t.dest.view(torch.int16), _region(chunk, t.sub).view(torch.int16))
+    _assert_filled(chunk, targets)
 
     calls.clear()
     left = _io.Target(halves[0], torch.zeros(halves[0].sizes, dtype=torch.bfloat16))
@@ -727,6 +730,5 @@ def test_a_file_that_cannot_be_mapped_is_read_instead(
     for verify in (True, False):
         targets = _two_sub_boxes(chunk)
         _io.read_into([_request(tmp_path / "d.bin", stored, chunk, *targets)], verify=verify)
-        for t in targets:
-            assert torch.equal(t.dest.view(torch.int16), _region(chunk, t.sub).view(torch.int16))
+        _assert_filled(chunk, targets)
     assert counts  # the bytes came through preadv
