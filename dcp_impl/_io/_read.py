@@ -290,7 +290,8 @@ class _Reader:
                     continue
             slot, staged = self._staging.take(length)
             self._pread(request, [byte_view(staged)], request.offset + start)
-            self._copy_out(slot, target, _sub_view(request, staged, target, start, start))
+            view = _sub_view(request, staged, target, base=start, start=start)
+            self._copy_out(slot, target, view)
         if pieces:
             self._read_pieces(request, sorted(pieces, key=lambda piece: piece[0]))
 
