@@ -23,7 +23,8 @@ from torch.distributed.checkpoint.metadata import (
 )
 
 from dcp_impl import dtypes
-from dcp_impl._metadata_values import (
+from dcp_impl.errors import InvalidMetadataError, UnknownDtypeError
+from dcp_impl.metadata._values import (
     EXPECTED_LAYOUT,
     EXPECTED_MEMORY_FORMAT,
     FORMAT_NAME,
@@ -45,7 +46,6 @@ from dcp_impl._metadata_values import (
     string,
     string_at,
 )
-from dcp_impl.errors import InvalidMetadataError, UnknownDtypeError
 
 __all__ = ["decode", "parse"]
 

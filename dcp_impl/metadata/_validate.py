@@ -1,95 +1,16 @@
-"""Checkpoint ``Metadata`` <-> a safe, versioned JSON document, and its validation.
-
-The format is specified in ``docs/format.md``; each MUST rule there names the
-error raised here. Parsing is strict and bounded: JSON only (never pickle),
-the input size is checked before parsing, and every value is type- and
-range-checked. Any malformed input raises :class:`InvalidMetadataError` whose
-message starts with the JSON path of the offending value.
-
-This module is the public surface and holds the geometry checks of :func:`validate`;
-encoding lives in :mod:`dcp_impl._metadata_encode`, parsing and decoding in
-:mod:`dcp_impl._metadata_decode`, and what both share (value checks, ItemLocation) in
-:mod:`dcp_impl._metadata_values`.
-"""
+"""Geometry checks of a decoded ``Metadata``: chunk bounds, overlaps, coverage, storage keys."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from torch.distributed.checkpoint.metadata import (
-    Metadata,
-    MetadataIndex,
-    StorageMeta,
-    TensorStorageMetadata,
-)
+from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex, TensorStorageMetadata
 
 from dcp_impl import layout
-from dcp_impl._metadata_decode import decode, parse
-from dcp_impl._metadata_encode import encode
-from dcp_impl._metadata_values import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    MAX_NDIM,
-    ItemLocation,
-    Problem,
-    show,
-)
 from dcp_impl.errors import InvalidMetadataError
+from dcp_impl.metadata._values import ItemLocation, show
 
-__all__ = [
-    "FORMAT_NAME",
-    "FORMAT_VERSION",
-    "MAX_METADATA_BYTES",
-    "MAX_NDIM",
-    "ItemLocation",
-    "dumps",
-    "loads",
-    "validate",
-    "with_load_id",
-]
-
-MAX_METADATA_BYTES = 512 * 1024 * 1024
-"""Largest accepted document, in UTF-8 bytes; checked before parsing."""
-
-
-def dumps(metadata: Metadata) -> str:
-    """Encode ``metadata`` as a compact, deterministic JSON document.
-
-    Dict order is kept, so the same Metadata always gives the same text and
-    ``dumps(loads(text)) == text`` for any text dumps produced. Raises
-    :class:`InvalidMetadataError` naming the first value the format cannot
-    hold (e.g. a custom planner_data object, a non-ItemLocation storage value).
-    """
-    try:
-        document = encode(metadata)
-    except Problem as problem:
-        raise InvalidMetadataError(f"cannot encode Metadata: {problem.describe('$')}") from (
-            problem.__cause__
-        )
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def loads(text: str | bytes | bytearray) -> Metadata:
-    """Decode a document written by :func:`dumps`; reject anything else.
-
-    Checks structure, types and ranges (see docs/format.md), not geometry:
-    call :func:`validate` for chunk bounds, overlaps and coverage.
-    """
-    # Read at call time: the limit is a module attribute callers (and tests) may lower.
-    document = parse(text, limit=MAX_METADATA_BYTES)
-    try:
-        return decode(document)
-    except Problem as problem:
-        raise InvalidMetadataError(problem.describe("$")) from problem.__cause__
-
-
-def with_load_id(metadata: Metadata, load_id: str) -> Metadata:
-    """``metadata`` as a reader returns it: ``storage_meta.load_id`` set to this load's id."""
-    if metadata.storage_meta is None:
-        metadata.storage_meta = StorageMeta()
-    metadata.storage_meta.load_id = load_id
-    return metadata
+__all__ = ["validate"]
 
 
 def validate(metadata: Metadata, *, allow_partial: bool = False) -> None:
@@ -105,9 +26,6 @@ def validate(metadata: Metadata, *, allow_partial: bool = False) -> None:
             _validate_tensor(fqn, entry, allow_partial=allow_partial)
     if isinstance(metadata.storage_data, dict):
         _validate_storage_keys(metadata.state_dict_metadata, metadata.storage_data)
-
-
-# --- validation -------------------------------------------------------------------------------
 
 
 def _show_box(box: layout.Box) -> str:
