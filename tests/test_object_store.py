@@ -29,7 +29,7 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter
 
 from dcp_impl import _io
 from dcp_impl.__main__ import main as cli_main
-from dcp_impl._io import _fsspec
+from dcp_impl.store import _fsspec
 from dcp_impl.errors import CheckpointNotFoundError, CorruptCheckpointError, WriteFailedError
 from dcp_impl.filesystem import METADATA_FILE, FileSystemReader, FileSystemWriter, is_data_file
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter, consolidate

@@ -47,12 +47,12 @@ the file and the item; when ``read_into`` raises, the destinations' contents are
 """
 
 from dcp_impl._io._checksum import CHECKSUM_ALGORITHM, checksum
-from dcp_impl._io._paths import is_local_path
+from dcp_impl.store._registry import is_local_path
 from dcp_impl._io._pool import Worker, parallel_map
 from dcp_impl._io._read import ReadRequest, Target, read_into
 from dcp_impl._io._sources import LocalFile, Mappable, Opener, Source
 from dcp_impl._io._staging import DeviceCopier
-from dcp_impl._io._store import (
+from dcp_impl.store._local import (
     LocalStore,
     Store,
     is_checkpoint_id,

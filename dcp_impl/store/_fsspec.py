@@ -19,7 +19,7 @@ import fsspec
 from fsspec import AbstractFileSystem
 
 from dcp_impl._io._sources import Source
-from dcp_impl._io._store import Store, _check_size
+from dcp_impl.store._local import Store, _check_size
 from dcp_impl._io._write import ItemWriter
 
 __all__ = ["FsspecStore", "ObjectSource", "ObjectWriter", "URL_READ_THREADS", "PART"]

@@ -3,7 +3,7 @@
 A backend does every file operation outside the hot read path through one :class:`Store`,
 chosen from the checkpoint id by :func:`open_store`: :class:`LocalStore` for local paths
 (``os``-level code: ``O_EXCL`` data files, fsync, atomic rename) and
-:class:`~dcp_impl._io._fsspec.FsspecStore` for fsspec URLs (``s3://bucket/prefix``,
+:class:`~dcp_impl.store._fsspec.FsspecStore` for fsspec URLs (``s3://bucket/prefix``,
 ``memory://name``: whole-object writes, ranged reads). Names inside a store are relative and
 ``/``-separated; :meth:`Store.path` turns one into the string read requests and error
 messages carry. Reads go through :func:`read_from`, which hands ``read_into`` the store's
@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from dcp_impl._io._paths import is_local_path
+from dcp_impl.store._registry import is_local_path
 from dcp_impl._io._read import ReadRequest, read_into
 from dcp_impl._io._sources import LocalFile, Opener
 from dcp_impl._io._write import DataFileWriter, ItemWriter, atomic_write, fsync_dir
@@ -240,7 +240,7 @@ def open_store(
     if is_local_path(checkpoint_id):
         return LocalStore(checkpoint_id)
     if is_url(checkpoint_id):
-        from dcp_impl._io._fsspec import FsspecStore
+        from dcp_impl.store._fsspec import FsspecStore
 
         return FsspecStore(os.fspath(checkpoint_id), storage_options)
     raise ValueError(
