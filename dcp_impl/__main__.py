@@ -34,11 +34,12 @@ from torch.distributed.checkpoint.metadata import (
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, ReadItem
 from torch.distributed.checkpoint.storage import StorageReader
 
-from dcp_impl import _io, dtypes
+from dcp_impl import dtypes
 from dcp_impl import metadata as metadata_format
 from dcp_impl.errors import CheckpointError, CheckpointNotFoundError
 from dcp_impl.filesystem import METADATA_FILE, FileSystemReader
 from dcp_impl.huggingface import HuggingFaceReader, is_huggingface_folder
+from dcp_impl.store import is_checkpoint_id, open_store
 
 __all__ = ["Checkpoint", "main", "open_checkpoint"]
 
@@ -59,11 +60,11 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     The one place that knows folder kinds: each kind gives a reader that verifies what it
     reads. Raises CheckpointNotFoundError when no kind matches.
     """
-    if not _io.is_checkpoint_id(path):
+    if not is_checkpoint_id(path):
         raise CheckpointNotFoundError(
             f"{path}: expected a folder or a URL of a protocol fsspec knows, found neither"
         )
-    if _io.open_store(path).exists(METADATA_FILE):
+    if open_store(path).exists(METADATA_FILE):
         reader = FileSystemReader(path, verify=True, thread_count=1)
         return Checkpoint("dcp_impl filesystem", reader, reader.read_metadata())
     if is_huggingface_folder(path):

@@ -38,13 +38,14 @@ from dcp_impl._safetensors import FORMAT_KEY, SAVE_ID_KEY, encode_header
 from dcp_impl.errors import LayoutMismatchError
 from dcp_impl.layout import Box, first_overlap, holes
 from dcp_impl.metadata import ItemLocation, dumps
+from dcp_impl.store import Store, open_store
 
 __all__ = ["consolidate"]
 
 
 def consolidate(
-    input_dir: str | os.PathLike[str] | _io.Store,
-    output_dir: str | os.PathLike[str] | _io.Store,
+    input_dir: str | os.PathLike[str] | Store,
+    output_dir: str | os.PathLike[str] | Store,
     fqn_to_index_mapping: Mapping[str, int] | None = None,
     *,
     sync_files: bool = True,
@@ -58,9 +59,11 @@ def consolidate(
     or leave holes raise :class:`LayoutMismatchError`; nothing is ever filled in. Each output
     header is written first, then each tensor assembled from the shards' byte ranges, one
     tensor in memory at a time. The output gets its own sidecar, written last. Either folder
-    may be an fsspec URL; ``storage_options`` go to fsspec for both.
+    may be an fsspec URL or a :class:`~dcp_impl.store.Store`; ``storage_options`` go to
+    fsspec for both URLs.
     """
-    source, target = _store(input_dir, storage_options), _store(output_dir, storage_options)
+    source = open_store(input_dir, storage_options)
+    target = open_store(output_dir, storage_options)
     if source.same_place(target):
         raise ValueError(f"consolidate: output_dir must differ from input_dir {source.url}")
     if fqn_to_index_mapping is not None:
@@ -102,20 +105,12 @@ def consolidate(
     commit(target, save_id, dumps(output), index_json(output), sync=sync_files)
 
 
-def _store(
-    folder: str | os.PathLike[str] | _io.Store, storage_options: Mapping[str, Any] | None
-) -> _io.Store:
-    if isinstance(folder, (str, os.PathLike)):
-        return _io.open_store(folder, storage_options)
-    return folder
-
-
 def _whole(entry: TensorStorageMetadata) -> TensorStorageMetadata:
     chunk = ChunkStorageMetadata(torch.Size([0] * len(entry.size)), entry.size)
     return TensorStorageMetadata(entry.properties, entry.size, [chunk])
 
 
-def _check_coverage(source: _io.Store, fqn: str, entry: TensorStorageMetadata) -> None:
+def _check_coverage(source: Store, fqn: str, entry: TensorStorageMetadata) -> None:
     boxes = [Box.of(chunk) for chunk in entry.chunks]
     pair = first_overlap(boxes)
     if pair is not None:
@@ -136,8 +131,8 @@ class _Assembler:
 
     def __init__(
         self,
-        source: _io.Store,
-        target: _io.Store,
+        source: Store,
+        target: Store,
         save_id: str,
         tensors: Mapping[str, TensorStorageMetadata],
         stored: Mapping[MetadataIndex, Stored],
@@ -178,7 +173,7 @@ class _Assembler:
             requests.append(
                 stored.request(self.source, (target,), stored.location.checksum, repr(fqn))
             )
-        _io.read_from(self.source, requests, thread_count=1, verify=True)
+        self.source.read(requests, thread_count=1, verify=True)
         return full
 
     def copy_bytes(self, keys: Sequence[MetadataIndex]) -> dict[MetadataIndex, ItemLocation]:
@@ -190,7 +185,7 @@ class _Assembler:
                 data = torch.empty(stored.sizes, dtype=torch.uint8)
                 target = _io.Target(Box.full(stored.sizes), data)
                 request = stored.request(self.source, (target,), stored.location.checksum, key.fqn)
-                _io.read_from(self.source, [request], thread_count=1, verify=True)
+                self.source.read([request], thread_count=1, verify=True)
                 written = out.write_tensor(data)
                 found[key] = located(name, written)
         return found

@@ -40,6 +40,7 @@ from dcp_impl.errors import (
     LayoutMismatchError,
 )
 from dcp_impl.metadata import MAX_METADATA_BYTES, ItemLocation, loads
+from dcp_impl.store import Store
 
 __all__ = [
     "SUFFIX",
@@ -84,7 +85,7 @@ def temp_name(name: str, save_id: str) -> str:
 # --------------------------------------------------------------------------- reading
 
 
-def read_folder(folder: _io.Store) -> Metadata:
+def read_folder(folder: Store) -> Metadata:
     """The checkpoint Metadata of a HuggingFace folder, with ItemLocation storage_data.
 
     The sidecar when it is current (see :func:`current_sidecar`); otherwise the files the
@@ -104,13 +105,13 @@ def read_folder(folder: _io.Store) -> Metadata:
     return _metadata_from_headers(folder, files)
 
 
-def is_folder(folder: _io.Store) -> bool:
+def is_folder(folder: Store) -> bool:
     """Whether ``folder`` looks like a HuggingFace folder: sidecar, index or safetensors files."""
     names = folder.list_files()
     return any(n in (SIDECAR_NAME, INDEX_NAME) or n.endswith(SUFFIX) for n in names)
 
 
-def read_header(folder: _io.Store, name: str) -> Header:
+def read_header(folder: Store, name: str) -> Header:
     """Read and strictly parse the header of the safetensors file ``name`` of ``folder``
     (``FileNotFoundError`` when the file is missing; see ``_safetensors.read_header``)."""
     return _safetensors.read_header(
@@ -124,7 +125,7 @@ def _corrupt(path: str, expected: str, found: str) -> CorruptCheckpointError:
     return CorruptCheckpointError(f"{path}: expected {expected}, found {found}")
 
 
-def current_sidecar(folder: _io.Store) -> Metadata | None:
+def current_sidecar(folder: Store) -> Metadata | None:
     """The sidecar's Metadata, or None when there is none or other writers replaced its files.
 
     Current means: every safetensors file it names exists, all carry one ``DCP_IMPL_SAVE_ID``,
@@ -172,7 +173,7 @@ def _stale(path: str, why: str) -> Metadata | None:
     return None
 
 
-def _weight_map(folder: _io.Store) -> dict[str, str] | None:
+def _weight_map(folder: Store) -> dict[str, str] | None:
     path = folder.path(INDEX_NAME)
     try:
         text = folder.read_small(INDEX_NAME, MAX_METADATA_BYTES)
@@ -197,7 +198,7 @@ def _weight_map(folder: _io.Store) -> dict[str, str] | None:
     return weight_map
 
 
-def _listed_files(folder: _io.Store) -> dict[str, set[str] | None]:
+def _listed_files(folder: Store) -> dict[str, set[str] | None]:
     """File name -> the tensors to take from it (None: all of them)."""
     weight_map = _weight_map(folder)
     if weight_map is not None:
@@ -211,7 +212,7 @@ def _listed_files(folder: _io.Store) -> dict[str, set[str] | None]:
     return dict.fromkeys(names)
 
 
-def _metadata_from_headers(folder: _io.Store, files: Mapping[str, set[str] | None]) -> Metadata:
+def _metadata_from_headers(folder: Store, files: Mapping[str, set[str] | None]) -> Metadata:
     tensors: dict[str, TensorStorageMetadata] = {}
     storage: dict[MetadataIndex, ItemLocation] = {}
     save_ids: dict[str, str] = {}
@@ -280,7 +281,7 @@ class Stored:
     dtype: torch.dtype
 
     def request(
-        self, folder: _io.Store, targets: tuple[_io.Target, ...], checksum: str | None, label: str
+        self, folder: Store, targets: tuple[_io.Target, ...], checksum: str | None, label: str
     ) -> _io.ReadRequest:
         """A read of this item, in ``folder``, into ``targets``."""
         return _io.ReadRequest(
@@ -334,9 +335,7 @@ def index_json(metadata: Metadata) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
-def commit(
-    directory: _io.Store, save_id: str, sidecar: str, index: str | None, *, sync: bool
-) -> None:
+def commit(directory: Store, save_id: str, sidecar: str, index: str | None, *, sync: bool) -> None:
     """Rename this save's files into place, then write the index and, last, the sidecar."""
     # Without the old sidecar and index, a crash below leaves no loadable claim, never a mix.
     directory.remove([SIDECAR_NAME, INDEX_NAME])
@@ -354,7 +353,7 @@ def commit(
     _remove_stale(directory, kept)
 
 
-def _remove_stale(directory: _io.Store, kept: set[str]) -> None:
+def _remove_stale(directory: Store, kept: set[str]) -> None:
     """Remove files of earlier saves: only names this backend writes, never other files."""
     stale = []
     for name in directory.list_files():

@@ -35,6 +35,7 @@ from dcp_impl.errors import (
 )
 from dcp_impl.layout import Box
 from dcp_impl.metadata import ItemLocation
+from dcp_impl.store import Store
 
 __all__ = ["FileWriter", "group_by_file", "located", "widest_first"]
 
@@ -72,9 +73,7 @@ def group_by_file(
 class FileWriter:
     """Writes one file per call; shared by the I/O threads (it holds no per-thread state)."""
 
-    def __init__(
-        self, directory: _io.Store, save_id: str, planner: SavePlanner, sync: bool
-    ) -> None:
+    def __init__(self, directory: Store, save_id: str, planner: SavePlanner, sync: bool) -> None:
         self.directory = directory
         self.save_id = save_id
         self.planner = planner

@@ -57,6 +57,7 @@ from dcp_impl.errors import (
     WriteFailedError,
 )
 from dcp_impl.layout import Box
+from dcp_impl.store import Store, is_checkpoint_id, open_store
 
 __all__ = ["METADATA_FILE", "FileSystemReader", "FileSystemWriter", "is_data_file"]
 
@@ -80,7 +81,7 @@ class _PlanSlot:
 class FileSystemWriter(StorageWriter):
     """Write a checkpoint into the directory ``path`` (created if missing), or under an fsspec
     URL such as ``s3://bucket/prefix`` (``storage_options`` go to fsspec; see
-    docs/object-stores.md).
+    docs/object-stores.md), or into a :class:`~dcp_impl.store.Store`.
 
     ``thread_count`` files are written in parallel per rank; ``sync_files`` fsyncs data,
     metadata and the directory before the commit; ``overwrite=False`` refuses a directory
@@ -89,7 +90,7 @@ class FileSystemWriter(StorageWriter):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | Store,
         *,
         thread_count: int = 1,
         sync_files: bool = True,
@@ -101,7 +102,7 @@ class FileSystemWriter(StorageWriter):
         if thread_count < 1:
             raise ValueError(f"thread_count must be >= 1, got {thread_count}")
         self.storage_options = storage_options
-        self.store = _io.open_store(path, storage_options)
+        self.store = open_store(path, storage_options)
         self.thread_count = thread_count
         self.sync_files = sync_files
         self.overwrite = overwrite
@@ -113,10 +114,12 @@ class FileSystemWriter(StorageWriter):
         """The directory (or URL) this writer saves into."""
         return self.store.url
 
-    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
+    def reset(
+        self, checkpoint_id: str | os.PathLike[str] | Store | None = None, **kwargs: Any
+    ) -> None:
         # docstring inherited
         if checkpoint_id is not None:
-            self.store = _io.open_store(checkpoint_id, self.storage_options)
+            self.store = open_store(checkpoint_id, self.storage_options)
         self.save_id = uuid.uuid4().hex
         self._file_id = uuid.uuid4().hex
 
@@ -200,9 +203,11 @@ class FileSystemWriter(StorageWriter):
         return StorageMeta(checkpoint_id=self.checkpoint_id, save_id=self.save_id)
 
     @classmethod
-    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str], **kwargs: Any) -> bool:
+    def validate_checkpoint_id(
+        cls, checkpoint_id: str | os.PathLike[str] | Store, **kwargs: Any
+    ) -> bool:
         # docstring inherited
-        return _io.is_checkpoint_id(checkpoint_id)
+        return is_checkpoint_id(checkpoint_id)
 
 
 def _split(items: Sequence[WriteItem], count: int) -> list[list[WriteItem]]:
@@ -227,7 +232,7 @@ def _nbytes(item: WriteItem) -> int:
 class _BucketWriter:
     """Writes one bucket of items into one new data file (a worker of parallel_map)."""
 
-    def __init__(self, store: _io.Store, planner: SavePlanner, sync: bool) -> None:
+    def __init__(self, store: Store, planner: SavePlanner, sync: bool) -> None:
         self._store = store
         self._planner = planner
         self._sync = sync
@@ -264,7 +269,7 @@ class _BucketWriter:
         pass
 
 
-def _remove_superseded(store: _io.Store, keep: set[str]) -> None:
+def _remove_superseded(store: Store, keep: set[str]) -> None:
     """Remove our data files that ``keep`` does not name, and stale metadata temp files.
 
     Best effort: the new checkpoint is already committed, and a file left behind is
@@ -289,14 +294,14 @@ class FileSystemReader(StorageReader):
     URL) ``path``; ``storage_options`` go to fsspec.
 
     Reads run on ``thread_count`` threads (default: 2 for local directories, more for object
-    stores, ``_io.Store.read_threads``) and take only the bytes each request needs. With
+    stores: ``Store.read_threads``) and take only the bytes each request needs. With
     ``verify`` (the default) every item any byte is taken from is checked against its
     checksum first; see :func:`dcp_impl._io.read_into`.
     """
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | Store,
         *,
         thread_count: int | None = None,
         verify: bool = True,
@@ -307,7 +312,7 @@ class FileSystemReader(StorageReader):
         if thread_count is not None and thread_count < 1:
             raise ValueError(f"thread_count must be >= 1, got {thread_count}")
         self.storage_options = storage_options
-        self.store = _io.open_store(path, storage_options)
+        self.store = open_store(path, storage_options)
         self.thread_count = thread_count
         self.verify = verify
         self.load_id = uuid.uuid4().hex
@@ -318,10 +323,12 @@ class FileSystemReader(StorageReader):
         """The directory (or URL) this reader loads from."""
         return self.store.url
 
-    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
+    def reset(
+        self, checkpoint_id: str | os.PathLike[str] | Store | None = None, **kwargs: Any
+    ) -> None:
         # docstring inherited
         if checkpoint_id is not None:
-            self.store = _io.open_store(checkpoint_id, self.storage_options)
+            self.store = open_store(checkpoint_id, self.storage_options)
         self.load_id = uuid.uuid4().hex
         self._metadata = None
 
@@ -360,23 +367,24 @@ class FileSystemReader(StorageReader):
             raise RuntimeError("read_data called before set_up_storage_reader")
         planned = _LoadPlanner(self.store, self._metadata, planner)
         requests = planned.requests(plan.items)
-        threads = self.thread_count or self.store.read_threads
-        _io.read_from(self.store, requests, thread_count=threads, verify=self.verify)
+        self.store.read(requests, thread_count=self.thread_count, verify=self.verify)
         planned.commit()
         future: Future[None] = Future()
         future.set_result(None)
         return future
 
     @classmethod
-    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str], **kwargs: Any) -> bool:
+    def validate_checkpoint_id(
+        cls, checkpoint_id: str | os.PathLike[str] | Store, **kwargs: Any
+    ) -> bool:
         # docstring inherited
-        return _io.is_checkpoint_id(checkpoint_id)
+        return is_checkpoint_id(checkpoint_id)
 
 
 class _LoadPlanner:
     """Turns ReadItems into one ReadRequest per stored item, then commits them in order."""
 
-    def __init__(self, store: _io.Store, metadata: Metadata, planner: LoadPlanner) -> None:
+    def __init__(self, store: Store, metadata: Metadata, planner: LoadPlanner) -> None:
         self._store = store
         self._metadata = metadata
         self._planner = planner

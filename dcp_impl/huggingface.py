@@ -70,6 +70,7 @@ from dcp_impl.errors import (
 )
 from dcp_impl.layout import Box
 from dcp_impl.metadata import dumps, with_load_id
+from dcp_impl.store import Store, is_checkpoint_id, open_store
 
 __all__ = ["HuggingFaceReader", "HuggingFaceWriter", "consolidate", "is_huggingface_folder"]
 
@@ -77,18 +78,19 @@ SHARDED_DIR = "sharded"
 
 
 def is_huggingface_folder(
-    path: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+    path: str | os.PathLike[str] | Store, storage_options: Mapping[str, Any] | None = None
 ) -> bool:
     """Whether ``path`` (a directory or fsspec URL) holds a folder :class:`HuggingFaceReader`
     can try: a sidecar, an index or safetensors files (for ``python -m dcp_impl``)."""
-    return is_folder(_io.open_store(path, storage_options))
+    return is_folder(open_store(path, storage_options))
 
 
 class HuggingFaceWriter(StorageWriter):
     """Save a DCP checkpoint as a HuggingFace safetensors folder.
 
     Args:
-        path: the folder (created if missing), or an fsspec URL (``s3://bucket/prefix``).
+        path: the folder (created if missing), an fsspec URL (``s3://bucket/prefix``) or a
+            :class:`~dcp_impl.store.Store`.
         fqn_to_index_mapping: tensor name -> file number ``i`` of ``model-0000i-of-0000N``
             (``N`` is the largest number); every tensor must have one. Default: one file.
         save_distributed: every rank writes its own chunks to ``shard-0000s-...`` files.
@@ -102,7 +104,7 @@ class HuggingFaceWriter(StorageWriter):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | Store,
         *,
         fqn_to_index_mapping: Mapping[str, int] | None = None,
         save_distributed: bool = False,
@@ -132,10 +134,12 @@ class HuggingFaceWriter(StorageWriter):
         """The folder (or URL) this writer saves into."""
         return self.store.url
 
-    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
+    def reset(
+        self, checkpoint_id: str | os.PathLike[str] | Store | None = None, **kwargs: Any
+    ) -> None:
         # docstring inherited
         if checkpoint_id is not None:
-            self.store = _io.open_store(checkpoint_id, self.storage_options)
+            self.store = open_store(checkpoint_id, self.storage_options)
         self.data_dir = self.store.child(SHARDED_DIR) if self.consolidate else self.store
         self.save_id = uuid.uuid4().hex
         self.is_coordinator = False
@@ -224,18 +228,21 @@ class HuggingFaceWriter(StorageWriter):
         return StorageMeta(checkpoint_id=self.checkpoint_id, save_id=self.save_id)
 
     @classmethod
-    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str], **kwargs: Any) -> bool:
+    def validate_checkpoint_id(
+        cls, checkpoint_id: str | os.PathLike[str] | Store, **kwargs: Any
+    ) -> bool:
         # docstring inherited
-        return _io.is_checkpoint_id(checkpoint_id)
+        return is_checkpoint_id(checkpoint_id)
 
 
 class HuggingFaceReader(StorageReader):
     """Load a HuggingFace safetensors folder written by this backend, torch's, or ``save_file``.
 
     Args:
-        path: the folder, or an fsspec URL (``s3://bucket/prefix``).
+        path: the folder, an fsspec URL (``s3://bucket/prefix``) or a
+            :class:`~dcp_impl.store.Store`.
         thread_count: items read in parallel (default: 2 for local folders, more for object
-            stores, ``_io.Store.read_threads``).
+            stores: ``Store.read_threads``).
         verify: which stored checksums (folders written by this backend) are checked before
             any byte is used. ``"whole"`` (default): items a load reads whole; a partial
             (resharded) read fetches only its byte ranges, unverified. ``True``: every item,
@@ -245,7 +252,7 @@ class HuggingFaceReader(StorageReader):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | Store,
         *,
         thread_count: int | None = None,
         verify: bool | Literal["whole"] = "whole",
@@ -263,10 +270,12 @@ class HuggingFaceReader(StorageReader):
         """The folder (or URL) this reader loads from."""
         return self.store.url
 
-    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
+    def reset(
+        self, checkpoint_id: str | os.PathLike[str] | Store | None = None, **kwargs: Any
+    ) -> None:
         # docstring inherited
         if checkpoint_id is not None:
-            self.store = _io.open_store(checkpoint_id, self.storage_options)
+            self.store = open_store(checkpoint_id, self.storage_options)
         self.load_id = uuid.uuid4().hex
         self._stored: dict[MetadataIndex, Stored] = {}
 
@@ -313,8 +322,7 @@ class HuggingFaceReader(StorageReader):
             for key, items in targets.items()
             for stored in (self._stored[key],)
         ]
-        threads = self.thread_count or self.store.read_threads
-        _io.read_from(self.store, requests, thread_count=threads, verify=bool(self.verify))
+        self.store.read(requests, thread_count=self.thread_count, verify=bool(self.verify))
         for req, dest in commits:
             if req.type == LoadItemType.BYTE_IO:
                 planner.load_bytes(req, io.BytesIO(dest.numpy().tobytes()))
@@ -325,9 +333,11 @@ class HuggingFaceReader(StorageReader):
         return fut
 
     @classmethod
-    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str], **kwargs: Any) -> bool:
+    def validate_checkpoint_id(
+        cls, checkpoint_id: str | os.PathLike[str] | Store, **kwargs: Any
+    ) -> bool:
         # docstring inherited
-        return _io.is_checkpoint_id(checkpoint_id)
+        return is_checkpoint_id(checkpoint_id)
 
     def _checksum(self, stored: Stored, targets: list[_io.Target]) -> str | None:
         """The checksum to verify, or None where verifying would read bytes nobody asked for."""

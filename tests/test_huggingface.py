@@ -24,7 +24,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
-from dcp_impl import _hf_folder, _io, _safetensors, dtypes, metadata
+from dcp_impl import _hf_folder, _safetensors, dtypes, metadata
 from dcp_impl.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -34,6 +34,7 @@ from dcp_impl.errors import (
 )
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter, is_huggingface_folder
 from dcp_impl.layout import Box
+from dcp_impl.store import LocalStore
 from spec_tests import harness
 from spec_tests.layouts import col_shards, row_shards
 
@@ -94,7 +95,7 @@ def test_header_is_space_padded_to_8_bytes_and_parses_back(tmp_path: Path) -> No
     assert len(blob) % 8 == 0  # the data section starts 8-byte aligned
     path = tmp_path / "x.safetensors"
     path.write_bytes(blob + bytes(entries[-1].end))
-    header = _hf_folder.read_header(_io.LocalStore(tmp_path), path.name)
+    header = _hf_folder.read_header(LocalStore(tmp_path), path.name)
     assert header.data_start == len(blob)
     assert [(e.name, e.shape, e.begin, e.end) for e in header.entries.values()] == [
         ("a", (3,), 0, 6),
@@ -147,7 +148,7 @@ def test_strict_header_parsing_names_the_file(tmp_path: Path, name: str) -> None
     path = tmp_path / f"{name}.safetensors"
     path.write_bytes(BAD_HEADERS[name])
     with pytest.raises(CorruptCheckpointError, match=name):
-        _hf_folder.read_header(_io.LocalStore(tmp_path), path.name)
+        _hf_folder.read_header(LocalStore(tmp_path), path.name)
 
 
 @settings(max_examples=60, deadline=None)

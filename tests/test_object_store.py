@@ -29,11 +29,11 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter
 
 from dcp_impl import _io
 from dcp_impl.__main__ import main as cli_main
-from dcp_impl.store import _fsspec
 from dcp_impl.errors import CheckpointNotFoundError, CorruptCheckpointError, WriteFailedError
 from dcp_impl.filesystem import METADATA_FILE, FileSystemReader, FileSystemWriter, is_data_file
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter, consolidate
 from dcp_impl.layout import Box
+from dcp_impl.store import _fsspec, open_store
 from spec_tests import harness
 
 BUCKET = "dcp-impl-tests"
@@ -487,7 +487,7 @@ def test_object_source_matches_the_bytes(
 
 
 def test_object_writer_leaves_no_object_when_it_fails(place: Place) -> None:
-    store = _io.open_store(place.url, place.options)
+    store = open_store(place.url, place.options)
     store.make_dirs()
 
     def fail_midway() -> None:
@@ -509,7 +509,7 @@ def test_object_writer_leaves_no_object_when_it_fails(place: Place) -> None:
 
 
 def test_store_small_files_and_listing(place: Place) -> None:
-    store = _io.open_store(place.url, place.options)
+    store = open_store(place.url, place.options)
     store.make_dirs()
     store.commit("meta.json", b"{}", sync=True)
     store.commit("meta.json", b'{"v": 2}', sync=True)  # replaced whole
@@ -528,7 +528,7 @@ def test_store_small_files_and_listing(place: Place) -> None:
     store.rename("meta.json", "moved.json")
     store.remove(["moved.json", "never-there"])
     assert store.list_files() == []
-    assert store.same_place(_io.open_store(place.url + "/", place.options))
+    assert store.same_place(open_store(place.url + "/", place.options))
     assert not store.same_place(sub)
 
 
@@ -538,7 +538,7 @@ def test_failed_multipart_upload_is_aborted(s3_options: dict[str, Any]) -> None:
     boto3 = pytest.importorskip("boto3")
     prefix = uuid.uuid4().hex
     options = {**s3_options, "default_block_size": 5 << 20}  # S3's smallest part
-    store = _io.open_store(f"s3://{BUCKET}/{prefix}", options)
+    store = open_store(f"s3://{BUCKET}/{prefix}", options)
 
     def fail_after_two_parts() -> None:
         with store.create("big.bin", sync=True) as out:

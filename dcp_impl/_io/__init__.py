@@ -25,12 +25,9 @@ Nothing here knows a checkpoint format; a backend maps its metadata onto these p
   a staging buffer.
 * A :class:`Source` is one open stored file that :func:`read_into` asks for byte ranges;
   an :data:`Opener` makes one from a path (:class:`LocalFile`, ``os.preadv``, by default).
-* A :class:`Store` is where one checkpoint's files live; :func:`open_store` picks it from the
-  checkpoint id: :class:`LocalStore` (the ``os`` calls here) for local paths,
-  ``_fsspec.FsspecStore`` for fsspec URLs (``s3://bucket/prefix``: whole-object writes,
-  ranged GETs through ``_fsspec.ObjectSource``). Backends make directories, write data files
-  (an :class:`ItemWriter`), commit, list and remove files only through a store, and read
-  through :func:`read_from` (``read_into`` with the store's opener).
+* Where one checkpoint's files live is a :class:`dcp_impl.store.Store`: backends make
+  directories, write data files (an :class:`ItemWriter`), commit, list and remove files only
+  through a store, and read through ``Store.read`` (``read_into`` with the store's opener).
 * :func:`parallel_map` runs work on a thread pool: workers pull items in order, the first
   failure stops new work and is re-raised in the caller with its original traceback.
 
@@ -47,19 +44,10 @@ the file and the item; when ``read_into`` raises, the destinations' contents are
 """
 
 from dcp_impl._io._checksum import CHECKSUM_ALGORITHM, checksum
-from dcp_impl.store._registry import is_local_path
 from dcp_impl._io._pool import Worker, parallel_map
 from dcp_impl._io._read import ReadRequest, Target, read_into
 from dcp_impl._io._sources import LocalFile, Mappable, Opener, Source
 from dcp_impl._io._staging import DeviceCopier
-from dcp_impl.store._local import (
-    LocalStore,
-    Store,
-    is_checkpoint_id,
-    is_url,
-    open_store,
-    read_from,
-)
 from dcp_impl._io._write import (
     DataFileWriter,
     ItemWriter,
@@ -70,7 +58,6 @@ from dcp_impl._io._write import (
 )
 
 __all__ = [
-    "is_local_path",
     "CHECKSUM_ALGORITHM",
     "checksum",
     "atomic_write",
@@ -89,10 +76,4 @@ __all__ = [
     "LocalFile",
     "Worker",
     "parallel_map",
-    "Store",
-    "LocalStore",
-    "open_store",
-    "read_from",
-    "is_url",
-    "is_checkpoint_id",
 ]

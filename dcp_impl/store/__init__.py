@@ -1,1 +1,49 @@
-"""Where a checkpoint's files live: a local directory or a prefix of an object store."""
+"""Where a checkpoint's files live: the public storage seam of dcp_impl's backends.
+
+Both backends (:class:`~dcp_impl.FileSystemWriter`/``Reader``,
+:class:`~dcp_impl.HuggingFaceWriter`/``Reader``) and :func:`~dcp_impl.consolidate` do every
+file operation through a :class:`Store` and accept one wherever they take a path or URL::
+
+    store = MyStore("myfs://bucket/run-7/step-1000")
+    dcp.save(state_dict, storage_writer=dcp_impl.FileSystemWriter(store))
+
+* :class:`Store`: the abstract base class; subclasses implement a few primitives (ranged
+  reads, create, atomic commit, rename, remove, list) and inherit working defaults for the
+  rest (read threads, coalescing, the opener of read sources).
+* :class:`LocalStore`: a local directory (``os`` calls, fsync, atomic rename, mapped reads).
+* :class:`FsspecStore`: a prefix of an fsspec file system (``s3://bucket/prefix``).
+* :func:`register_store`: open ``PROTOCOL://...`` ids with a factory of yours, consulted
+  before fsspec; :func:`open_store` is what the backends call on a path or URL.
+* :func:`is_url`, :func:`is_checkpoint_id`: which ids :func:`open_store` accepts.
+* :class:`ItemWriter` (what :meth:`Store.create` returns) and :class:`StoredRange`.
+
+``dcp_impl.testing.StoreTests`` is the contract test kit for a new store.
+docs/object-stores.md describes the stores; docs/architecture.md where they sit.
+"""
+
+from dcp_impl._io._write import ItemWriter, StoredRange
+from dcp_impl.store._base import Store
+from dcp_impl.store._fsspec import FsspecStore
+from dcp_impl.store._local import LocalStore
+from dcp_impl.store._registry import (
+    StoreFactory,
+    is_checkpoint_id,
+    is_local_path,
+    is_url,
+    open_store,
+    register_store,
+)
+
+__all__ = [
+    "Store",
+    "LocalStore",
+    "FsspecStore",
+    "StoreFactory",
+    "register_store",
+    "open_store",
+    "is_url",
+    "is_local_path",
+    "is_checkpoint_id",
+    "ItemWriter",
+    "StoredRange",
+]
