@@ -21,7 +21,8 @@ from torch.distributed.checkpoint.metadata import (
     TensorStorageMetadata,
 )
 
-from dcp_impl import _io, dtypes
+from dcp_impl import dtypes
+from dcp_impl import io as dio
 from dcp_impl._hf_folder import (
     BYTES_FILE,
     Stored,
@@ -90,7 +91,7 @@ def consolidate(
         if isinstance(entry, BytesStorageMetadata)
     ]
     assembler = _Assembler(source, target, save_id, tensors, stored, sync_files)
-    results = _io.parallel_map(jobs, lambda: assembler, thread_count=thread_count)
+    results = dio.parallel_map(jobs, lambda: assembler, thread_count=thread_count)
     locations = {key: loc for part in results for key, loc in part.items()}
     if bytes_keys:
         locations.update(assembler.copy_bytes(bytes_keys))
@@ -169,7 +170,7 @@ class _Assembler:
             key = MetadataIndex(fqn, chunk.offsets)
             stored = self.stored[key]
             dest = full[tuple(slice(o, e) for o, e in zip(box.offsets, box.ends, strict=True))]
-            target = _io.Target(Box.full(box.sizes), dest)
+            target = dio.Target(Box.full(box.sizes), dest)
             requests.append(
                 stored.request(self.source, (target,), stored.location.checksum, repr(fqn))
             )
@@ -183,7 +184,7 @@ class _Assembler:
             for key in keys:
                 stored = self.stored[key]
                 data = torch.empty(stored.sizes, dtype=torch.uint8)
-                target = _io.Target(Box.full(stored.sizes), data)
+                target = dio.Target(Box.full(stored.sizes), data)
                 request = stored.request(self.source, (target,), stored.location.checksum, key.fqn)
                 self.source.read([request], thread_count=1, verify=True)
                 written = out.write_tensor(data)

@@ -25,7 +25,8 @@ from torch.distributed.checkpoint.metadata import (
     TensorStorageMetadata,
 )
 
-from dcp_impl import _io, _safetensors
+from dcp_impl import _safetensors
+from dcp_impl import io as dio
 from dcp_impl._safetensors import (
     SAVE_ID_KEY,
     Header,
@@ -281,10 +282,10 @@ class Stored:
     dtype: torch.dtype
 
     def request(
-        self, folder: Store, targets: tuple[_io.Target, ...], checksum: str | None, label: str
-    ) -> _io.ReadRequest:
+        self, folder: Store, targets: tuple[dio.Target, ...], checksum: str | None, label: str
+    ) -> dio.ReadRequest:
         """A read of this item, in ``folder``, into ``targets``."""
-        return _io.ReadRequest(
+        return dio.ReadRequest(
             path=folder.path(self.location.path),
             offset=self.location.offset,
             length=self.location.length,

@@ -46,7 +46,8 @@ from torch.distributed.checkpoint.planner import (
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
-from dcp_impl import _io, dtypes
+from dcp_impl import dtypes
+from dcp_impl import io as dio
 from dcp_impl import metadata as metadata_format
 from dcp_impl.errors import (
     CheckpointNotFoundError,
@@ -163,7 +164,7 @@ class FileSystemWriter(StorageWriter):
         names = [f"{prefix}-{k}.bin" for k in range(len(buckets))]
         jobs = list(zip(names, buckets, strict=True))
         try:
-            per_file = _io.parallel_map(
+            per_file = dio.parallel_map(
                 jobs,
                 lambda: _BucketWriter(self.store, planner, self.sync_files),
                 thread_count=self.thread_count,
@@ -249,7 +250,7 @@ class _BucketWriter:
                 results.append(WriteResult(item.index, stored.length, location))
         return results
 
-    def _write(self, out: _io.ItemWriter, item: WriteItem) -> _io.StoredRange:
+    def _write(self, out: dio.ItemWriter, item: WriteItem) -> dio.StoredRange:
         data = self._planner.resolve_data(item)
         if item.type == WriteItemType.BYTE_IO:
             if not isinstance(data, io.BytesIO):
@@ -296,7 +297,7 @@ class FileSystemReader(StorageReader):
     Reads run on ``thread_count`` threads (default: 2 for local directories, more for object
     stores: ``Store.read_threads``) and take only the bytes each request needs. With
     ``verify`` (the default) every item any byte is taken from is checked against its
-    checksum first; see :func:`dcp_impl._io.read_into`.
+    checksum first; see :func:`dcp_impl.io.read_into`.
     """
 
     def __init__(
@@ -390,8 +391,8 @@ class _LoadPlanner:
         self._planner = planner
         self._commits: list[Callable[[], None]] = []
 
-    def requests(self, items: Sequence[ReadItem]) -> list[_io.ReadRequest]:
-        grouped: dict[MetadataIndex, list[_io.Target]] = {}
+    def requests(self, items: Sequence[ReadItem]) -> list[dio.ReadRequest]:
+        grouped: dict[MetadataIndex, list[dio.Target]] = {}
         for item in items:
             grouped.setdefault(item.storage_index, []).append(self._target(item))
         return [self._request(index, tuple(targets)) for index, targets in grouped.items()]
@@ -408,7 +409,7 @@ class _LoadPlanner:
             )
         return location
 
-    def _target(self, item: ReadItem) -> _io.Target:
+    def _target(self, item: ReadItem) -> dio.Target:
         if item.type == LoadItemType.BYTE_IO:
             length = self._location(item.storage_index).length
             buffer = torch.empty(length, dtype=torch.uint8)
@@ -417,7 +418,7 @@ class _LoadPlanner:
                 self._planner.load_bytes(item, io.BytesIO(buffer.numpy().tobytes()))
 
             self._commits.append(load)
-            return _io.Target(Box.full((length,)), buffer)
+            return dio.Target(Box.full((length,)), buffer)
         sub = Box(tuple(item.storage_offsets), tuple(item.lengths))
         dest = self._planner.resolve_tensor(item).detach()
         if tuple(dest.shape) != sub.sizes:
@@ -426,9 +427,9 @@ class _LoadPlanner:
                 f"found {tuple(dest.shape)}"
             )
         self._commits.append(lambda: self._planner.commit_tensor(item, dest))
-        return _io.Target(sub, dest)
+        return dio.Target(sub, dest)
 
-    def _request(self, index: MetadataIndex, targets: tuple[_io.Target, ...]) -> _io.ReadRequest:
+    def _request(self, index: MetadataIndex, targets: tuple[dio.Target, ...]) -> dio.ReadRequest:
         location = self._location(index)
         entry = self._metadata.state_dict_metadata.get(index.fqn)
         sizes: tuple[int, ...]
@@ -441,7 +442,7 @@ class _LoadPlanner:
             label = f"{index.fqn!r} chunk at offsets {tuple(chunk.offsets)}"
         else:
             raise InvalidMetadataError(f"{self._store.url}: no metadata entry for {index.fqn!r}")
-        return _io.ReadRequest(
+        return dio.ReadRequest(
             path=self._store.path(location.path),
             offset=location.offset,
             length=location.length,

@@ -42,7 +42,8 @@ from torch.distributed.checkpoint.planner import (
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
-from dcp_impl import _io, dtypes
+from dcp_impl import dtypes
+from dcp_impl import io as dio
 from dcp_impl._hf_consolidate import consolidate
 from dcp_impl._hf_folder import (
     BYTES_FILE,
@@ -200,7 +201,7 @@ class HuggingFaceWriter(StorageWriter):
         jobs = group_by_file(plan.items, assignment)
         worker = FileWriter(self.data_dir, assignment.save_id, planner, self.sync_files)
         try:
-            per_file = _io.parallel_map(jobs, lambda: worker, thread_count=self.thread_count)
+            per_file = dio.parallel_map(jobs, lambda: worker, thread_count=self.thread_count)
         except BaseException:
             with contextlib.suppress(OSError):  # best effort: the failure is what to report
                 self.data_dir.remove(temp_name(name, assignment.save_id) for name, _ in jobs)
@@ -303,7 +304,7 @@ class HuggingFaceReader(StorageReader):
         self, plan: LoadPlan, planner: LoadPlanner, *args: Any, **kwargs: Any
     ) -> Future[None]:
         # docstring inherited
-        targets: dict[MetadataIndex, list[_io.Target]] = {}
+        targets: dict[MetadataIndex, list[dio.Target]] = {}
         commits: list[tuple[ReadItem, torch.Tensor]] = []
         for req in plan.items:
             stored = self._lookup(req)
@@ -313,7 +314,7 @@ class HuggingFaceReader(StorageReader):
                 if req.type == LoadItemType.BYTE_IO
                 else Box(tuple(req.storage_offsets), tuple(req.lengths))
             )
-            targets.setdefault(req.storage_index, []).append(_io.Target(sub, dest))
+            targets.setdefault(req.storage_index, []).append(dio.Target(sub, dest))
             commits.append((req, dest))
         requests = [
             stored.request(
@@ -339,7 +340,7 @@ class HuggingFaceReader(StorageReader):
         # docstring inherited
         return is_checkpoint_id(checkpoint_id)
 
-    def _checksum(self, stored: Stored, targets: list[_io.Target]) -> str | None:
+    def _checksum(self, stored: Stored, targets: list[dio.Target]) -> str | None:
         """The checksum to verify, or None where verifying would read bytes nobody asked for."""
         whole = Box.full(stored.sizes)
         if self.verify == "whole" and all(t.sub != whole for t in targets):

@@ -1,4 +1,4 @@
-"""dcp_impl._io._checksum: one checksum however the bytes are fed."""
+"""dcp_impl.io._checksum: one checksum however the bytes are fed."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dcp_impl._io import _checksum
-from dcp_impl._io._checksum import Digest, write_hashed
+from dcp_impl.io import _checksum
+from dcp_impl.io._checksum import Digest, write_hashed
 
 
 def _expected(data: bytes) -> str:

@@ -1,4 +1,4 @@
-"""Tests of dcp_impl._io: atomic commit, data-file writing, byte-range reads, thread pool."""
+"""Tests of dcp_impl.io: atomic commit, data-file writing, byte-range reads, thread pool."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import xxhash
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dcp_impl import _io
-from dcp_impl._io import _runs
+from dcp_impl import io as dio
 from dcp_impl.errors import CorruptCheckpointError, InvalidMetadataError, UnsupportedError
+from dcp_impl.io import _runs
 from dcp_impl.layout import Box, byte_span
 
 DTYPES = [torch.float32, torch.bfloat16, torch.int64, torch.complex64, torch.bool, torch.uint8]
@@ -38,16 +38,16 @@ def _values(shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -> torch.
     return torch.randint(0, high, (n,), dtype=torch.uint8, generator=g).view(dtype).reshape(shape)
 
 
-def _store(path: Path, chunk: torch.Tensor) -> _io.StoredRange:
-    with _io.DataFileWriter(path, sync=False) as out:
+def _store(path: Path, chunk: torch.Tensor) -> dio.StoredRange:
+    with dio.DataFileWriter(path, sync=False) as out:
         out.write_bytes(b"header")  # items need not start at offset 0
         return out.write_tensor(chunk)
 
 
 def _request(
-    path: Path, stored: _io.StoredRange, chunk: torch.Tensor, *targets: _io.Target
-) -> _io.ReadRequest:
-    return _io.ReadRequest(
+    path: Path, stored: dio.StoredRange, chunk: torch.Tensor, *targets: dio.Target
+) -> dio.ReadRequest:
+    return dio.ReadRequest(
         path=str(path),
         offset=stored.offset,
         length=stored.length,
@@ -66,7 +66,7 @@ def _region(chunk: torch.Tensor, sub: Box) -> torch.Tensor:
     return view
 
 
-def _assert_filled(chunk: torch.Tensor, targets: Sequence[_io.Target]) -> None:
+def _assert_filled(chunk: torch.Tensor, targets: Sequence[dio.Target]) -> None:
     """Each bf16 target holds exactly its sub-box of ``chunk``, bit for bit."""
     for t in targets:
         assert torch.equal(t.dest.view(torch.int16), _region(chunk, t.sub).view(torch.int16))
@@ -77,8 +77,8 @@ def _assert_filled(chunk: torch.Tensor, targets: Sequence[_io.Target]) -> None:
 
 def test_atomic_write_replaces_file(tmp_path: Path) -> None:
     target = tmp_path / "m.json"
-    _io.atomic_write(target, b"old")
-    _io.atomic_write(target, b"new", sync=False)
+    dio.atomic_write(target, b"old")
+    dio.atomic_write(target, b"new", sync=False)
     assert target.read_bytes() == b"new"
     assert os.listdir(tmp_path) == ["m.json"]
 
@@ -87,14 +87,14 @@ def test_atomic_write_failure_keeps_old_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "m.json"
-    _io.atomic_write(target, b"old")
+    dio.atomic_write(target, b"old")
 
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk gone")
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk gone"):
-        _io.atomic_write(target, b"new")
+        dio.atomic_write(target, b"new")
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["m.json"], "the temp file must be removed"
 
@@ -103,7 +103,7 @@ def test_writer_stores_logical_values_with_checksums(tmp_path: Path) -> None:
     base = _values((4, 6), torch.complex64)
     items = [base.t(), base[::2, 1:], torch.tensor(7, dtype=torch.int16), base.conj(), -base]
     path = tmp_path / "d.bin"
-    with _io.DataFileWriter(path) as out:
+    with dio.DataFileWriter(path) as out:
         ranges = [out.write_tensor(t) for t in items]
     data = path.read_bytes()
     offset = 0
@@ -120,12 +120,12 @@ def test_writer_never_overwrites_and_discards_on_error(tmp_path: Path) -> None:
     path = tmp_path / "d.bin"
     path.write_bytes(b"user data")
     with pytest.raises(FileExistsError):
-        _io.DataFileWriter(path)
+        dio.DataFileWriter(path)
     assert path.read_bytes() == b"user data"
     fresh = tmp_path / "e.bin"
 
     def write_then_fail() -> None:
-        with _io.DataFileWriter(fresh) as out:
+        with dio.DataFileWriter(fresh) as out:
             out.write_bytes(b"partial")
             raise RuntimeError("boom")
 
@@ -135,7 +135,7 @@ def test_writer_never_overwrites_and_discards_on_error(tmp_path: Path) -> None:
 
 
 def test_writer_rejects_sparse_tensors(tmp_path: Path) -> None:
-    with _io.DataFileWriter(tmp_path / "d.bin") as out, pytest.raises(UnsupportedError):
+    with dio.DataFileWriter(tmp_path / "d.bin") as out, pytest.raises(UnsupportedError):
         out.write_tensor(torch.eye(3).to_sparse())
 
 
@@ -179,8 +179,8 @@ def test_read_into_returns_exact_sub_box(
     dest = torch.zeros(sub.sizes, dtype=dtype)
     if strided_dest:  # a transposed view of a contiguous buffer
         dest = torch.zeros(sub.sizes[::-1], dtype=dtype).permute(tuple(reversed(range(len(shape)))))
-    _io.read_into(
-        [_request(path, stored, chunk, _io.Target(sub, dest))], verify=verify, stage_all=stage_all
+    dio.read_into(
+        [_request(path, stored, chunk, dio.Target(sub, dest))], verify=verify, stage_all=stage_all
     )
     assert _bytes(dest) == _bytes(_region(chunk, sub))
 
@@ -189,7 +189,7 @@ def test_read_converts_to_destination_dtype(tmp_path: Path) -> None:
     chunk = torch.arange(6, dtype=torch.float32).reshape(2, 3)
     stored = _store(tmp_path / "d.bin", chunk)
     dest = torch.zeros(2, 3, dtype=torch.float64)
-    _io.read_into([_request(tmp_path / "d.bin", stored, chunk, _io.Target(Box.full((2, 3)), dest))])
+    dio.read_into([_request(tmp_path / "d.bin", stored, chunk, dio.Target(Box.full((2, 3)), dest))])
     assert torch.equal(dest, chunk.double())
 
 
@@ -210,7 +210,7 @@ class _PreadOnly:
     """A local file that cannot be mapped: read_into must fall back to preadv."""
 
     def __init__(self, path: str) -> None:
-        self._file = _io.LocalFile(path)
+        self._file = dio.LocalFile(path)
 
     def preadv(self, buffers: list[memoryview], offset: int) -> int:
         return self._file.preadv(buffers, offset)
@@ -219,10 +219,10 @@ class _PreadOnly:
         self._file.close()
 
 
-def _two_sub_boxes(chunk: torch.Tensor) -> list[_io.Target]:
+def _two_sub_boxes(chunk: torch.Tensor) -> list[dio.Target]:
     """An exact byte span and a strided sub-box of a (16, 32) chunk."""
     boxes = Box((4, 0), (3, 32)), Box((2, 5), (3, 4))
-    return [_io.Target(b, torch.zeros(b.sizes, dtype=chunk.dtype)) for b in boxes]
+    return [dio.Target(b, torch.zeros(b.sizes, dtype=chunk.dtype)) for b in boxes]
 
 
 def test_unverified_partial_read_reads_only_the_span(
@@ -233,7 +233,7 @@ def test_unverified_partial_read_reads_only_the_span(
     counts = _counting_preadv(monkeypatch)
     targets = _two_sub_boxes(chunk)
     request = _request(tmp_path / "d.bin", stored, chunk, *targets)
-    _io.read_into([request], verify=False, opener=_PreadOnly)
+    dio.read_into([request], verify=False, opener=_PreadOnly)
     spans = [byte_span((16, 32), t.sub, 2)[1] for t in targets]
     assert sum(counts) == sum(spans) < stored.length
     _assert_filled(chunk, targets)
@@ -248,7 +248,7 @@ def test_mapped_partial_read_copies_in_place(
     stored = _store(tmp_path / "d.bin", chunk)
     counts = _counting_preadv(monkeypatch)
     exact, strided = _two_sub_boxes(chunk)
-    _io.read_into([_request(tmp_path / "d.bin", stored, chunk, exact, strided)], verify=False)
+    dio.read_into([_request(tmp_path / "d.bin", stored, chunk, exact, strided)], verify=False)
     assert counts == [byte_span((16, 32), exact.sub, 2)[1]]
     _assert_filled(chunk, [exact, strided])
 
@@ -266,7 +266,7 @@ def test_verified_partial_read_checks_the_whole_item(tmp_path: Path) -> None:
 
     def read(verify: bool) -> torch.Tensor:
         dest = torch.zeros(1, 8)
-        _io.read_into([_request(path, stored, chunk, _io.Target(sub, dest))], verify=verify)
+        dio.read_into([_request(path, stored, chunk, dio.Target(sub, dest))], verify=verify)
         return dest
 
     assert torch.equal(read(verify=False).view(torch.int32), chunk[:1].view(torch.int32))
@@ -290,12 +290,12 @@ def test_damaged_data_is_reported(tmp_path: Path, damage: str) -> None:
     expected = {"flip": "checksum", "truncate": "truncated", "delete": "missing"}[damage]
     dest = torch.zeros(4, 4, dtype=torch.int32)
     with pytest.raises(CorruptCheckpointError, match=rf"d\.bin.*'w' chunk.*{expected}"):
-        _io.read_into([_request(path, stored, chunk, _io.Target(Box.full((4, 4)), dest))])
+        dio.read_into([_request(path, stored, chunk, dio.Target(Box.full((4, 4)), dest))])
 
 
 def test_request_rejects_inconsistent_length(tmp_path: Path) -> None:
     with pytest.raises(InvalidMetadataError, match="expected 16 bytes"):
-        _io.ReadRequest(str(tmp_path), 0, 15, (4,), torch.float32, ())
+        dio.ReadRequest(str(tmp_path), 0, 15, (4,), torch.float32, ())
 
 
 class _DeferredCopier:
@@ -325,7 +325,7 @@ class _DeferredCopier:
 def test_staging_waits_before_reusing_a_buffer(tmp_path: Path, verify: bool, coalesce: int) -> None:
     chunks = [_values((5, 3), torch.float32, seed=i) for i in range(7)]
     path = tmp_path / "d.bin"
-    with _io.DataFileWriter(path) as out:
+    with dio.DataFileWriter(path) as out:
         ranges = [out.write_tensor(c) for c in chunks]
     dests = [torch.zeros(3, 5).t() for _ in chunks]
     copiers: list[_DeferredCopier] = []
@@ -335,10 +335,10 @@ def test_staging_waits_before_reusing_a_buffer(tmp_path: Path, verify: bool, coa
         return copiers[-1]
 
     requests = [
-        _request(path, r, c, _io.Target(Box.full((5, 3)), d))
+        _request(path, r, c, dio.Target(Box.full((5, 3)), d))
         for c, r, d in zip(chunks, ranges, dests, strict=True)
     ]
-    _io.read_into(requests, verify=verify, stage_all=True, copier=make, coalesce=coalesce)
+    dio.read_into(requests, verify=verify, stage_all=True, copier=make, coalesce=coalesce)
     assert sum(c.copies for c in copiers) == len(chunks)
     for c, d in zip(chunks, dests, strict=True):
         assert torch.equal(c.view(torch.int32), d.view(torch.int32))
@@ -348,15 +348,15 @@ def test_staging_waits_before_reusing_a_buffer(tmp_path: Path, verify: bool, coa
 def test_cuda_destinations(tmp_path: Path) -> None:
     chunks = [_values((64, 33), torch.bfloat16, seed=i) for i in range(5)]
     path = tmp_path / "d.bin"
-    with _io.DataFileWriter(path) as out:
+    with dio.DataFileWriter(path) as out:
         ranges = [out.write_tensor(c) for c in chunks]
     sub = Box((3, 1), (50, 30))
     dests = [torch.zeros(sub.sizes, dtype=torch.bfloat16, device="cuda") for _ in chunks]
     requests = [
-        _request(path, r, c, _io.Target(sub, d))
+        _request(path, r, c, dio.Target(sub, d))
         for c, r, d in zip(chunks, ranges, dests, strict=True)
     ]
-    _io.read_into(requests, thread_count=2, verify=True)
+    dio.read_into(requests, thread_count=2, verify=True)
     for c, d in zip(chunks, dests, strict=True):
         assert torch.equal(d.cpu().view(torch.int16), _region(c, sub).view(torch.int16))
 
@@ -385,7 +385,7 @@ def _fail_deep_in_worker(item: int) -> None:
 def test_parallel_map_results_in_order() -> None:
     started: list[int] = []
     closed: list[int] = []
-    out = _io.parallel_map(list(range(20)), lambda: _Recorder(-1, started, closed), thread_count=3)
+    out = dio.parallel_map(list(range(20)), lambda: _Recorder(-1, started, closed), thread_count=3)
     assert out == [2 * i for i in range(20)]
     assert sorted(started) == list(range(20))
     assert len(closed) == 3
@@ -395,7 +395,7 @@ def test_parallel_map_stops_after_failure() -> None:
     started: list[int] = []
     closed: list[int] = []
     with pytest.raises(OSError, match="item 3 failed"):
-        _io.parallel_map(list(range(10)), lambda: _Recorder(3, started, closed), thread_count=1)
+        dio.parallel_map(list(range(10)), lambda: _Recorder(3, started, closed), thread_count=1)
     assert started == [0, 1, 2, 3]
     assert closed == [1]
 
@@ -412,7 +412,7 @@ def test_parallel_map_keeps_worker_traceback() -> None:
             pass
 
     with pytest.raises(OSError, match="failed") as info:
-        _io.parallel_map([0, 1], Both, thread_count=2)
+        dio.parallel_map([0, 1], Both, thread_count=2)
     frames = [f.name for f in traceback.extract_tb(info.value.__traceback__)]
     assert "_fail_deep_in_worker" in frames
     assert any("also failed" in note for note in info.value.__notes__)
@@ -424,11 +424,11 @@ def test_single_element_views_with_odd_strides(tmp_path: Path, count: int) -> No
     source = torch.arange(10, dtype=torch.int16)[3::4][:count]
     assert source.is_contiguous()
     path = tmp_path / "d.bin"
-    with _io.DataFileWriter(path) as out:
+    with dio.DataFileWriter(path) as out:
         stored = out.write_tensor(source)
     assert path.read_bytes() == _bytes(source)
     dest = torch.zeros(10, dtype=torch.int16)[1::4][:count]
-    _io.read_into([_request(path, stored, source.clone(), _io.Target(Box.full((count,)), dest))])
+    dio.read_into([_request(path, stored, source.clone(), dio.Target(Box.full((count,)), dest))])
     assert torch.equal(dest, source)
 
 
@@ -447,11 +447,11 @@ def test_tensor_bytes_of_empty_tensors_with_any_stride(
     tmp_path: Path, tensor: torch.Tensor
 ) -> None:
     assert tensor.numel() == 0
-    view = _io.tensor_bytes(tensor)
+    view = dio.tensor_bytes(tensor)
     assert (len(view), bytes(view)) == (0, b"")
-    with _io.DataFileWriter(tmp_path / "d.bin") as out:
+    with dio.DataFileWriter(tmp_path / "d.bin") as out:
         stored = out.write_tensor(tensor)
-    assert (stored.length, stored.checksum) == (0, _io.checksum(b""))
+    assert (stored.length, stored.checksum) == (0, dio.checksum(b""))
 
 
 # --------------------------------------------------------------------------- direct run reads
@@ -514,13 +514,13 @@ def test_direct_run_reads_are_byte_exact(
     path = tmp_path / f"{uuid.uuid4().hex}.bin"
     stored = _store(path, chunk)
     subs = [data.draw(_sub_boxes(shape), label=f"sub{i}") for i in range(count)]
-    targets = [_io.Target(s, torch.full(s.sizes, 1, dtype=dtype)) for s in subs]
+    targets = [dio.Target(s, torch.full(s.sizes, 1, dtype=dtype)) for s in subs]
     with (
         mock.patch.object(_runs, "MIN_RUN", 1),  # every run takes the direct path
         mock.patch.object(_runs, "IOV_MAX", iov_max),
         mock.patch.object(_runs, "MAX_GAP", max_gap),
     ):
-        _io.read_into([_request(path, stored, chunk, *targets)], verify=False)
+        dio.read_into([_request(path, stored, chunk, *targets)], verify=False)
     for t in targets:
         assert _bytes(t.dest) == _bytes(_region(chunk, t.sub)), t.sub
 
@@ -552,18 +552,18 @@ def test_column_halves_read_the_chunk_once_into_their_destinations(
     chunk = _values((rows, cols), torch.bfloat16)
     stored = _store(tmp_path / "d.bin", chunk)
     halves = [Box((0, h * cols // 2), (rows, cols // 2)) for h in range(2)]
-    targets = [_io.Target(b, torch.zeros(b.sizes, dtype=torch.bfloat16)) for b in halves]
+    targets = [dio.Target(b, torch.zeros(b.sizes, dtype=torch.bfloat16)) for b in halves]
     calls = _recording_preadv(monkeypatch)
     request = _request(tmp_path / "d.bin", stored, chunk, *targets)
-    _io.read_into([request], verify=False, opener=_PreadOnly)
+    dio.read_into([request], verify=False, opener=_PreadOnly)
     # One call, one buffer per half row in file order, no scratch: every byte read once.
     assert calls == [[cols] * (2 * rows)]
     _assert_filled(chunk, targets)
 
     calls.clear()
-    left = _io.Target(halves[0], torch.zeros(halves[0].sizes, dtype=torch.bfloat16))
+    left = dio.Target(halves[0], torch.zeros(halves[0].sizes, dtype=torch.bfloat16))
     request = _request(tmp_path / "d.bin", stored, chunk, left)
-    _io.read_into([request], verify=False, opener=_PreadOnly)
+    dio.read_into([request], verify=False, opener=_PreadOnly)
     # The right halves between two left halves go to scratch, in the same call.
     assert calls == [[cols, cols] * (rows - 1) + [cols]]
     assert torch.equal(left.dest.view(torch.int16), chunk[:, : cols // 2].view(torch.int16))
@@ -576,11 +576,11 @@ def test_short_runs_and_verified_reads_are_staged(
     stored = _store(tmp_path / "d.bin", chunk)
     sub = Box((0, 0), (8, 32))
     calls = _recording_preadv(monkeypatch)
-    for opener in (_PreadOnly, _io.LocalFile):
+    for opener in (_PreadOnly, dio.LocalFile):
         for verify in (False, True):
             dest = torch.zeros(sub.sizes)
-            request = _request(tmp_path / "d.bin", stored, chunk, _io.Target(sub, dest))
-            _io.read_into([request], verify=verify, opener=opener)
+            request = _request(tmp_path / "d.bin", stored, chunk, dio.Target(sub, dest))
+            dio.read_into([request], verify=verify, opener=opener)
             assert torch.equal(dest.view(torch.int32), chunk[:, :32].view(torch.int32))
     span = byte_span((8, 64), sub, 4)[1]
     # Unmappable: one staging read each (the span, the whole item). Mapped: no read at all.
@@ -594,8 +594,8 @@ def test_large_gaps_start_a_new_call(tmp_path: Path, monkeypatch: pytest.MonkeyP
     dest = torch.zeros(sub.sizes, dtype=torch.int8)
     calls = _recording_preadv(monkeypatch)
     with mock.patch.object(_runs, "MIN_RUN", 1), mock.patch.object(_runs, "MAX_GAP", 11):
-        request = _request(tmp_path / "d.bin", stored, chunk, _io.Target(sub, dest))
-        _io.read_into([request], verify=False, opener=_PreadOnly)
+        request = _request(tmp_path / "d.bin", stored, chunk, dio.Target(sub, dest))
+        dio.read_into([request], verify=False, opener=_PreadOnly)
     assert calls == [[6], [6], [6]]
     assert torch.equal(dest, chunk[1:, 2:4])
 
@@ -608,30 +608,30 @@ def test_interrupted_vectored_reads_resume(tmp_path: Path, monkeypatch: pytest.M
     sub = Box((1, 0), (4, cols // 2))
     dest = torch.zeros(sub.sizes, dtype=torch.int16)
     calls = _recording_preadv(monkeypatch, most=1000)
-    request = _request(path, stored, chunk, _io.Target(sub, dest))
-    _io.read_into([request], verify=False, opener=_PreadOnly)
+    request = _request(path, stored, chunk, dio.Target(sub, dest))
+    dio.read_into([request], verify=False, opener=_PreadOnly)
     assert torch.equal(dest, chunk[1:5, : cols // 2])
     assert len(calls) > 1
     os.truncate(path, stored.offset + stored.length - 4 * cols)  # rows 4 and 5 are gone
     with pytest.raises(CorruptCheckpointError, match=r"'w' chunk is truncated"):
-        _io.read_into([_request(path, stored, chunk, _io.Target(sub, dest))], verify=False)
+        dio.read_into([_request(path, stored, chunk, dio.Target(sub, dest))], verify=False)
 
 
 # --- coalesced reads (object stores: one round trip for neighbouring items) -------------------
 
 
-def _small_items(path: Path, count: int) -> tuple[list[torch.Tensor], list[_io.StoredRange]]:
+def _small_items(path: Path, count: int) -> tuple[list[torch.Tensor], list[dio.StoredRange]]:
     chunks = [_values((3, 5), torch.float32, seed=i) for i in range(count)]
-    with _io.DataFileWriter(path) as out:
+    with dio.DataFileWriter(path) as out:
         ranges = [out.write_tensor(c) for c in chunks]
     return chunks, ranges
 
 
 def _requests_for(
-    path: Path, chunks: list[torch.Tensor], ranges: list[_io.StoredRange], dests: list[torch.Tensor]
-) -> list[_io.ReadRequest]:
+    path: Path, chunks: list[torch.Tensor], ranges: list[dio.StoredRange], dests: list[torch.Tensor]
+) -> list[dio.ReadRequest]:
     return [
-        _request(path, r, c, _io.Target(Box.full((3, 5)), d))
+        _request(path, r, c, dio.Target(Box.full((3, 5)), d))
         for c, r, d in zip(chunks, ranges, dests, strict=True)
     ]
 
@@ -646,7 +646,7 @@ def test_coalesced_items_are_fetched_by_one_read(
     calls = _recording_preadv(monkeypatch)
     requests = _requests_for(path, chunks, ranges, dests)
     # 4 items fit 4 * 60 bytes; the next batch starts at the fifth.
-    _io.read_into(requests[::-1], verify=verify, opener=_PreadOnly, coalesce=4 * 60)
+    dio.read_into(requests[::-1], verify=verify, opener=_PreadOnly, coalesce=4 * 60)
     assert calls == [[4 * 60], [2 * 60]]
     for chunk, dest in zip(chunks, dests, strict=True):
         assert torch.equal(dest, chunk)
@@ -664,10 +664,10 @@ def test_coalesced_reads_check_and_name_each_item(tmp_path: Path) -> None:
         for i, r in enumerate(_requests_for(path, chunks, ranges, dests))
     ]
     with pytest.raises(CorruptCheckpointError, match=r"item item 2 .*checksum"):
-        _io.read_into(requests, opener=_PreadOnly, coalesce=1 << 20)
+        dio.read_into(requests, opener=_PreadOnly, coalesce=1 << 20)
     os.truncate(path, ranges[3].offset + 10)
     with pytest.raises(CorruptCheckpointError, match=r"item item 3 is truncated"):
-        _io.read_into(requests, verify=False, opener=_PreadOnly, coalesce=1 << 20)
+        dio.read_into(requests, verify=False, opener=_PreadOnly, coalesce=1 << 20)
 
 
 @given(
@@ -679,10 +679,10 @@ def test_coalesced_reads_check_and_name_each_item(tmp_path: Path) -> None:
 def test_batches_partition_requests_in_order_within_the_limit(
     spans: list[tuple[str, int, int]], limit: int
 ) -> None:
-    from dcp_impl._io._read import _batches
+    from dcp_impl.io._read import _batches
 
     ordered = sorted(
-        (_io.ReadRequest(p, o, 4 * n, (n,), torch.float32, ()) for p, o, n in spans),
+        (dio.ReadRequest(p, o, 4 * n, (n,), torch.float32, ()) for p, o, n in spans),
         key=lambda r: (r.path, r.offset),
     )
     batches = _batches(ordered, limit)
@@ -703,16 +703,16 @@ def test_coalesced_items_at_unaligned_offsets(tmp_path: Path) -> None:
         _values((3,), torch.int16, seed=2),
         _values((2, 3), torch.complex64, seed=3),
     ]
-    with _io.DataFileWriter(path) as out:
+    with dio.DataFileWriter(path) as out:
         ranges = [out.write_tensor(c) for c in chunks]
     assert ranges[1].offset % 8 != 0  # after 3 bools
     dests = [torch.zeros_like(c) for c in chunks]
     requests = [
-        _request(path, r, c, _io.Target(Box.full(tuple(c.shape)), d))
+        _request(path, r, c, dio.Target(Box.full(tuple(c.shape)), d))
         for c, r, d in zip(chunks, ranges, dests, strict=True)
     ]
     for verify in (True, False):
-        _io.read_into(requests, verify=verify, opener=_PreadOnly, coalesce=1 << 20)
+        dio.read_into(requests, verify=verify, opener=_PreadOnly, coalesce=1 << 20)
         assert all(_bytes(d) == _bytes(c) for c, d in zip(chunks, dests, strict=True))
 
 
@@ -729,6 +729,6 @@ def test_a_file_that_cannot_be_mapped_is_read_instead(
     counts = _counting_preadv(monkeypatch)
     for verify in (True, False):
         targets = _two_sub_boxes(chunk)
-        _io.read_into([_request(tmp_path / "d.bin", stored, chunk, *targets)], verify=verify)
+        dio.read_into([_request(tmp_path / "d.bin", stored, chunk, *targets)], verify=verify)
         _assert_filled(chunk, targets)
     assert counts  # the bytes came through preadv

@@ -16,7 +16,7 @@ from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 import dcp_impl
-from dcp_impl._io import ItemWriter
+from dcp_impl.io import ItemWriter
 from dcp_impl.store import (
     FsspecStore,
     LocalStore,

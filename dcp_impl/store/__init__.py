@@ -21,7 +21,7 @@ file operation through a :class:`Store` and accept one wherever they take a path
 docs/object-stores.md describes the stores; docs/architecture.md where they sit.
 """
 
-from dcp_impl._io._write import ItemWriter, StoredRange
+from dcp_impl.io._write import ItemWriter, StoredRange
 from dcp_impl.store._base import Store
 from dcp_impl.store._fsspec import FsspecStore
 from dcp_impl.store._local import LocalStore

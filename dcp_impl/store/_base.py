@@ -5,10 +5,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Sequence
 
-from dcp_impl._io._read import ReadRequest, read_into
-from dcp_impl._io._sources import Source
-from dcp_impl._io._write import ItemWriter
 from dcp_impl.errors import InvalidMetadataError
+from dcp_impl.io._read import ReadRequest, read_into
+from dcp_impl.io._sources import Source
+from dcp_impl.io._write import ItemWriter
 
 __all__ = ["Store", "check_size"]
 
@@ -88,11 +88,11 @@ class Store(abc.ABC):
         return f"{self.url.rstrip('/')}/{name}"
 
     def opener(self, path: str) -> Source:
-        """Open ``path`` (as :meth:`path` gave it) for :func:`~dcp_impl._io.read_into`.
+        """Open ``path`` (as :meth:`path` gave it) for :func:`~dcp_impl.io.read_into`.
 
         The default serves every read through :meth:`read_range`; override it to read
         straight into the destination buffers (``preadv``), to map files in memory, or to
-        return a source with device reads (``dcp_impl._io.DeviceReadable``).
+        return a source with device reads (``dcp_impl.io.DeviceReadable``).
         """
         prefix = self.path("")
         if not path.startswith(prefix):
@@ -103,7 +103,7 @@ class Store(abc.ABC):
         self, requests: Sequence[ReadRequest], *, thread_count: int | None = None, verify: bool
     ) -> None:
         """Fill the targets of ``requests`` (paths as :meth:`path` gives them): see
-        :func:`~dcp_impl._io.read_into`, run with :meth:`opener` and :attr:`coalesce` on
+        :func:`~dcp_impl.io.read_into`, run with :meth:`opener` and :attr:`coalesce` on
         ``thread_count`` threads (default :attr:`read_threads`)."""
         read_into(
             requests,

@@ -18,8 +18,8 @@ from typing import Any
 import fsspec
 from fsspec import AbstractFileSystem
 
-from dcp_impl._io._sources import Source
-from dcp_impl._io._write import ItemWriter
+from dcp_impl.io._sources import Source
+from dcp_impl.io._write import ItemWriter
 from dcp_impl.store._base import Store, check_size
 
 __all__ = ["FsspecStore", "ObjectSource", "ObjectWriter", "URL_READ_THREADS", "PART"]

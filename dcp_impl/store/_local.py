@@ -1,6 +1,6 @@
 """A local directory as a :class:`~dcp_impl.store.Store`, through ``os`` calls: ``O_EXCL``
 data files, fsync, temp file + ``os.replace`` commits, files read with ``os.preadv`` or
-mapped in memory (:class:`~dcp_impl._io.LocalFile`)."""
+mapped in memory (:class:`~dcp_impl.io.LocalFile`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from dcp_impl._io._sources import LocalFile, Source
-from dcp_impl._io._write import DataFileWriter, ItemWriter, atomic_write, fsync_dir
+from dcp_impl.io._sources import LocalFile, Source
+from dcp_impl.io._write import DataFileWriter, ItemWriter, atomic_write, fsync_dir
 from dcp_impl.store._base import Store, check_size
 
 __all__ = ["LocalStore"]

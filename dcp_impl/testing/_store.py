@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from dcp_impl._io import ReadRequest, Target, checksum
 from dcp_impl.errors import CorruptCheckpointError, InvalidMetadataError
+from dcp_impl.io import ReadRequest, Target, checksum
 from dcp_impl.layout import Box
 from dcp_impl.store import Store
 

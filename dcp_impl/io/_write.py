@@ -11,8 +11,8 @@ from typing import Self
 import torch
 
 from dcp_impl import dtypes
-from dcp_impl._io._checksum import CHECKSUM_ALGORITHM, checksum, write_hashed
 from dcp_impl.errors import UnsupportedError
+from dcp_impl.io._checksum import CHECKSUM_ALGORITHM, checksum, write_hashed
 
 __all__ = [
     "CHECKSUM_ALGORITHM",

@@ -43,12 +43,12 @@ forbids. A mismatch, a short file or a missing file raises ``CorruptCheckpointEr
 the file and the item; when ``read_into`` raises, the destinations' contents are unspecified.
 """
 
-from dcp_impl._io._checksum import CHECKSUM_ALGORITHM, checksum
-from dcp_impl._io._pool import Worker, parallel_map
-from dcp_impl._io._read import ReadRequest, Target, read_into
-from dcp_impl._io._sources import LocalFile, Mappable, Opener, Source
-from dcp_impl._io._staging import DeviceCopier
-from dcp_impl._io._write import (
+from dcp_impl.io._checksum import CHECKSUM_ALGORITHM, checksum
+from dcp_impl.io._pool import Worker, parallel_map
+from dcp_impl.io._read import ReadRequest, Target, read_into
+from dcp_impl.io._sources import LocalFile, Mappable, Opener, Source
+from dcp_impl.io._staging import DeviceCopier
+from dcp_impl.io._write import (
     DataFileWriter,
     ItemWriter,
     StoredRange,

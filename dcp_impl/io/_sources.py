@@ -1,6 +1,6 @@
 """Random access to the bytes of one stored file, whatever holds it.
 
-:func:`dcp_impl._io.read_into` asks a :class:`Source` for byte ranges and never touches a
+:func:`dcp_impl.io.read_into` asks a :class:`Source` for byte ranges and never touches a
 file itself; an :data:`Opener` makes a source from a path. :class:`LocalFile` reads local
 files through ``os.preadv`` and can also be mapped into memory (:class:`Mappable`); other
 stores (object stores through fsspec) provide their own opener, and everything above the
@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from dcp_impl._io._runs import preadv_all
+from dcp_impl.io._runs import preadv_all
 
 __all__ = ["Source", "Mappable", "Opener", "LocalFile"]
 

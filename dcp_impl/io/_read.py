@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import torch
 
 from dcp_impl import dtypes
-from dcp_impl._io import _runs
-from dcp_impl._io._checksum import CHECKSUM_ALGORITHM, Digest, checksum
-from dcp_impl._io._pool import parallel_map
-from dcp_impl._io._sources import LocalFile, Mappable, Opener, Source
-from dcp_impl._io._staging import CudaCopier, DeviceCopier, Staging, SyncCopier
-from dcp_impl._io._write import byte_view
 from dcp_impl.errors import CorruptCheckpointError, InvalidMetadataError
+from dcp_impl.io import _runs
+from dcp_impl.io._checksum import CHECKSUM_ALGORITHM, Digest, checksum
+from dcp_impl.io._pool import parallel_map
+from dcp_impl.io._sources import LocalFile, Mappable, Opener, Source
+from dcp_impl.io._staging import CudaCopier, DeviceCopier, Staging, SyncCopier
+from dcp_impl.io._write import byte_view
 from dcp_impl.layout import Box, byte_span
 
 __all__ = ["Target", "ReadRequest", "read_into"]
