@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-from _ranks import run_ranks
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
@@ -19,6 +18,7 @@ from torch.distributed.tensor import DTensor, Placement, Replicate, Shard, distr
 from dcp_impl.__main__ import main as cli
 from dcp_impl.errors import OverwriteRefusedError
 from dcp_impl.filesystem import FileSystemReader, FileSystemWriter
+from spec_tests.ranks import run_ranks
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is unavailable")
 
@@ -74,7 +74,7 @@ def _worker(rank: int, world: int, path: str) -> None:
 @pytest.mark.parametrize("world", [2, 4])
 def test_dtensor_save_and_reshard_load(tmp_path: Path, world: int) -> None:
     path = tmp_path / "ckpt"
-    run_ranks(_worker, world, str(tmp_path / "init"), str(path))
+    run_ranks(_worker, world, str(path))
     data_files = sorted(p.name for p in path.iterdir() if p.name.startswith("data-"))
     # Rank r's files are named ...-r<r>-<k>.bin: every rank held a distinct shard of "w".
     assert {name.split("-")[2] for name in data_files} == {f"r{r}" for r in range(world)}

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import torch
-from _ranks import run_ranks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
@@ -37,6 +36,7 @@ from dcp_impl.layout import Box
 from dcp_impl.store import LocalStore
 from spec_tests import harness
 from spec_tests.layouts import col_shards, row_shards
+from spec_tests.ranks import run_ranks
 
 SAFETENSORS_DTYPES = [row.torch_dtype for row in dtypes.DTYPES if row.safetensors]
 OTHER_DTYPES = [row.torch_dtype for row in dtypes.DTYPES if not row.safetensors]
@@ -547,7 +547,7 @@ def _gloo_worker(rank: int, world: int, root: str) -> None:
 
 
 def test_gloo_two_processes_save_and_reshard_load(tmp_path: Path) -> None:
-    run_ranks(_gloo_worker, 2, str(tmp_path / "init"), str(tmp_path))
+    run_ranks(_gloo_worker, 2, str(tmp_path))
     files = json.loads((tmp_path / "whole" / _hf_folder.INDEX_NAME).read_text())["weight_map"]
     assert len(set(files.values())) == 2  # each rank wrote its share to a file of its own
     found = {k for name in set(files.values()) for k in load_file(tmp_path / "whole" / name)}

@@ -1,20 +1,20 @@
 """Spec section 6: the properties hold with real processes (gloo on CPU, DTensor, dcp.save/load).
 
-Each case spawns ``world`` processes that rebuild the backend from its SPEC
-string (``spec_tests.backends.load_backend``), save a DTensor with one
-placement through ``dcp.save`` and load it with another through ``dcp.load``.
+Each case runs ``world`` ranks of a gloo group (``spec_tests.ranks.run_ranks``) that
+rebuild the backend from its SPEC string (``spec_tests.backends.load_backend``), save a
+DTensor with one placement through ``dcp.save`` and load it with another through
+``dcp.load``. A rank's verdict is what it reports: an abort after it reported success
+(gloo's teardown, pytorch/pytorch#179291) is not a failure.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
 from spec_tests import harness
 from spec_tests.backends import Backend, claimed_dtypes, load_backend
+from spec_tests.ranks import run_ranks
 
 __all__ = ["MultiprocessProperties"]
 
@@ -33,11 +33,10 @@ class MultiprocessProperties:
         dcp_backend: Backend,
         dcp_backend_spec: str,
         dcp_location: object,
-        tmp_path: Path,
         case: tuple[int, str, str, tuple[int, int]],
     ) -> None:
         """A sharded DTensor saved from N processes loads back into the same placement."""
-        _run(dcp_backend, dcp_backend_spec, dcp_location, tmp_path, case)
+        _run(dcp_backend, dcp_backend_spec, dcp_location, case)
 
     @pytest.mark.dcp_requires("multiprocess", "multi-rank", "reshard")
     @pytest.mark.parametrize("case", _RESHARD, ids=lambda c: f"{c[0]}ranks-{c[1]}-{c[2]}")
@@ -46,22 +45,18 @@ class MultiprocessProperties:
         dcp_backend: Backend,
         dcp_backend_spec: str,
         dcp_location: object,
-        tmp_path: Path,
         case: tuple[int, str, str, tuple[int, int]],
     ) -> None:
         """A DTensor saved with one placement loads into another (rows -> columns -> replicas)."""
-        _run(dcp_backend, dcp_backend_spec, dcp_location, tmp_path, case)
+        _run(dcp_backend, dcp_backend_spec, dcp_location, case)
 
 
 def _run(
     backend: Backend,
     spec: str,
     dcp_location: object,
-    tmp_path: Path,
     case: tuple[int, str, str, tuple[int, int]],
 ) -> None:
-    from torch.multiprocessing.spawn import spawn
-
     if load_backend(spec).name != backend.name:
         pytest.skip(
             f"backend {backend.name!r} cannot be rebuilt in a child process from SPEC {spec!r}: "
@@ -72,21 +67,7 @@ def _run(
     world, save_pl, load_pl, shape = case
     location = dcp_location()  # type: ignore[operator]
     with harness.repro(backend, spec=spec, case=case, dtype=dtype):
-        spawn(
-            _worker,
-            args=(
-                world,
-                spec,
-                location,
-                str(tmp_path / "rendezvous"),
-                save_pl,
-                load_pl,
-                shape,
-                dtype,
-            ),
-            nprocs=world,
-            join=True,
-        )
+        run_ranks(_save_and_load, world, spec, location, save_pl, load_pl, shape, dtype)
 
 
 def _value(shape: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
@@ -98,25 +79,16 @@ def _value(shape: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
     return raw.view(dtype)
 
 
-def _worker(rank: int, *args: Any) -> None:
-    """mp.spawn's entry point: ``_save_and_load(rank, *args)`` with errors made reportable."""
-    # A BaseException (torch's CheckpointException) would kill the child without a
-    # traceback for the parent; harness.call turns it into an Exception.
-    harness.call(f"rank {rank}", _save_and_load, rank, *args)
-
-
 def _save_and_load(
     rank: int,
     world: int,
     spec: str,
     location: str,
-    rendezvous: str,
     save_pl: str,
     load_pl: str,
     shape: tuple[int, int],
     dtype: torch.dtype,
 ) -> None:
-    import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict_loader import load
     from torch.distributed.checkpoint.state_dict_saver import save
     from torch.distributed.device_mesh import init_device_mesh
@@ -127,17 +99,13 @@ def _save_and_load(
         "shard1": Shard(1),
         "replicate": Replicate(),
     }
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
-    try:
-        backend = load_backend(spec)
-        mesh = init_device_mesh("cpu", (world,))
-        full = _value(shape, dtype)
-        state = {"w": distribute_tensor(full, mesh, [placements[save_pl]])}
-        save(state, storage_writer=backend.make_writer(location), checkpoint_id=location)
-        empty = torch.zeros_like(full.view(torch.uint8)).view(dtype)
-        dest = {"w": distribute_tensor(empty, mesh, [placements[load_pl]])}
-        load(dest, storage_reader=backend.make_reader(location), checkpoint_id=location)
-        want = distribute_tensor(full, mesh, [placements[load_pl]]).to_local()
-        harness.assert_bit_equal(dest["w"].to_local(), want, what=f"rank {rank} local shard of 'w'")
-    finally:
-        dist.destroy_process_group()
+    backend = load_backend(spec)
+    mesh = init_device_mesh("cpu", (world,))
+    full = _value(shape, dtype)
+    state = {"w": distribute_tensor(full, mesh, [placements[save_pl]])}
+    save(state, storage_writer=backend.make_writer(location), checkpoint_id=location)
+    empty = torch.zeros_like(full.view(torch.uint8)).view(dtype)
+    dest = {"w": distribute_tensor(empty, mesh, [placements[load_pl]])}
+    load(dest, storage_reader=backend.make_reader(location), checkpoint_id=location)
+    want = distribute_tensor(full, mesh, [placements[load_pl]]).to_local()
+    harness.assert_bit_equal(dest["w"].to_local(), want, what=f"rank {rank} local shard of 'w'")
