@@ -6,7 +6,7 @@ HuggingFace safetensors folders with :class:`HuggingFaceWriter` /
 :class:`HuggingFaceReader`, and :func:`consolidate` for distributed HF saves.
 """
 
-from dcp_impl import dtypes, errors, layout, metadata
+from dcp_impl import dtypes, errors, layout, metadata, safe_load
 from dcp_impl.errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -15,6 +15,7 @@ from dcp_impl.errors import (
     LayoutMismatchError,
     OverwriteRefusedError,
     UnknownDtypeError,
+    UnsafeCheckpointError,
     UnsupportedError,
     WriteFailedError,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "errors",
     "layout",
     "metadata",
+    "safe_load",
     "CheckpointError",
     "CheckpointNotFoundError",
     "CorruptCheckpointError",
@@ -38,6 +40,7 @@ __all__ = [
     "LayoutMismatchError",
     "OverwriteRefusedError",
     "UnknownDtypeError",
+    "UnsafeCheckpointError",
     "UnsupportedError",
     "WriteFailedError",
 ]

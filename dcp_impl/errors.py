@@ -16,6 +16,7 @@ __all__ = [
     "LayoutMismatchError",
     "OverwriteRefusedError",
     "UnknownDtypeError",
+    "UnsafeCheckpointError",
     "UnsupportedError",
     "WriteFailedError",
 ]
@@ -47,6 +48,14 @@ class LayoutMismatchError(CheckpointError, ValueError):
 
 class UnsupportedError(CheckpointError, TypeError):
     """The storage format cannot represent this entry (e.g. a dtype safetensors lacks)."""
+
+
+class UnsafeCheckpointError(CheckpointError, ValueError):
+    """A stored non-tensor entry needs more than ``torch.load(weights_only=True)`` allows.
+
+    Unpickling it could run code; readers refuse it unless told to trust the checkpoint
+    (``trust_pickle=True``) or given the globals it needs (``safe_globals=[...]``).
+    """
 
 
 class WriteFailedError(CheckpointError, OSError):

@@ -58,6 +58,7 @@ from dcp_impl.errors import (
     WriteFailedError,
 )
 from dcp_impl.layout import Box
+from dcp_impl.safe_load import PicklePolicy, SafeGlobal, deliver_bytes
 from dcp_impl.store import Store, is_checkpoint_id, open_store
 
 __all__ = ["METADATA_FILE", "FileSystemReader", "FileSystemWriter", "is_data_file"]
@@ -298,6 +299,12 @@ class FileSystemReader(StorageReader):
     stores: ``Store.read_threads``) and take only the bytes each request needs. With
     ``verify`` (the default) every item any byte is taken from is checked against its
     checksum first; see :func:`dcp_impl.io.read_into`.
+
+    Non-tensor entries reach the load planner, whose ``torch.load`` would run any code they
+    carry, only if they load under ``torch.load(weights_only=True)`` rules, with
+    ``safe_globals`` allowed too; others raise :class:`~dcp_impl.errors.UnsafeCheckpointError`.
+    ``trust_pickle=True`` skips that check: only for checkpoints from a trusted source
+    (:mod:`dcp_impl.safe_load`, docs/security.md).
     """
 
     def __init__(
@@ -306,12 +313,15 @@ class FileSystemReader(StorageReader):
         *,
         thread_count: int | None = None,
         verify: bool = True,
+        trust_pickle: bool = False,
+        safe_globals: Sequence[SafeGlobal] = (),
         storage_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
         if thread_count is not None and thread_count < 1:
             raise ValueError(f"thread_count must be >= 1, got {thread_count}")
+        self.pickle_policy = PicklePolicy(trust_pickle, tuple(safe_globals))
         self.storage_options = storage_options
         self.store = open_store(path, storage_options)
         self.thread_count = thread_count
@@ -366,7 +376,7 @@ class FileSystemReader(StorageReader):
         # docstring inherited
         if self._metadata is None:
             raise RuntimeError("read_data called before set_up_storage_reader")
-        planned = _LoadPlanner(self.store, self._metadata, planner)
+        planned = _LoadPlanner(self.store, self._metadata, planner, self.pickle_policy)
         requests = planned.requests(plan.items)
         self.store.read(requests, thread_count=self.thread_count, verify=self.verify)
         planned.commit()
@@ -383,12 +393,17 @@ class FileSystemReader(StorageReader):
 
 
 class _LoadPlanner:
-    """Turns ReadItems into one ReadRequest per stored item, then commits them in order."""
+    """Turns ReadItems into one ReadRequest per stored item, then commits them: bytes entries
+    (checked, see :func:`~dcp_impl.safe_load.deliver_bytes`), then tensors in order."""
 
-    def __init__(self, store: Store, metadata: Metadata, planner: LoadPlanner) -> None:
+    def __init__(
+        self, store: Store, metadata: Metadata, planner: LoadPlanner, policy: PicklePolicy
+    ) -> None:
         self._store = store
         self._metadata = metadata
         self._planner = planner
+        self._policy = policy
+        self._bytes: list[tuple[ReadItem, torch.Tensor]] = []
         self._commits: list[Callable[[], None]] = []
 
     def requests(self, items: Sequence[ReadItem]) -> list[dio.ReadRequest]:
@@ -398,6 +413,8 @@ class _LoadPlanner:
         return [self._request(index, tuple(targets)) for index, targets in grouped.items()]
 
     def commit(self) -> None:
+        entries = [(item, buffer.numpy().tobytes()) for item, buffer in self._bytes]
+        deliver_bytes(self._policy, self._planner, entries)
         for action in self._commits:
             action()
 
@@ -413,11 +430,7 @@ class _LoadPlanner:
         if item.type == LoadItemType.BYTE_IO:
             length = self._location(item.storage_index).length
             buffer = torch.empty(length, dtype=torch.uint8)
-
-            def load() -> None:
-                self._planner.load_bytes(item, io.BytesIO(buffer.numpy().tobytes()))
-
-            self._commits.append(load)
+            self._bytes.append((item, buffer))
             return dio.Target(Box.full((length,)), buffer)
         sub = Box(tuple(item.storage_offsets), tuple(item.lengths))
         dest = self._planner.resolve_tensor(item).detach()

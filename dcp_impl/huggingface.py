@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -71,6 +70,7 @@ from dcp_impl.errors import (
 )
 from dcp_impl.layout import Box
 from dcp_impl.metadata import dumps, with_load_id
+from dcp_impl.safe_load import PicklePolicy, SafeGlobal, deliver_bytes
 from dcp_impl.store import Store, is_checkpoint_id, open_store
 
 __all__ = ["HuggingFaceReader", "HuggingFaceWriter", "consolidate", "is_huggingface_folder"]
@@ -248,6 +248,12 @@ class HuggingFaceReader(StorageReader):
             any byte is used. ``"whole"`` (default): items a load reads whole; a partial
             (resharded) read fetches only its byte ranges, unverified. ``True``: every item,
             reading whole items for partial loads. ``False``: none.
+        trust_pickle: hand non-tensor entries to the load planner (whose ``torch.load`` runs
+            any code they carry) unchecked. Default False: each must load under
+            ``torch.load(weights_only=True)`` rules or raises ``UnsafeCheckpointError``
+            (:mod:`dcp_impl.safe_load`, docs/security.md). Only for trusted checkpoints.
+        safe_globals: more globals such entries may use, as for
+            ``torch.serialization.add_safe_globals``.
         storage_options: passed to fsspec for URLs (credentials, endpoint).
     """
 
@@ -257,10 +263,13 @@ class HuggingFaceReader(StorageReader):
         *,
         thread_count: int | None = None,
         verify: bool | Literal["whole"] = "whole",
+        trust_pickle: bool = False,
+        safe_globals: Sequence[SafeGlobal] = (),
         storage_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        self.pickle_policy = PicklePolicy(trust_pickle, tuple(safe_globals))
         self.thread_count = thread_count
         self.verify = verify
         self.storage_options = storage_options
@@ -324,10 +333,10 @@ class HuggingFaceReader(StorageReader):
             for stored in (self._stored[key],)
         ]
         self.store.read(requests, thread_count=self.thread_count, verify=bool(self.verify))
+        entries = [(r, d.numpy().tobytes()) for r, d in commits if r.type == LoadItemType.BYTE_IO]
+        deliver_bytes(self.pickle_policy, planner, entries)
         for req, dest in commits:
-            if req.type == LoadItemType.BYTE_IO:
-                planner.load_bytes(req, io.BytesIO(dest.numpy().tobytes()))
-            else:
+            if req.type != LoadItemType.BYTE_IO:
                 planner.commit_tensor(req, dest)
         fut: Future[None] = Future()
         fut.set_result(None)

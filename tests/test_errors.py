@@ -13,6 +13,7 @@ LEAVES = {
     errors.UnknownDtypeError: ValueError,
     errors.LayoutMismatchError: ValueError,
     errors.UnsupportedError: TypeError,
+    errors.UnsafeCheckpointError: ValueError,
     errors.WriteFailedError: OSError,
     errors.OverwriteRefusedError: FileExistsError,
 }

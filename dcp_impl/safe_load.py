@@ -1,0 +1,149 @@
+"""Bytes entries reach the load planner only if ``torch.load(weights_only=True)`` accepts them.
+
+DCP stores every non-tensor entry (a BYTE_IO item) as ``torch.save`` bytes, and torch's
+``DefaultLoadPlanner.load_bytes`` hands them to ``torch.load(weights_only=False)``: a full
+unpickler, so whoever wrote the checkpoint can run code on the machine that loads it. Both
+dcp_impl readers therefore pass every bytes entry through :meth:`PicklePolicy.check` before
+the planner sees any of them (:func:`deliver_bytes`).
+
+The check is a load with torch's own weights-only unpickler: plain containers, numbers,
+strings, tensors and the types torch allow-lists, plus whatever the process allows with
+``torch.serialization.add_safe_globals``. That unpickler builds only allow-listed objects, so
+checking an entry never runs its payload. On top of torch's list, :data:`DEFAULT_SAFE_GLOBALS`
+allows ``io.BytesIO`` (DCP's own type for raw bytes entries) and numpy's plain-data arrays and
+scalars (``numpy.random.get_state()`` holds an array), never object arrays.
+docs/security.md states what this does and does not promise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import torch
+import torch.serialization
+from torch.distributed.checkpoint.planner import LoadPlanner, ReadItem
+
+from dcp_impl.errors import UnsafeCheckpointError
+
+__all__ = ["DEFAULT_SAFE_GLOBALS", "PicklePolicy", "SafeGlobal", "deliver_bytes"]
+
+SafeGlobal: TypeAlias = Callable[..., Any] | tuple[Callable[..., Any], str]
+"""What ``torch.serialization.add_safe_globals`` takes: an object, or (object, pickled name)."""
+
+# torch's allow-list is process state; adding to it for one check must not race another
+# reader's check, nor remove an entry the user had added already.
+_ALLOW_LOCK = threading.Lock()
+_GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _numpy_safe_globals() -> tuple[SafeGlobal, ...]:
+    try:
+        import numpy as np
+    except ImportError:  # torch runs without numpy; then no entry can hold an array either
+        return ()
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray  # type: ignore[no-redef]
+    # Pickles name these functions by the module of the numpy that wrote them.
+    functions: list[SafeGlobal] = [
+        (fn, f"{module}.multiarray.{fn.__name__}")
+        for fn in (multiarray._reconstruct, multiarray.scalar)
+        for module in ("numpy.core", "numpy._core")
+    ]
+    # Plain-data dtypes only: object ("O") and structured ("V") arrays can carry objects.
+    data_dtypes = {type(np.dtype(code)) for code in np.typecodes["All"] if code not in "OV"}
+    return (*functions, np.ndarray, np.dtype, *sorted(data_dtypes, key=lambda t: t.__name__))
+
+
+DEFAULT_SAFE_GLOBALS: tuple[SafeGlobal, ...] = (io.BytesIO, *_numpy_safe_globals())
+"""Allowed by default beside torch's list: BytesIO (holds bytes only), numpy's plain data."""
+
+
+@dataclass(frozen=True, slots=True)
+class PicklePolicy:
+    """Which bytes entries a reader may hand to the load planner (whose ``torch.load`` runs
+    any code the bytes ask for).
+
+    ``trust=True`` hands every entry over unchecked: only for checkpoints from a trusted
+    source. Otherwise an entry must load under ``torch.load(weights_only=True)`` with torch's
+    allow-list, the process's ``add_safe_globals``, numpy's plain data and ``safe_globals``.
+    """
+
+    trust: bool = False
+    safe_globals: tuple[SafeGlobal, ...] = ()
+
+    def check(self, fqn: str, raw: bytes) -> None:
+        """Raise :class:`UnsafeCheckpointError` unless the bytes entry ``fqn`` may be loaded."""
+        if self.trust:
+            return
+        allowed = (*DEFAULT_SAFE_GLOBALS, *self.safe_globals)
+        try:
+            with _allowing(allowed), warnings.catch_warnings():
+                # torch warns about pickle protocols it did not write; the verdict is the error.
+                warnings.simplefilter("ignore")
+                torch.load(io.BytesIO(raw), weights_only=True, map_location="cpu")
+        except Exception as err:
+            raise UnsafeCheckpointError(
+                _refusal(fqn, _unsafe_globals(raw, allowed, err), err)
+            ) from err
+
+
+def deliver_bytes(
+    policy: PicklePolicy, planner: LoadPlanner, entries: Sequence[tuple[ReadItem, bytes]]
+) -> None:
+    """Check every bytes entry, then hand each to ``planner.load_bytes``.
+
+    All are checked first, so a refused entry leaves the planner without any of them.
+    """
+    for item, raw in entries:
+        policy.check(item.storage_index.fqn, raw)
+    for item, raw in entries:
+        planner.load_bytes(item, io.BytesIO(raw))
+
+
+@contextlib.contextmanager
+def _allowing(extra: Sequence[SafeGlobal]) -> Iterator[None]:
+    with _ALLOW_LOCK:
+        present = torch.serialization.get_safe_globals()
+        missing = [g for g in extra if g not in present]
+        with torch.serialization.safe_globals(missing):
+            yield
+
+
+def _refusal(fqn: str, names: list[str], err: Exception) -> str:
+    found = (
+        f"found one that imports {', '.join(names)}"
+        if names
+        else f"found one it refuses ({_last_line(err)})"
+    )
+    allow = f"allow {', '.join(names)} with" if names else "pass"
+    return (
+        f"bytes entry {fqn!r}: expected an object torch.load(weights_only=True) accepts "
+        f"(containers, numbers, strings, tensors, allow-listed types), {found}; unpickling it "
+        f"could run code. Only if the checkpoint comes from a trusted source: {allow} the "
+        "reader's safe_globals=[...], or pass trust_pickle=True (docs/security.md)"
+    )
+
+
+def _unsafe_globals(raw: bytes, allowed: Sequence[SafeGlobal], err: Exception) -> list[str]:
+    """The globals the entry would import beyond the allow-list, as far as can be told."""
+    with contextlib.suppress(Exception):  # a scan that fails leaves the error's own words
+        with _allowing(allowed):
+            found = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(raw))
+        if found:
+            return sorted(found)
+    return sorted(set(_GLOBAL_IN_MESSAGE.findall(str(err))))
+
+
+def _last_line(err: Exception) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    informative = [line for line in lines if not line.startswith("Check the documentation")]
+    return (informative or [type(err).__name__])[-1][:200]
