@@ -8,10 +8,14 @@ safetensors folder (written by dcp_impl, by torch's HF backend or by ``save_file
 
 ``inspect`` prints every entry (name, dtype, shape, chunks, bytes) and totals. ``verify``
 checks the metadata (chunk coverage, ``metadata.validate``) and reads every stored item
-through the backend's reader with verification on, reporting each problem it finds.
+through the backend's reader with verification on, reporting each problem it finds, and a
+warning for each non-tensor entry a default reader refuses because unpickling it could run
+code (``UnsafeCheckpointError``: it loads only with ``trust_pickle`` or ``safe_globals``;
+docs/security.md). Nothing is ever unpickled beyond torch's weights-only rules.
 
-Exit status: 0 when all is well, 1 when ``verify`` found problems, 2 when ``PATH`` holds no
-checkpoint or its metadata cannot be read. A new kind of checkpoint folder is added in
+Exit status: 0 when all is well, 1 when ``verify`` found problems (or, with
+``--untrusted``, an entry that needs the opt-in), 2 when ``PATH`` holds no checkpoint or its
+metadata cannot be read. A new kind of checkpoint folder is added in
 :func:`open_checkpoint` alone.
 """
 
@@ -36,7 +40,7 @@ from torch.distributed.checkpoint.storage import StorageReader
 
 from dcp_impl import dtypes
 from dcp_impl import metadata as metadata_format
-from dcp_impl.errors import CheckpointError, CheckpointNotFoundError
+from dcp_impl.errors import CheckpointError, CheckpointNotFoundError, UnsafeCheckpointError
 from dcp_impl.filesystem import METADATA_FILE, FileSystemReader
 from dcp_impl.huggingface import HuggingFaceReader, is_huggingface_folder
 from dcp_impl.store import is_checkpoint_id, open_store
@@ -139,9 +143,10 @@ def _read_items(md: Metadata) -> list[ReadItem]:
     return items
 
 
-def _verify(checkpoint: Checkpoint) -> int:
+def _verify(checkpoint: Checkpoint, *, untrusted: bool = False) -> int:
     md = checkpoint.metadata
     problems: list[str] = []
+    unsafe: list[str] = []
     try:
         metadata_format.validate(md)
     except CheckpointError as err:
@@ -152,13 +157,20 @@ def _verify(checkpoint: Checkpoint) -> int:
     for item in items:  # one at a time: memory stays bounded, every problem is listed
         try:
             reader.read_data(LoadPlan([item]), _Sink(md)).wait()  # type: ignore[arg-type]
+        except UnsafeCheckpointError as err:
+            unsafe.append(str(err))
         except (CheckpointError, OSError) as err:
             problems.append(str(err))
     for problem in problems:
         print(f"PROBLEM: {problem}", file=sys.stderr)
-    verdict = "FAILED" if problems else "OK"
-    print(f"{verdict}: {checkpoint.kind} checkpoint, {len(items)} items, {len(problems)} problems")
-    return 1 if problems else 0
+    for warning in unsafe:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    failed = bool(problems) or (untrusted and bool(unsafe))
+    summary = f"{checkpoint.kind} checkpoint, {len(items)} items, {len(problems)} problems"
+    if unsafe:
+        summary += f", {len(unsafe)} entries need trust_pickle or safe_globals"
+    print(f"{'FAILED' if failed else 'OK'}: {summary}")
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,13 +178,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dcp_impl", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["inspect", "verify"])
     parser.add_argument("path", help="checkpoint folder or fsspec URL")
+    parser.add_argument(
+        "--untrusted",
+        action="store_true",
+        help="verify: fail (exit 1) if any non-tensor entry could run code when unpickled",
+    )
     args = parser.parse_args(argv)
     try:
         checkpoint = open_checkpoint(args.path)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return _inspect(checkpoint) if args.command == "inspect" else _verify(checkpoint)
+    if args.command == "inspect":
+        return _inspect(checkpoint)
+    return _verify(checkpoint, untrusted=args.untrusted)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,76 @@ def test_hf_folder_runs_as_a_module(hf_folder: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("OK: huggingface safetensors checkpoint")
+
+
+# --------------------------------------------------------------------------- untrusted entries
+
+
+def _mark(path: str) -> None:
+    """What the hostile entry's unpickling would do: a file the test can see."""
+    Path(path).touch()
+
+
+class _Hostile:
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[Callable[[str], None], tuple[str]]:
+        return (_mark, (self.marker,))
+
+
+@pytest.fixture(params=[FileSystemWriter, HuggingFaceWriter], ids=["fs", "hf"])
+def hostile(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, Path]:
+    """A checkpoint with a plain bytes entry and one whose unpickling would run code."""
+    folder, marker = tmp_path / "ckpt", tmp_path / "payload-ran"
+    sd = {"w": torch.ones(3), "step": 7, "evil": _Hostile(marker)}
+    dcp_save(sd, storage_writer=request.param(folder), no_dist=True)
+    return folder, marker
+
+
+def test_verify_warns_about_entries_that_need_the_opt_in(
+    hostile: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, marker = hostile
+    assert main(["verify", str(folder)]) == 0
+    out = capsys.readouterr()
+    (warning,) = out.err.splitlines()
+    assert warning.startswith("WARNING: bytes entry 'evil'")
+    assert f"{_mark.__module__}._mark" in warning
+    assert "trust_pickle=True" in warning
+    assert out.out.startswith("OK: ")
+    assert out.out.rstrip().endswith("0 problems, 1 entries need trust_pickle or safe_globals")
+    assert not marker.exists()
+
+
+def test_verify_untrusted_fails_on_entries_that_need_the_opt_in(
+    hostile: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, marker = hostile
+    assert main(["verify", "--untrusted", str(folder)]) == 1
+    out = capsys.readouterr()
+    assert out.out.startswith("FAILED: ")
+    assert len(out.err.splitlines()) == 1
+    assert not marker.exists()
+
+
+def test_verify_untrusted_accepts_plain_entries(
+    checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["verify", "--untrusted", str(checkpoint)]) == 0  # its blob is a BytesIO
+    out = capsys.readouterr()
+    assert out.out.startswith("OK:")
+    assert out.err == ""
+
+
+def test_untrusted_runs_as_a_module(hostile: tuple[Path, Path]) -> None:
+    folder, marker = hostile
+    done = subprocess.run(
+        [sys.executable, "-m", "dcp_impl", "verify", "--untrusted", str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "WARNING: bytes entry 'evil'" in done.stderr
+    assert not marker.exists()
