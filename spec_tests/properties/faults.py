@@ -6,8 +6,6 @@ import os
 import posixpath
 import random
 import signal
-import subprocess
-import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +27,7 @@ from spec_tests.properties._common import (
     request_for,
     sharded_save,
 )
+from spec_tests.ranks import RankOutcome, check_ranks, spawn_ranks
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -189,17 +188,12 @@ class FaultProperties:
         location = dcp_location()
         with harness.repro(dcp_backend, spec=dcp_backend_spec, kill=kill, seed=seed):
             harness.save(dcp_backend, location, [_generation(seed, "old")])
-            code = (
-                "import sys; from spec_tests.properties.faults import killed_save; "
-                "killed_save(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))"
+            (child,) = spawn_ranks(
+                killed_save, 1, dcp_backend_spec, location, kill, seed, timeout=120, group=None
             )
-            args = [sys.executable, "-c", code, dcp_backend_spec, location, repr(kill), str(seed)]
-            done = subprocess.run(args, capture_output=True, timeout=120, check=False)
-            note(f"child exit {done.returncode}: {done.stderr.decode(errors='replace')[-2000:]}")
-            if done.returncode not in (0, -signal.SIGKILL):
-                raise AssertionError(
-                    f"child save failed ({done.returncode}): {done.stderr[-2000:]!r}"
-                )
+            note(child.describe())
+            if not _killed_itself(child):
+                check_ranks([child])  # it raised, or ended some other way before reporting
             _check_generation(dcp_backend, location, seed)
 
 
@@ -225,11 +219,18 @@ def _check_generation(backend: Backend, location: str, seed: int) -> None:
     raise AssertionError(f"after a killed save: entries {sorted(entries)} are neither save's")
 
 
-def killed_save(spec: str, location: str, kill: str, seed: int) -> None:
-    """Child process: save the new generation; SIGKILL itself at call ``kill`` or after it (s)."""
+def _killed_itself(child: RankOutcome) -> bool:
+    """Whether the child died by its own SIGKILL, before it could report (not the runner's)."""
+    return not child.reported and not child.killed and child.exitcode == -signal.SIGKILL
+
+
+def killed_save(
+    _rank: int, _world: int, spec: str, location: str, kill: int | float, seed: int
+) -> None:
+    """Child process: save the new generation; SIGKILL itself at call ``kill`` (an int) or
+    after ``kill`` seconds (a float)."""
     from spec_tests.backends import load_backend
 
-    when = float(kill) if "." in kill else int(kill)
     calls = 0
 
     def die() -> None:
@@ -237,11 +238,11 @@ def killed_save(spec: str, location: str, kill: str, seed: int) -> None:
 
     def maybe_die(_label: str, _rank: int) -> None:
         nonlocal calls
-        if calls == when:
+        if calls == kill:
             die()
         calls += 1
 
-    if isinstance(when, float):
-        threading.Timer(when, die).start()
+    if isinstance(kill, float):
+        threading.Timer(kill, die).start()
     backend: Any = load_backend(spec)
     harness.save(backend, location, [_generation(seed, "new")], before_call=maybe_die)
