@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from torch.distributed.checkpoint.filesystem import SerializationFormat
 from torch.distributed.checkpoint.metadata import (
     BytesStorageMetadata,
     ChunkStorageMetadata,
@@ -46,6 +47,7 @@ from torch.distributed.checkpoint.planner import (
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
+from dcp_impl import _torch_options as options
 from dcp_impl import dtypes
 from dcp_impl import io as dio
 from dcp_impl import metadata as metadata_format
@@ -85,27 +87,43 @@ class FileSystemWriter(StorageWriter):
     URL such as ``s3://bucket/prefix`` (``storage_options`` go to fsspec; see
     docs/object-stores.md), or into a :class:`~dcp_impl.store.Store`.
 
+    The parameters are torch's ``FileSystemWriter``'s, by name and position, with torch's
+    meaning; values dcp_impl cannot honour raise at construction (docs/migrating.md).
+    ``single_file_per_rank`` writes one data file per rank and thread (False: one per item);
     ``thread_count`` files are written in parallel per rank; ``sync_files`` fsyncs data,
     metadata and the directory before the commit; ``overwrite=False`` refuses a directory
     that holds a committed checkpoint (checked by the coordinator before anything is written).
+    ``per_thread_copy_ahead`` is kept as a bound (device tensors are copied when written, never
+    ahead); ``cache_staged_state_dict=True``, ``_extensions`` and a ``serialization_format``
+    other than torch's default raise :class:`~dcp_impl.errors.UnsupportedError`.
     """
 
     def __init__(
         self,
         path: str | os.PathLike[str] | Store,
-        *,
-        thread_count: int = 1,
+        single_file_per_rank: bool = True,
         sync_files: bool = True,
+        thread_count: int = 1,
+        per_thread_copy_ahead: int = 10_000_000,
+        cache_staged_state_dict: bool = False,
         overwrite: bool = True,
+        _extensions: Sequence[object] | None = None,
+        serialization_format: SerializationFormat = SerializationFormat.TORCH_SAVE,
+        *,
         storage_options: Mapping[str, Any] | None = None,
-        **kwargs: Any,
     ) -> None:
         super().__init__()
-        if thread_count < 1:
-            raise ValueError(f"thread_count must be >= 1, got {thread_count}")
+        owner = type(self).__name__
+        options.check_count(owner, "thread_count", thread_count)
+        options.check_copy_ahead(owner, per_thread_copy_ahead)
+        options.check_staging_cache(owner, cache_staged_state_dict)
+        options.check_extensions(owner, _extensions)
+        options.check_serialization_format(owner, serialization_format)
         self.storage_options = storage_options
         self.store = open_store(path, storage_options)
+        self.single_file_per_rank = single_file_per_rank
         self.thread_count = thread_count
+        self.per_thread_copy_ahead = per_thread_copy_ahead
         self.sync_files = sync_files
         self.overwrite = overwrite
         self.save_id = uuid.uuid4().hex
@@ -138,8 +156,8 @@ class FileSystemWriter(StorageWriter):
         # One rank decides, before any rank writes, so every rank sees the same answer.
         if is_coordinator and not self.overwrite and self.store.exists(METADATA_FILE):
             raise OverwriteRefusedError(
-                f"{self.store.url}: expected no committed checkpoint (overwrite=False), "
-                f"found {METADATA_FILE}"
+                f"{self.store.url}: Checkpoint already exists and overwrite=False: expected no "
+                f"committed checkpoint, found {METADATA_FILE}"
             )
 
     def prepare_local_plan(self, plan: SavePlan, **kwargs: Any) -> SavePlan:
@@ -160,7 +178,10 @@ class FileSystemWriter(StorageWriter):
                 f"SavePlan.storage_data: expected the slot set by prepare_global_plan, "
                 f"found {plan.storage_data!r}"
             )
-        buckets = _split(plan.items, self.thread_count)
+        if self.single_file_per_rank:
+            buckets = _split(plan.items, self.thread_count)
+        else:
+            buckets = [[item] for item in plan.items]
         prefix = f"data-{self._file_id}-r{plan.storage_data.rank}"
         names = [f"{prefix}-{k}.bin" for k in range(len(buckets))]
         jobs = list(zip(names, buckets, strict=True))
@@ -298,7 +319,8 @@ class FileSystemReader(StorageReader):
     Reads run on ``thread_count`` threads (default: 2 for local directories, more for object
     stores: ``Store.read_threads``) and take only the bytes each request needs. With
     ``verify`` (the default) every item any byte is taken from is checked against its
-    checksum first; see :func:`dcp_impl.io.read_into`.
+    checksum first; see :func:`dcp_impl.io.read_into`. ``_extension_registry`` is torch's
+    second parameter: only None is accepted (dcp_impl checkpoints carry no stream transforms).
 
     Non-tensor entries reach the load planner, whose ``torch.load`` would run any code they
     carry, only if they load under ``torch.load(weights_only=True)`` rules, with
@@ -310,17 +332,18 @@ class FileSystemReader(StorageReader):
     def __init__(
         self,
         path: str | os.PathLike[str] | Store,
+        _extension_registry: object | None = None,
         *,
         thread_count: int | None = None,
         verify: bool = True,
         trust_pickle: bool = False,
         safe_globals: Sequence[SafeGlobal] = (),
         storage_options: Mapping[str, Any] | None = None,
-        **kwargs: Any,
     ) -> None:
         super().__init__()
-        if thread_count is not None and thread_count < 1:
-            raise ValueError(f"thread_count must be >= 1, got {thread_count}")
+        options.check_extension_registry(type(self).__name__, _extension_registry)
+        if thread_count is not None:
+            options.check_count(type(self).__name__, "thread_count", thread_count)
         self.pickle_policy = PicklePolicy(trust_pickle, tuple(safe_globals))
         self.storage_options = storage_options
         self.store = open_store(path, storage_options)

@@ -1,0 +1,82 @@
+"""torch's storage-class options that dcp_impl accepts by name and position, checked in one place.
+
+The rule (docs/migrating.md): an option passed with torch's default value is accepted; any
+other value either works with torch's meaning or raises here, at construction, before
+anything is written. Unknown options need no code: the constructors take no ``**kwargs``,
+so Python raises ``TypeError`` for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch.distributed.checkpoint.filesystem import SerializationFormat
+
+from dcp_impl.errors import UnsupportedError
+
+__all__ = [
+    "check_count",
+    "check_copy_ahead",
+    "check_extension_registry",
+    "check_extensions",
+    "check_serialization_format",
+    "check_staging_cache",
+]
+
+
+def check_count(owner: str, name: str, value: int) -> None:
+    """Refuse a thread count that is not an int >= 1."""
+    if type(value) is not int or value < 1:
+        raise ValueError(f"{owner}: {name} expected an int >= 1, got {value!r}")
+
+
+def check_copy_ahead(owner: str, value: int) -> None:
+    """``per_thread_copy_ahead`` bounds the bytes copied off a device ahead of their write.
+
+    dcp_impl copies each device tensor to host only when its write starts, never ahead, so
+    every bound is kept; only a value that bounds nothing is refused.
+    """
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{owner}: per_thread_copy_ahead expected an int >= 0, got {value!r}")
+
+
+def check_staging_cache(owner: str, value: bool) -> None:
+    """``cache_staged_state_dict=True`` needs a writer that is an AsyncStager: ours are not."""
+    if value:
+        raise UnsupportedError(
+            f"{owner}: cache_staged_state_dict=True is not supported: expected False, got True "
+            "(dcp_impl's writers do not stage; pass async_stager=torch.distributed.checkpoint."
+            "staging.BlockingAsyncStager(cache_staged_state_dict=True) to dcp.async_save)"
+        )
+
+
+def check_extensions(owner: str, extensions: Sequence[object] | None) -> None:
+    """Stream transforms (torch's ``_extensions``, e.g. ZStandard) are refused.
+
+    Reads go straight into the destination by byte range, and checksums cover stored bytes
+    that are the tensor's own; a transformed stream allows neither (docs/migrating.md).
+    """
+    if extensions:
+        names = ", ".join(type(ext).__name__ for ext in extensions)
+        raise UnsupportedError(
+            f"{owner}: _extensions are not supported: expected None or [], got [{names}] "
+            "(stored bytes are the tensors' own, read by byte range; see docs/migrating.md)"
+        )
+
+
+def check_extension_registry(owner: str, registry: object | None) -> None:
+    """A registry decodes stream transforms, which no dcp_impl checkpoint carries."""
+    if registry is not None:
+        raise UnsupportedError(
+            f"{owner}: _extension_registry is not supported: expected None, got "
+            f"{type(registry).__name__} (dcp_impl checkpoints carry no stream transforms)"
+        )
+
+
+def check_serialization_format(owner: str, value: SerializationFormat) -> None:
+    """torch's default (TORCH_SAVE) is accepted; SAFETENSORS is what HuggingFaceWriter does."""
+    if value != SerializationFormat.TORCH_SAVE:
+        raise UnsupportedError(
+            f"{owner}: serialization_format expected SerializationFormat.TORCH_SAVE (the "
+            f"default), got {value!r}; for safetensors files use dcp_impl.HuggingFaceWriter"
+        )
