@@ -1,4 +1,5 @@
-"""consolidate(): a distributed save's ``shard-*`` files -> full-tensor files plus the index.
+"""consolidate(): a distributed save's ``shard-*`` files -> full-tensor files plus the index
+(``model.safetensors`` and no index where the output is one file).
 
 Chunks are checked for overlaps and holes before anything is written; each output file is
 assembled by :class:`_Assembler` (header first, then tensor after tensor read from the
@@ -27,11 +28,11 @@ from dcp_impl._hf_folder import (
     BYTES_FILE,
     Stored,
     commit,
-    file_name,
     index_json,
     read_folder,
     stored_items,
     temp_name,
+    whole_file_name,
 )
 from dcp_impl._hf_plan import check_mapping, file_count, file_index
 from dcp_impl._hf_write import located, widest_first
@@ -53,7 +54,8 @@ def consolidate(
     thread_count: int = 1,
     storage_options: Mapping[str, Any] | None = None,
 ) -> None:
-    """Turn a distributed save (``shard-*`` files) into full-tensor files plus the index.
+    """Turn a distributed save (``shard-*`` files) into full-tensor files plus the index
+    (one file: ``model.safetensors``, no index, as transformers' ``save_pretrained`` writes).
 
     Reads the input as :class:`~dcp_impl.huggingface.HuggingFaceReader` does (the sidecar
     when current, else every safetensors file's ``DCP_SHARDING_INFO``). Chunks that overlap
@@ -81,7 +83,8 @@ def consolidate(
     files: dict[str, list[str]] = {}
     for fqn in tensors:
         index = file_index(fqn_to_index_mapping, fqn)
-        files.setdefault(file_name(index, file_count(fqn_to_index_mapping)), []).append(fqn)
+        name = whole_file_name(index, file_count(fqn_to_index_mapping))
+        files.setdefault(name, []).append(fqn)
     target.make_dirs()
     save_id = uuid.uuid4().hex
     jobs: list[tuple[str, list[str]]] = list(files.items())

@@ -45,10 +45,12 @@ from dcp_impl.store import Store
 
 __all__ = [
     "SUFFIX",
+    "SINGLE_FILE",
     "INDEX_NAME",
     "SIDECAR_NAME",
     "BYTES_FILE",
     "file_name",
+    "whole_file_name",
     "temp_name",
     "is_folder",
     "read_folder",
@@ -57,17 +59,24 @@ __all__ = [
     "Stored",
     "stored_items",
     "index_json",
+    "held_files",
     "commit",
 ]
 
 logger = logging.getLogger("dcp_impl.huggingface")
 
 SUFFIX = ".safetensors"
+# transformers' names: save_pretrained writes SINGLE_FILE for one file, and from_pretrained
+# reads it in preference to the index (modeling_utils._get_resolved_checkpoint_files).
+SINGLE_FILE = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 SIDECAR_NAME = "dcp_metadata.json"
 BYTES_FILE = "dcp-bytes-{:05d}.bin"
-# Files this backend may remove once a newer save has committed: only its own names.
-_OURS = re.compile(r"(shard-\d{5}-)?model-\d{5}-of-\d{5}\.safetensors|dcp-bytes-\d{5}\.bin")
+# Files a newer save replaces once it has committed: the names this backend and transformers'
+# save_pretrained write, so that from_pretrained never finds an earlier save's weights.
+_OURS = re.compile(
+    r"(shard-\d{5}-)?model-\d{5}-of-\d{5}\.safetensors|model\.safetensors|dcp-bytes-\d{5}\.bin"
+)
 _TEMP = re.compile(r"\.(?P<name>.+)\.(?P<save>[0-9a-f]{32})\.tmp")
 _LEN_BYTES = 8  # a safetensors file starts with its header's length, u64 little-endian
 
@@ -76,6 +85,12 @@ def file_name(index: int, count: int, shard: int | None = None) -> str:
     """``model-0000i-of-0000N.safetensors``, ``shard-0000s-`` in front if sharded (as torch)."""
     base = f"model-{index:05d}-of-{count:05d}{SUFFIX}"
     return base if shard is None else f"shard-{shard:05d}-{base}"
+
+
+def whole_file_name(index: int, count: int) -> str:
+    """A file of whole tensors: ``model.safetensors`` when it is the only one, as
+    transformers' ``save_pretrained`` names it; else ``model-0000i-of-0000N.safetensors``."""
+    return SINGLE_FILE if count == 1 else file_name(index, count)
 
 
 def temp_name(name: str, save_id: str) -> str:
@@ -89,9 +104,10 @@ def temp_name(name: str, save_id: str) -> str:
 def read_folder(folder: Store) -> Metadata:
     """The checkpoint Metadata of a HuggingFace folder, with ItemLocation storage_data.
 
-    The sidecar when it is current (see :func:`current_sidecar`); otherwise the files the
-    index's ``weight_map`` names (only the tensors it assigns to each), otherwise every
-    ``*.safetensors`` file, with chunk offsets from ``DCP_SHARDING_INFO`` where present.
+    The sidecar when it is current (see :func:`current_sidecar`); otherwise, in transformers'
+    order, ``model.safetensors``, else the files the index's ``weight_map`` names (only the
+    tensors it assigns to each), else every ``*.safetensors`` file, with chunk offsets from
+    ``DCP_SHARDING_INFO`` where present.
     """
     if not folder.is_dir():
         raise CheckpointNotFoundError(f"{folder.url}: expected a checkpoint folder, found none")
@@ -130,9 +146,9 @@ def current_sidecar(folder: Store) -> Metadata | None:
     """The sidecar's Metadata, or None when there is none or other writers replaced its files.
 
     Current means: every safetensors file it names exists, all carry one ``DCP_IMPL_SAVE_ID``,
-    each header places each of the file's items where the sidecar says, and the index (if
-    any) names only files the sidecar names. A sidecar that is not valid JSON metadata is an
-    error, never skipped.
+    each header places each of the file's items where the sidecar says, and what transformers
+    would load is one of them: ``model.safetensors`` if present, else the files the index (if
+    any) names. A sidecar that is not valid JSON metadata is an error, never skipped.
     """
     path = folder.path(SIDECAR_NAME)
     try:
@@ -163,6 +179,10 @@ def current_sidecar(folder: Store) -> Metadata | None:
                 return _stale(path, f"{name} does not hold {key.fqn!r} where the sidecar says")
     if len(save_ids) > 1 or None in save_ids:
         return _stale(path, "its files come from different saves")
+    if folder.exists(SINGLE_FILE):
+        if SINGLE_FILE not in by_file:
+            return _stale(path, f"{SINGLE_FILE}, which transformers reads first, is not its own")
+        return metadata
     weight_map = _weight_map(folder)
     if weight_map is not None and not set(weight_map.values()) <= set(by_file):
         return _stale(path, f"{INDEX_NAME} names files the sidecar does not")
@@ -200,7 +220,9 @@ def _weight_map(folder: Store) -> dict[str, str] | None:
 
 
 def _listed_files(folder: Store) -> dict[str, set[str] | None]:
-    """File name -> the tensors to take from it (None: all of them)."""
+    """File name -> the tensors to take from it (None: all of them), in transformers' order."""
+    if folder.exists(SINGLE_FILE):
+        return {SINGLE_FILE: None}
     weight_map = _weight_map(folder)
     if weight_map is not None:
         files: dict[str, set[str] | None] = {}
@@ -323,17 +345,32 @@ def stored_items(metadata: Metadata) -> dict[MetadataIndex, Stored]:
 # --------------------------------------------------------------------------- committing
 
 
-def index_json(metadata: Metadata) -> str:
-    """``model.safetensors.index.json`` as HF transformers reads it."""
+def index_json(metadata: Metadata) -> str | None:
+    """``model.safetensors.index.json`` as transformers' ``save_pretrained`` writes it, or None
+    where every tensor is in ``model.safetensors`` (which needs no index)."""
     assert isinstance(metadata.storage_data, dict)
     weight_map = {}
-    total = 0
+    total_size = total_parameters = 0
     for key, loc in metadata.storage_data.items():
-        if isinstance(metadata.state_dict_metadata[key.fqn], TensorStorageMetadata):
+        entry = metadata.state_dict_metadata[key.fqn]
+        if isinstance(entry, TensorStorageMetadata):  # whole tensors here: one item per name
             weight_map[key.fqn] = loc.path
-            total += loc.length
-    doc = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+            total_size += loc.length
+            total_parameters += entry.size.numel()
+    if set(weight_map.values()) == {SINGLE_FILE}:
+        return None
+    doc = {
+        "metadata": {"total_parameters": total_parameters, "total_size": total_size},
+        "weight_map": dict(sorted(weight_map.items())),
+    }
     return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+def held_files(folder: Store) -> list[str]:
+    """The files of ``folder`` a save would replace: a sidecar, an index, and weights named as
+    this backend or ``save_pretrained`` names them."""
+    names = folder.list_files() if folder.is_dir() else []
+    return sorted(n for n in names if n in (SIDECAR_NAME, INDEX_NAME) or _OURS.fullmatch(n))
 
 
 def commit(directory: Store, save_id: str, sidecar: str, index: str | None, *, sync: bool) -> None:

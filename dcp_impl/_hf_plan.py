@@ -1,7 +1,8 @@
 """Save planning for HuggingFace folders: which file each rank writes each chunk to.
 
 The coordinator's :class:`Assignment` per rank comes from :func:`whole_tensor_names`
-(one whole tensor per name, torch's ``model-0000i-of-0000N`` files) or
+(one whole tensor per name, torch's ``model-0000i-of-0000N`` files, or
+``model.safetensors`` when there is one file) or
 :func:`distributed_names` (``shard-0000s-`` files per rank); ``fqn_to_index_mapping``
 gives each tensor its file number ``i`` (docs/huggingface.md).
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from torch.distributed.checkpoint.metadata import MetadataIndex
 from torch.distributed.checkpoint.planner import SavePlan, WriteItem, WriteItemType
 
-from dcp_impl._hf_folder import file_name
+from dcp_impl._hf_folder import file_name, whole_file_name
 from dcp_impl.errors import LayoutMismatchError
 from dcp_impl.layout import Box
 
@@ -104,7 +105,7 @@ def whole_tensor_names(
     names: list[dict[MetadataIndex, str]] = [{} for _ in plans]
     for (index, rank), keys in buckets.items():
         for key in keys:
-            names[rank][key] = file_name(numbers[index, rank], count)
+            names[rank][key] = whole_file_name(numbers[index, rank], count)
     return names
 
 

@@ -1,12 +1,12 @@
 """HuggingFace safetensors backend: HuggingFaceWriter, HuggingFaceReader, consolidate().
 
-The folder layout is torch's (``torch.distributed.checkpoint.hf_storage``): standard
-safetensors files named ``model-0000i-of-0000N.safetensors`` plus
-``model.safetensors.index.json``, or with ``save_distributed=True`` one
-``shard-0000s-model-0000i-of-0000N.safetensors`` per rank whose ``__metadata__`` carries
-``DCP_SHARDING_INFO``. Next to them, ``dcp_metadata.json`` holds the full DCP Metadata in
-dcp_impl's JSON format; it is written last and is the commit point. docs/huggingface.md
-gives the rules.
+The folder layout is torch's (``torch.distributed.checkpoint.hf_storage``) with
+transformers' names: standard safetensors files named ``model-0000i-of-0000N.safetensors``
+plus ``model.safetensors.index.json`` (one file: ``model.safetensors``, no index), or
+with ``save_distributed=True`` one ``shard-0000s-model-0000i-of-0000N.safetensors`` per
+rank whose ``__metadata__`` carries ``DCP_SHARDING_INFO``. Next to them,
+``dcp_metadata.json`` holds the full DCP Metadata in dcp_impl's JSON format; it is written
+last and is the commit point. docs/huggingface.md gives the rules.
 
 This module holds the two storage classes; behind them, :mod:`dcp_impl._hf_plan` assigns
 chunks to files, :mod:`dcp_impl._hf_write` writes a rank's files, :mod:`dcp_impl._hf_folder`
@@ -48,6 +48,7 @@ from dcp_impl._hf_folder import (
     BYTES_FILE,
     Stored,
     commit,
+    held_files,
     index_json,
     is_folder,
     read_folder,
@@ -62,9 +63,11 @@ from dcp_impl._hf_plan import (
     whole_tensor_names,
 )
 from dcp_impl._hf_write import FileWriter, group_by_file
+from dcp_impl._torch_options import check_count
 from dcp_impl.errors import (
     InvalidMetadataError,
     LayoutMismatchError,
+    OverwriteRefusedError,
     UnknownDtypeError,
     UnsupportedError,
 )
@@ -89,44 +92,61 @@ def is_huggingface_folder(
 class HuggingFaceWriter(StorageWriter):
     """Save a DCP checkpoint as a HuggingFace safetensors folder.
 
+    The parameters up to ``thread_count_consolidation`` are torch's
+    ``HuggingFaceStorageWriter``'s, by name and position, with torch's meaning.
+
     Args:
         path: the folder (created if missing), an fsspec URL (``s3://bucket/prefix``) or a
             :class:`~dcp_impl.store.Store`.
         fqn_to_index_mapping: tensor name -> file number ``i`` of ``model-0000i-of-0000N``
-            (``N`` is the largest number); every tensor must have one. Default: one file.
+            (``N`` is the largest number); every tensor must have one. Default: one file,
+            ``model.safetensors``, as transformers' ``save_pretrained`` names it.
+        thread_count: files written in parallel per rank.
         save_distributed: every rank writes its own chunks to ``shard-0000s-...`` files.
             Without it every tensor must be saved whole, by one rank.
-        consolidate: with ``save_distributed``, write the shards to ``path/sharded`` and then
-            full tensors to ``path`` (see :func:`consolidate`).
-        thread_count: files written in parallel per rank.
+        enable_consolidation: with ``save_distributed``, write the shards to ``path/sharded``
+            and then full tensors to ``path`` (see :func:`consolidate`).
+        thread_count_consolidation: files consolidation writes in parallel.
+        consolidate: the same as ``enable_consolidation`` (dcp_impl's earlier name).
         sync_files: fsync data files and the commit (default True).
+        overwrite: False refuses a folder that already holds a checkpoint or model weights
+            (:class:`~dcp_impl.errors.OverwriteRefusedError`) before anything is written.
         storage_options: passed to fsspec for URLs (credentials, endpoint).
     """
 
     def __init__(
         self,
         path: str | os.PathLike[str] | Store,
-        *,
         fqn_to_index_mapping: Mapping[str, int] | None = None,
-        save_distributed: bool = False,
-        consolidate: bool = False,
         thread_count: int = 1,
+        save_distributed: bool = False,
+        enable_consolidation: bool = False,
+        thread_count_consolidation: int = 1,
+        *,
+        consolidate: bool = False,
         sync_files: bool = True,
+        overwrite: bool = True,
         storage_options: Mapping[str, Any] | None = None,
-        **kwargs: Any,
     ) -> None:
         super().__init__()
-        if consolidate and not save_distributed:
+        owner = type(self).__name__
+        check_count(owner, "thread_count", thread_count)
+        check_count(owner, "thread_count_consolidation", thread_count_consolidation)
+        enable_consolidation = enable_consolidation or consolidate
+        if enable_consolidation and not save_distributed:
             raise ValueError(
-                "consolidate=True needs save_distributed=True: whole tensors need none"
+                f"{owner}: enable_consolidation=True expected save_distributed=True, got False "
+                "(whole tensors need no consolidation)"
             )
         if fqn_to_index_mapping is not None:
             check_mapping(fqn_to_index_mapping)
         self.mapping = dict(fqn_to_index_mapping) if fqn_to_index_mapping is not None else None
         self.save_distributed = save_distributed
-        self.consolidate = consolidate
+        self.enable_consolidation = enable_consolidation
         self.thread_count = thread_count
+        self.thread_count_consolidation = thread_count_consolidation
         self.sync_files = sync_files
+        self.overwrite = overwrite
         self.storage_options = storage_options
         self.reset(path)
 
@@ -141,13 +161,21 @@ class HuggingFaceWriter(StorageWriter):
         # docstring inherited
         if checkpoint_id is not None:
             self.store = open_store(checkpoint_id, self.storage_options)
-        self.data_dir = self.store.child(SHARDED_DIR) if self.consolidate else self.store
+        self.data_dir = self.store.child(SHARDED_DIR) if self.enable_consolidation else self.store
         self.save_id = uuid.uuid4().hex
         self.is_coordinator = False
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
         # docstring inherited
         self.is_coordinator = is_coordinator
+        # One rank decides, before any rank writes, so every rank sees the same answer.
+        if is_coordinator and not self.overwrite:
+            held = [*held_files(self.store), *held_files(self.data_dir)]
+            if held:
+                raise OverwriteRefusedError(
+                    f"{self.store.url}: Checkpoint already exists and overwrite=False: expected "
+                    f"no checkpoint or model weights, found {held[:5]}"
+                )
         self.data_dir.make_dirs()
 
     def prepare_local_plan(self, plan: SavePlan, *args: Any, **kwargs: Any) -> SavePlan:
@@ -221,8 +249,14 @@ class HuggingFaceWriter(StorageWriter):
         commit(self.data_dir, self.save_id, sidecar, index, sync=self.sync_files)
         # The next save through this instance must not share this one's file marker.
         self.save_id = uuid.uuid4().hex
-        if self.consolidate:
-            consolidate(self.data_dir, self.store, self.mapping, sync_files=self.sync_files)
+        if self.enable_consolidation:
+            consolidate(
+                self.data_dir,
+                self.store,
+                self.mapping,
+                sync_files=self.sync_files,
+                thread_count=self.thread_count_consolidation,
+            )
 
     def storage_meta(self) -> StorageMeta | None:
         # docstring inherited
@@ -260,15 +294,16 @@ class HuggingFaceReader(StorageReader):
     def __init__(
         self,
         path: str | os.PathLike[str] | Store,
-        *,
         thread_count: int | None = None,
+        *,
         verify: bool | Literal["whole"] = "whole",
         trust_pickle: bool = False,
         safe_globals: Sequence[SafeGlobal] = (),
         storage_options: Mapping[str, Any] | None = None,
-        **kwargs: Any,
     ) -> None:
         super().__init__()
+        if thread_count is not None:
+            check_count(type(self).__name__, "thread_count", thread_count)
         self.pickle_policy = PicklePolicy(trust_pickle, tuple(safe_globals))
         self.thread_count = thread_count
         self.verify = verify

@@ -238,7 +238,7 @@ def test_noncontiguous_tensors_saved_as_their_logical_values(tmp_path: Path) -> 
         v.is_contiguous() for k, v in state.items() if k not in ("channels_last", "empty_strided")
     )
     save(tmp_path, state)
-    on_disk = load_file(tmp_path / "model-00001-of-00001.safetensors")
+    on_disk = load_file(tmp_path / "model.safetensors")
     for key, value in state.items():
         assert torch.equal(on_disk[key], value), key
         assert torch.equal(load_whole(tmp_path, state)[key], value), key
@@ -262,7 +262,7 @@ def test_non_tensor_entries_round_trip_through_the_sidecar(tmp_path: Path) -> No
     assert out["step"] == 7
     assert out["cfg"] == {"lr": 0.5, "name": "x"}
     assert out["raw"].getvalue() == b"\0ab"
-    assert set(load_file(tmp_path / "model-00001-of-00001.safetensors")) == {"w"}
+    assert set(load_file(tmp_path / "model.safetensors")) == {"w"}
 
 
 def test_full_metadata_round_trips_through_the_sidecar(tmp_path: Path) -> None:
@@ -290,7 +290,7 @@ def test_index_lists_every_tensor_and_its_file(tmp_path: Path) -> None:
         "b": "model-00002-of-00002.safetensors",
         "c": "model-00002-of-00002.safetensors",
     }
-    assert index["metadata"]["total_size"] == 16 + 16 + 4
+    assert index["metadata"] == {"total_parameters": 4 + 2 + 1, "total_size": 16 + 16 + 4}
     assert set(load_file(tmp_path / "model-00002-of-00002.safetensors")) == {"b", "c"}
 
 
@@ -431,9 +431,7 @@ def test_resave_never_reads_stale_files(tmp_path: Path) -> None:
     save(tmp_path, {"a": torch.ones(2), "b": torch.ones(2)}, fqn_to_index_mapping={"a": 1, "b": 2})
     (tmp_path / "notes.txt").write_text("kept")
     save(tmp_path, {"a": torch.full((2,), 5.0)})
-    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == [
-        "model-00001-of-00001.safetensors"
-    ]
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["model.safetensors"]
     assert (tmp_path / "notes.txt").read_text() == "kept"
     md = HuggingFaceReader(tmp_path).read_metadata()
     assert set(md.state_dict_metadata) == {"a"}
@@ -467,7 +465,7 @@ def test_interrupted_commit_is_never_loaded_as_a_mix(tmp_path: Path) -> None:
 
 def test_corrupted_data_is_reported_not_loaded(tmp_path: Path) -> None:
     save(tmp_path, {"w": torch.arange(16.0)})
-    path = tmp_path / "model-00001-of-00001.safetensors"
+    path = tmp_path / "model.safetensors"
     blob = bytearray(path.read_bytes())
     blob[-3] ^= 0xFF
     path.write_bytes(bytes(blob))
@@ -478,7 +476,7 @@ def test_corrupted_data_is_reported_not_loaded(tmp_path: Path) -> None:
 def test_verify_true_checks_whole_items_even_for_partial_reads(tmp_path: Path) -> None:
     value = torch.arange(64.0).reshape(8, 8)
     save(tmp_path, {"w": value})
-    path = tmp_path / "model-00001-of-00001.safetensors"
+    path = tmp_path / "model.safetensors"
     blob = bytearray(path.read_bytes())
     blob[-1] ^= 0xFF  # the last row, which the partial load below does not ask for
     path.write_bytes(bytes(blob))

@@ -231,7 +231,7 @@ def test_resharded_load(place: Place, kind: str, writer_kwargs: dict[str, Any]) 
         (got,) = result["m"]
         assert _raw(got) == _raw(harness.region(full, box)), box
     if writer_kwargs.get("consolidate"):
-        assert "model-00001-of-00001.safetensors" in place.names()
+        assert "model.safetensors" in place.names()
         assert any(name.startswith("sharded/shard-") for name in place.names())
 
 
@@ -312,7 +312,7 @@ def test_resave_removes_superseded_objects(place: Place, kind: str) -> None:
     first = place.names()
     place.fs.pipe_file(place.key("notes.txt"), b"not ours")  # never touched
     state2 = {"a": torch.full((3,), 5.0), "b": torch.ones(2)}
-    writer, reader = BACKENDS[kind](place)  # hf: one file now, model-00001-of-00001
+    writer, reader = BACKENDS[kind](place)  # hf: one file now, model.safetensors
     _save(writer, state2)
     second = place.names()
     assert "notes.txt" in second
