@@ -1,4 +1,4 @@
-"""Developer sessions: tests, conformance, perf, lint.
+"""Developer sessions: tests, conformance, interop, perf, lint.
 
 Every session installs torch from the pinned CPU build first: an unpinned torch
 would pull a multi-GB CUDA build.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "conformance", "lint"]
+nox.options.sessions = ["tests", "conformance", "interop", "lint"]
 nox.options.default_venv_backend = "venv"
 
 PYTHON = "3.11"
@@ -18,6 +18,8 @@ TORCH = "torch==2.13.0"
 # The S3 test stack's versions, resolved together (see the file): without them pip's resolver
 # backtracks for minutes or gives up.
 S3_CONSTRAINTS = "constraints/s3.txt"
+# The transformers version the interop tests were written against (see the file).
+INTEROP_CONSTRAINTS = "constraints/interop.txt"
 
 
 def _install(session: nox.Session, extras: str) -> None:
@@ -29,7 +31,7 @@ def _install(session: nox.Session, extras: str) -> None:
 def tests(session: nox.Session) -> None:
     """The project's own tests, then the benchmarks once each as smoke tests (tiny, not timed)."""
     _install(session, "test,perf")
-    session.run("pytest", "tests", *session.posargs)
+    session.run("pytest", "tests", "--ignore=tests/interop", *session.posargs)
     session.run("pytest", "perf", "--perf-size=tiny", "--benchmark-disable", "-q")
 
 
@@ -38,6 +40,15 @@ def conformance(session: nox.Session) -> None:
     """The conformance matrix over every built-in backend; arguments after -- go to pytest."""
     _install(session, "test")
     session.run("python", "-m", "spec_tests", "matrix", "--profile=dcp-ci", "--", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def interop(session: nox.Session) -> None:
+    """The HuggingFace backend against transformers: tiny models built from configs."""
+    _install(session, "test")
+    # torch pinned in the same command: transformers must not bring another torch.
+    session.install("-c", INTEROP_CONSTRAINTS, "transformers", TORCH)
+    session.run("pytest", "tests/interop", *session.posargs)
 
 
 PERF_RUN = "perf/results/local/latest.json"
