@@ -37,9 +37,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def conformance(session: nox.Session) -> None:
-    """The conformance matrix over every built-in backend; arguments after -- go to pytest."""
+    """The conformance matrix over every built-in backend (arguments after -- go to its pytest
+    runs), then the suite's self-test against its catalogue of broken backends."""
     _install(session, "test")
     session.run("python", "-m", "spec_tests", "matrix", "--profile=dcp-ci", "--", *session.posargs)
+    session.run("python", "-m", "spec_tests", "selftest")
 
 
 @nox.session(python=PYTHON)

@@ -3,6 +3,8 @@
 Usage::
 
     python -m spec_tests matrix [--backend SPEC ...] [--out DIR] [--profile dcp-ci] [-- PYTEST ARGS]
+    python -m spec_tests selftest [--backend NAME ...] [--out DIR] [--jobs 2] [-- PYTEST ARGS]
+    python -m spec_tests probe --backend SPEC
 
 Each backend runs in its own ``python -m pytest --pyargs spec_tests`` subprocess (a backend
 that crashes or cannot be imported becomes a column of errors, not a crash of the command).
@@ -14,21 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from spec_tests.matrix import (
-    BackendResult,
-    aggregate,
-    failed_run,
-    load_result,
-    render_markdown,
-    to_json,
-)
+from spec_tests.matrix import BackendResult, aggregate, render_markdown, to_json
+from spec_tests.runs import run_backend
 
 DEFAULT_BACKENDS = (
     "reference",
@@ -38,43 +32,6 @@ DEFAULT_BACKENDS = (
     "torch-hf",
     "torch-fsspec",
 )
-
-
-def run_backend(
-    spec: str, out: Path, *, suite: Sequence[str], profile: str | None, extra: Sequence[str]
-) -> BackendResult:
-    """Run the suite on one backend in a subprocess and read back its result file."""
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec)
-    report, log = out / "results" / f"{slug}.json", out / "logs" / f"{slug}.log"
-    report.unlink(missing_ok=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        *suite,
-        f"--dcp-backend={spec}",
-        f"--dcp-report={report}",
-        "-p",
-        "no:cacheprovider",
-        *(["--hypothesis-profile", profile] if profile else []),
-        *extra,
-    ]
-    with log.open("w", encoding="utf-8") as sink:
-        sink.write(" ".join(command) + "\n\n")
-        sink.flush()
-        done = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, check=False)
-    if not report.is_file():
-        return failed_run(spec, f"{_why(log)} (pytest exit status {done.returncode})")
-    return load_result(report)
-
-
-def _why(log: Path) -> str:
-    """The reason a run left no result file: pytest's ERROR lines, else the log's last lines."""
-    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()[1:]  # skip the command
-    lines = [line.strip() for line in lines if line.strip()]
-    errors = [line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR:")]
-    return " / ".join(errors or lines[-3:]) or "no output"
 
 
 def _summary(result: BackendResult, seconds: float) -> str:
@@ -137,6 +94,34 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="run this test path instead of the installed spec_tests package",
     )
+    selftest = commands.add_parser(
+        "selftest",
+        help="run the suite on every deliberately broken backend; all must be killed",
+        description="Run the suite (-x, dcp-selftest profile) on each broken backend of "
+        "spec_tests.selftest and on the faithful wrappers; arguments after -- go to pytest.",
+    )
+    selftest.add_argument(
+        "--backend",
+        action="append",
+        metavar="NAME",
+        help="only these catalogue entries (class names); repeatable (default: all)",
+    )
+    selftest.add_argument(
+        "--out",
+        type=Path,
+        default=Path("selftest-results"),
+        help="directory for selftest.json, results/ and logs/ (default: %(default)s)",
+    )
+    selftest.add_argument(
+        "--jobs", type=int, default=2, help="suite runs at a time (default: %(default)s)"
+    )
+    probe = commands.add_parser(
+        "probe",
+        help="try each capability once on a backend and print the claims that hold",
+        description="Try every capability of the vocabulary once on small examples and print "
+        "the ones that hold, as a capabilities= line.",
+    )
+    probe.add_argument("--backend", required=True, metavar="SPEC", help="built-in or module:attr")
     return parser
 
 
@@ -148,6 +133,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         split = argv.index("--")
         argv, extra = argv[:split], argv[split + 1 :]
     args = _parser().parse_args(argv)
+    if args.command == "selftest":
+        from spec_tests.selftest import selftest_command
+
+        return selftest_command(args.backend, args.out, jobs=args.jobs, extra=extra)
+    if args.command == "probe":
+        from spec_tests.probe import probe_command
+
+        return probe_command(args.backend)
     return matrix_command(args, extra)
 
 

@@ -34,7 +34,7 @@ ENV_VAR = "DCP_SPEC_BACKEND"
 DEFAULT_BACKEND = "reference"
 PACKAGE_DIR = Path(__file__).resolve().parent
 XFAILS_DIR = PACKAGE_DIR / "xfails"
-PROFILES = ("dcp-dev", "dcp-ci", "dcp-nightly")
+PROFILES = ("dcp-dev", "dcp-ci", "dcp-nightly", "dcp-selftest")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +182,7 @@ def _targets_suite(config: pytest.Config) -> bool:
 
 
 def _register_profiles(*, load_default: bool) -> str:
-    from hypothesis import HealthCheck, settings
+    from hypothesis import HealthCheck, Phase, settings
 
     # Generating and storing multi-MiB tensors on shared CI cores is slow by nature, and
     # dcp_location is a function-scoped fixture that is *meant* to be called once per example.
@@ -200,6 +200,13 @@ def _register_profiles(*, load_default: bool) -> str:
         print_blob=True,
         database=None,  # derandomized runs gain nothing from a replay database
         suppress_health_check=quiet,
+    )
+    # The self-test's: dcp-ci's examples (derandomized, so the same draws), without shrinking
+    # a failure or explaining it. Only the verdict counts there, and it is the same.
+    settings.register_profile(
+        "dcp-selftest",
+        settings.get_profile("dcp-ci"),
+        phases=[p for p in Phase if p not in (Phase.shrink, Phase.explain)],
     )
     settings.register_profile(
         "dcp-nightly",

@@ -1,0 +1,55 @@
+"""One run of the conformance suite on one backend, in its own pytest subprocess.
+
+Shared by ``python -m spec_tests matrix`` and ``python -m spec_tests selftest``: a
+backend that crashes or cannot be imported becomes a failed result, not a crash of
+the command.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from spec_tests.matrix import BackendResult, failed_run, load_result
+
+__all__ = ["run_backend"]
+
+
+def run_backend(
+    spec: str, out: Path, *, suite: Sequence[str], profile: str | None, extra: Sequence[str]
+) -> BackendResult:
+    """Run the suite on one backend in a subprocess and read back its result file."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec)
+    report, log = out / "results" / f"{slug}.json", out / "logs" / f"{slug}.log"
+    report.unlink(missing_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *suite,
+        f"--dcp-backend={spec}",
+        f"--dcp-report={report}",
+        "-p",
+        "no:cacheprovider",
+        *(["--hypothesis-profile", profile] if profile else []),
+        *extra,
+    ]
+    with log.open("w", encoding="utf-8") as sink:
+        sink.write(" ".join(command) + "\n\n")
+        sink.flush()
+        done = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, check=False)
+    if not report.is_file():
+        return failed_run(spec, f"{_why(log)} (pytest exit status {done.returncode})")
+    return load_result(report)
+
+
+def _why(log: Path) -> str:
+    """The reason a run left no result file: pytest's ERROR lines, else the log's last lines."""
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()[1:]  # skip the command
+    lines = [line.strip() for line in lines if line.strip()]
+    errors = [line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR:")]
+    return " / ".join(errors or lines[-3:]) or "no output"

@@ -1,0 +1,158 @@
+"""``python -m spec_tests selftest``: the suite against every broken and faithful backend.
+
+Each backend gets its own pytest subprocess (:func:`spec_tests.runs.run_backend`, as the
+matrix does) under the ``dcp-selftest`` profile (dcp-ci's derandomized examples without
+shrinking: the same draws, so the same verdict) with ``-x``. A broken backend is *killed*
+when a test fails on it; a faithful wrapper must pass. The family a backend is expected
+to fall to runs first (a kill then comes early), the cheap modules next and the
+multi-process ones last; the longest runs start first so that the two workers finish
+together.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import spec_tests
+from spec_tests.matrix import BackendResult
+from spec_tests.runs import run_backend
+from spec_tests.selftest._wrap import Wrapped
+
+__all__ = ["Entry", "Verdict", "entries_of", "render", "run", "suite_order"]
+
+#: Suite modules (``spec_tests/test_<family>.py``) from cheapest to dearest; any other runs
+#: before the last one.
+_CHEAP_FIRST = ("contract", "roundtrip", "metadata", "resharding", "faults", "multiprocess")
+_FAILING = frozenset({"fail", "xpass"})
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One backend the self-test runs: its SPEC, whether it must pass, the family to run first."""
+
+    name: str
+    spec: str
+    faithful: bool
+    family: str = ""
+    slow: bool = False  # started first: its run is expected to take longest
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the suite did to one entry."""
+
+    entry: Entry
+    outcome: str  # killed / survived (broken), passed / failed (faithful), or error
+    test: str = ""  # the first failing test's node id
+    reason: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Whether this entry came out as the self-test requires."""
+        return self.outcome in ("killed", "passed")
+
+
+def entries_of(backends: Sequence[type[Wrapped]], *, faithful: bool) -> list[Entry]:
+    """Entries for catalogue classes (their SPEC is ``module:ClassName``)."""
+    return [
+        Entry(
+            name=b.__qualname__,
+            spec=f"{b.__module__}:{b.__qualname__}",
+            faithful=faithful,
+            family=b.family,
+            # a whole run of dcp_impl-fs: the killed-save and multi-process properties
+            slow=faithful and b.base == "dcp_impl-fs",
+        )
+        for b in backends
+    ]
+
+
+def suite_order(family: str, available: Sequence[str] | None = None) -> list[str]:
+    """The suite's modules as ``--pyargs`` targets: ``family`` first, then cheapest first."""
+    stems = list(available if available is not None else _suite_stems())
+    rank = {stem: n for n, stem in enumerate(_CHEAP_FIRST[:-1])}
+    last = _CHEAP_FIRST[-1]
+    ordered = sorted(stems, key=lambda s: (s != family, s == last, rank.get(s, len(rank)), s))
+    return [f"spec_tests.test_{stem}" for stem in ordered]
+
+
+def _suite_stems() -> list[str]:
+    package = Path(spec_tests.__file__).parent
+    return sorted(p.stem.removeprefix("test_") for p in package.glob("test_*.py"))
+
+
+def judge(entry: Entry, result: BackendResult, seconds: float) -> Verdict:
+    """The verdict on one entry from its suite run."""
+    failing = [t for t in result.tests if t.outcome in _FAILING]
+    first = failing[0] if failing else None
+    if result.error is not None or any(t.outcome == "error" for t in result.tests):
+        errors = [t.reason for t in result.tests if t.outcome == "error"]
+        return Verdict(entry, "error", reason=result.error or errors[0], seconds=seconds)
+    if entry.faithful:
+        if first is not None or result.exitstatus != 0:
+            test, reason = (first.nodeid, first.reason) if first else ("", "pytest failed")
+            return Verdict(entry, "failed", test, reason, seconds)
+        return Verdict(entry, "passed", seconds=seconds)
+    if first is not None:
+        return Verdict(entry, "killed", first.nodeid, first.reason, seconds)
+    if result.exitstatus != 0:
+        return Verdict(entry, "error", reason=f"pytest exit status {result.exitstatus}")
+    return Verdict(entry, "survived", seconds=seconds)
+
+
+def run(
+    entries: Sequence[Entry],
+    out: Path,
+    *,
+    jobs: int = 2,
+    profile: str = "dcp-selftest",
+    suite: str | None = None,
+    extra: Sequence[str] = (),
+) -> list[Verdict]:
+    """Run the suite on every entry, ``jobs`` at a time; verdicts in the entries' order.
+
+    ``suite`` replaces the installed suite by one test path (no module ordering then).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+
+    def one(entry: Entry) -> Verdict:
+        targets = [suite] if suite is not None else ["--pyargs", *suite_order(entry.family)]
+        start = time.monotonic()
+        result = run_backend(entry.spec, out, suite=targets, profile=profile, extra=["-x", *extra])
+        return judge(entry, result, time.monotonic() - start)
+
+    order = sorted(entries, key=lambda e: not e.slow)  # stable: catalogue order otherwise
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        done = dict(zip(order, pool.map(one, order), strict=True))
+    verdicts = [done[e] for e in entries]
+    summary = {"ok": all(v.ok for v in verdicts), "verdicts": [asdict(v) for v in verdicts]}
+    (out / "selftest.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return verdicts
+
+
+def render(verdicts: Sequence[Verdict]) -> str:
+    """The sensitivity line, the faithful line, then one line per entry."""
+    broken = [v for v in verdicts if not v.entry.faithful]
+    faithful = [v for v in verdicts if v.entry.faithful]
+    killed = [v for v in broken if v.outcome == "killed"]
+    survivors = [v.entry.name for v in broken if v.outcome != "killed"]
+    lines = [
+        f"sensitivity: {len(killed)} of {len(broken)} broken backends killed"
+        + (f"; survivors: {', '.join(survivors)}" if survivors else ""),
+        f"faithful wrappers: {sum(v.ok for v in faithful)} of {len(faithful)} pass",
+        "",
+    ]
+    for v in verdicts:
+        where = f" by {v.test}" if v.test else ""
+        why = f": {v.reason}" if v.reason and v.outcome != "killed" else ""
+        family = f" [family {v.entry.family}]" if v.entry.family else ""
+        lines.append(
+            f"{v.outcome.upper():9} {v.entry.name}{family}{where}{why} ({v.seconds:.0f} s)"
+        )
+    return "\n".join(lines)
