@@ -271,7 +271,10 @@ class HuggingFaceWriter(StorageWriter):
 
 
 class HuggingFaceReader(StorageReader):
-    """Load a HuggingFace safetensors folder written by this backend, torch's, or ``save_file``.
+    """Load a HuggingFace safetensors folder written by this backend, torch's, ``save_file`` or
+    transformers' ``save_pretrained``. The parameters up to ``thread_count`` are torch's
+    ``HuggingFaceStorageReader``'s. Without a current sidecar, files are chosen as
+    transformers chooses them: ``model.safetensors``, else the index, else every file.
 
     Args:
         path: the folder, an fsspec URL (``s3://bucket/prefix``) or a
