@@ -30,6 +30,7 @@ from dcp_impl import dtypes
 from dcp_impl import metadata as fmt
 from dcp_impl.errors import CheckpointError, InvalidMetadataError, UnknownDtypeError
 from dcp_impl.metadata import ItemLocation, dumps, loads, validate
+from dcp_impl.metadata._validate import _validate_storage_keys
 
 # Property tests run unhurried: the shared machine is slow and hypothesis' deadline is a timing.
 PROPERTY = settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
@@ -184,6 +185,46 @@ def sample_doc() -> dict[str, Any]:
     return json.loads(dumps(sample()))
 
 
+def v1_document(doc: dict[str, Any]) -> dict[str, Any]:
+    """A version-2 document rewritten as version 1 wrote it (one object per chunk and item)."""
+    names = list(doc["state_dict_metadata"])
+    chunk_offsets: dict[str, list[list[int]]] = {}
+    for fqn, entry in doc["state_dict_metadata"].items():
+        if entry["kind"] == "tensor":
+            table, ndim = entry["chunks"], len(entry["size"])
+            flat = table["offsets"]
+            offsets = [flat[i * ndim : (i + 1) * ndim] for i in range(len(table["sizes"]))]
+            sizes = [list(table["size_table"][ref]) for ref in table["sizes"]]
+            entry["chunks"] = [
+                {"offsets": o, "sizes": s} for o, s in zip(offsets, sizes, strict=True)
+            ]
+            chunk_offsets[fqn] = offsets
+    columns = doc["storage_data"]
+    if columns is not None:
+        rows = zip(*(columns[k] for k in ("entry", "chunk", "index", "file")), strict=True)
+        doc["storage_data"] = [
+            {
+                "index": {
+                    "fqn": names[e],
+                    "offset": None if c is None else chunk_offsets[names[e]][c],
+                    "index": i,
+                },
+                "location": {
+                    "path": columns["files"][f],
+                    "offset": columns["offset"][k],
+                    "length": columns["length"][k],
+                    "checksum": columns["checksum"][k],
+                },
+            }
+            for k, (e, c, i, f) in enumerate(rows)
+        ]
+    return doc | {"format_version": 1}
+
+
+def sample_doc_v1() -> dict[str, Any]:
+    return v1_document(sample_doc())
+
+
 def rejects(document: object, path: str, *fragments: str) -> InvalidMetadataError:
     """Assert loads rejects ``document`` (a dict is JSON-encoded first) at ``path``."""
     text = json.dumps(document) if isinstance(document, dict) else document
@@ -198,6 +239,13 @@ def rejects(document: object, path: str, *fragments: str) -> InvalidMetadataErro
 
 def edited(edit: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
     doc = sample_doc()
+    edit(doc)
+    return doc
+
+
+def edited_v1(edit: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    """The sample as version 1 wrote it, edited: version 1 documents are still read."""
+    doc = sample_doc_v1()
     edit(doc)
     return doc
 
@@ -231,6 +279,15 @@ def test_roundtrip_is_exact(md: Metadata) -> None:
     text = dumps(md)
     assert_exact(loads(text), md)
     assert loads(text.encode("utf-8")) == md
+
+
+@PROPERTY
+@given(metadatas())
+def test_version_1_documents_still_decode(md: Metadata) -> None:
+    """What version 1 wrote for any Metadata decodes to that Metadata, as it always did."""
+    text = json.dumps(v1_document(json.loads(dumps(md))), ensure_ascii=False)
+    assert_exact(loads(text), md)
+    assert dumps(loads(text)) == dumps(md)
 
 
 @PROPERTY
@@ -303,6 +360,66 @@ def test_many_chunks_roundtrip() -> None:
     assert loads(dumps(md)) == md
 
 
+def test_compact_chunk_table_edge_cases() -> None:
+    """0-dim chunks (no offsets at all), empty, replicated and irregular chunks, no chunks."""
+    chunk = lambda o, s: ChunkStorageMetadata(torch.Size(o), torch.Size(s))  # noqa: E731
+    props = TensorProperties(torch.float16)
+    ragged = [chunk([0, 0], [2, 3]), chunk([2, 0], [3, 3]), chunk([5, 0], [0, 3])]
+    entries = {
+        "scalar": TensorStorageMetadata(props, torch.Size([]), [chunk([], [])] * 3),
+        "ragged": TensorStorageMetadata(props, torch.Size([5, 3]), ragged),
+        "replicated": TensorStorageMetadata(props, torch.Size([4]), [chunk([0], [4])] * 2),
+        "none": TensorStorageMetadata(props, torch.Size([0]), []),
+    }
+    storage = {
+        MetadataIndex(fqn, c.offsets, i): ItemLocation("f", i, 0)
+        for fqn, e in entries.items()
+        for i, c in enumerate(e.chunks)
+    }
+    md = Metadata(entries, storage_data=storage)  # type: ignore[arg-type]
+    doc = json.loads(dumps(md))
+    tables = {fqn: e["chunks"] for fqn, e in doc["state_dict_metadata"].items()}
+    assert tables["scalar"] == {"offsets": [], "sizes": [0, 0, 0], "size_table": [[]]}
+    assert tables["ragged"]["size_table"] == [[2, 3], [3, 3], [0, 3]]
+    assert tables["replicated"] == {"offsets": [0, 0], "sizes": [0, 0], "size_table": [[4]]}
+    assert tables["none"] == {"offsets": [], "sizes": [], "size_table": []}
+    # equal offsets make one MetadataIndex: its chunk is the first with them
+    assert doc["storage_data"]["chunk"] == [0, 0, 1, 2, 0]
+    decoded = loads(dumps(md))
+    assert_exact(decoded, md)
+    chunks = decoded.state_dict_metadata["ragged"].chunks  # type: ignore[union-attr]
+    keys = [k for k in decoded.storage_data if k.fqn == "ragged"]
+    assert [k.offset is c.offsets for k, c in zip(keys, chunks, strict=True)] == [True] * 3
+    scalars = decoded.state_dict_metadata["scalar"].chunks  # type: ignore[union-attr]
+    assert scalars[0].sizes is scalars[2].sizes  # one torch.Size per distinct row
+
+
+def test_legacy_tensor_properties_save_and_load(tmp_path: pathlib.Path) -> None:
+    """torch's legacy sharded-tensor TensorProperties is written as the checkpoint one."""
+    from torch.distributed._shard.sharded_tensor.metadata import TensorProperties as Legacy
+    from torch.distributed.checkpoint import DefaultSavePlanner, load
+
+    import dcp_impl
+
+    class LegacyPlanner(DefaultSavePlanner):
+        def create_global_plan(self, all_plans: Any) -> Any:
+            plans, md = super().create_global_plan(all_plans)
+            for entry in md.state_dict_metadata.values():
+                if isinstance(entry, TensorStorageMetadata):
+                    old = entry.properties
+                    entry.properties = Legacy(old.dtype, old.layout, old.requires_grad)
+            return plans, md
+
+    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    writer = dcp_impl.FileSystemWriter(str(tmp_path))
+    save(state, storage_writer=writer, planner=LegacyPlanner(), no_dist=True)
+    target = {"w": torch.zeros(2, 3)}
+    load(target, storage_reader=dcp_impl.FileSystemReader(str(tmp_path)), no_dist=True)
+    assert torch.equal(target["w"], state["w"])
+    md = dcp_impl.FileSystemReader(str(tmp_path)).read_metadata()
+    assert md.state_dict_metadata["w"].properties == TensorProperties(torch.float32)
+
+
 # --- one test per MUST rule of docs/format.md ---------------------------------------------------
 
 
@@ -326,7 +443,9 @@ def test_rule_size_limit_checked_before_parsing(monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_rule_no_nonfinite_literals(literal: str) -> None:
-    text = dumps(sample()).replace('"offset":16', f'"offset":{literal}', 1)
+    text = json.dumps(sample_doc_v1(), separators=(",", ":"))
+    rejects(text.replace('"offset":16', f'"offset":{literal}', 1), "metadata", literal)
+    text = dumps(sample()).replace('"length":[16', f'"length":[{literal}', 1)
     rejects(text, "metadata", f"found the literal {literal}")
 
 
@@ -356,9 +475,10 @@ def test_rule_format_name() -> None:
 
 def test_rule_format_version() -> None:
     rejects(
-        edited(lambda d: d.update(format_version=2)),
+        edited(lambda d: d.update(format_version=3)),
         "$.format_version",
-        "found 2",
+        "expected one of [1, 2]",
+        "found 3",
         "newer dcp_impl",
     )
     rejects(
@@ -367,7 +487,10 @@ def test_rule_format_version() -> None:
     rejects(edited(lambda d: d.update(format_version=True)), "$.format_version", "found true")
     rejects(edited(lambda d: d.update(format_version="1")), "$.format_version", "found string '1'")
     # a newer version is reported as such even when it adds keys this reader does not know
-    rejects(edited(lambda d: d.update(format_version=2, extra=1)), "$.format_version", "newer")
+    rejects(edited(lambda d: d.update(format_version=3, extra=1)), "$.format_version", "newer")
+    # each version's own shape: a version-1 body under version 2 is refused, and the reverse
+    rejects(sample_doc_v1() | {"format_version": 2}, '$.state_dict_metadata["w.0"].chunks')
+    rejects(sample_doc() | {"format_version": 1}, '$.state_dict_metadata["w.0"].chunks')
 
 
 @pytest.mark.parametrize(
@@ -380,6 +503,35 @@ def test_rule_format_version() -> None:
             '$.state_dict_metadata["w.0"]',
             'unknown key "dtype"',
         ),
+        (
+            lambda d: d["state_dict_metadata"]["w.0"]["chunks"].pop("size_table"),
+            '$.state_dict_metadata["w.0"].chunks',
+            '"size_table", found it missing',
+        ),
+        (
+            lambda d: d["storage_data"].update(crc=[]),
+            "$.storage_data",
+            'unknown key "crc"',
+        ),
+        (
+            lambda d: d["storage_data"].pop("index"),
+            "$.storage_data",
+            '"index", found it missing',
+        ),
+        (
+            lambda d: d["state_dict_metadata"]["step"].update(size=[]),
+            '$.state_dict_metadata["step"]',
+            'unknown key "size"',
+        ),
+    ],
+)
+def test_rule_exact_keys(edit: Callable[[dict[str, Any]], object], path: str, found: str) -> None:
+    rejects(edited(edit), path, found)
+
+
+@pytest.mark.parametrize(
+    ("edit", "path", "found"),
+    [
         (
             lambda d: d["state_dict_metadata"]["w.0"]["chunks"][1].pop("sizes"),
             '$.state_dict_metadata["w.0"].chunks[1]',
@@ -395,15 +547,12 @@ def test_rule_format_version() -> None:
             "$.storage_data[2].index",
             '"index", found it missing',
         ),
-        (
-            lambda d: d["state_dict_metadata"]["step"].update(size=[]),
-            '$.state_dict_metadata["step"]',
-            'unknown key "size"',
-        ),
     ],
 )
-def test_rule_exact_keys(edit: Callable[[dict[str, Any]], object], path: str, found: str) -> None:
-    rejects(edited(edit), path, found)
+def test_rule_exact_keys_version_1(
+    edit: Callable[[dict[str, Any]], object], path: str, found: str
+) -> None:
+    rejects(edited_v1(edit), path, found)
 
 
 @pytest.mark.parametrize(
@@ -422,16 +571,37 @@ def test_rule_integers(value: object, found: str) -> None:
         d["state_dict_metadata"]["w.0"]["chunks"][3]["sizes"][1] = value
 
     rejects(
-        edited(edit),
+        edited_v1(edit),
         '$.state_dict_metadata["w.0"].chunks[3].sizes[1]',
         "expected an integer in [0, 2**63-1]",
         found,
     )
     rejects(
-        edited(lambda d: d["storage_data"][0]["location"].update(length=value)),
+        edited_v1(lambda d: d["storage_data"][0]["location"].update(length=value)),
         "$.storage_data[0].location.length",
         found,
     )
+
+    def edit_v2(d: dict[str, Any]) -> None:
+        d["state_dict_metadata"]["w.0"]["chunks"]["offsets"][5] = value
+
+    rejects(
+        edited(edit_v2),
+        '$.state_dict_metadata["w.0"].chunks.offsets[5]',
+        "expected an integer in [0, 2**63-1]",
+        found,
+    )
+    rejects(
+        edited(lambda d: d["state_dict_metadata"]["w.0"]["chunks"]["size_table"][0].append(value)),
+        '$.state_dict_metadata["w.0"].chunks.size_table[0]',
+    )
+    for column in ("offset", "length"):
+        rejects(
+            edited(lambda d: d["storage_data"][column].__setitem__(4, value)),  # noqa: B023
+            f"$.storage_data.{column}[4]",
+            "expected an integer in [0, 2**63-1]",
+            found,
+        )
     rejects(
         '{"format":"dcp_impl.metadata","format_version":1e0}',
         "$.format_version",
@@ -508,15 +678,35 @@ def test_rule_ndim() -> None:
         "at most 64 dimensions, found 65",
     )
     rejects(
-        edited(lambda d: w(d)["chunks"][2].update(offsets=[0, 0, 0])),
+        edited_v1(lambda d: w(d)["chunks"][2].update(offsets=[0, 0, 0])),
         '$.state_dict_metadata["w.0"].chunks[2].offsets',
         "2 dimensions (the tensor's), found 3",
     )
-    rejects(edited(lambda d: w(d)["chunks"][0].update(sizes=[2])), ".chunks[0].sizes", "found 1")
+    rejects(edited_v1(lambda d: w(d)["chunks"][0].update(sizes=[2])), ".chunks[0].sizes", "found 1")
     rejects(
-        edited(lambda d: w(d).update(chunks={})),
+        edited_v1(lambda d: w(d).update(chunks={})),
         '$.state_dict_metadata["w.0"].chunks',
         "expected a JSON array",
+    )
+    rejects(
+        edited(lambda d: w(d)["chunks"]["offsets"].append(0)),
+        '$.state_dict_metadata["w.0"].chunks.offsets',
+        "expected 2 integers per chunk (4 chunks in .sizes), found 9",
+    )
+    rejects(
+        edited(lambda d: w(d)["chunks"]["size_table"].append([2])),
+        '$.state_dict_metadata["w.0"].chunks.size_table[1]',
+        "2 dimensions (the tensor's), found 1",
+    )
+    rejects(
+        edited(lambda d: w(d)["chunks"]["sizes"].__setitem__(2, 1)),
+        '$.state_dict_metadata["w.0"].chunks.sizes[2]',
+        "expected an index into .size_table (0..0), found integer 1",
+    )
+    rejects(
+        edited(lambda d: w(d).update(chunks=[])),
+        '$.state_dict_metadata["w.0"].chunks',
+        "expected a JSON object",
     )
     md = Metadata({"t": TensorStorageMetadata(TensorProperties(), torch.Size([1] * 64), [])})
     assert loads(dumps(md)) == md
@@ -548,12 +738,20 @@ def test_rule_storage_items_unique() -> None:
         )
         d["storage_data"][-1]["index"]["index"] = None  # index is a hint, not part of the identity
 
-    rejects(edited(duplicate), "$.storage_data[5].index", "found those of item [1] again")
+    rejects(edited_v1(duplicate), "$.storage_data[5].index", "found those of item [1] again")
     rejects(
-        edited(lambda d: d.update(storage_data={})),
+        edited_v1(lambda d: d.update(storage_data={})),
         "$.storage_data",
         "expected null or a JSON array",
     )
+
+    def duplicate_v2(d: dict[str, Any]) -> None:
+        for column in d["storage_data"].values():
+            column.append(column[1])
+        d["storage_data"]["index"][-1] = None
+
+    rejects(edited(duplicate_v2), "$.storage_data.chunk[5]", "found those of item [1] again")
+    rejects(edited(lambda d: d.update(storage_data=[])), "$.storage_data", "expected a JSON object")
 
 
 @pytest.mark.parametrize(
@@ -577,8 +775,14 @@ def test_rule_storage_items_unique() -> None:
 )
 def test_rule_item_location(field: str, value: object, expected: str) -> None:
     rejects(
-        edited(lambda d: d["storage_data"][0]["location"].update({field: value})),
+        edited_v1(lambda d: d["storage_data"][0]["location"].update({field: value})),
         f"$.storage_data[0].location.{field}",
+        expected,
+    )
+    column = {"path": "files"}.get(field, field)
+    rejects(
+        edited(lambda d: d["storage_data"][column].__setitem__(0, value)),
+        f"$.storage_data.{column}[0]",
         expected,
     )
     fields = {"path": "f", "offset": 0, "length": 0, "checksum": None} | {field: value}
@@ -588,19 +792,49 @@ def test_rule_item_location(field: str, value: object, expected: str) -> None:
 
 def test_rule_storage_index() -> None:
     rejects(
-        edited(lambda d: d["storage_data"][4]["index"].update(offset=[-1])),
+        edited_v1(lambda d: d["storage_data"][4]["index"].update(offset=[-1])),
         "$.storage_data[4].index.offset[0]",
         "found integer -1",
     )
     rejects(
-        edited(lambda d: d["storage_data"][4]["index"].update(index=False)),
+        edited_v1(lambda d: d["storage_data"][4]["index"].update(index=False)),
         "$.storage_data[4].index.index",
         "found false",
     )
     rejects(
-        edited(lambda d: d["storage_data"][4].update(index=[])),
+        edited_v1(lambda d: d["storage_data"][4].update(index=[])),
         "$.storage_data[4].index",
         "expected a JSON object",
+    )
+
+
+def test_rule_storage_columns() -> None:
+    def put(column: str, i: int, value: object) -> dict[str, Any]:
+        return edited(lambda d: d["storage_data"][column].__setitem__(i, value))
+
+    rejects(put("index", 4, False), "$.storage_data.index[4]", "found false")
+    rejects(
+        put("entry", 0, 2),
+        "$.storage_data.entry[0]",
+        "expected an index into state_dict_metadata (0..1), found integer 2",
+    )
+    rejects(
+        put("chunk", 1, 4),
+        "$.storage_data.chunk[1]",
+        "expected an index into the tensor's 4 chunks (0..3), found integer 4",
+    )
+    rejects(put("chunk", 0, None), "$.storage_data.chunk[0]", "tensor's 4 chunks", "found null")
+    rejects(put("chunk", 4, 0), "$.storage_data.chunk[4]", "expected null (the entry is bytes)")
+    rejects(put("file", 4, 4), "$.storage_data.file[4]", "an index into .files (0..3)")
+    rejects(
+        edited(lambda d: d["storage_data"]["length"].pop()),
+        "$.storage_data.length",
+        "expected 5 values (one per item, as in .entry), found 4",
+    )
+    rejects(
+        edited(lambda d: d["storage_data"].update(checksum={})),
+        "$.storage_data.checksum",
+        "expected a JSON array",
     )
 
 
@@ -656,6 +890,23 @@ class _Custom:
             lambda m: m.storage_data.update({MetadataIndex("k"): ("f", 0)}),
             "$.storage_data[5].location",
             "expected an ItemLocation value",
+        ),
+        (
+            lambda m: m.storage_data.update({MetadataIndex("k"): ItemLocation("f", 0, 0)}),
+            "$.storage_data[5].index.fqn",
+            "expected the fqn of a state_dict_metadata entry, found string 'k'",
+        ),
+        (
+            lambda m: m.storage_data.update(
+                {MetadataIndex("w.0", [1, 1]): ItemLocation("f", 0, 0)}
+            ),
+            "$.storage_data[5].index.offset",
+            "expected the offsets of one of the tensor's 4 chunks",
+        ),
+        (
+            lambda m: m.storage_data.update({MetadataIndex("step", [0]): ItemLocation("f", 0, 0)}),
+            "$.storage_data[5].index.offset",
+            "expected None (the entry is bytes)",
         ),
         (
             lambda m: setattr(m.state_dict_metadata["w.0"].properties, "dtype", torch.qint8),
@@ -736,6 +987,9 @@ def _nodes(node: object, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 def hostile_documents(draw: st.DrawFn) -> bytes:
     """A valid document with a few tree edits (delete, replace, retype, rename) and byte edits."""
     doc: Any = json.loads(dumps(draw(st.just(sample()) | metadatas(max_entries=2))))
+    if draw(st.booleans()):
+        doc = v1_document(doc)
+        event("version 1")
     for _ in range(draw(st.integers(0, 3))):
         path = draw(st.sampled_from(_nodes(doc)))
         if not path:
@@ -782,21 +1036,43 @@ def test_fuzz_hostile_documents_raise_only_invalid_metadata(data: bytes) -> None
         assert str(error).startswith(("$", "metadata: ")), error  # says where, or why unparsable
         return
     event("accepted")
-    assert loads(dumps(md)) == md  # whatever is accepted is a faithful, re-encodable Metadata
+    assert_reencodable(md)
     try:
         validate(md)
     except InvalidMetadataError:
         event("accepted, then invalid layout")
 
 
+def assert_reencodable(md: Metadata) -> None:
+    """Whatever is accepted is a faithful, re-encodable Metadata.
+
+    The one exception: a version-1 document could hold storage keys naming no entry or chunk,
+    which version 2 cannot write (it refers to them); validate() refuses those keys too.
+    """
+    try:
+        text = dumps(md)
+    except InvalidMetadataError as err:
+        refused = str(err)
+    else:
+        assert loads(text) == md
+        return
+    assert re.match(r"cannot encode Metadata: \$\.storage_data\[\d+\]\.index\.", refused)
+    with pytest.raises(InvalidMetadataError, match=r"^storage_data key"):
+        _validate_storage_keys(md.state_dict_metadata, md.storage_data)  # validate()'s last check
+
+
 _HOSTILE = [None, True, 0, -1, 2**63, 1.5, "", "x", [], [None], [-1], {}, {"kind": "bytes"}]
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("replacement", [*_HOSTILE, "delete"], ids=repr)
-def test_fuzz_every_node_of_the_example_replaced_or_deleted(replacement: object) -> None:
+def test_fuzz_every_node_of_the_example_replaced_or_deleted(
+    replacement: object, version: int
+) -> None:
     """Exhaustive companion to the random fuzz: each node of sample() gets each hostile value."""
-    for path in _nodes(sample_doc())[1:]:
-        doc = sample_doc()
+    make = sample_doc if version == 2 else sample_doc_v1
+    for path in _nodes(make())[1:]:
+        doc = make()
         parent = doc
         for key in path[:-1]:
             parent = parent[key]
@@ -808,7 +1084,7 @@ def test_fuzz_every_node_of_the_example_replaced_or_deleted(replacement: object)
             md = loads(json.dumps(doc))
         except InvalidMetadataError:
             continue
-        assert loads(dumps(md)) == md, path
+        assert_reencodable(md)
 
 
 def test_fuzz_errors_are_checkpoint_errors() -> None:
@@ -977,8 +1253,9 @@ def _metadata_section() -> str:
     return text.split("\n## 1. Metadata document", 1)[1].split("\n## ", 1)[0]
 
 
-def test_docs_example_is_the_sample() -> None:
-    example = _metadata_section().split("### 1.4", 1)[1].split("```json", 1)[1]
+@pytest.mark.parametrize("section", ["### 1.4", "### 1.6"])
+def test_docs_example_is_the_sample(section: str) -> None:
+    example = _metadata_section().split(section, 1)[1].split("```json", 1)[1]
     assert_exact(loads(example.split("```", 1)[0]), sample())
 
 

@@ -1,15 +1,15 @@
-"""Decoding: bounded, strict parsing of a metadata document and its conversion to ``Metadata``.
+"""Decoding: a parsed metadata document (version 1 or 2) -> ``Metadata``.
 
-:func:`parse` refuses oversized input before parsing and accepts only UTF-8 JSON with
-unique keys and no NaN/Infinity literals; :func:`decode` checks that every object has
-exactly the keys docs/format.md gives it and every value its type and range, raising a
-:class:`Problem` at the JSON path of the first bad value.
+:func:`decode` checks that every object has exactly the keys docs/format.md gives it and
+every value its type and range, raising a :class:`Problem` at the JSON path of the first bad
+value. The two versions differ only in a tensor's ``chunks`` and in ``storage_data``: version
+1 writes one object per chunk and per item (decoded here), version 2 columns
+(:mod:`dcp_impl.metadata._columns`). :func:`parse` (:mod:`dcp_impl.metadata._parse`) comes first.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, NoReturn
 
 import torch
 from torch.distributed.checkpoint.metadata import (
@@ -24,6 +24,8 @@ from torch.distributed.checkpoint.metadata import (
 
 from dcp_impl import dtypes
 from dcp_impl.errors import InvalidMetadataError, UnknownDtypeError
+from dcp_impl.metadata._columns import decode_chunks, decode_storage
+from dcp_impl.metadata._parse import json_object, parse
 from dcp_impl.metadata._values import (
     EXPECTED_LAYOUT,
     EXPECTED_MEMORY_FORMAT,
@@ -49,6 +51,7 @@ from dcp_impl.metadata._values import (
 
 __all__ = ["decode", "parse"]
 
+_READS = (1, FORMAT_VERSION)  # every version a dcp_impl ever wrote (docs/format.md §1.5)
 _TOP_KEYS = frozenset(
     {"format", "format_version", "version", "state_dict_metadata"}
     | {"planner_data", "storage_data", "storage_meta"}
@@ -63,151 +66,78 @@ _LOCATION_KEYS = frozenset({"path", "offset", "length", "checksum"})
 _STORAGE_META_KEYS = frozenset({"checkpoint_id", "save_id", "load_id", "modules"})
 
 
-# --- parsing ----------------------------------------------------------------------------------
-
-
-class _DuplicateKeys(dict[str, Any]):
-    """A parsed JSON object that repeated a key; the decoder reports it with its path."""
-
-    __slots__ = ("duplicate",)
-    duplicate: str
-
-
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) == len(pairs):
-        return obj
-    marked = _DuplicateKeys(obj)
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            marked.duplicate = key
-            break
-        seen.add(key)
-    return marked
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise InvalidMetadataError(f"metadata: expected JSON numbers only, found the literal {name}")
-
-
-def parse(text: str | bytes | bytearray, *, limit: int) -> object:
-    """The JSON value of ``text``, refused unparsed when over ``limit`` UTF-8 bytes.
-
-    Raises :class:`InvalidMetadataError` (not a :class:`Problem`: there is no path yet).
-    """
-    if isinstance(text, bytes | bytearray):
-        size = len(text)
-    elif isinstance(text, str):
-        size = len(text)
-        if size <= limit and not text.isascii():
-            size = len(text.encode("utf-8", "surrogatepass"))
-    else:
-        raise InvalidMetadataError(f"metadata: expected str or bytes, found {type(text).__name__}")
-    if size > limit:
-        raise InvalidMetadataError(
-            f"metadata: expected at most MAX_METADATA_BYTES={limit} bytes, "
-            f"found {size}; refusing to parse it"
-        )
-    try:
-        if not isinstance(text, str):
-            text = bytes(text).decode("utf-8")
-        return json.loads(text, object_pairs_hook=_pairs, parse_constant=_reject_constant)
-    except InvalidMetadataError:
-        raise
-    except UnicodeDecodeError as err:
-        raise InvalidMetadataError(f"metadata: expected UTF-8, found {err}") from err
-    except ValueError as err:  # JSONDecodeError, or an integer literal of > 4300 digits
-        raise InvalidMetadataError(f"metadata: expected a JSON document, found {err}") from err
-    except RecursionError as err:
-        raise InvalidMetadataError(
-            "metadata: expected a JSON document, found nesting too deep"
-        ) from err
-
-
-# --- decoding ---------------------------------------------------------------------------------
-
-
-def _object(node: object, keys: frozenset[str] | None = None) -> dict[str, Any]:
-    """``node`` as a JSON object with no repeated key and, if given, exactly ``keys``."""
-    if type(node) is _DuplicateKeys:
-        dup = json.dumps(node.duplicate)
-        raise Problem(f"an object with unique keys, found {dup} twice", None, raw=True)
-    if type(node) is not dict:
-        raise Problem("a JSON object", node)
-    if keys is not None and node.keys() != keys:
-        unknown = sorted(node.keys() - keys)
-        if unknown:
-            raise Problem(
-                f"only the keys {sorted(keys)}, found unknown key {json.dumps(unknown[0])}",
-                None,
-                raw=True,
-            )
-        missing = sorted(keys - node.keys())
-        raise Problem(f"the key {json.dumps(missing[0])}, found it missing", None, raw=True)
-    return node
-
-
 def decode(doc: object) -> Metadata:
     """The Metadata a parsed document describes; raises :class:`Problem`."""
-    top = _object(doc)
+    top = json_object(doc)
     fmt = top.get("format", MISSING)
     if fmt != FORMAT_NAME:
         raise Problem(json.dumps(FORMAT_NAME), fmt).at(".format")
     version = top.get("format_version", MISSING)
     if type(version) is not int:
         raise Problem("an integer format version", version).at(".format_version")
-    if version != FORMAT_VERSION:
+    if version not in _READS:
         why = (
             "written by a newer dcp_impl; upgrade dcp_impl to read it"
             if version > FORMAT_VERSION
             else "no dcp_impl writes that version"
         )
-        expected = f"expected {FORMAT_VERSION} (the version this reader supports)"
+        expected = f"expected one of {list(_READS)} (the versions this reader supports)"
         raise Problem(f"{expected}, found {version}: {why}", None, raw=True).at(".format_version")
-    _object(top, _TOP_KEYS)
+    json_object(top, _TOP_KEYS)
+    entries = field(
+        lambda node: _entries(node, version), top["state_dict_metadata"], ".state_dict_metadata"
+    )
+    storage = _storage_data if version == 1 else lambda node: decode_storage(node, entries)
     return Metadata(
-        state_dict_metadata=field(_entries, top["state_dict_metadata"], ".state_dict_metadata"),
+        state_dict_metadata=entries,
         planner_data=field(_planner_data, top["planner_data"], ".planner_data"),
-        storage_data=field(_storage_data, top["storage_data"], ".storage_data"),
+        storage_data=field(storage, top["storage_data"], ".storage_data"),
         storage_meta=field(_storage_meta, top["storage_meta"], ".storage_meta"),
         version=field(opt_string, top["version"], ".version"),
     )
 
 
-def _entries(node: object) -> dict[str, TensorStorageMetadata | BytesStorageMetadata]:
+def _entries(node: object, version: int) -> dict[str, TensorStorageMetadata | BytesStorageMetadata]:
     out: dict[str, TensorStorageMetadata | BytesStorageMetadata] = {}
-    for fqn, entry in _object(node).items():
+    for fqn, entry in json_object(node).items():
         try:
-            out[string(fqn)] = _entry(entry)
+            out[string(fqn)] = _entry(entry, version)
         except Problem as problem:
             raise problem.at(key_step(fqn)) from problem.__cause__
     return out
 
 
-def _entry(node: object) -> TensorStorageMetadata | BytesStorageMetadata:
-    kind = _object(node).get("kind", MISSING)
+def _entry(node: object, version: int) -> TensorStorageMetadata | BytesStorageMetadata:
+    kind = json_object(node).get("kind", MISSING)
     if kind == "bytes":
-        _object(node, _BYTES_KEYS)
+        json_object(node, _BYTES_KEYS)
         return BytesStorageMetadata()
     if kind != "tensor":
         raise Problem('kind "tensor" or "bytes"', kind).at(".kind")
-    obj = _object(node, _TENSOR_KEYS)
+    obj = json_object(node, _TENSOR_KEYS)
     properties = field(_properties, obj["properties"], ".properties")
     size = field(_dims, obj["size"], ".size")
-    if type(obj["chunks"]) is not list:
-        raise Problem("a JSON array of chunks", obj["chunks"]).at(".chunks")
+    if version == 1:
+        chunks = _chunks_v1(obj["chunks"], len(size))
+    else:
+        chunks = field(lambda node: decode_chunks(node, len(size)), obj["chunks"], ".chunks")
+    return TensorStorageMetadata(properties, size, chunks)
+
+
+def _chunks_v1(node: object, ndim: int) -> list[ChunkStorageMetadata]:
+    if type(node) is not list:
+        raise Problem("a JSON array of chunks", node).at(".chunks")
     chunks = []
-    for i, chunk in enumerate(obj["chunks"]):
+    for i, chunk in enumerate(node):
         try:
-            fields = _object(chunk, _CHUNK_KEYS)
-            check_chunk(fields["offsets"], fields["sizes"], list, len(size))
+            fields = json_object(chunk, _CHUNK_KEYS)
+            check_chunk(fields["offsets"], fields["sizes"], list, ndim)
         except Problem as problem:
             raise problem.at(f"[{i}]").at(".chunks") from None
         chunks.append(
             ChunkStorageMetadata(torch.Size(fields["offsets"]), torch.Size(fields["sizes"]))
         )
-    return TensorStorageMetadata(properties, size, chunks)
+    return chunks
 
 
 def _dims(node: object) -> torch.Size:
@@ -216,7 +146,7 @@ def _dims(node: object) -> torch.Size:
 
 
 def _properties(node: object) -> TensorProperties:
-    obj = _object(node, _PROPERTY_KEYS)
+    obj = json_object(node, _PROPERTY_KEYS)
     name = string_at(obj["dtype"], ".dtype")
     try:
         dtype = dtypes.by_name(name).torch_dtype
@@ -239,7 +169,7 @@ def _planner_data(node: object) -> dict[str, tuple[str | int, ...]] | None:
     if node is None:
         return None
     out: dict[str, tuple[str | int, ...]] = {}
-    for fqn, obj_path in _object(node).items():
+    for fqn, obj_path in json_object(node).items():
         try:
             if type(obj_path) is not list:
                 raise Problem("a JSON array of strings and integers", obj_path)
@@ -270,10 +200,10 @@ def _storage_data(node: object) -> dict[MetadataIndex, ItemLocation] | None:
 
 
 def _storage_item(node: object) -> tuple[MetadataIndex, ItemLocation]:
-    obj = _object(node, _ITEM_KEYS)
+    obj = json_object(node, _ITEM_KEYS)
     step = ".index"
     try:
-        index = _object(obj["index"], _INDEX_KEYS)
+        index = json_object(obj["index"], _INDEX_KEYS)
         step = ".index.fqn"
         fqn = string(index["fqn"])
         step = ".index.offset"
@@ -283,7 +213,7 @@ def _storage_item(node: object) -> tuple[MetadataIndex, ItemLocation]:
         step = ".index.index"
         position = None if index["index"] is None else count(index["index"])
         step = ".location"
-        loc = _object(obj["location"], _LOCATION_KEYS)
+        loc = json_object(obj["location"], _LOCATION_KEYS)
         location = ItemLocation(loc["path"], loc["offset"], loc["length"], loc["checksum"])
     except Problem as problem:
         raise problem.at(step) from None
@@ -297,7 +227,7 @@ def _storage_item(node: object) -> tuple[MetadataIndex, ItemLocation]:
 def _storage_meta(node: object) -> StorageMeta | None:
     if node is None:
         return None
-    obj = _object(node, _STORAGE_META_KEYS)
+    obj = json_object(node, _STORAGE_META_KEYS)
     if type(obj["modules"]) is not list:
         raise Problem("a JSON array of strings", obj["modules"]).at(".modules")
     return StorageMeta(

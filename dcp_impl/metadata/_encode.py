@@ -1,15 +1,22 @@
-"""Encoding: a torch ``Metadata`` -> the JSON-ready document of docs/format.md.
+"""Encoding: a torch ``Metadata`` -> the JSON-ready document of docs/format.md (version 2).
 
 :func:`encode` checks every value on the way (a custom planner_data object or a
 storage value other than :class:`ItemLocation` is a :class:`Problem` at its path);
-:func:`dcp_impl.metadata.dumps` serialises the result.
+:func:`dcp_impl.metadata.dumps` serialises the result. A tensor's chunks and the storage
+items are written as columns (docs/format.md §1.2); the chunks' values are checked in bulk,
+and only a failing check walks them one by one, to name the first bad value.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Mapping
+from itertools import chain, repeat
+from typing import Any, cast
 
+from torch.distributed._shard.sharded_tensor.metadata import (
+    TensorProperties as LegacyTensorProperties,
+)
 from torch.distributed.checkpoint.metadata import (
     BytesStorageMetadata,
     ChunkStorageMetadata,
@@ -22,6 +29,7 @@ from torch.distributed.checkpoint.metadata import (
 
 from dcp_impl import dtypes
 from dcp_impl.errors import UnknownDtypeError
+from dcp_impl.metadata._columns import counts_ok
 from dcp_impl.metadata._values import (
     EXPECTED_LAYOUT,
     EXPECTED_MEMORY_FORMAT,
@@ -46,6 +54,8 @@ from dcp_impl.metadata._values import (
 
 __all__ = ["encode"]
 
+_COLUMNS = ("entry", "chunk", "index", "file", "offset", "length", "checksum")
+
 
 def encode(md: Metadata) -> dict[str, Any]:
     """The document for ``md``, keys in the format's order; raises :class:`Problem`."""
@@ -59,13 +69,14 @@ def encode(md: Metadata) -> dict[str, Any]:
             entries[string(fqn)] = _entry(entry)
         except Problem as problem:
             raise problem.at(key_step(fqn)).at(".state_dict_metadata") from problem.__cause__
+    smd = md.state_dict_metadata
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "version": field(opt_string, md.version, ".version"),
         "state_dict_metadata": entries,
         "planner_data": field(_planner_data, md.planner_data, ".planner_data"),
-        "storage_data": field(_storage_data, md.storage_data, ".storage_data"),
+        "storage_data": field(lambda d: _storage_data(d, smd), md.storage_data, ".storage_data"),
         "storage_meta": field(_storage_meta, md.storage_meta, ".storage_meta"),
     }
 
@@ -79,17 +90,42 @@ def _entry(entry: object) -> dict[str, Any]:
     field(_dims, entry.size, ".size")
     if not isinstance(entry.chunks, list):
         raise Problem("a list of ChunkStorageMetadata", entry.chunks).at(".chunks")
-    ndim = len(entry.size)
-    chunks = []
-    for i, chunk in enumerate(entry.chunks):
+    chunks = _chunks(entry.chunks, len(entry.size))
+    return {"kind": "tensor", "properties": props, "size": list(entry.size), "chunks": chunks}
+
+
+def _chunks(chunks: list[Any], ndim: int) -> dict[str, list[Any]]:
+    """The chunk table: offsets flat, each chunk's sizes a reference to a distinct row."""
+    offsets = sizes = []
+    if all(map(isinstance, chunks, repeat(ChunkStorageMetadata))):
+        offsets = [c.offsets for c in chunks]
+        sizes = [c.sizes for c in chunks]
+    if len(offsets) != len(chunks) or not (_dims_ok(offsets, ndim) and _dims_ok(sizes, ndim)):
+        _first_bad_chunk(chunks, ndim)
+    table: dict[tuple[int, ...], int] = {}
+    refs = [table.setdefault(s, len(table)) for s in sizes]
+    return {
+        "offsets": list(chain.from_iterable(offsets)),
+        "sizes": refs,
+        "size_table": [list(s) for s in table],
+    }
+
+
+def _dims_ok(dims: list[Any], ndim: int) -> bool:
+    if not all(map(isinstance, dims, repeat(tuple))) or set(map(len, dims)) - {ndim}:
+        return False
+    return counts_ok(list(chain.from_iterable(dims)))
+
+
+def _first_bad_chunk(chunks: list[Any], ndim: int) -> None:
+    for i, chunk in enumerate(chunks):
         try:
             if not isinstance(chunk, ChunkStorageMetadata):
                 raise Problem("a ChunkStorageMetadata", chunk)
             check_chunk(chunk.offsets, chunk.sizes, tuple, ndim)
         except Problem as problem:
             raise problem.at(f"[{i}]").at(".chunks") from None
-        chunks.append({"offsets": list(chunk.offsets), "sizes": list(chunk.sizes)})
-    return {"kind": "tensor", "properties": props, "size": list(entry.size), "chunks": chunks}
+    raise AssertionError("unreachable: a bulk check failed, so some chunk fails alone")
 
 
 def _dims(value: object) -> None:
@@ -97,7 +133,8 @@ def _dims(value: object) -> None:
 
 
 def _properties(props: object) -> dict[str, Any]:
-    if not isinstance(props, TensorProperties):
+    # torch still accepts its legacy sharded-tensor class here (same fields); so do we.
+    if not isinstance(props, TensorProperties | LegacyTensorProperties):
         raise Problem("a TensorProperties", props)
     try:
         dtype = dtypes.by_torch(props.dtype).name
@@ -132,38 +169,64 @@ def _planner_data(data: object) -> dict[str, list[str | int]] | None:
     return out
 
 
-def _storage_data(data: object) -> list[dict[str, Any]] | None:
+def _storage_data(data: object, entries: Mapping[str, Any]) -> dict[str, list[Any]] | None:
+    """The storage columns; a key is written as its entry's position and its chunk's."""
     if data is None:
         return None
     if not isinstance(data, dict):
         raise Problem("None or a dict[MetadataIndex, ItemLocation]", data)
-    out = []
-    for i, (index, loc) in enumerate(data.items()):
+    positions = {fqn: i for i, fqn in enumerate(entries)}
+    chunk_at: dict[str, dict[tuple[int, ...], int]] = {}
+    files: dict[str, int] = {}
+    columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
+    entry, chunk, index, file = (columns[n] for n in _COLUMNS[:4])
+    for i, (key, loc) in enumerate(data.items()):
         try:
-            if not isinstance(index, MetadataIndex):
-                raise Problem("a MetadataIndex key", index).at(".index")
+            if not isinstance(key, MetadataIndex):
+                raise Problem("a MetadataIndex key", key).at(".index")
             if not isinstance(loc, ItemLocation):
                 raise Problem("an ItemLocation value", loc).at(".location")
-            fqn = string_at(index.fqn, ".index.fqn")
-            if index.offset is not None:
-                field(_dims, index.offset, ".index.offset")
-            if index.index is not None:
-                field(count, index.index, ".index.index")
+            position = positions.get(key.fqn) if type(key.fqn) is str else None
+            if position is None:
+                string_at(key.fqn, ".index.fqn")
+                raise Problem("the fqn of a state_dict_metadata entry", key.fqn).at(".index.fqn")
+            chunk.append(_chunk_ref(key.offset, key.fqn, entries, chunk_at))
+            if key.index is not None:
+                field(count, key.index, ".index.index")
         except Problem as problem:
             raise problem.at(f"[{i}]") from None
-        offset = None if index.offset is None else list(index.offset)
-        out.append(
-            {
-                "index": {"fqn": fqn, "offset": offset, "index": index.index},
-                "location": {
-                    "path": loc.path,
-                    "offset": loc.offset,
-                    "length": loc.length,
-                    "checksum": loc.checksum,
-                },
-            }
-        )
-    return out
+        entry.append(position)
+        index.append(key.index)
+        file.append(files.setdefault(loc.path, len(files)))
+    locations = list(data.values())
+    columns["offset"] = [loc.offset for loc in locations]
+    columns["length"] = [loc.length for loc in locations]
+    columns["checksum"] = [loc.checksum for loc in locations]
+    return {"files": list(files), **columns}
+
+
+def _chunk_ref(
+    offset: object, fqn: str, entries: Mapping[str, Any], chunk_at: dict[str, dict[Any, int]]
+) -> int | None:
+    """The position of the chunk of ``entries[fqn]`` whose offsets are ``offset`` (the first)."""
+    entry = entries[fqn]
+    found = None
+    if not isinstance(entry, TensorStorageMetadata):
+        if offset is None:
+            return None
+        expected = "None (the entry is bytes)"
+    else:
+        expected = f"the offsets of one of the tensor's {len(entry.chunks)} chunks"
+        if offset is not None:
+            field(_dims, offset, ".index.offset")
+            if fqn not in chunk_at:
+                chunk_at[fqn] = {}
+                for i, c in enumerate(entry.chunks):
+                    chunk_at[fqn].setdefault(tuple(c.offsets), i)
+            found = chunk_at[fqn].get(cast("tuple[int, ...]", offset))
+    if found is None:
+        raise Problem(expected, offset).at(".index.offset")
+    return found
 
 
 def _storage_meta(meta: object) -> dict[str, Any] | None:

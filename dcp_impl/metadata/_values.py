@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import reprlib
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -23,6 +24,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MAX_NDIM",
+    "MAX_INT",
     "MISSING",
     "LAYOUTS",
     "LAYOUT_NAMES",
@@ -31,6 +33,7 @@ __all__ = [
     "EXPECTED_LAYOUT",
     "EXPECTED_MEMORY_FORMAT",
     "ItemLocation",
+    "checked_locations",
     "Problem",
     "show",
     "key_step",
@@ -40,6 +43,9 @@ __all__ = [
     "count",
     "check_dims",
     "check_chunk",
+    "file_path",
+    "checksum",
+    "is_checksum",
     "member",
     "field",
     "string_at",
@@ -47,10 +53,10 @@ __all__ = [
 ]
 
 FORMAT_NAME = "dcp_impl.metadata"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAX_NDIM = 64
 """Most dimensions a tensor or chunk may have (torch itself allows 64)."""
-_MAX_INT = 2**63 - 1  # every size, offset and index must fit an int64
+MAX_INT = 2**63 - 1  # every size, offset and index must fit an int64
 
 # torch's layout and memory-format objects, by the attribute name we store.
 LAYOUTS = {
@@ -99,6 +105,29 @@ class ItemLocation:
             _check_location(self.path, self.offset, self.length, self.checksum)
         except Problem as problem:
             raise InvalidMetadataError(f"ItemLocation{problem.describe()}") from problem
+
+
+def checked_locations(
+    paths: Sequence[str], offsets: Sequence[int], lengths: Sequence[int], sums: Sequence[str | None]
+) -> list[ItemLocation]:
+    """ItemLocations of values the caller has already checked in bulk (see ``_columns``).
+
+    Skips ``__post_init__``, whose per-object checks would repeat those bulk checks and
+    dominate decoding a document of millions of items; the fields are set through the slots'
+    descriptors, as a frozen dataclass's own ``__init__`` does.
+    """
+    made = [_new(ItemLocation) for _ in range(len(paths))]
+    for name, values in (
+        ("path", paths),
+        ("offset", offsets),
+        ("length", lengths),
+        ("checksum", sums),
+    ):
+        deque(map(getattr(ItemLocation, name).__set__, made, values), maxlen=0)
+    return made
+
+
+_new = object.__new__
 
 
 # --- problems and their JSON paths ------------------------------------------------------------
@@ -169,7 +198,7 @@ def flag(value: object) -> bool:
 
 def count(value: object) -> int:
     """A non-negative int64; bool is rejected although it subclasses int."""
-    if type(value) is not int or not 0 <= value <= _MAX_INT:
+    if type(value) is not int or not 0 <= value <= MAX_INT:
         raise Problem("an integer in [0, 2**63-1]", value)
     return value
 
@@ -184,7 +213,7 @@ def check_dims(value: object, container: type, *, ndim: int | None = None) -> No
     if ndim is not None and len(dims) != ndim:
         raise Problem(f"{ndim} dimensions (the tensor's), found {len(dims)}", None, raw=True)
     for i, v in enumerate(dims):  # a plain loop: the hot path of a 100k-chunk document
-        if type(v) is not int or v < 0 or v > _MAX_INT:
+        if type(v) is not int or v < 0 or v > MAX_INT:
             raise Problem("an integer in [0, 2**63-1]", v).at(f"[{i}]")
 
 
@@ -206,21 +235,38 @@ def member(table: Mapping[Any, _T], key: object, expected: str, step: str) -> _T
     return table[key]
 
 
-def _check_location(path: object, offset: object, length: object, checksum: object) -> None:
+def file_path(value: object) -> str:
+    """A stored file's path: relative, '/'-separated, no empty, '.' or '..' part (rule D13)."""
+    name = string(value)
+    if not name or name[0] == "/" or "\\" in name or "\0" in name or _DRIVE.match(name):
+        raise Problem("a relative '/'-separated file path", name)
+    if not _BAD_PARTS.isdisjoint(name.split("/")):
+        raise Problem("a path without empty, '.' or '..' parts", name)
+    return name
+
+
+def is_checksum(value: object) -> bool:
+    """Whether ``value`` is a checksum string of the format (``"<algorithm>:<hex>"``)."""
+    return type(value) is str and _CHECKSUM.fullmatch(value) is not None
+
+
+def checksum(value: object) -> str | None:
+    """None or a checksum string (rule D13)."""
+    if value is not None and not _CHECKSUM.fullmatch(string(value)):
+        raise Problem('null or "<algorithm>:<lowercase hex>"', value)
+    return value  # type: ignore[return-value]
+
+
+def _check_location(path: object, offset: object, length: object, checksum_: object) -> None:
     step = ".path"
     try:
-        name = string(path)
-        if not name or name[0] == "/" or "\\" in name or "\0" in name or _DRIVE.match(name):
-            raise Problem("a relative '/'-separated file path", name)
-        if not _BAD_PARTS.isdisjoint(name.split("/")):
-            raise Problem("a path without empty, '.' or '..' parts", name)
+        file_path(path)
         step = ".offset"
         count(offset)
         step = ".length"
         count(length)
         step = ".checksum"
-        if checksum is not None and not _CHECKSUM.fullmatch(string(checksum)):
-            raise Problem('null or "<algorithm>:<lowercase hex>"', checksum)
+        checksum(checksum_)
     except Problem as problem:
         raise problem.at(step) from None
 
