@@ -174,9 +174,7 @@ class _Assembler:
             stored = self.stored[key]
             dest = full[tuple(slice(o, e) for o, e in zip(box.offsets, box.ends, strict=True))]
             target = dio.Target(Box.full(box.sizes), dest)
-            requests.append(
-                stored.request(self.source, (target,), stored.location.checksum, repr(fqn))
-            )
+            requests.append(stored.item(self.source, repr(fqn)).request((target,)))
         self.source.read(requests, thread_count=1, verify=True)
         return full
 
@@ -188,7 +186,7 @@ class _Assembler:
                 stored = self.stored[key]
                 data = torch.empty(stored.sizes, dtype=torch.uint8)
                 target = dio.Target(Box.full(stored.sizes), data)
-                request = stored.request(self.source, (target,), stored.location.checksum, key.fqn)
+                request = stored.item(self.source, key.fqn).request((target,))
                 self.source.read([request], thread_count=1, verify=True)
                 written = out.write_tensor(data)
                 found[key] = located(name, written)

@@ -303,19 +303,12 @@ class Stored:
     sizes: tuple[int, ...]
     dtype: torch.dtype
 
-    def request(
-        self, folder: Store, targets: tuple[dio.Target, ...], checksum: str | None, label: str
-    ) -> dio.ReadRequest:
-        """A read of this item, in ``folder``, into ``targets``."""
-        return dio.ReadRequest(
-            path=folder.path(self.location.path),
-            offset=self.location.offset,
-            length=self.location.length,
-            chunk_sizes=self.sizes,
-            dtype=self.dtype,
-            targets=targets,
-            checksum=checksum,
-            label=label,
+    def item(self, folder: Store, label: str) -> dio.StoredItem:
+        """This item in ``folder``, as a read needs it."""
+        loc = self.location
+        path = folder.path(loc.path)
+        return dio.StoredItem(
+            path, loc.offset, loc.length, self.sizes, self.dtype, loc.checksum, label
         )
 
 

@@ -16,11 +16,12 @@ saves (only names of the form above that the new metadata does not reference).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -35,10 +36,8 @@ from torch.distributed.checkpoint.metadata import (
     TensorStorageMetadata,
 )
 from torch.distributed.checkpoint.planner import (
-    LoadItemType,
     LoadPlan,
     LoadPlanner,
-    ReadItem,
     SavePlan,
     SavePlanner,
     WriteItem,
@@ -54,7 +53,6 @@ from dcp_impl import metadata as metadata_format
 from dcp_impl.errors import (
     CheckpointNotFoundError,
     InvalidMetadataError,
-    LayoutMismatchError,
     OverwriteRefusedError,
     UnsupportedError,
     WriteFailedError,
@@ -399,10 +397,16 @@ class FileSystemReader(StorageReader):
         # docstring inherited
         if self._metadata is None:
             raise RuntimeError("read_data called before set_up_storage_reader")
-        planned = _LoadPlanner(self.store, self._metadata, planner, self.pickle_policy)
-        requests = planned.requests(plan.items)
-        self.store.read(requests, thread_count=self.thread_count, verify=self.verify)
-        planned.commit()
+        metadata = self._metadata
+        dio.read_items(
+            plan.items,
+            planner,
+            lambda index: _locate(self.store, metadata, index),
+            self.store,
+            thread_count=self.thread_count,
+            verify=self.verify,
+            deliver_bytes=functools.partial(deliver_bytes, self.pickle_policy),
+        )
         future: Future[None] = Future()
         future.set_result(None)
         return future
@@ -415,79 +419,28 @@ class FileSystemReader(StorageReader):
         return is_checkpoint_id(checkpoint_id)
 
 
-class _LoadPlanner:
-    """Turns ReadItems into one ReadRequest per stored item, then commits them: bytes entries
-    (checked, see :func:`~dcp_impl.safe_load.deliver_bytes`), then tensors in order."""
-
-    def __init__(
-        self, store: Store, metadata: Metadata, planner: LoadPlanner, policy: PicklePolicy
-    ) -> None:
-        self._store = store
-        self._metadata = metadata
-        self._planner = planner
-        self._policy = policy
-        self._bytes: list[tuple[ReadItem, torch.Tensor]] = []
-        self._commits: list[Callable[[], None]] = []
-
-    def requests(self, items: Sequence[ReadItem]) -> list[dio.ReadRequest]:
-        grouped: dict[MetadataIndex, list[dio.Target]] = {}
-        for item in items:
-            grouped.setdefault(item.storage_index, []).append(self._target(item))
-        return [self._request(index, tuple(targets)) for index, targets in grouped.items()]
-
-    def commit(self) -> None:
-        entries = [(item, buffer.numpy().tobytes()) for item, buffer in self._bytes]
-        deliver_bytes(self._policy, self._planner, entries)
-        for action in self._commits:
-            action()
-
-    def _location(self, index: MetadataIndex) -> metadata_format.ItemLocation:
-        location = self._metadata.storage_data.get(index)
-        if not isinstance(location, metadata_format.ItemLocation):
-            raise InvalidMetadataError(
-                f"{self._store.url}: expected an ItemLocation for {index}, found {location!r}"
-            )
-        return location
-
-    def _target(self, item: ReadItem) -> dio.Target:
-        if item.type == LoadItemType.BYTE_IO:
-            length = self._location(item.storage_index).length
-            buffer = torch.empty(length, dtype=torch.uint8)
-            self._bytes.append((item, buffer))
-            return dio.Target(Box.full((length,)), buffer)
-        sub = Box(tuple(item.storage_offsets), tuple(item.lengths))
-        dest = self._planner.resolve_tensor(item).detach()
-        if tuple(dest.shape) != sub.sizes:
-            raise LayoutMismatchError(
-                f"{item.dest_index.fqn!r}: destination region expected shape {sub.sizes}, "
-                f"found {tuple(dest.shape)}"
-            )
-        self._commits.append(lambda: self._planner.commit_tensor(item, dest))
-        return dio.Target(sub, dest)
-
-    def _request(self, index: MetadataIndex, targets: tuple[dio.Target, ...]) -> dio.ReadRequest:
-        location = self._location(index)
-        entry = self._metadata.state_dict_metadata.get(index.fqn)
-        sizes: tuple[int, ...]
-        if isinstance(entry, BytesStorageMetadata):
-            sizes, dtype = (location.length,), torch.uint8
-            label = f"{index.fqn!r} (bytes)"
-        elif isinstance(entry, TensorStorageMetadata):
-            chunk = _find_chunk(entry, index)
-            sizes, dtype = tuple(chunk.sizes), entry.properties.dtype
-            label = f"{index.fqn!r} chunk at offsets {tuple(chunk.offsets)}"
-        else:
-            raise InvalidMetadataError(f"{self._store.url}: no metadata entry for {index.fqn!r}")
-        return dio.ReadRequest(
-            path=self._store.path(location.path),
-            offset=location.offset,
-            length=location.length,
-            chunk_sizes=sizes,
-            dtype=dtype,
-            targets=targets,
-            checksum=location.checksum,
-            label=label,
+def _locate(store: Store, metadata: Metadata, index: MetadataIndex) -> dio.StoredItem:
+    """Where ``index``'s bytes are stored, from the committed metadata."""
+    location = metadata.storage_data.get(index)
+    if not isinstance(location, metadata_format.ItemLocation):
+        raise InvalidMetadataError(
+            f"{store.url}: expected an ItemLocation for {index}, found {location!r}"
         )
+    entry = metadata.state_dict_metadata.get(index.fqn)
+    sizes: tuple[int, ...]
+    if isinstance(entry, BytesStorageMetadata):
+        sizes, dtype = (location.length,), torch.uint8
+        label = f"{index.fqn!r} (bytes)"
+    elif isinstance(entry, TensorStorageMetadata):
+        chunk = _find_chunk(entry, index)
+        sizes, dtype = tuple(chunk.sizes), entry.properties.dtype
+        label = f"{index.fqn!r} chunk at offsets {tuple(chunk.offsets)}"
+    else:
+        raise InvalidMetadataError(f"{store.url}: no metadata entry for {index.fqn!r}")
+    path = store.path(location.path)
+    return dio.StoredItem(
+        path, location.offset, location.length, sizes, dtype, location.checksum, label
+    )
 
 
 def _find_chunk(entry: TensorStorageMetadata, index: MetadataIndex) -> ChunkStorageMetadata:

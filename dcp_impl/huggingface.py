@@ -18,22 +18,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-import torch
 from torch.distributed.checkpoint.metadata import (
     Metadata,
     MetadataIndex,
     StorageMeta,
 )
 from torch.distributed.checkpoint.planner import (
-    LoadItemType,
     LoadPlan,
     LoadPlanner,
-    ReadItem,
     SavePlan,
     SavePlanner,
     WriteItemType,
@@ -71,7 +69,6 @@ from dcp_impl.errors import (
     UnknownDtypeError,
     UnsupportedError,
 )
-from dcp_impl.layout import Box
 from dcp_impl.metadata import dumps, with_load_id
 from dcp_impl.safe_load import PicklePolicy, SafeGlobal, deliver_bytes
 from dcp_impl.store import Store, is_checkpoint_id, open_store
@@ -351,31 +348,15 @@ class HuggingFaceReader(StorageReader):
         self, plan: LoadPlan, planner: LoadPlanner, *args: Any, **kwargs: Any
     ) -> Future[None]:
         # docstring inherited
-        targets: dict[MetadataIndex, list[dio.Target]] = {}
-        commits: list[tuple[ReadItem, torch.Tensor]] = []
-        for req in plan.items:
-            stored = self._lookup(req)
-            dest = self._destination(req, stored, planner)
-            sub = (
-                Box.full(stored.sizes)
-                if req.type == LoadItemType.BYTE_IO
-                else Box(tuple(req.storage_offsets), tuple(req.lengths))
-            )
-            targets.setdefault(req.storage_index, []).append(dio.Target(sub, dest))
-            commits.append((req, dest))
-        requests = [
-            stored.request(
-                self.store, tuple(items), self._checksum(stored, items), label=repr(key.fqn)
-            )
-            for key, items in targets.items()
-            for stored in (self._stored[key],)
-        ]
-        self.store.read(requests, thread_count=self.thread_count, verify=bool(self.verify))
-        entries = [(r, d.numpy().tobytes()) for r, d in commits if r.type == LoadItemType.BYTE_IO]
-        deliver_bytes(self.pickle_policy, planner, entries)
-        for req, dest in commits:
-            if req.type != LoadItemType.BYTE_IO:
-                planner.commit_tensor(req, dest)
+        dio.read_items(
+            plan.items,
+            planner,
+            self._locate,
+            self.store,
+            thread_count=self.thread_count,
+            verify=self.verify,
+            deliver_bytes=functools.partial(deliver_bytes, self.pickle_policy),
+        )
         fut: Future[None] = Future()
         fut.set_result(None)
         return fut
@@ -387,30 +368,11 @@ class HuggingFaceReader(StorageReader):
         # docstring inherited
         return is_checkpoint_id(checkpoint_id)
 
-    def _checksum(self, stored: Stored, targets: list[dio.Target]) -> str | None:
-        """The checksum to verify, or None where verifying would read bytes nobody asked for."""
-        whole = Box.full(stored.sizes)
-        if self.verify == "whole" and all(t.sub != whole for t in targets):
-            return None
-        return stored.location.checksum
-
-    def _lookup(self, req: ReadItem) -> Stored:
-        stored = self._stored.get(req.storage_index)
+    def _locate(self, index: MetadataIndex) -> dio.StoredItem:
+        stored = self._stored.get(index)
         if stored is None:
             raise LayoutMismatchError(
-                f"{self.store.url}: requested item {req.storage_index.fqn!r} at offsets "
-                f"{tuple(req.storage_index.offset or ())} is not in the checkpoint"
+                f"{self.store.url}: requested item {index.fqn!r} at offsets "
+                f"{tuple(index.offset or ())} is not in the checkpoint"
             )
-        return stored
-
-    @staticmethod
-    def _destination(req: ReadItem, stored: Stored, planner: LoadPlanner) -> torch.Tensor:
-        if req.type == LoadItemType.BYTE_IO:
-            return torch.empty(stored.sizes, dtype=torch.uint8)
-        dest = planner.resolve_tensor(req).detach()
-        if tuple(dest.shape) != tuple(req.lengths):
-            raise LayoutMismatchError(
-                f"tensor {req.dest_index.fqn!r}: destination shape expected "
-                f"{tuple(req.lengths)}, found {tuple(dest.shape)}"
-            )
-        return dest
+        return stored.item(self.store, repr(index.fqn))

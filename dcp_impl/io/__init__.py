@@ -1,13 +1,11 @@
-"""Byte-level I/O shared by dcp_impl's storage backends: files and byte ranges <-> tensors.
+"""The read pipeline and the byte-level I/O of dcp_impl's backends: bytes <-> tensors.
 
 Nothing here knows a checkpoint format; a backend maps its metadata onto these pieces:
 
-* :func:`atomic_write` commits a small file (temp file in the same directory, optional
-  fsync, ``os.replace``, fsync of the directory). :func:`fsync_dir` is the last step alone.
-* :class:`DataFileWriter` (an :class:`ItemWriter`) appends the logical values of tensors
-  (any device, any strides) or raw bytes to one new data file and returns a
-  :class:`StoredRange` per item: its byte offset, length and checksum, hashed on a helper
-  thread while the bytes are written (``_checksum.write_hashed``).
+* :func:`read_items` is a ``StorageReader.read_data``: it turns a LoadPlan's ReadItems into
+  one :class:`ReadRequest` per stored item (found by the backend's :data:`Locate`, as a
+  :class:`StoredItem`), has them read by the store, then commits each destination to the
+  planner in plan order. Both of dcp_impl's readers are this function plus a ``Locate``.
 * :func:`read_into` executes :class:`ReadRequest` s. A request names one stored item (a
   row-major chunk at a byte range of a file) and the :class:`Target` s to fill from it: a
   sub-box of the chunk and a destination tensor of the sub-box's sizes. A sub-box that is one
@@ -20,16 +18,25 @@ Nothing here knows a checkpoint format; a backend maps its metadata onto these p
   the skipped bytes between runs (a gap over 1 MiB starts a new call instead); runs under
   4 KiB, and CUDA destinations, go through a reusable staging buffer instead: the enclosing
   span is read and the sub-box view copied out. CUDA destinations are staged in pinned
-  buffers and copied non-blocking on a side stream while the next read proceeds. With
+  buffers and copied non-blocking on a side stream while the next read proceeds, unless the
+  source is :class:`DeviceReadable` (GPU-direct storage), which fills them itself. With
   ``coalesce`` (object stores), neighbouring items are fetched by one read and served from
   a staging buffer.
 * A :class:`Source` is one open stored file that :func:`read_into` asks for byte ranges;
-  an :data:`Opener` makes one from a path (:class:`LocalFile`, ``os.preadv``, by default).
-* Where one checkpoint's files live is a :class:`dcp_impl.store.Store`: backends make
-  directories, write data files (an :class:`ItemWriter`), commit, list and remove files only
-  through a store, and read through ``Store.read`` (``read_into`` with the store's opener).
-* :func:`parallel_map` runs work on a thread pool: workers pull items in order, the first
-  failure stops new work and is re-raised in the caller with its original traceback.
+  an :data:`Opener` (a store's ``opener``) makes one from a path (:class:`LocalFile`,
+  ``os.preadv``, for local files).
+* :class:`DataFileWriter` (an :class:`ItemWriter`) appends the logical values of tensors
+  (any device, any strides) or raw bytes to one new data file and returns a
+  :class:`StoredRange` per item: its byte offset, length and checksum, hashed on a helper
+  thread while the bytes are written. :func:`atomic_write` commits a small file (temp file
+  in the same directory, optional fsync, ``os.replace``, fsync of the directory).
+* :func:`parallel_map` runs work on a thread pool, one worker per thread: workers pull items
+  in order, the first failure stops new work and is re-raised in the caller with its
+  original traceback.
+
+Where a checkpoint's files live is a :class:`dcp_impl.store.Store`: backends make
+directories, write data files, commit, list and remove files only through a store, and read
+through ``Store.read`` (``read_into`` with the store's opener and coalescing).
 
 Checksums are ``"xxh3_64:<16 hex digits>"`` (:func:`checksum`). With ``verify=True``,
 :func:`read_into` never lets a byte of an item reach a destination unverified: an item read
@@ -44,9 +51,19 @@ the file and the item; when ``read_into`` raises, the destinations' contents are
 """
 
 from dcp_impl.io._checksum import CHECKSUM_ALGORITHM, checksum
+from dcp_impl.io._load import (
+    BytesSink,
+    Locate,
+    RequestReader,
+    StoredItem,
+    Verify,
+    load_bytes,
+    read_items,
+)
 from dcp_impl.io._pool import Worker, parallel_map
-from dcp_impl.io._read import ReadRequest, Target, read_into
-from dcp_impl.io._sources import LocalFile, Mappable, Opener, Source
+from dcp_impl.io._read import read_into
+from dcp_impl.io._requests import ReadRequest, Target
+from dcp_impl.io._sources import DeviceReadable, LocalFile, Mappable, Opener, Source
 from dcp_impl.io._staging import DeviceCopier
 from dcp_impl.io._write import (
     DataFileWriter,
@@ -58,6 +75,13 @@ from dcp_impl.io._write import (
 )
 
 __all__ = [
+    "read_items",
+    "StoredItem",
+    "Locate",
+    "RequestReader",
+    "BytesSink",
+    "load_bytes",
+    "Verify",
     "CHECKSUM_ALGORITHM",
     "checksum",
     "atomic_write",
@@ -72,6 +96,7 @@ __all__ = [
     "read_into",
     "Source",
     "Mappable",
+    "DeviceReadable",
     "Opener",
     "LocalFile",
     "Worker",

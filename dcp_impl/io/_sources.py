@@ -15,9 +15,11 @@ import os
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
+import torch
+
 from dcp_impl.io._runs import preadv_all
 
-__all__ = ["Source", "Mappable", "Opener", "LocalFile"]
+__all__ = ["Source", "Mappable", "DeviceReadable", "Opener", "LocalFile"]
 
 
 class Source(Protocol):
@@ -40,6 +42,20 @@ class Mappable(Protocol):
     def mapped(self) -> memoryview | None:
         """The whole file, mapped (its length is the file's size when first mapped), or
         None where this file cannot be mapped: read it instead."""
+        ...
+
+
+@runtime_checkable
+class DeviceReadable(Protocol):
+    """A source that fills device memory itself, without staging bytes in host memory
+    (GPU-direct storage: cuFile, kvikio). :func:`~dcp_impl.io.read_into` hands it every
+    contiguous non-CPU destination of the item's dtype whose bytes are one span of the file
+    and that no checksum check needs on the host (``verify=False``, items without a
+    checksum, partial reads under ``verify="whole"``); other device reads are staged."""
+
+    def read_to_device(self, dest: torch.Tensor, offset: int) -> int:
+        """Fill the bytes of the contiguous device tensor ``dest`` from file ``offset``,
+        complete when this returns; return the bytes read, fewer only where the file ends."""
         ...
 
 

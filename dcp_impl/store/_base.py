@@ -6,7 +6,8 @@ import abc
 from collections.abc import Iterable, Sequence
 
 from dcp_impl.errors import InvalidMetadataError
-from dcp_impl.io._read import ReadRequest, read_into
+from dcp_impl.io._read import read_into
+from dcp_impl.io._requests import ReadRequest
 from dcp_impl.io._sources import Source
 from dcp_impl.io._write import ItemWriter
 

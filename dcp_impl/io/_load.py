@@ -1,0 +1,145 @@
+"""The read pipeline of a DCP ``StorageReader.read_data``: ReadItems -> requests -> commits.
+
+Both of dcp_impl's readers are this pipeline plus a way to find a stored item (their
+``locate``): :func:`read_items` gives every ReadItem a destination (the planner's tensor, or a
+buffer for a BYTE_IO item), groups them into one :class:`ReadRequest` per stored item, has
+them read (``Store.read``: straight into the destinations, only the bytes they need), then
+hands the bytes entries to ``deliver_bytes`` (the readers check them first:
+:func:`dcp_impl.safe_load.deliver_bytes`) and each tensor to the planner, in plan order.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+from torch.distributed.checkpoint.metadata import MetadataIndex
+from torch.distributed.checkpoint.planner import LoadItemType, LoadPlanner, ReadItem
+
+from dcp_impl.errors import LayoutMismatchError
+from dcp_impl.io._requests import ReadRequest, Target
+from dcp_impl.layout import Box
+
+__all__ = ["StoredItem", "Locate", "RequestReader", "BytesSink", "Verify", "read_items"]
+
+Verify = bool | Literal["whole"]
+"""Which checksums a load checks: all (True), none (False), or ``"whole"``: those of items
+some destination takes whole (a partial read then fetches only its byte ranges)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    """Where one stored item is: a row-major chunk of ``chunk_sizes`` and ``dtype`` at bytes
+    ``[offset, offset + length)`` of ``path``, with its checksum (None: none stored) and a
+    ``label`` naming it in error messages. A BYTE_IO item is a uint8 chunk of its length."""
+
+    path: str
+    offset: int
+    length: int
+    chunk_sizes: tuple[int, ...]
+    dtype: torch.dtype
+    checksum: str | None = None
+    label: str = ""
+
+    def request(self, targets: tuple[Target, ...], *, checksum: bool = True) -> ReadRequest:
+        """A read of this item into ``targets``, checking its checksum unless ``checksum``
+        is False."""
+        return ReadRequest(
+            path=self.path,
+            offset=self.offset,
+            length=self.length,
+            chunk_sizes=self.chunk_sizes,
+            dtype=self.dtype,
+            targets=targets,
+            checksum=self.checksum if checksum else None,
+            label=self.label,
+        )
+
+
+Locate = Callable[[MetadataIndex], StoredItem]
+"""Finds the stored item of a ReadItem's ``storage_index``; raises a CheckpointError naming
+it when the checkpoint has none."""
+
+
+BytesSink = Callable[[LoadPlanner, Sequence[tuple[ReadItem, bytes]]], None]
+"""Hands a load's bytes entries (each ReadItem and its stored bytes) to the planner."""
+
+
+def load_bytes(planner: LoadPlanner, entries: Sequence[tuple[ReadItem, bytes]]) -> None:
+    """The plain :data:`BytesSink`: ``planner.load_bytes`` for each entry, unchecked."""
+    for item, raw in entries:
+        planner.load_bytes(item, io.BytesIO(raw))
+
+
+class RequestReader(Protocol):
+    """What reads the requests: a :class:`dcp_impl.store.Store`."""
+
+    def read(
+        self, requests: Sequence[ReadRequest], *, thread_count: int | None = None, verify: bool
+    ) -> None:
+        """Fill the targets of ``requests`` (see :func:`~dcp_impl.io.read_into`)."""
+        ...
+
+
+def read_items(
+    items: Sequence[ReadItem],
+    planner: LoadPlanner,
+    locate: Locate,
+    reader: RequestReader,
+    *,
+    thread_count: int | None = None,
+    verify: Verify = True,
+    deliver_bytes: BytesSink = load_bytes,
+) -> None:
+    """Load ``items`` (one rank's LoadPlan) through ``planner``: resolve each destination,
+    read every stored item once into all its destinations with ``reader``, then hand the
+    bytes entries to ``deliver_bytes`` and ``commit_tensor`` each tensor, in plan order.
+    Nothing reaches the planner when a read fails."""
+    stored: dict[MetadataIndex, StoredItem] = {}
+    grouped: dict[MetadataIndex, list[Target]] = {}
+    byte_items: list[tuple[ReadItem, torch.Tensor]] = []
+    tensors: list[tuple[ReadItem, torch.Tensor]] = []
+    for item in items:
+        key = item.storage_index
+        if key not in stored:
+            stored[key] = locate(key)
+        target = _target(item, stored[key], planner)
+        grouped.setdefault(key, []).append(target)
+        is_bytes = item.type == LoadItemType.BYTE_IO
+        (byte_items if is_bytes else tensors).append((item, target.dest))
+    requests = [
+        stored[key].request(tuple(targets), checksum=_checks(stored[key], targets, verify))
+        for key, targets in grouped.items()
+    ]
+    reader.read(requests, thread_count=thread_count, verify=bool(verify))
+    deliver_bytes(planner, [(item, dest.numpy().tobytes()) for item, dest in byte_items])
+    for item, dest in tensors:
+        planner.commit_tensor(item, dest)
+
+
+def _target(item: ReadItem, stored: StoredItem, planner: LoadPlanner) -> Target:
+    """The destination of ``item``: the planner's tensor region, or a buffer for bytes."""
+    if item.type == LoadItemType.BYTE_IO:
+        return Target(
+            Box.full(stored.chunk_sizes), torch.empty(stored.chunk_sizes, dtype=torch.uint8)
+        )
+    sub = Box(tuple(item.storage_offsets), tuple(item.lengths))
+    dest = planner.resolve_tensor(item).detach()
+    if tuple(dest.shape) != sub.sizes:
+        raise LayoutMismatchError(
+            f"tensor {item.dest_index.fqn!r}: destination region expected shape {sub.sizes}, "
+            f"found {tuple(dest.shape)}"
+        )
+    return Target(sub, dest)
+
+
+def _checks(stored: StoredItem, targets: Sequence[Target], verify: Verify) -> bool:
+    """Whether to check ``stored``'s checksum: not where ``"whole"`` would read bytes that
+    no destination asked for."""
+    if verify != "whole":
+        return True
+    whole = Box.full(stored.chunk_sizes)
+    return any(t.sub == whole for t in targets)
