@@ -1,4 +1,5 @@
-"""torch's storage-class options that dcp_impl accepts by name and position, checked in one place.
+"""torch's storage-class options that dcp_impl accepts by name and position, checked in one
+place, and the async_save staging that torch's FileSystemWriter provides (BlockingStaging).
 
 The rule (docs/migrating.md): an option passed with torch's default value is accepted; any
 other value either works with torch's meaning or raises here, at construction, before
@@ -9,18 +10,20 @@ so Python raises ``TypeError`` for them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch.distributed.checkpoint.filesystem import SerializationFormat
+from torch.distributed.checkpoint.staging import BlockingAsyncStager
 
 from dcp_impl.errors import UnsupportedError
 
 __all__ = [
+    "BlockingStaging",
     "check_count",
     "check_copy_ahead",
     "check_extension_registry",
     "check_extensions",
     "check_serialization_format",
-    "check_staging_cache",
 ]
 
 
@@ -40,14 +43,37 @@ def check_copy_ahead(owner: str, value: int) -> None:
         raise ValueError(f"{owner}: per_thread_copy_ahead expected an int >= 0, got {value!r}")
 
 
-def check_staging_cache(owner: str, value: bool) -> None:
-    """``cache_staged_state_dict=True`` needs a writer that is an AsyncStager: ours are not."""
-    if value:
-        raise UnsupportedError(
-            f"{owner}: cache_staged_state_dict=True is not supported: expected False, got True "
-            "(dcp_impl's writers do not stage; pass async_stager=torch.distributed.checkpoint."
-            "staging.BlockingAsyncStager(cache_staged_state_dict=True) to dcp.async_save)"
-        )
+class BlockingStaging:
+    """``dcp.async_save``'s AsyncStager protocol as torch's ``FileSystemWriter`` provides it: a
+    blocking copy of the state dict to CPU, kept in pinned buffers between saves with
+    ``cache_staged_state_dict`` (torch's public ``BlockingAsyncStager`` does the work).
+
+    A subclass calls :meth:`_set_up_staging` from its constructor.
+    """
+
+    # A member of torch's AsyncStager protocol, which isinstance() checks for.
+    _synchronize_after_execute: bool = False
+
+    def _set_up_staging(self, cache_staged_state_dict: bool) -> None:
+        self.cache_staged_state_dict = cache_staged_state_dict
+        self._stager = BlockingAsyncStager(cache_staged_state_dict=cache_staged_state_dict)
+
+    @property
+    def should_synchronize_after_execute(self) -> bool:
+        """Whether ``async_save`` calls :meth:`synchronize_staging` after saving (never)."""
+        return self._stager.should_synchronize_after_execute
+
+    def stage(self, state_dict: dict[str, Any]) -> dict[str, Any]:
+        """A CPU copy of ``state_dict`` for ``async_save`` to write while training goes on."""
+        return self._stager.stage(state_dict)
+
+    def synchronize_staging(self) -> None:
+        """Nothing to wait for: staging blocks."""
+        self._stager.synchronize_staging()
+
+    def close(self) -> None:
+        """Release the staging cache."""
+        self._stager.close()
 
 
 def check_extensions(owner: str, extensions: Sequence[object] | None) -> None:

@@ -80,7 +80,7 @@ class _PlanSlot:
     rank: int
 
 
-class FileSystemWriter(StorageWriter):
+class FileSystemWriter(StorageWriter, options.BlockingStaging):
     """Write a checkpoint into the directory ``path`` (created if missing), or under an fsspec
     URL such as ``s3://bucket/prefix`` (``storage_options`` go to fsspec; see
     docs/object-stores.md), or into a :class:`~dcp_impl.store.Store`.
@@ -92,8 +92,10 @@ class FileSystemWriter(StorageWriter):
     metadata and the directory before the commit; ``overwrite=False`` refuses a directory
     that holds a committed checkpoint (checked by the coordinator before anything is written).
     ``per_thread_copy_ahead`` is kept as a bound (device tensors are copied when written, never
-    ahead); ``cache_staged_state_dict=True``, ``_extensions`` and a ``serialization_format``
-    other than torch's default raise :class:`~dcp_impl.errors.UnsupportedError`.
+    ahead). As torch's, the writer is ``dcp.async_save``'s stager (a blocking copy to CPU,
+    cached in pinned memory with ``cache_staged_state_dict``). ``_extensions`` and a
+    ``serialization_format`` other than torch's default raise
+    :class:`~dcp_impl.errors.UnsupportedError`.
     """
 
     def __init__(
@@ -114,7 +116,6 @@ class FileSystemWriter(StorageWriter):
         owner = type(self).__name__
         options.check_count(owner, "thread_count", thread_count)
         options.check_copy_ahead(owner, per_thread_copy_ahead)
-        options.check_staging_cache(owner, cache_staged_state_dict)
         options.check_extensions(owner, _extensions)
         options.check_serialization_format(owner, serialization_format)
         self.storage_options = storage_options
@@ -122,6 +123,7 @@ class FileSystemWriter(StorageWriter):
         self.single_file_per_rank = single_file_per_rank
         self.thread_count = thread_count
         self.per_thread_copy_ahead = per_thread_copy_ahead
+        self._set_up_staging(cache_staged_state_dict)
         self.sync_files = sync_files
         self.overwrite = overwrite
         self.save_id = uuid.uuid4().hex

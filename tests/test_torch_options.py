@@ -24,7 +24,9 @@ from torch.distributed.checkpoint._extension import ExtensionRegistry, ZStandard
 from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.filesystem import SerializationFormat
+from torch.distributed.checkpoint.staging import AsyncStager
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+from torch.distributed.checkpoint.state_dict_saver import async_save as dcp_async_save
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 import dcp_impl.huggingface
@@ -89,7 +91,6 @@ class _Transform(ZStandard):
 @pytest.mark.parametrize(
     ("cls", "kwargs", "error", "words"),
     [
-        (FileSystemWriter, {"cache_staged_state_dict": True}, UnsupportedError, "async_stager"),
         (FileSystemWriter, {"_extensions": [_Transform()]}, UnsupportedError, "_Transform"),
         (
             FileSystemWriter,
@@ -140,6 +141,35 @@ def _round_trip(writer: Any, reader: Any, state: dict[str, torch.Tensor]) -> Non
     dcp_load(out, storage_reader=reader, no_dist=True)
     for key, value in state.items():
         assert torch.equal(out[key], value), key
+
+
+def test_writer_is_async_saves_stager(tmp_path: Path) -> None:
+    writer = FileSystemWriter(tmp_path, sync_files=False)
+    assert isinstance(writer, AsyncStager)
+    state = {"a": torch.arange(6.0), "b": torch.ones(2, dtype=torch.int8)}
+    dcp_async_save(state, storage_writer=writer, no_dist=True).result()
+    out = {k: torch.zeros_like(v) for k, v in state.items()}
+    dcp_load(out, storage_reader=FileSystemReader(tmp_path), no_dist=True)
+    for key, value in state.items():
+        assert torch.equal(out[key], value), key
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_staging_is_torchs(tmp_path: Path, cache: bool) -> None:
+    # Whatever torch's writer does here (a pinned cache needs an accelerator), ours does.
+    state = {"a": torch.arange(4.0), "n": 3}
+
+    def outcome(writer: Any) -> object:
+        try:
+            staged = writer.stage(state)
+            return {k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in staged.items()}
+        except Exception as err:
+            return (type(err), str(err))
+
+    ours = FileSystemWriter(tmp_path, cache_staged_state_dict=cache)
+    theirs = TorchFSWriter(str(tmp_path), cache_staged_state_dict=cache)
+    assert outcome(ours) == outcome(theirs)
+    assert ours.should_synchronize_after_execute == theirs.should_synchronize_after_execute
 
 
 def test_single_file_per_rank_false_writes_one_file_per_item(tmp_path: Path) -> None:
