@@ -10,9 +10,10 @@ import torch
 from safetensors.torch import load_file
 from test_huggingface import Backend, sample
 
-from dcp_impl import _hf_folder, dtypes
+from dcp_impl import dtypes
 from dcp_impl.errors import LayoutMismatchError
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter, consolidate
+from dcp_impl.huggingface import _folder as _hf_folder
 from dcp_impl.layout import Box
 from spec_tests import harness
 from spec_tests.layouts import col_shards, grid, row_shards

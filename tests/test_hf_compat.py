@@ -19,8 +19,9 @@ from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 from torch.distributed.checkpoint.storage import StorageReader
 
-from dcp_impl import _hf_folder, dtypes
+from dcp_impl import dtypes
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter, consolidate
+from dcp_impl.huggingface import _folder as _hf_folder
 from dcp_impl.layout import Box
 from spec_tests import harness
 from spec_tests.layouts import col_shards, row_shards

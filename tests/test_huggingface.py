@@ -23,7 +23,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
-from dcp_impl import _hf_folder, _safetensors, dtypes, metadata
+from dcp_impl import dtypes, metadata
 from dcp_impl.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -31,7 +31,13 @@ from dcp_impl.errors import (
     LayoutMismatchError,
     UnsupportedError,
 )
-from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter, is_huggingface_folder
+from dcp_impl.huggingface import (
+    HuggingFaceReader,
+    HuggingFaceWriter,
+    _safetensors,
+    is_huggingface_folder,
+)
+from dcp_impl.huggingface import _folder as _hf_folder
 from dcp_impl.layout import Box
 from dcp_impl.store import LocalStore
 from spec_tests import harness

@@ -201,7 +201,7 @@ def test_hf_enable_consolidation_writes_full_tensors(
         calls.append(kwargs)
         real(*args, **kwargs)
 
-    monkeypatch.setattr(dcp_impl.huggingface, "consolidate", spy)
+    monkeypatch.setattr(dcp_impl.huggingface._storage, "consolidate", spy)
     state = {"a": torch.arange(6.0).reshape(2, 3)}
     writer = HuggingFaceWriter(tmp_path, None, 1, True, True, 3)  # torch's positions
     _round_trip(writer, HuggingFaceReader(tmp_path), state)

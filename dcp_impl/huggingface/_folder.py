@@ -1,8 +1,8 @@
 """HuggingFace folder rules: file names, reading a folder into DCP Metadata, committing a save.
 
 docs/huggingface.md gives the rules. :func:`read_folder` reads the sidecar when it is
-current, else the index, else every safetensors file (headers through
-:mod:`dcp_impl._safetensors`); :func:`stored_items` maps the result to what a read needs;
+current, else the index, else every safetensors file (headers through :mod:`._safetensors`);
+:func:`stored_items` maps the result to what a read needs;
 :func:`commit` moves a save's files into place and writes the sidecar last.
 """
 
@@ -25,20 +25,20 @@ from torch.distributed.checkpoint.metadata import (
     TensorStorageMetadata,
 )
 
-from dcp_impl import _safetensors
 from dcp_impl import io as dio
-from dcp_impl._safetensors import (
-    SAVE_ID_KEY,
-    Header,
-    TensorEntry,
-    saved_offsets,
-    strict_json,
-)
 from dcp_impl.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
     InvalidMetadataError,
     LayoutMismatchError,
+)
+from dcp_impl.huggingface import _safetensors
+from dcp_impl.huggingface._safetensors import (
+    SAVE_ID_KEY,
+    Header,
+    TensorEntry,
+    saved_offsets,
+    strict_json,
 )
 from dcp_impl.metadata import MAX_METADATA_BYTES, ItemLocation, loads
 from dcp_impl.store import Store

@@ -18,21 +18,21 @@ from torch.distributed.checkpoint.storage import WriteResult
 
 from dcp_impl import dtypes
 from dcp_impl import io as dio
-from dcp_impl._hf_folder import temp_name
-from dcp_impl._hf_plan import Assignment
-from dcp_impl._safetensors import (
+from dcp_impl.errors import (
+    InvalidMetadataError,
+    LayoutMismatchError,
+    UnsupportedError,
+    WriteFailedError,
+)
+from dcp_impl.huggingface._folder import temp_name
+from dcp_impl.huggingface._plan import Assignment
+from dcp_impl.huggingface._safetensors import (
     DCP_VERSION_KEY,
     FORMAT_KEY,
     SAVE_ID_KEY,
     SAVED_OFFSETS_KEY,
     SHARDING_INFO_KEY,
     encode_header,
-)
-from dcp_impl.errors import (
-    InvalidMetadataError,
-    LayoutMismatchError,
-    UnsupportedError,
-    WriteFailedError,
 )
 from dcp_impl.layout import Box
 from dcp_impl.metadata import ItemLocation

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from torch.distributed.checkpoint.metadata import MetadataIndex
 from torch.distributed.checkpoint.planner import SavePlan, WriteItem, WriteItemType
 
-from dcp_impl._hf_folder import file_name, whole_file_name
 from dcp_impl.errors import LayoutMismatchError
+from dcp_impl.huggingface._folder import file_name, whole_file_name
 from dcp_impl.layout import Box
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""HuggingFace safetensors backend: HuggingFaceWriter, HuggingFaceReader, consolidate().
+"""HuggingFaceWriter and HuggingFaceReader: the storage classes of the HuggingFace backend.
 
 The folder layout is torch's (``torch.distributed.checkpoint.hf_storage``) with
 transformers' names: standard safetensors files named ``model-0000i-of-0000N.safetensors``
@@ -6,12 +6,8 @@ plus ``model.safetensors.index.json`` (one file: ``model.safetensors``, no index
 with ``save_distributed=True`` one ``shard-0000s-model-0000i-of-0000N.safetensors`` per
 rank whose ``__metadata__`` carries ``DCP_SHARDING_INFO``. Next to them,
 ``dcp_metadata.json`` holds the full DCP Metadata in dcp_impl's JSON format; it is written
-last and is the commit point. docs/huggingface.md gives the rules.
-
-This module holds the two storage classes; behind them, :mod:`dcp_impl._hf_plan` assigns
-chunks to files, :mod:`dcp_impl._hf_write` writes a rank's files, :mod:`dcp_impl._hf_folder`
-reads folders and commits saves, :mod:`dcp_impl._hf_consolidate` implements
-:func:`consolidate`, and :mod:`dcp_impl._safetensors` is the header codec.
+last and is the commit point. docs/huggingface.md gives the rules; the package's
+``__init__`` names the modules behind these classes.
 """
 
 from __future__ import annotations
@@ -41,8 +37,16 @@ from torch.futures import Future
 
 from dcp_impl import dtypes
 from dcp_impl import io as dio
-from dcp_impl._hf_consolidate import consolidate
-from dcp_impl._hf_folder import (
+from dcp_impl._torch_options import check_count
+from dcp_impl.errors import (
+    InvalidMetadataError,
+    LayoutMismatchError,
+    OverwriteRefusedError,
+    UnknownDtypeError,
+    UnsupportedError,
+)
+from dcp_impl.huggingface._consolidate import consolidate
+from dcp_impl.huggingface._folder import (
     BYTES_FILE,
     Stored,
     commit,
@@ -53,22 +57,14 @@ from dcp_impl._hf_folder import (
     stored_items,
     temp_name,
 )
-from dcp_impl._hf_plan import (
+from dcp_impl.huggingface._plan import (
     Assignment,
     check_mapping,
     distributed_names,
     file_index,
     whole_tensor_names,
 )
-from dcp_impl._hf_write import FileWriter, group_by_file
-from dcp_impl._torch_options import check_count
-from dcp_impl.errors import (
-    InvalidMetadataError,
-    LayoutMismatchError,
-    OverwriteRefusedError,
-    UnknownDtypeError,
-    UnsupportedError,
-)
+from dcp_impl.huggingface._write import FileWriter, group_by_file
 from dcp_impl.metadata import dumps, with_load_id
 from dcp_impl.safe_load import PicklePolicy, SafeGlobal, deliver_bytes
 from dcp_impl.store import Store, is_checkpoint_id, open_store

@@ -24,7 +24,8 @@ from torch.distributed.checkpoint.metadata import (
 
 from dcp_impl import dtypes
 from dcp_impl import io as dio
-from dcp_impl._hf_folder import (
+from dcp_impl.errors import LayoutMismatchError
+from dcp_impl.huggingface._folder import (
     BYTES_FILE,
     Stored,
     commit,
@@ -34,10 +35,9 @@ from dcp_impl._hf_folder import (
     temp_name,
     whole_file_name,
 )
-from dcp_impl._hf_plan import check_mapping, file_count, file_index
-from dcp_impl._hf_write import located, widest_first
-from dcp_impl._safetensors import FORMAT_KEY, SAVE_ID_KEY, encode_header
-from dcp_impl.errors import LayoutMismatchError
+from dcp_impl.huggingface._plan import check_mapping, file_count, file_index
+from dcp_impl.huggingface._safetensors import FORMAT_KEY, SAVE_ID_KEY, encode_header
+from dcp_impl.huggingface._write import located, widest_first
 from dcp_impl.layout import Box, first_overlap, holes
 from dcp_impl.metadata import ItemLocation, dumps
 from dcp_impl.store import Store, open_store

@@ -12,7 +12,7 @@ Every violation is a :class:`~dcp_impl.errors.CorruptCheckpointError` naming
 the file.
 
 The HuggingFace folder rules built on it (file names, reading a folder, committing a
-save) live in :mod:`dcp_impl._hf_folder`.
+save) live in :mod:`dcp_impl.huggingface._folder`.
 """
 
 from __future__ import annotations
