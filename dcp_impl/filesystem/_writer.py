@@ -1,22 +1,9 @@
-"""A directory of raw data files plus one JSON metadata file: dcp_impl's filesystem backend.
-
-Layout (specified in ``docs/format.md``, section "Filesystem checkpoint layout"):
-
-* ``data-<file id>-r<rank>-<k>.bin``: the row-major bytes of stored items, back to back.
-  Every save of every rank draws a fresh file id, so a save never writes into files of a
-  committed one.
-* ``.metadata.json``: the checkpoint ``Metadata`` in dcp_impl's JSON format, whose
-  ``storage_data`` maps each ``MetadataIndex`` to an ``ItemLocation`` (file, offset,
-  length, ``xxh3_64`` checksum). It is written last, atomically: it is the commit point.
-
-Once the new metadata is committed, the coordinator removes the data files of earlier
-saves (only names of the form above that the new metadata does not reference).
-"""
+"""FileSystemWriter: data files through a Store, then the metadata, committed last (the
+layout is in the package's docstring and docs/format.md)."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import os
 import re
@@ -28,22 +15,17 @@ from typing import Any
 import torch
 from torch.distributed.checkpoint.filesystem import SerializationFormat
 from torch.distributed.checkpoint.metadata import (
-    BytesStorageMetadata,
-    ChunkStorageMetadata,
     Metadata,
     MetadataIndex,
     StorageMeta,
-    TensorStorageMetadata,
 )
 from torch.distributed.checkpoint.planner import (
-    LoadPlan,
-    LoadPlanner,
     SavePlan,
     SavePlanner,
     WriteItem,
     WriteItemType,
 )
-from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
+from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
 from torch.futures import Future
 
 from dcp_impl import _torch_options as options
@@ -51,17 +33,15 @@ from dcp_impl import dtypes
 from dcp_impl import io as dio
 from dcp_impl import metadata as metadata_format
 from dcp_impl.errors import (
-    CheckpointNotFoundError,
     InvalidMetadataError,
     OverwriteRefusedError,
     UnsupportedError,
     WriteFailedError,
 )
 from dcp_impl.layout import Box
-from dcp_impl.safe_load import PicklePolicy, SafeGlobal, deliver_bytes
 from dcp_impl.store import Store, is_checkpoint_id, open_store
 
-__all__ = ["METADATA_FILE", "FileSystemReader", "FileSystemWriter", "is_data_file"]
+__all__ = ["METADATA_FILE", "FileSystemWriter", "is_data_file"]
 
 METADATA_FILE = ".metadata.json"
 _DATA_FILE = re.compile(r"data-[0-9a-f]{32}-r[0-9]+-[0-9]+\.bin")
@@ -310,147 +290,3 @@ def _remove_superseded(store: Store, keep: set[str]) -> None:
     for name in stale:
         with contextlib.suppress(OSError):
             store.remove([name])
-
-
-class FileSystemReader(StorageReader):
-    """Read a checkpoint written by :class:`FileSystemWriter` from the directory (or fsspec
-    URL) ``path``; ``storage_options`` go to fsspec.
-
-    Reads run on ``thread_count`` threads (default: 2 for local directories, more for object
-    stores: ``Store.read_threads``) and take only the bytes each request needs. With
-    ``verify`` (the default) every item any byte is taken from is checked against its
-    checksum first; see :func:`dcp_impl.io.read_into`. ``_extension_registry`` is torch's
-    second parameter: only None is accepted (dcp_impl checkpoints carry no stream transforms).
-
-    Non-tensor entries reach the load planner, whose ``torch.load`` would run any code they
-    carry, only if they load under ``torch.load(weights_only=True)`` rules, with
-    ``safe_globals`` allowed too; others raise :class:`~dcp_impl.errors.UnsafeCheckpointError`.
-    ``trust_pickle=True`` skips that check: only for checkpoints from a trusted source
-    (:mod:`dcp_impl.safe_load`, docs/security.md).
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | Store,
-        _extension_registry: object | None = None,
-        *,
-        thread_count: int | None = None,
-        verify: bool = True,
-        trust_pickle: bool = False,
-        safe_globals: Sequence[SafeGlobal] = (),
-        storage_options: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        options.check_extension_registry(type(self).__name__, _extension_registry)
-        if thread_count is not None:
-            options.check_count(type(self).__name__, "thread_count", thread_count)
-        self.pickle_policy = PicklePolicy(trust_pickle, tuple(safe_globals))
-        self.storage_options = storage_options
-        self.store = open_store(path, storage_options)
-        self.thread_count = thread_count
-        self.verify = verify
-        self.load_id = uuid.uuid4().hex
-        self._metadata: Metadata | None = None
-
-    @property
-    def checkpoint_id(self) -> str:
-        """The directory (or URL) this reader loads from."""
-        return self.store.url
-
-    def reset(
-        self, checkpoint_id: str | os.PathLike[str] | Store | None = None, **kwargs: Any
-    ) -> None:
-        # docstring inherited
-        if checkpoint_id is not None:
-            self.store = open_store(checkpoint_id, self.storage_options)
-        self.load_id = uuid.uuid4().hex
-        self._metadata = None
-
-    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
-        # docstring inherited
-        try:
-            text = self.store.read_small(METADATA_FILE, metadata_format.MAX_METADATA_BYTES)
-        except FileNotFoundError as err:
-            raise CheckpointNotFoundError(
-                f"{self.store.url}: expected a committed checkpoint ({METADATA_FILE}), found none"
-            ) from err
-        return metadata_format.with_load_id(metadata_format.loads(text), self.load_id)
-
-    def set_up_storage_reader(
-        self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any
-    ) -> None:
-        # docstring inherited
-        if not isinstance(metadata.storage_data, dict):
-            raise InvalidMetadataError(
-                f"{self.store.url}: expected storage_data mapping items to ItemLocations, "
-                f"found {type(metadata.storage_data).__name__}"
-            )
-        self._metadata = metadata
-
-    def prepare_local_plan(self, plan: LoadPlan, **kwargs: Any) -> LoadPlan:
-        # docstring inherited
-        return plan
-
-    def prepare_global_plan(self, plans: list[LoadPlan], **kwargs: Any) -> list[LoadPlan]:
-        # docstring inherited
-        return plans
-
-    def read_data(self, plan: LoadPlan, planner: LoadPlanner, **kwargs: Any) -> Future[None]:
-        # docstring inherited
-        if self._metadata is None:
-            raise RuntimeError("read_data called before set_up_storage_reader")
-        metadata = self._metadata
-        dio.read_items(
-            plan.items,
-            planner,
-            lambda index: _locate(self.store, metadata, index),
-            self.store,
-            thread_count=self.thread_count,
-            verify=self.verify,
-            deliver_bytes=functools.partial(deliver_bytes, self.pickle_policy),
-        )
-        future: Future[None] = Future()
-        future.set_result(None)
-        return future
-
-    @classmethod
-    def validate_checkpoint_id(
-        cls, checkpoint_id: str | os.PathLike[str] | Store, **kwargs: Any
-    ) -> bool:
-        # docstring inherited
-        return is_checkpoint_id(checkpoint_id)
-
-
-def _locate(store: Store, metadata: Metadata, index: MetadataIndex) -> dio.StoredItem:
-    """Where ``index``'s bytes are stored, from the committed metadata."""
-    location = metadata.storage_data.get(index)
-    if not isinstance(location, metadata_format.ItemLocation):
-        raise InvalidMetadataError(
-            f"{store.url}: expected an ItemLocation for {index}, found {location!r}"
-        )
-    entry = metadata.state_dict_metadata.get(index.fqn)
-    sizes: tuple[int, ...]
-    if isinstance(entry, BytesStorageMetadata):
-        sizes, dtype = (location.length,), torch.uint8
-        label = f"{index.fqn!r} (bytes)"
-    elif isinstance(entry, TensorStorageMetadata):
-        chunk = _find_chunk(entry, index)
-        sizes, dtype = tuple(chunk.sizes), entry.properties.dtype
-        label = f"{index.fqn!r} chunk at offsets {tuple(chunk.offsets)}"
-    else:
-        raise InvalidMetadataError(f"{store.url}: no metadata entry for {index.fqn!r}")
-    path = store.path(location.path)
-    return dio.StoredItem(
-        path, location.offset, location.length, sizes, dtype, location.checksum, label
-    )
-
-
-def _find_chunk(entry: TensorStorageMetadata, index: MetadataIndex) -> ChunkStorageMetadata:
-    chunks = entry.chunks
-    hint = index.index
-    if hint is not None and 0 <= hint < len(chunks):
-        chunks = [chunks[hint], *chunks]  # the hint is probed first, as torch does
-    for chunk in chunks:
-        if chunk.offsets == index.offset:
-            return chunk
-    raise InvalidMetadataError(f"{index.fqn!r}: no stored chunk at offsets {index.offset}")
