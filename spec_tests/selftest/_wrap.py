@@ -100,13 +100,10 @@ class LoadPlannerProxy(LoadPlanner):
         self.inner.commit_tensor(read_item, tensor)
 
 
-class WrappedWriter(StorageWriter):
-    """Forwards every StorageWriter call to ``inner``, the base backend's writer."""
+class _Located:
+    """Holds the base's writer or reader and the location it was last reset to."""
 
-    #: The base writer's class (set on the class :func:`_bound` makes for one base).
-    inner_type: ClassVar[type[StorageWriter]]
-
-    def __init__(self, inner: StorageWriter, location: str) -> None:
+    def __init__(self, inner: Any, location: str) -> None:
         self.inner = inner
         self.location = location
 
@@ -115,6 +112,15 @@ class WrappedWriter(StorageWriter):
         if checkpoint_id is not None:
             self.location = os.fspath(checkpoint_id)
         self.inner.reset(checkpoint_id, **kwargs)
+
+
+class WrappedWriter(_Located, StorageWriter):
+    """Forwards every StorageWriter call to ``inner``, the base backend's writer."""
+
+    #: The base writer's class (set on the class :func:`_bound` makes for one base).
+    inner_type: ClassVar[type[StorageWriter]]
+
+    inner: StorageWriter
 
     def storage_meta(self) -> StorageMeta | None:
         # docstring inherited
@@ -150,21 +156,13 @@ class WrappedWriter(StorageWriter):
         return cls.inner_type.validate_checkpoint_id(checkpoint_id)
 
 
-class WrappedReader(StorageReader):
+class WrappedReader(_Located, StorageReader):
     """Forwards every StorageReader call to ``inner``, the base backend's reader."""
 
     #: The base reader's class (set on the class :func:`_bound` makes for one base).
     inner_type: ClassVar[type[StorageReader]]
 
-    def __init__(self, inner: StorageReader, location: str) -> None:
-        self.inner = inner
-        self.location = location
-
-    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
-        # docstring inherited
-        if checkpoint_id is not None:
-            self.location = os.fspath(checkpoint_id)
-        self.inner.reset(checkpoint_id, **kwargs)
+    inner: StorageReader
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         # docstring inherited

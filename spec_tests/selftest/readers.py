@@ -81,18 +81,19 @@ class ZerosReadsOver4MiB(Wrapped):
 class _Remapped(LoadPlannerProxy):
     """Hands the base reader moved ReadItems, and the planner back the items it planned."""
 
-    def __init__(self, inner: LoadPlanner, planned: dict[ReadItem, ReadItem]) -> None:
+    def __init__(self, inner: LoadPlanner, moved: list[ReadItem], planned: list[ReadItem]) -> None:
         super().__init__(inner)
-        self.planned = planned
+        # By identity: ReadItems that differ only in dest_index.index compare equal.
+        self.planned = {id(m): p for m, p in zip(moved, planned, strict=True)}
 
     def resolve_tensor(self, read_item: ReadItem) -> torch.Tensor:
-        return self.inner.resolve_tensor(self.planned[read_item])
+        return self.inner.resolve_tensor(self.planned[id(read_item)])
 
     def commit_tensor(self, read_item: ReadItem, tensor: torch.Tensor) -> None:
-        self.inner.commit_tensor(self.planned[read_item], tensor)
+        self.inner.commit_tensor(self.planned[id(read_item)], tensor)
 
     def load_bytes(self, read_item: ReadItem, value: Any) -> None:
-        self.inner.load_bytes(self.planned[read_item], value)
+        self.inner.load_bytes(self.planned[id(read_item)], value)
 
 
 def _moving(move: Callable[[tuple[int, ...]], tuple[int, ...]]) -> type[WrappedReader]:
@@ -100,12 +101,12 @@ def _moving(move: Callable[[tuple[int, ...]], tuple[int, ...]]) -> type[WrappedR
 
     class _Reader(WrappedReader):
         def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
-            planned = {}
-            for item in plan.items:
-                offsets = torch.Size(move(tuple(item.storage_offsets)))
-                planned[dataclasses.replace(item, storage_offsets=offsets)] = item
-            moved = dataclasses.replace(plan, items=list(planned))
-            return self.inner.read_data(moved, _Remapped(planner, planned))
+            moved = [
+                dataclasses.replace(i, storage_offsets=torch.Size(move(tuple(i.storage_offsets))))
+                for i in plan.items
+            ]
+            proxy = _Remapped(planner, moved, plan.items)
+            return self.inner.read_data(dataclasses.replace(plan, items=moved), proxy)
 
     return _Reader
 
