@@ -74,6 +74,15 @@ def test_a_failing_test_kills_a_broken_backend_and_names_itself() -> None:
     assert (verdict.outcome, verdict.test, verdict.ok) == ("killed", "test_x.py::test_2", True)
 
 
+def test_render_flags_a_kill_outside_the_expected_family() -> None:
+    inside = judge(BROKEN_ENTRY, _result("fail", exitstatus=1), 1.0)
+    outside = judge(Entry("Odd", "m:Odd", faithful=False, family="y"), _result("fail"), 1.0)
+    lines = render([inside, outside]).splitlines()
+    assert lines[0] == "sensitivity: 2 of 2 broken backends killed"
+    assert "outside its family" not in lines[3]
+    assert lines[4].startswith("KILLED    Odd [family y] by test_x.py::test_0 (outside its family")
+
+
 def test_a_broken_backend_that_passes_survives() -> None:
     verdict = judge(BROKEN_ENTRY, _result("pass", "skip", "xfail"), 1.0)
     assert (verdict.outcome, verdict.ok) == ("survived", False)

@@ -150,6 +150,8 @@ def render(verdicts: Sequence[Verdict]) -> str:
     ]
     for v in verdicts:
         where = f" by {v.test}" if v.test else ""
+        if v.outcome == "killed" and not v.test.startswith(f"test_{v.entry.family}.py"):
+            where += " (outside its family: look at the reason in its log)"
         why = f": {v.reason}" if v.reason and v.outcome != "killed" else ""
         family = f" [family {v.entry.family}]" if v.entry.family else ""
         lines.append(
