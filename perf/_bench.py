@@ -16,7 +16,10 @@ from spec_tests.harness import assert_bit_equal, region
 __all__ = ["Case", "OPS", "measure", "check_loaded"]
 
 #: What a benchmark times; the report groups rows by (op, workload).
-OPS = ("save", "save-fsync", "load", "read_metadata", "plan_load", "gpu-load", "copy")
+OPS = (
+    *("save", "save-fsync", "load", "read_metadata", "plan_load", "first_read"),
+    *("gpu-load", "copy", "mp-save", "mp-load"),
+)
 
 Setup = Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]
 

@@ -38,6 +38,7 @@ __all__ = [
     "SHARDED",
     "RESHARD",
     "METADATA",
+    "FIRST_READ",
     "Piece",
     "transformer_specs",
     "bf16x64_specs",
@@ -130,11 +131,9 @@ class Workload:
     load: Layout = SINGLE
 
     def __post_init__(self) -> None:
-        if self.model not in _MODELS and self.model not in _CHUNK_COUNTS:
-            raise ValueError(
-                f"workload {self.name}: expected a model in {sorted(_MODELS)} or "
-                f"{sorted(_CHUNK_COUNTS)}, got {self.model!r}"
-            )
+        known = (*_MODELS, *_CHUNK_COUNTS, *_SHARD_SCALES)
+        if self.model not in known:
+            raise ValueError(f"workload {self.name}: expected a model in {known}, got {self.model}")
 
     @property
     def sharded(self) -> bool:
@@ -145,6 +144,8 @@ class Workload:
         """The tensors, about ``size`` bytes in all (the metadata scales ignore ``size``)."""
         if self.model in _CHUNK_COUNTS:
             return tiny_specs(_CHUNK_COUNTS[self.model])
+        if self.model in _SHARD_SCALES:
+            return shard_scale_specs(_SHARD_SCALES[self.model])
         return _MODELS[self.model](size)
 
 
@@ -188,8 +189,16 @@ def tiny_specs(count: int) -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(f"p{k:06d}", (4,), torch.float32) for k in range(count))
 
 
+def shard_scale_specs(count: int) -> tuple[TensorSpec, ...]:
+    """``count`` bf16 tensors of ``SHARDS`` rows of 4: one chunk per row when row-sharded."""
+    return tuple(TensorSpec(f"layers.{k}.w", (SHARDS, 4), torch.bfloat16) for k in range(count))
+
+
+SHARDS = 1000
 _MODELS = {"transformer": transformer_specs, "bf16x64": bf16x64_specs}
 _CHUNK_COUNTS = {"chunks1k": 1_000, "chunks10k": 10_000, "chunks100k": 100_000}
+# Tensors of SHARDS row shards each: metadata of 10k to 1M chunks (time to first read).
+_SHARD_SCALES = {"sharded10k": 10, "sharded100k": 100, "sharded300k": 300, "chunks1m": 1000}
 
 _ROW8, _ROW4, _ROW2 = Layout("row", 8), Layout("row", 4), Layout("row", 2)
 _COL8, _COL2, _GRID4X2 = Layout("col", 8), Layout("col", 2), Layout("grid", 8, 2)
@@ -214,12 +223,22 @@ WORKLOADS: dict[str, Workload] = {
             Workload(name, f"{n} tiny tensors (metadata scale)", name)
             for name, n in _CHUNK_COUNTS.items()
         ),
+        *(
+            Workload(
+                name,
+                f"{n} tensors x {SHARDS} row shards (time to first read)",
+                name,
+                Layout("row", SHARDS),
+            )
+            for name, n in _SHARD_SCALES.items()
+        ),
     )
 }
 UNSHARDED = ("transformer", "bf16x64")
 SHARDED = ("fsdp8", "tp8", "2d")
 RESHARD = ("row8-to-row2", "row4-to-row8", "row4-to-col2")
 METADATA = tuple(_CHUNK_COUNTS)
+FIRST_READ = tuple(_SHARD_SCALES)
 
 
 @dataclass(frozen=True, slots=True)
