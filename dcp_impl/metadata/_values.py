@@ -45,7 +45,7 @@ __all__ = [
     "check_chunk",
     "file_path",
     "checksum",
-    "is_checksum",
+    "CHECKSUM",
     "member",
     "field",
     "string_at",
@@ -75,7 +75,8 @@ MEMORY_FORMAT_NAMES = {v: k for k, v in MEMORY_FORMATS.items()}
 EXPECTED_LAYOUT = f"a layout in {sorted(LAYOUTS)}"
 EXPECTED_MEMORY_FORMAT = f"a memory format in {sorted(MEMORY_FORMATS)}"
 
-_CHECKSUM = re.compile(r"[a-z][a-z0-9_]{0,31}:[0-9a-f]{1,128}")
+CHECKSUM = re.compile(r"[a-z][a-z0-9_]{0,31}:[0-9a-f]{1,128}")
+"""What a checksum string matches in full: ``"<algorithm>:<lowercase hex digest>"``."""
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _DRIVE = re.compile(r"[A-Za-z]:")
 _BAD_PARTS = frozenset({"", ".", ".."})
@@ -245,14 +246,9 @@ def file_path(value: object) -> str:
     return name
 
 
-def is_checksum(value: object) -> bool:
-    """Whether ``value`` is a checksum string of the format (``"<algorithm>:<hex>"``)."""
-    return type(value) is str and _CHECKSUM.fullmatch(value) is not None
-
-
 def checksum(value: object) -> str | None:
     """None or a checksum string (rule D13)."""
-    if value is not None and not _CHECKSUM.fullmatch(string(value)):
+    if value is not None and not CHECKSUM.fullmatch(string(value)):
         raise Problem('null or "<algorithm>:<lowercase hex>"', value)
     return value  # type: ignore[return-value]
 
