@@ -84,6 +84,10 @@ _GENERAL_CAPABILITIES: dict[str, str] = {
         "and never exposes a mixed one"
     ),
     "multiprocess": "works from real processes (gloo process group)",
+    "safe-load": (
+        "a non-tensor entry whose unpickling would run code is refused on load (raises) before "
+        "it reaches the load planner, whose torch.load(weights_only=False) would run it"
+    ),
 }
 
 #: The one capability vocabulary: name -> meaning. ``dtype:<name>`` rows follow dcp_impl.dtypes.
@@ -138,10 +142,11 @@ class TorchFS:
     # No checksums (integrity), and an overwrite rewrites the data files in place before the
     # new .metadata is renamed over the old one (atomic-commit). No bits* dtypes: the writer
     # sizes every item with torch._utils._element_size, which has no size for them, so no
-    # save of one can succeed by construction.
+    # save of one can succeed by construction. No safe-load: the reader hands bytes entries to
+    # the planner unchecked (and unpickles .metadata itself, pytorch#189308).
     capabilities: frozenset[str] | None = field(
         default=frozenset(c for c in _DTYPE_CAPS if not c.startswith("dtype:bits"))
-        | (_GENERAL_CAPS - {"integrity", "atomic-commit"}),
+        | (_GENERAL_CAPS - {"integrity", "atomic-commit", "safe-load"}),
         repr=False,
     )
 
@@ -172,7 +177,7 @@ class TorchFsspec:
     # which does not make atomic-commit any more attainable.
     capabilities: frozenset[str] | None = field(
         default=frozenset(c for c in _DTYPE_CAPS if not c.startswith("dtype:bits"))
-        | (_GENERAL_CAPS - {"integrity", "atomic-commit"}),
+        | (_GENERAL_CAPS - {"integrity", "atomic-commit", "safe-load"}),
         repr=False,
     )
 

@@ -25,6 +25,7 @@ import pytest
 
 from spec_tests.properties.contract import ContractProperties
 from spec_tests.properties.faults import FaultProperties
+from spec_tests.properties.hostile import HostileProperties
 from spec_tests.properties.metadata import MetadataProperties
 from spec_tests.properties.multiprocess import MultiprocessProperties
 from spec_tests.properties.resharding import ReshardingProperties
@@ -39,6 +40,7 @@ class BackendTests(
     MetadataProperties,
     ContractProperties,
     FaultProperties,
+    HostileProperties,
     MultiprocessProperties,
 ):
     """Every conformance property; override the ``dcp_backend`` fixture to test your backend."""

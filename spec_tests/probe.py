@@ -4,10 +4,11 @@ Each data capability is tried on a small example through the suite's own harness
 (:mod:`spec_tests.harness`, the properties' helpers): every dtype of the table, ``bytes``,
 ``multi-chunk``, ``multi-rank``, ``reshard``, ``overwrite``, ``metadata-exact``, and
 ``integrity`` where a damage can be applied (a ``corrupt``/``truncate`` hook or stored
-files). A capability holds when its example round-trips exactly (for ``integrity``: when
-every damaged load raises). ``atomic-commit`` and ``multiprocess`` need killed or real
-processes and are not probed: claim them only if the backend is designed for them, and
-let the suite's properties judge. One passing try is evidence, not proof: the suite is.
+files), and ``safe-load``. A capability holds when its example round-trips exactly (for
+``integrity``: when every damaged load raises; for ``safe-load``: when loading an entry whose
+unpickling would run code does not run it). ``atomic-commit`` and ``multiprocess`` need
+killed or real processes and are not probed: claim them only if the backend is designed for
+them, and let the suite's properties judge. One passing try is evidence, not proof: the suite is.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from spec_tests import harness, layouts
 from spec_tests.backends import CAPABILITIES, Backend, load_backend
 from spec_tests.properties._common import check_load, load_boxes, roundtrip, sharded_save
 from spec_tests.properties.faults import _damage
+from spec_tests.properties.hostile import Payload
 from spec_tests.strategies import SaveLayout
 
 __all__ = ["NOT_PROBED", "Trial", "probe_claims", "probe_command", "render"]
@@ -136,6 +138,15 @@ class _Prober:
                     continue  # the damage missed the payload
                 raise AssertionError(f"{how}ed data (seed {seed}) loaded without an error")
 
+    def safe_load_trial(self) -> None:
+        with tempfile.TemporaryDirectory(prefix="dcp-probe-payload-") as folder:
+            marker, location = Path(folder, "payload-ran"), self.location()
+            with contextlib.suppress(Exception):  # refusing, at save or load, is what holds
+                harness.save(self.backend, location, [{"extra": Payload(str(marker))}])
+                harness.load(self.backend, location, [{"extra": harness.BytesRequest()}])
+            if marker.exists():
+                raise AssertionError("loading an entry whose unpickling runs code ran it")
+
 
 def _request(value: torch.Tensor) -> harness.TensorRequest:
     return harness.TensorRequest(value.dtype, tuple(value.shape), (Box.full(tuple(value.shape)),))
@@ -161,6 +172,7 @@ def _trials(prober: _Prober) -> Iterator[tuple[str, Callable[[], None]]]:
     yield "overwrite", prober.overwrite_trial
     yield "metadata-exact", prober.metadata_exact_trial
     yield "integrity", prober.integrity_trial
+    yield "safe-load", prober.safe_load_trial
 
 
 def probe_claims(backend: Backend, root: str) -> list[Trial]:

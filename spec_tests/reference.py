@@ -37,6 +37,7 @@ from dcp_impl.errors import (
     InvalidMetadataError,
     LayoutMismatchError,
 )
+from dcp_impl.safe_load import PicklePolicy, deliver_bytes
 from spec_tests.backends import CAPABILITIES
 
 __all__ = ["ReferenceBackend", "ReferenceReader", "ReferenceWriter", "StoredItem", "discard"]
@@ -204,6 +205,7 @@ class ReferenceReader(StorageReader):
         # docstring inherited
         checkpoint = self._checkpoint or _committed(self.location)
         chunks: dict[MetadataIndex, torch.Tensor] = {}
+        entries: list[tuple[ReadItem, bytes]] = []
         for item in plan.items:
             stored = checkpoint.items.get(item.storage_index)
             if stored is None:
@@ -212,11 +214,13 @@ class ReferenceReader(StorageReader):
                     f"expected one of {sorted(str(i) for i in checkpoint.items)[:8]}"
                 )
             if item.type == LoadItemType.BYTE_IO:
-                planner.load_bytes(item, io.BytesIO(stored.data))
+                entries.append((item, stored.data))
                 continue
             if item.storage_index not in chunks:
                 chunks[item.storage_index] = stored.tensor()
             self._read_tensor(item, chunks[item.storage_index], planner)
+        # As dcp_impl's readers: an entry that could run code when unpickled is refused (safe-load).
+        deliver_bytes(PicklePolicy(), planner, entries)
         return _done(None)
 
     def _read_tensor(self, item: ReadItem, chunk: torch.Tensor, planner: LoadPlanner) -> None:

@@ -39,6 +39,7 @@ GENERAL = {
     "integrity",
     "atomic-commit",
     "multiprocess",
+    "safe-load",
 }
 
 
@@ -117,7 +118,7 @@ def test_torch_fs_lacks_integrity_atomic_commit_and_bits(name: str) -> None:
     bits = {f"dtype:{row.name}" for row in DTYPES if row.name.startswith("bits")}
     assert len(bits) == 5
     unclaimed = {cap for cap in CAPABILITIES if not claims(fs, cap)}
-    assert unclaimed == {"integrity", "atomic-commit"} | bits
+    assert unclaimed == {"integrity", "atomic-commit", "safe-load"} | bits
 
 
 def test_torch_backends_make_torch_storage(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import os
 import struct
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 from dcp_impl.__main__ import main
 from dcp_impl.filesystem import METADATA_FILE, FileSystemWriter
 from dcp_impl.huggingface import HuggingFaceWriter
+from spec_tests.properties.hostile import Payload, mark
 
 
 @pytest.fixture
@@ -201,24 +201,11 @@ def test_hf_folder_runs_as_a_module(hf_folder: Path) -> None:
 # --------------------------------------------------------------------------- untrusted entries
 
 
-def _mark(path: str) -> None:
-    """What the hostile entry's unpickling would do: a file the test can see."""
-    Path(path).touch()
-
-
-class _Hostile:
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self) -> tuple[Callable[[str], None], tuple[str]]:
-        return (_mark, (self.marker,))
-
-
 @pytest.fixture(params=[FileSystemWriter, HuggingFaceWriter], ids=["fs", "hf"])
 def hostile(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, Path]:
     """A checkpoint with a plain bytes entry and one whose unpickling would run code."""
     folder, marker = tmp_path / "ckpt", tmp_path / "payload-ran"
-    sd = {"w": torch.ones(3), "step": 7, "evil": _Hostile(marker)}
+    sd = {"w": torch.ones(3), "step": 7, "evil": Payload(str(marker))}  # unpickling runs mark()
     dcp_save(sd, storage_writer=request.param(folder), no_dist=True)
     return folder, marker
 
@@ -231,7 +218,7 @@ def test_verify_warns_about_entries_that_need_the_opt_in(
     out = capsys.readouterr()
     (warning,) = out.err.splitlines()
     assert warning.startswith("WARNING: bytes entry 'evil'")
-    assert f"{_mark.__module__}._mark" in warning
+    assert f"{mark.__module__}.mark" in warning
     assert "trust_pickle=True" in warning
     assert out.out.startswith("OK: ")
     assert out.out.rstrip().endswith("0 problems, 1 entries need trust_pickle or safe_globals")

@@ -28,23 +28,9 @@ from torch.optim import lr_scheduler
 import dcp_impl
 from dcp_impl.errors import CheckpointError, UnsafeCheckpointError
 from dcp_impl.safe_load import PicklePolicy
+from spec_tests.properties.hostile import Payload, mark
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
-
-
-def _mark(path: str) -> None:
-    """The hostile payloads' only effect: a file the test can see."""
-    Path(path).touch()
-
-
-@dataclass(frozen=True)
-class Payload:
-    """Unpickling it calls :func:`_mark` (a stand-in for ``os.system``)."""
-
-    marker: str
-
-    def __reduce__(self) -> tuple[Callable[[str], None], tuple[str]]:
-        return (_mark, (self.marker,))
 
 
 @dataclass(frozen=True)
@@ -55,7 +41,8 @@ class Point:
     y: int
 
 
-MARK = f"{_mark.__module__}._mark"
+# Unpickling a Payload calls mark(path), which creates a file the test can see.
+MARK = f"{mark.__module__}.mark"
 
 
 @dataclass(frozen=True)
