@@ -30,6 +30,7 @@ from dcp_impl.errors import (
     InvalidMetadataError,
     LayoutMismatchError,
     UnsupportedError,
+    WriteFailedError,
 )
 from dcp_impl.huggingface import (
     HuggingFaceReader,
@@ -411,7 +412,7 @@ def test_worker_thread_errors_reach_the_caller_with_their_traceback(tmp_path: Pa
         thread_count=3,
         sync_files=False,
     )
-    with pytest.raises(harness.InjectedFault, match="fails on purpose") as info:
+    with pytest.raises(WriteFailedError, match="nothing was committed") as info:
         harness.save(
             Backend(),
             str(tmp_path),
@@ -419,7 +420,9 @@ def test_worker_thread_errors_reach_the_caller_with_their_traceback(tmp_path: Pa
             writers=[writer],
             fail_on=lambda item: item.index.fqn == "t4",
         )
-    frames = [frame.name for frame in traceback.extract_tb(info.value.__traceback__)]
+    fault = info.value.__cause__
+    assert isinstance(fault, harness.InjectedFault)
+    frames = [frame.name for frame in traceback.extract_tb(fault.__traceback__)]
     assert "resolve_data" in frames
     assert "_write_tensors" in frames
     assert not (tmp_path / _hf_folder.SIDECAR_NAME).exists()
@@ -428,7 +431,7 @@ def test_worker_thread_errors_reach_the_caller_with_their_traceback(tmp_path: Pa
 
 def test_failed_save_leaves_the_previous_checkpoint_loadable(tmp_path: Path) -> None:
     save(tmp_path, {"w": torch.ones(4)})
-    with pytest.raises(harness.InjectedFault):
+    with pytest.raises(WriteFailedError, match="nothing was committed"):
         harness.save(Backend(), str(tmp_path), [{"w": torch.zeros(4)}], fail_on=lambda item: True)
     assert torch.equal(load_whole(tmp_path, {"w": torch.empty(4)})["w"], torch.ones(4))
 

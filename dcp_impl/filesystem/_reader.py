@@ -23,6 +23,7 @@ from torch.futures import Future
 from dcp_impl import _torch_options as options
 from dcp_impl import io as dio
 from dcp_impl import metadata as metadata_format
+from dcp_impl._backend import check_verify
 from dcp_impl.errors import CheckpointNotFoundError, InvalidMetadataError
 from dcp_impl.filesystem._writer import METADATA_FILE
 from dcp_impl.safe_load import PicklePolicy, SafeGlobal, deliver_bytes
@@ -32,20 +33,29 @@ __all__ = ["FileSystemReader"]
 
 
 class FileSystemReader(StorageReader):
-    """Read a checkpoint written by :class:`FileSystemWriter` from the directory (or fsspec
-    URL) ``path``; ``storage_options`` go to fsspec.
+    """Load a checkpoint written by :class:`FileSystemWriter`, into any layout.
 
-    Reads run on ``thread_count`` threads (default: 2 for local directories, more for object
-    stores: ``Store.read_threads``) and take only the bytes each request needs. With
-    ``verify`` (the default) every item any byte is taken from is checked against its
-    checksum first; see :func:`dcp_impl.io.read_into`. ``_extension_registry`` is torch's
-    second parameter: only None is accepted (dcp_impl checkpoints carry no stream transforms).
+    Reads take only the bytes each destination needs, straight into it
+    (:func:`dcp_impl.io.read_items`). The parameters up to ``_extension_registry`` are
+    torch's ``FileSystemReader``'s.
 
-    Non-tensor entries reach the load planner, whose ``torch.load`` would run any code they
-    carry, only if they load under ``torch.load(weights_only=True)`` rules, with
-    ``safe_globals`` allowed too; others raise :class:`~dcp_impl.errors.UnsafeCheckpointError`.
-    ``trust_pickle=True`` skips that check: only for checkpoints from a trusted source
-    (:mod:`dcp_impl.safe_load`, docs/security.md).
+    Args:
+        path: the directory, an fsspec URL (``s3://bucket/prefix``) or a
+            :class:`~dcp_impl.store.Store`.
+        _extension_registry: only None (dcp_impl checkpoints carry no stream transforms).
+        thread_count: items read in parallel (default: 2 for local directories, more for
+            object stores: ``Store.read_threads``).
+        verify: which stored checksums are checked before any byte is used. ``True``
+            (default): every item any byte is taken from, reading whole items for partial
+            loads. ``"whole"``: items a load reads whole; a partial (resharded) read fetches
+            only its byte ranges, unverified. ``False``: none.
+        trust_pickle: hand non-tensor entries to the load planner (whose ``torch.load`` runs
+            any code they carry) unchecked. Default False: each must load under
+            ``torch.load(weights_only=True)`` rules or raises ``UnsafeCheckpointError``
+            (:mod:`dcp_impl.safe_load`, docs/security.md). Only for trusted checkpoints.
+        safe_globals: more globals such entries may use, as for
+            ``torch.serialization.add_safe_globals``.
+        storage_options: passed to fsspec for URLs (credentials, endpoint).
     """
 
     def __init__(
@@ -54,7 +64,7 @@ class FileSystemReader(StorageReader):
         _extension_registry: object | None = None,
         *,
         thread_count: int | None = None,
-        verify: bool = True,
+        verify: dio.Verify = True,
         trust_pickle: bool = False,
         safe_globals: Sequence[SafeGlobal] = (),
         storage_options: Mapping[str, Any] | None = None,
@@ -63,6 +73,7 @@ class FileSystemReader(StorageReader):
         options.check_extension_registry(type(self).__name__, _extension_registry)
         if thread_count is not None:
             options.check_count(type(self).__name__, "thread_count", thread_count)
+        check_verify(type(self).__name__, verify)
         self.pickle_policy = PicklePolicy(trust_pickle, tuple(safe_globals))
         self.storage_options = storage_options
         self.store = open_store(path, storage_options)

@@ -32,11 +32,11 @@ from dcp_impl import _torch_options as options
 from dcp_impl import dtypes
 from dcp_impl import io as dio
 from dcp_impl import metadata as metadata_format
+from dcp_impl._backend import nothing_committed
 from dcp_impl.errors import (
     InvalidMetadataError,
     OverwriteRefusedError,
     UnsupportedError,
-    WriteFailedError,
 )
 from dcp_impl.layout import Box
 from dcp_impl.store import Store, is_checkpoint_id, open_store
@@ -61,21 +61,28 @@ class _PlanSlot:
 
 
 class FileSystemWriter(StorageWriter, options.BlockingStaging):
-    """Write a checkpoint into the directory ``path`` (created if missing), or under an fsspec
-    URL such as ``s3://bucket/prefix`` (``storage_options`` go to fsspec; see
-    docs/object-stores.md), or into a :class:`~dcp_impl.store.Store`.
+    """Save a DCP checkpoint as data files plus ``.metadata.json`` (docs/format.md).
 
-    The parameters are torch's ``FileSystemWriter``'s, by name and position, with torch's
-    meaning; values dcp_impl cannot honour raise at construction (docs/migrating.md).
-    ``single_file_per_rank`` writes one data file per rank and thread (False: one per item);
-    ``thread_count`` files are written in parallel per rank; ``sync_files`` fsyncs data,
-    metadata and the directory before the commit; ``overwrite=False`` refuses a directory
-    that holds a committed checkpoint (checked by the coordinator before anything is written).
-    ``per_thread_copy_ahead`` is kept as a bound (device tensors are copied when written, never
-    ahead). As torch's, the writer is ``dcp.async_save``'s stager (a blocking copy to CPU,
-    cached in pinned memory with ``cache_staged_state_dict``). ``_extensions`` and a
-    ``serialization_format`` other than torch's default raise
-    :class:`~dcp_impl.errors.UnsupportedError`.
+    The parameters up to ``serialization_format`` are torch's ``FileSystemWriter``'s, by name
+    and position, with torch's meaning; values dcp_impl cannot honour raise at construction
+    (docs/migrating.md). As torch's, the writer is ``dcp.async_save``'s stager (a blocking
+    copy to CPU).
+
+    Args:
+        path: the directory (created if missing), an fsspec URL (``s3://bucket/prefix``,
+            docs/object-stores.md) or a :class:`~dcp_impl.store.Store`.
+        single_file_per_rank: one data file per rank and thread (False: one per item).
+        sync_files: fsync data, metadata and the directory before the commit.
+        thread_count: files written in parallel per rank.
+        per_thread_copy_ahead: kept as a bound (device tensors are copied when written,
+            never ahead).
+        cache_staged_state_dict: keep ``async_save``'s CPU copy in pinned memory between saves.
+        overwrite: False refuses a directory that holds a committed checkpoint
+            (:class:`~dcp_impl.errors.OverwriteRefusedError`) before anything is written.
+        _extensions: only None (stream transforms raise
+            :class:`~dcp_impl.errors.UnsupportedError`).
+        serialization_format: only torch's default.
+        storage_options: passed to fsspec for URLs (credentials, endpoint).
     """
 
     def __init__(
@@ -165,7 +172,7 @@ class FileSystemWriter(StorageWriter, options.BlockingStaging):
         prefix = f"data-{self._file_id}-r{plan.storage_data.rank}"
         names = [f"{prefix}-{k}.bin" for k in range(len(buckets))]
         jobs = list(zip(names, buckets, strict=True))
-        try:
+        with nothing_committed(self.store, names, len(plan.items)):
             per_file = dio.parallel_map(
                 jobs,
                 lambda: _BucketWriter(self.store, planner, self.sync_files),
@@ -173,13 +180,6 @@ class FileSystemWriter(StorageWriter, options.BlockingStaging):
             )
             if self.sync_files and jobs:
                 self.store.sync()
-        except Exception as err:
-            with contextlib.suppress(OSError):  # best effort: the failure is what to report
-                self.store.remove(names)
-            raise WriteFailedError(
-                f"{self.store.url}: writing {len(plan.items)} items failed: {err!r}; "
-                "nothing was committed"
-            ) from err
         future: Future[list[WriteResult]] = Future()
         future.set_result([result for results in per_file for result in results])
         return future

@@ -61,9 +61,16 @@ def consolidate(
     when current, else every safetensors file's ``DCP_SHARDING_INFO``). Chunks that overlap
     or leave holes raise :class:`LayoutMismatchError`; nothing is ever filled in. Each output
     header is written first, then each tensor assembled from the shards' byte ranges, one
-    tensor in memory at a time. The output gets its own sidecar, written last. Either folder
-    may be an fsspec URL or a :class:`~dcp_impl.store.Store`; ``storage_options`` go to
-    fsspec for both URLs.
+    tensor in memory at a time. The output gets its own sidecar, written last.
+
+    Args:
+        input_dir: the distributed save: a folder, an fsspec URL or a
+            :class:`~dcp_impl.store.Store`.
+        output_dir: where the full-tensor files go (the same kinds; not ``input_dir``).
+        fqn_to_index_mapping: tensor name -> file number, as for ``HuggingFaceWriter``.
+        sync_files: fsync the output files and the commit.
+        thread_count: output files written in parallel.
+        storage_options: passed to fsspec for URLs (credentials, endpoint).
     """
     source = open_store(input_dir, storage_options)
     target = open_store(output_dir, storage_options)
@@ -93,11 +100,14 @@ def consolidate(
         for fqn, entry in metadata.state_dict_metadata.items()
         if isinstance(entry, BytesStorageMetadata)
     ]
-    assembler = _Assembler(source, target, save_id, tensors, stored, sync_files)
-    results = dio.parallel_map(jobs, lambda: assembler, thread_count=thread_count)
+
+    def assembler() -> _Assembler:
+        return _Assembler(source, target, save_id, tensors, stored, sync_files)
+
+    results = dio.parallel_map(jobs, assembler, thread_count=thread_count)
     locations = {key: loc for part in results for key, loc in part.items()}
     if bytes_keys:
-        locations.update(assembler.copy_bytes(bytes_keys))
+        locations.update(assembler().copy_bytes(bytes_keys))
     output = Metadata(
         state_dict_metadata={
             fqn: _whole(entry) if isinstance(entry, TensorStorageMetadata) else entry
@@ -131,7 +141,8 @@ def _check_coverage(source: Store, fqn: str, entry: TensorStorageMetadata) -> No
 
 
 class _Assembler:
-    """Writes one consolidated file per call: header first, then tensor after tensor."""
+    """Writes one consolidated file per call: header first, then tensor after tensor (one
+    worker per I/O thread)."""
 
     def __init__(
         self,

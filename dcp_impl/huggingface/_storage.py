@@ -12,13 +12,12 @@ last and is the commit point. docs/huggingface.md gives the rules; the package's
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import os
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from torch.distributed.checkpoint.metadata import (
     Metadata,
@@ -37,6 +36,7 @@ from torch.futures import Future
 
 from dcp_impl import dtypes
 from dcp_impl import io as dio
+from dcp_impl._backend import check_verify, nothing_committed
 from dcp_impl._torch_options import check_count
 from dcp_impl.errors import (
     InvalidMetadataError,
@@ -220,13 +220,13 @@ class HuggingFaceWriter(StorageWriter):
                 f"{type(assignment).__name__}"
             )
         jobs = group_by_file(plan.items, assignment)
-        worker = FileWriter(self.data_dir, assignment.save_id, planner, self.sync_files)
-        try:
-            per_file = dio.parallel_map(jobs, lambda: worker, thread_count=self.thread_count)
-        except BaseException:
-            with contextlib.suppress(OSError):  # best effort: the failure is what to report
-                self.data_dir.remove(temp_name(name, assignment.save_id) for name, _ in jobs)
-            raise
+        temps = [temp_name(name, assignment.save_id) for name, _ in jobs]
+        with nothing_committed(self.data_dir, temps, len(plan.items)):
+            per_file = dio.parallel_map(
+                jobs,
+                lambda: FileWriter(self.data_dir, assignment.save_id, planner, self.sync_files),
+                thread_count=self.thread_count,
+            )
         fut: Future[list[WriteResult]] = Future()
         fut.set_result([result for results in per_file for result in results])
         return fut
@@ -292,7 +292,7 @@ class HuggingFaceReader(StorageReader):
         path: str | os.PathLike[str] | Store,
         thread_count: int | None = None,
         *,
-        verify: bool | Literal["whole"] = "whole",
+        verify: dio.Verify = "whole",
         trust_pickle: bool = False,
         safe_globals: Sequence[SafeGlobal] = (),
         storage_options: Mapping[str, Any] | None = None,
@@ -300,6 +300,7 @@ class HuggingFaceReader(StorageReader):
         super().__init__()
         if thread_count is not None:
             check_count(type(self).__name__, "thread_count", thread_count)
+        check_verify(type(self).__name__, verify)
         self.pickle_policy = PicklePolicy(trust_pickle, tuple(safe_globals))
         self.thread_count = thread_count
         self.verify = verify

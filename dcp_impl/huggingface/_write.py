@@ -22,7 +22,6 @@ from dcp_impl.errors import (
     InvalidMetadataError,
     LayoutMismatchError,
     UnsupportedError,
-    WriteFailedError,
 )
 from dcp_impl.huggingface._folder import temp_name
 from dcp_impl.huggingface._plan import Assignment
@@ -72,7 +71,7 @@ def group_by_file(
 
 
 class FileWriter:
-    """Writes one file per call; shared by the I/O threads (it holds no per-thread state)."""
+    """Writes one file per call (one worker per I/O thread)."""
 
     def __init__(self, directory: Store, save_id: str, planner: SavePlanner, sync: bool) -> None:
         self.directory = directory
@@ -82,15 +81,10 @@ class FileWriter:
 
     def __call__(self, job: tuple[str, list[WriteItem]]) -> list[WriteResult]:
         name, items = job
-        temp = temp_name(name, self.save_id)
-        path = self.directory.path(temp)
-        try:
-            with self.directory.create(temp, sync=self.sync) as out:
-                if name.endswith(".bin"):
-                    return [self._write_bytes(out, name, item) for item in items]
-                return self._write_tensors(out, name, items)
-        except OSError as err:
-            raise WriteFailedError(f"{path}: writing {name} failed: {err}") from err
+        with self.directory.create(temp_name(name, self.save_id), sync=self.sync) as out:
+            if name.endswith(".bin"):
+                return [self._write_bytes(out, name, item) for item in items]
+            return self._write_tensors(out, name, items)
 
     def _write_tensors(
         self, out: dio.ItemWriter, name: str, items: list[WriteItem]

@@ -97,7 +97,17 @@ def read_items(
     """Load ``items`` (one rank's LoadPlan) through ``planner``: resolve each destination,
     read every stored item once into all its destinations with ``reader``, then hand the
     bytes entries to ``deliver_bytes`` and ``commit_tensor`` each tensor, in plan order.
-    Nothing reaches the planner when a read fails."""
+    Nothing reaches the planner when a read fails.
+
+    Args:
+        items: the ReadItems of ``StorageReader.read_data``'s plan.
+        planner: the LoadPlanner that resolves destinations and takes the results.
+        locate: finds each item's stored bytes (the backend's knowledge of its format).
+        reader: reads the requests (a :class:`dcp_impl.store.Store`).
+        thread_count: parallel reads (default: the reader's).
+        verify: which checksums are checked (:data:`Verify`).
+        deliver_bytes: hands the bytes entries to the planner (default: unchecked).
+    """
     stored: dict[MetadataIndex, StoredItem] = {}
     grouped: dict[MetadataIndex, list[Target]] = {}
     byte_items: list[tuple[ReadItem, torch.Tensor]] = []

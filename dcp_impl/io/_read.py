@@ -44,14 +44,21 @@ def read_into(
 ) -> None:
     """Fill every target of every request; return once all bytes are in place.
 
-    Requests are read sorted by file and offset, on ``thread_count`` threads, each of
-    which opens a file at most once, with ``opener`` (local files by default). Device
-    copies are complete when this returns. With ``coalesce``, neighbouring requests of one
-    file whose bytes (and the gaps between them) span at most ``coalesce`` bytes are fetched
-    by one read into a staging buffer and served from it: for stores where each read is a
-    round trip (object stores), not for local files, which read each item in place.
-    ``stage_all`` sends every target through the staging buffers and ``copier`` replaces
-    the device copy (one per thread): both exist so that CPU tests exercise the CUDA path.
+    Requests are read sorted by file and offset, each thread opening a file at most once.
+    Device copies are complete when this returns.
+
+    Args:
+        requests: the stored items to read and the targets each fills.
+        thread_count: parallel reading threads.
+        verify: check each item's checksum before any of its bytes is used (see the
+            package's docstring for what is read then).
+        stage_all: send every target through the staging buffers (so that CPU tests
+            exercise the CUDA path).
+        copier: replaces the device copy, one per thread (for the same tests).
+        opener: opens a request's path as a :class:`Source` (a store's ``opener``).
+        coalesce: neighbouring requests of one file whose bytes (and the gaps between them)
+            span at most this many bytes are fetched by one read into a staging buffer and
+            served from it; for stores where each read is a round trip (object stores).
     """
     ordered = sorted(requests, key=lambda r: (r.path, r.offset))
     batches = _batches(ordered, coalesce)
