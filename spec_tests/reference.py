@@ -37,6 +37,7 @@ from dcp_impl.errors import (
     InvalidMetadataError,
     LayoutMismatchError,
 )
+from dcp_impl.metadata import validate
 from dcp_impl.safe_load import PicklePolicy, deliver_bytes
 from spec_tests.backends import CAPABILITIES
 
@@ -160,6 +161,7 @@ class ReferenceWriter(StorageWriter):
                     "expected the StoredItem this writer returned"
                 )
             items[result.index] = result.storage_data
+        validate(metadata)  # chunks that overlap or leave a hole are never committed
         checkpoint = _Checkpoint(copy.deepcopy(metadata), items)
         with _LOCK:  # the commit point: one dict entry replaced as a whole
             _STORE[self.location] = checkpoint

@@ -14,6 +14,7 @@ from dcp_impl import dtypes
 from dcp_impl.errors import LayoutMismatchError
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter, consolidate
 from dcp_impl.huggingface import _folder as _hf_folder
+from dcp_impl.huggingface import _storage as _hf_storage
 from dcp_impl.layout import Box
 from spec_tests import harness
 from spec_tests.layouts import col_shards, grid, row_shards
@@ -87,24 +88,32 @@ def test_mapping_spreads_tensors_over_files_and_sidecar_loads(tmp_path: Path) ->
         harness.assert_bit_equal(got[fqn][0], value, what=fqn)
 
 
-def _refused(tmp_path: Path, boxes: Sequence[Sequence[Box]], match: str) -> None:
+def _refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, boxes: Sequence[Sequence[Box]], match: str
+) -> None:
     value = torch.arange(16.0).reshape(4, 4)
-    save_sharded(tmp_path / "in", {"w": value}, {"w": [list(b) for b in boxes]})
+    # The writer itself refuses such chunks (W9): write the folder as a writer without that
+    # check would (an older dcp_impl, or another tool writing the same format).
+    with monkeypatch.context() as patched:
+        patched.setattr(_hf_storage, "validate", lambda metadata: None)
+        save_sharded(tmp_path / "in", {"w": value}, {"w": [list(b) for b in boxes]})
     with pytest.raises(LayoutMismatchError, match=match):
         consolidate(tmp_path / "in", tmp_path / "out")
     assert not (tmp_path / "out").exists()  # refused before anything was created
 
 
-def test_overlapping_shards_are_refused(tmp_path: Path) -> None:
-    _refused(tmp_path, [[Box((0, 0), (3, 4))], [Box((2, 0), (2, 4))]], "overlapping")
+def test_overlapping_shards_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _refused(tmp_path, monkeypatch, [[Box((0, 0), (3, 4))], [Box((2, 0), (2, 4))]], "overlapping")
 
 
-def test_holes_are_refused_never_filled(tmp_path: Path) -> None:
-    _refused(tmp_path, [[Box((0, 0), (2, 4))], [Box((3, 0), (1, 4))]], "holes")
+def test_holes_are_refused_never_filled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _refused(tmp_path, monkeypatch, [[Box((0, 0), (2, 4))], [Box((3, 0), (1, 4))]], "holes")
 
 
-def test_hole_at_the_end_is_refused_thanks_to_the_true_size(tmp_path: Path) -> None:
-    _refused(tmp_path, [[Box((0, 0), (1, 4))], [Box((1, 0), (2, 4))]], "holes")
+def test_hole_at_the_end_is_refused_thanks_to_the_true_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _refused(tmp_path, monkeypatch, [[Box((0, 0), (1, 4))], [Box((1, 0), (2, 4))]], "holes")
 
 
 def test_writer_consolidate_mode_writes_shards_then_full_files(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ from dcp_impl import dtypes
 from dcp_impl.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
+    InvalidMetadataError,
     OverwriteRefusedError,
     UnsupportedError,
     WriteFailedError,
@@ -294,6 +295,17 @@ def test_unverified_load_still_reports_truncation(tmp_path: Path) -> None:
     os.truncate(data, 8)
     with pytest.raises(CheckpointException, match="truncated"):
         _load({"w": torch.zeros(10)}, tmp_path, verify=False)
+
+
+def test_chunks_that_do_not_reach_the_end_are_refused_before_the_commit(tmp_path: Path) -> None:
+    from spec_tests import harness
+    from spec_tests.backends import builtin
+
+    value = torch.arange(12.0).reshape(4, 3)
+    part = harness.Shards((4, 3), ((Box((0, 0), (2, 3)), value[:2]),))
+    with pytest.raises(InvalidMetadataError, match=r"found holes at offsets=\(2, 0\)"):
+        harness.save(builtin("dcp_impl-fs"), str(tmp_path), [{"w": part}])
+    assert not (tmp_path / METADATA_FILE).exists()
 
 
 def test_failing_item_fails_the_save_with_its_traceback(tmp_path: Path) -> None:

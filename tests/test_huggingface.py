@@ -354,15 +354,13 @@ def test_chunked_tensor_without_save_distributed_refused_at_global_planning(tmp_
     assert not list(tmp_path.iterdir())
 
 
-def test_true_size_kept_when_saved_chunks_do_not_reach_the_end(tmp_path: Path) -> None:
+def test_chunks_that_do_not_reach_the_end_are_refused_before_the_commit(tmp_path: Path) -> None:
     value = torch.arange(12.0).reshape(4, 3)
     part = harness.Shards((4, 3), ((Box((0, 0), (2, 3)), value[:2]),))
-    harness.save(Backend(save_distributed=True), str(tmp_path), [{"w": part}])
-    md = HuggingFaceReader(tmp_path).read_metadata()
-    assert tuple(md.state_dict_metadata["w"].size) == (4, 3)  # type: ignore[union-attr]
-    request = harness.TensorRequest(torch.float32, (4, 3), (Box((0, 0), (2, 3)),))
-    (got,) = harness.load(Backend(), str(tmp_path), [{"w": request}])
-    assert torch.equal(got["w"][0], value[:2])
+    with pytest.raises(InvalidMetadataError, match=r"expected its 1 chunks to cover it"):
+        harness.save(Backend(save_distributed=True), str(tmp_path), [{"w": part}])
+    with pytest.raises(CheckpointNotFoundError):
+        HuggingFaceReader(tmp_path).read_metadata()
 
 
 def test_resharded_load_four_rows_to_two_columns(tmp_path: Path) -> None:

@@ -197,6 +197,9 @@ class FileSystemWriter(StorageWriter, options.BlockingStaging):
         metadata.storage_data = locations
         if metadata.storage_meta is None:
             metadata.storage_meta = self.storage_meta()
+        # Chunks that overlap or stop short of a tensor's end are refused before the commit:
+        # a hole would load as whatever the destination held.
+        metadata_format.validate(metadata)
         text = metadata_format.dumps(metadata)
         self.store.commit(METADATA_FILE, text.encode(), sync=self.sync_files)
         _remove_superseded(self.store, {loc.path for loc in locations.values()})

@@ -65,7 +65,7 @@ from dcp_impl.huggingface._plan import (
     whole_tensor_names,
 )
 from dcp_impl.huggingface._write import FileWriter, group_by_file
-from dcp_impl.metadata import dumps, with_load_id
+from dcp_impl.metadata import dumps, validate, with_load_id
 from dcp_impl.safe_load import PicklePolicy, SafeGlobal, deliver_bytes
 from dcp_impl.store import Store, is_checkpoint_id, open_store
 
@@ -237,6 +237,7 @@ class HuggingFaceWriter(StorageWriter):
         """Move the new files into place, then write the index and the sidecar (the commit)."""
         locations = {r.index: r.storage_data for rank in results for r in rank}
         committed = dataclasses.replace(metadata, storage_data=locations)
+        validate(committed)  # as the filesystem writer: no holes or overlaps get committed
         sidecar = dumps(committed)  # fails, before anything moves, on what the format cannot hold
         index = None if self.save_distributed else index_json(committed)
         commit(self.data_dir, self.save_id, sidecar, index, sync=self.sync_files)
