@@ -39,10 +39,9 @@ def write_hashed(data: memoryview, write: Callable[[memoryview], None]) -> str:
     """Pass ``data`` to ``write`` in order, in pieces, and return its checksum.
 
     Data over one piece is hashed on a helper thread while ``write`` runs (both release
-    the GIL), so the checksum costs no time where a second core is free (1 GiB written to
-    tmpfs on 2 cores: about 550 ms hashing then writing each piece, 450 ms beside it,
-    440 ms not hashing at all). The helper never runs ahead of the writer by more than the
-    piece both are on, and a failing ``write`` stops the hashing with it.
+    the GIL), so the checksum costs almost no time where a second core is free (measured:
+    perf/README.md). The helper never runs ahead of the writer by more than the piece both
+    are on, and a failing ``write`` stops the hashing with it.
     """
     digest = Digest()
     if len(data) <= PIECE:

@@ -25,11 +25,12 @@ from dcp_impl.io._staging import CudaCopier, DeviceCopier, Staging, SyncCopier
 from dcp_impl.io._write import byte_view
 from dcp_impl.layout import Box, byte_span
 
-__all__ = ["Target", "ReadRequest", "read_into"]
+__all__ = ["read_into"]
 
 _HASH_PIECE = 1 << 20
 """A verified read lands and hashes an item in pieces this big, each hashed while still in
-cache (1 GiB of bf16 on 2 cores: 277 -> 241 ms on one thread against 4 MiB or whole items)."""
+cache instead of read from memory again (perf/README.md, "Measurements behind dcp_impl's I/O
+constants")."""
 
 
 def read_into(
@@ -196,8 +197,7 @@ class _Reader:
                     raise truncated(request, end + length, end + done)
                 continue
             # Several runs: a mapped file gives exactly their bytes, where vectored reads
-            # would also take the gaps between them (1 GiB saved as 4 row shards, loaded
-            # as 2 column shards, 2 cores: 776 -> 528 ms with the HF backend).
+            # would also take the gaps between them (measured: perf/README.md).
             mapped = self._mapped(request, [target])
             if mapped is not None:
                 target.dest.copy_(sub_view(request, mapped, target, start=start))

@@ -47,9 +47,8 @@ MAX_GAP = 1 << 20
 """Skipped bytes above this end a ``preadv`` call instead of being read into scratch."""
 MIN_RUN = 4096
 """Runs shorter than this are read through a staging buffer instead: one syscall buffer and
-one Python slice per run cost more than reading the span once and copying it out (measured
-on a 16 MiB chunk: direct 16x slower at 128-byte runs, 1.5x at 1 KiB, even near 2-4 KiB,
-1.7x faster at 16 KiB)."""
+one Python slice per run cost more than reading the span once and copying it out (where the
+two break even: perf/README.md, "Measurements behind dcp_impl's I/O constants")."""
 
 
 Piece = tuple[int, memoryview]
