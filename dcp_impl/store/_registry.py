@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import fsspec
+
 from dcp_impl.store._base import Store
 from dcp_impl.store._fsspec import FsspecStore
 from dcp_impl.store._local import LocalStore
@@ -84,8 +86,6 @@ def is_url(checkpoint_id: object) -> bool:
         return False
     if _registered(text) is not None:
         return True
-    import fsspec  # here, not at module level: local checkpoints never need its registry
-
     known = set(fsspec.available_protocols())
     parts = text.split("::")
     protocol, _, rest = parts[-1].partition("://")
