@@ -4,9 +4,11 @@
 ``dcp.load(sd, storage_reader=dcp_impl.FileSystemReader(path))``; the same for
 HuggingFace safetensors folders with :class:`HuggingFaceWriter` /
 :class:`HuggingFaceReader`, and :func:`consolidate` for distributed HF saves.
+:mod:`dcp_impl.store` (where files live) and :mod:`dcp_impl.io` (the read pipeline) are the
+public seams both backends are built on (docs/architecture.md).
 """
 
-from dcp_impl import dtypes, errors, layout, metadata, safe_load
+from dcp_impl import dtypes, errors, io, layout, metadata, safe_load, store
 from dcp_impl.errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -29,6 +31,8 @@ __all__ = [
     "HuggingFaceWriter",
     "consolidate",
     "dtypes",
+    "io",
+    "store",
     "errors",
     "layout",
     "metadata",

@@ -77,8 +77,13 @@ SHARDED_DIR = "sharded"
 def is_huggingface_folder(
     path: str | os.PathLike[str] | Store, storage_options: Mapping[str, Any] | None = None
 ) -> bool:
-    """Whether ``path`` (a directory or fsspec URL) holds a folder :class:`HuggingFaceReader`
-    can try: a sidecar, an index or safetensors files (for ``python -m dcp_impl``)."""
+    """Whether ``path`` holds a folder :class:`HuggingFaceReader` can try: a sidecar, an
+    index or safetensors files (for ``python -m dcp_impl``).
+
+    Args:
+        path: a directory, an fsspec URL or a :class:`~dcp_impl.store.Store`.
+        storage_options: passed to fsspec for URLs (credentials, endpoint).
+    """
     return is_folder(open_store(path, storage_options))
 
 

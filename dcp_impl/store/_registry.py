@@ -38,8 +38,14 @@ _lock = threading.Lock()
 
 def register_store(protocol: str, factory: StoreFactory | None) -> None:
     """Open ``PROTOCOL://...`` checkpoint ids with ``factory`` from now on, before fsspec is
-    consulted (a registered protocol need not be one fsspec knows). ``None`` removes the
-    registration; registering a protocol again replaces its factory."""
+    consulted (a registered protocol need not be one fsspec knows).
+
+    Args:
+        protocol: the URL scheme, lower case (``"myfs"`` for ``myfs://...``).
+        factory: called with the URL and the backend's ``storage_options``; returns the
+            :class:`Store`. ``None`` removes the registration; registering a protocol again
+            replaces its factory.
+    """
     if not isinstance(protocol, str) or _PROTOCOL.fullmatch(protocol) is None:
         raise ValueError(
             f"register_store: expected a lower-case URL scheme such as 'myfs', found {protocol!r}"
@@ -106,9 +112,14 @@ def open_store(
 ) -> Store:
     """The store of ``checkpoint_id``: a :class:`Store` as given; a local path as a
     :class:`LocalStore`; a URL through its registered factory (:func:`register_store`),
-    else through fsspec as an :class:`FsspecStore`. ``storage_options`` go to the factory
-    or to fsspec (credentials, endpoint); fsspec's own environment variables
-    (``AWS_ENDPOINT_URL``, ...) apply untouched."""
+    else through fsspec as an :class:`FsspecStore`.
+
+    Args:
+        checkpoint_id: a Store, a local path or a URL.
+        storage_options: for the factory or fsspec (credentials, endpoint); fsspec's own
+            environment variables (``AWS_ENDPOINT_URL``, ...) apply untouched. Must be empty
+            with a Store instance.
+    """
     if isinstance(checkpoint_id, Store):
         if storage_options:
             raise ValueError(
