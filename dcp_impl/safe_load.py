@@ -22,7 +22,7 @@ import io
 import re
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -82,18 +82,23 @@ class PicklePolicy:
 
     def check(self, fqn: str, raw: bytes) -> None:
         """Raise :class:`UnsafeCheckpointError` unless the bytes entry ``fqn`` may be loaded."""
+        self.check_all([(fqn, raw)])
+
+    def check_all(self, entries: Iterable[tuple[str, bytes]]) -> None:
+        """:meth:`check` each ``(fqn, raw)`` entry; the first refused one raises."""
         if self.trust:
             return
         allowed = (*DEFAULT_SAFE_GLOBALS, *self.safe_globals)
-        try:
-            with _allowing(allowed), warnings.catch_warnings():
-                # torch warns about pickle protocols it did not write; the verdict is the error.
-                warnings.simplefilter("ignore")
-                torch.load(io.BytesIO(raw), weights_only=True, map_location="cpu")
-        except Exception as err:
-            raise UnsafeCheckpointError(
-                _refusal(fqn, _unsafe_globals(raw, allowed, err), err)
-            ) from err
+        with _allowing(allowed), warnings.catch_warnings():
+            # torch warns about pickle protocols it did not write; the verdict is the error.
+            warnings.simplefilter("ignore")
+            for fqn, raw in entries:
+                try:
+                    torch.load(io.BytesIO(raw), weights_only=True, map_location="cpu")
+                except Exception as err:
+                    raise UnsafeCheckpointError(
+                        _refusal(fqn, _unsafe_globals(raw, err), err)
+                    ) from err
 
 
 def deliver_bytes(
@@ -103,8 +108,7 @@ def deliver_bytes(
 
     All are checked first, so a refused entry leaves the planner without any of them.
     """
-    for item, raw in entries:
-        policy.check(item.storage_index.fqn, raw)
+    policy.check_all((item.storage_index.fqn, raw) for item, raw in entries)
     for item, raw in entries:
         planner.load_bytes(item, io.BytesIO(raw))
 
@@ -133,11 +137,11 @@ def _refusal(fqn: str, names: list[str], err: Exception) -> str:
     )
 
 
-def _unsafe_globals(raw: bytes, allowed: Sequence[SafeGlobal], err: Exception) -> list[str]:
-    """The globals the entry would import beyond the allow-list, as far as can be told."""
+def _unsafe_globals(raw: bytes, err: Exception) -> list[str]:
+    """The globals the entry would import beyond the allow-list, as far as can be told
+    (called where the allow-list is in force)."""
     with contextlib.suppress(Exception):  # a scan that fails leaves the error's own words
-        with _allowing(allowed):
-            found = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(raw))
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(raw))
         if found:
             return sorted(found)
     return sorted(set(_GLOBAL_IN_MESSAGE.findall(str(err))))

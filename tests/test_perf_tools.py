@@ -250,3 +250,18 @@ def test_split_covers_every_tensor(name: str, save: bool) -> None:
             for piece in (p for p in pieces if p.fqn == fqn):
                 assert piece.tensor.is_contiguous()
                 assert torch.equal(piece.tensor, region(tensor, piece.box))
+
+
+def test_bytes_check_measures_both_readers(capsys: pytest.CaptureFixture[str]) -> None:
+    bytes_check = _load("bytes_check")
+    entries = bytes_check.small_entries(12)
+    assert len(entries) == 13
+    assert isinstance(entries["weight"], torch.Tensor)
+    times = bytes_check.measure("fs", 12, rounds=2)
+    assert sorted(times) == ["checked", "trusted"]
+    assert all(len(runs) == 2 for runs in times.values())
+    assert sorted(bytes_check.measure_check(12, rounds=1)) == ["check", "planner unpickle"]
+    assert bytes_check.main(["--entries", "6", "--rounds", "1", "--backend", "hf"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("hf: 6 bytes entries, median of 1 interleaved loads")
+    assert lines[1].startswith("check alone: 6 entries' bytes, median of 1")
