@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import collections
 import copy
+import importlib.util
 import io
 import os
 import random
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -297,3 +299,18 @@ def test_training_state_round_trips_with_defaults(store: Store) -> None:
     )
     scheduler.load_state_dict(state["scheduler"])
     _assert_same(_training_state(model, optimizer, scheduler), saved)
+
+
+def test_read_items_checks_bytes_entries_by_default(tmp_path: Path, marker: Path) -> None:
+    """A reader built on dcp_impl.io.read_items (the docs' one-file example) is safe by default."""
+    path = Path(__file__).parents[1] / "docs" / "examples" / "one_file_backend.py"
+    spec = importlib.util.spec_from_file_location("dcp_safe_load_example", path)
+    assert spec is not None
+    assert spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = example  # dataclasses look their module up by name
+    spec.loader.exec_module(example)
+    dcp_save({"extra": Payload(str(marker))}, storage_writer=example.OneFileWriter(tmp_path))
+    error = _refusal({"extra": None}, example.OneFileReader(tmp_path))
+    assert MARK in str(error)
+    assert not marker.exists()

@@ -5,7 +5,9 @@ Nothing here knows a checkpoint format; a backend maps its metadata onto these p
 * :func:`read_items` is a ``StorageReader.read_data``: it turns a LoadPlan's ReadItems into
   one :class:`ReadRequest` per stored item (found by the backend's :data:`Locate`, as a
   :class:`StoredItem`), has them read by the store, then commits each destination to the
-  planner in plan order. Both of dcp_impl's readers are this function plus a ``Locate``.
+  planner in plan order, bytes entries only if they load under ``torch.load(weights_only=True)``
+  rules (:func:`checked_bytes`, the default). Both of dcp_impl's readers are this function plus
+  a ``Locate``.
 * :func:`read_into` executes :class:`ReadRequest` s. A request names one stored item (a
   row-major chunk at a byte range of a file) and the :class:`Target` s to fill from it: a
   sub-box of the chunk and a destination tensor of the sub-box's sizes. A sub-box that is one
@@ -57,6 +59,7 @@ from dcp_impl.io._load import (
     RequestReader,
     StoredItem,
     Verify,
+    checked_bytes,
     load_bytes,
     read_items,
 )
@@ -80,6 +83,7 @@ __all__ = [
     "Locate",
     "RequestReader",
     "BytesSink",
+    "checked_bytes",
     "load_bytes",
     "Verify",
     "CHECKSUM_ALGORITHM",

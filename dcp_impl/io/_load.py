@@ -4,8 +4,9 @@ Both of dcp_impl's readers are this pipeline plus a way to find a stored item (t
 ``locate``): :func:`read_items` gives every ReadItem a destination (the planner's tensor, or a
 buffer for a BYTE_IO item), groups them into one :class:`ReadRequest` per stored item, has
 them read (``Store.read``: straight into the destinations, only the bytes they need), then
-hands the bytes entries to ``deliver_bytes`` (the readers check them first:
-:func:`dcp_impl.safe_load.deliver_bytes`) and each tensor to the planner, in plan order.
+hands the bytes entries to ``deliver_bytes`` (by default :func:`checked_bytes`: each must load
+under ``torch.load(weights_only=True)`` rules, :mod:`dcp_impl.safe_load`) and each tensor to the
+planner, in plan order.
 """
 
 from __future__ import annotations
@@ -19,11 +20,20 @@ import torch
 from torch.distributed.checkpoint.metadata import MetadataIndex
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlanner, ReadItem
 
+from dcp_impl import safe_load
 from dcp_impl.errors import LayoutMismatchError
 from dcp_impl.io._requests import ReadRequest, Target
 from dcp_impl.layout import Box
 
-__all__ = ["StoredItem", "Locate", "RequestReader", "BytesSink", "Verify", "read_items"]
+__all__ = [
+    "StoredItem",
+    "Locate",
+    "RequestReader",
+    "BytesSink",
+    "Verify",
+    "checked_bytes",
+    "read_items",
+]
 
 Verify = bool | Literal["whole"]
 """Which checksums a load checks: all (True), none (False), or ``"whole"``: those of items
@@ -69,9 +79,17 @@ BytesSink = Callable[[LoadPlanner, Sequence[tuple[ReadItem, bytes]]], None]
 
 
 def load_bytes(planner: LoadPlanner, entries: Sequence[tuple[ReadItem, bytes]]) -> None:
-    """The plain :data:`BytesSink`: ``planner.load_bytes`` for each entry, unchecked."""
+    """The plain :data:`BytesSink`: ``planner.load_bytes`` for each entry, unchecked (the
+    planner's ``torch.load`` runs whatever the bytes ask for: trusted checkpoints only)."""
     for item, raw in entries:
         planner.load_bytes(item, io.BytesIO(raw))
+
+
+def checked_bytes(planner: LoadPlanner, entries: Sequence[tuple[ReadItem, bytes]]) -> None:
+    """The default :data:`BytesSink`: every entry must load under ``torch.load(weights_only=True)``
+    rules (:class:`dcp_impl.safe_load.PicklePolicy`'s defaults) before any reaches the planner;
+    else ``UnsafeCheckpointError``."""
+    safe_load.deliver_bytes(safe_load.PicklePolicy(), planner, entries)
 
 
 class RequestReader(Protocol):
@@ -92,7 +110,7 @@ def read_items(
     *,
     thread_count: int | None = None,
     verify: Verify = True,
-    deliver_bytes: BytesSink = load_bytes,
+    deliver_bytes: BytesSink = checked_bytes,
 ) -> None:
     """Load ``items`` (one rank's LoadPlan) through ``planner``: resolve each destination,
     read every stored item once into all its destinations with ``reader``, then hand the
@@ -106,7 +124,8 @@ def read_items(
         reader: reads the requests (a :class:`dcp_impl.store.Store`).
         thread_count: parallel reads (default: the reader's).
         verify: which checksums are checked (:data:`Verify`).
-        deliver_bytes: hands the bytes entries to the planner (default: unchecked).
+        deliver_bytes: hands the bytes entries to the planner (default: :func:`checked_bytes`;
+            :func:`load_bytes` hands them over unchecked).
     """
     stored: dict[MetadataIndex, StoredItem] = {}
     grouped: dict[MetadataIndex, list[Target]] = {}
