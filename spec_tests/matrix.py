@@ -4,8 +4,10 @@ One suite run per backend writes a JSON result file (``--dcp-report=PATH``,
 recorded by :class:`Recorder` from pytest's reports). :func:`aggregate` folds
 the files into properties x backends, where a property is
 ``<module-stem>::<test function>`` and a cell is the worst outcome over that
-property's tests. Pure Python on purpose: the plugin imports this module, and
-it must stay cheap to import.
+property's tests. The ``torch_planning`` properties test torch itself, not the
+backend: they are shown as a group of their own and never count in a backend's
+verdict. Pure Python on purpose: the plugin imports this module, and it must stay
+cheap to import.
 """
 
 from __future__ import annotations
@@ -24,15 +26,20 @@ __all__ = [
     "Matrix",
     "Recorder",
     "TestRecord",
+    "TORCH_GROUP",
     "aggregate",
     "failed_run",
     "load_result",
     "render_markdown",
     "to_json",
+    "verdict",
 ]
 
-#: Outcomes from worst to best; a cell shows the worst one among its tests.
-OUTCOMES: tuple[str, ...] = ("error", "fail", "xpass", "xfail", "pass", "skip")
+#: Outcomes from worst to best; a cell shows the worst one among its tests. ``refuses``: a
+#: test that passed because the backend refused an unclaimed capability loudly.
+OUTCOMES: tuple[str, ...] = ("error", "fail", "xpass", "xfail", "refuses", "pass", "skip")
+#: Module stem of the properties that test torch's own code (the same for every backend).
+TORCH_GROUP = "torch_planning"
 _FAILING = frozenset({"error", "fail", "xpass"})
 REPORT_FORMAT = 1
 
@@ -63,6 +70,12 @@ class BackendResult:
     capabilities: tuple[str, ...] | None = None
     unmatched_xfails: tuple[str, ...] = ()
     error: str | None = None
+    seconds: float | None = None  # how long the backend's suite run took
+
+    @property
+    def backend_tests(self) -> tuple[TestRecord, ...]:
+        """The tests that judge the backend (the torch group's are torch's)."""
+        return tuple(t for t in self.tests if not in_torch_group(t.property))
 
     @property
     def totals(self) -> dict[str, int]:
@@ -82,6 +95,21 @@ class BackendResult:
         )
 
 
+def in_torch_group(prop: str) -> bool:
+    """Whether the property ``prop`` tests torch itself rather than the backend."""
+    return prop.split("::", 1)[0] == TORCH_GROUP
+
+
+def verdict(result: BackendResult) -> str:
+    """What a reader needs: "fails", "conforms except N known failures" or "conforms"."""
+    if result.failed:
+        return "fails"
+    known = sum(t.outcome == "xfail" for t in result.backend_tests)
+    if known:
+        return f"conforms except {known} known failure{'s' if known > 1 else ''}"
+    return "conforms"
+
+
 def failed_run(backend: str, error: str) -> BackendResult:
     """The result of a backend whose suite run produced no report (import error, crash)."""
     return BackendResult(backend=backend, exitstatus=-1, error=error or "the suite run failed")
@@ -99,6 +127,7 @@ def load_result(path: Path) -> BackendResult:
         exitstatus=int(raw["exitstatus"]),
         capabilities=None if caps is None else tuple(caps),
         unmatched_xfails=tuple(raw.get("unmatched_xfails", ())),
+        seconds=raw.get("seconds"),
     )
 
 
@@ -145,6 +174,10 @@ def _outcome(report: Any) -> tuple[str, str] | None:
     if report.failed:
         phase = "" if report.when == "call" else f"error in {report.when}: "
         return "fail", phase + _first_line(report)
+    noted = dict(getattr(report, "user_properties", ()))
+    if report.when == "call" and noted.get("dcp_outcome") == "refuses":
+        # spec_tests.properties.unclaimed.record_refusal marks a loud refusal this way.
+        return "refuses", f"refused {noted.get('dcp_refused', 'an unclaimed capability')} loudly"
     if report.skipped:
         longrepr = report.longrepr
         text = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
@@ -226,32 +259,50 @@ def aggregate(results: list[BackendResult]) -> Matrix:
 
 _LEGEND = (
     "Each cell is the worst outcome over that property's tests "
-    "(error > fail > xpass > xfail > pass > skip); `(k/n)`: k of its n tests had that outcome. "
-    "`xfail`: a listed expected failure; `xpass`: a listed expected failure that now passes "
-    "(counts as a failure: remove the entry); `skip`: the backend does not claim a capability "
+    "(error > fail > xpass > xfail > refuses > pass > skip); `(k/n)`: k of its n tests had that "
+    "outcome. `xfail`: a listed expected failure, failing the way its entry says; `xpass`: a "
+    "listed expected failure that now passes (counts as a failure: remove the entry); "
+    "`refuses`: the backend does not claim the capability and refused it loudly (raised) "
+    "instead of getting it silently wrong; `skip`: the backend does not claim a capability "
     "the property needs; `error`: the suite could not run on that backend."
+)
+_TORCH_LEGEND = (
+    "These properties test torch's own code that `dcp.save` runs before any backend call "
+    "(a torch-upgrade check): they do not depend on the backend and never count in a "
+    "backend's verdict. `xfail` here is a known bug of this torch version."
 )
 
 
 def render_markdown(matrix: Matrix) -> str:
-    """The matrix as Markdown: legend, table, per-backend totals, and the failures' reasons."""
+    """The matrix as Markdown: legend, tables, per-backend verdicts and the failures' reasons."""
     names = [b.backend for b in matrix.backends]
+    own = [p for p in matrix.properties if not in_torch_group(p)]
+    torch_props = [p for p in matrix.properties if in_torch_group(p)]
     lines = ["# DCP conformance matrix", "", _LEGEND, ""]
-    lines += [_row(["property", *names]), _row(["---"] * (len(names) + 1))]
-    for prop in matrix.properties:
-        cells = [matrix.cells.get((prop, n), Cell("-")).render() for n in names]
-        lines.append(_row([f"`{prop}`", *cells]))
-    lines += ["", "## Totals (tests)", "", _row(["backend", *OUTCOMES, "verdict"])]
-    lines.append(_row(["---"] * (len(OUTCOMES) + 2)))
+    lines += _table(matrix, own, names)
+    if torch_props:
+        lines += ["", "## torch itself (the same in every backend's run)", "", _TORCH_LEGEND, ""]
+        lines += _table(matrix, torch_props, names)
+    lines += ["", "## Verdicts", "", _row(["backend", "verdict", "run time", *OUTCOMES])]
+    lines.append(_row(["---"] * (len(OUTCOMES) + 3)))
     for result in matrix.backends:
         totals = result.totals
-        verdict = "**FAIL**" if result.failed else "ok"
-        lines.append(_row([result.backend, *(str(totals[o]) for o in OUTCOMES), verdict]))
+        shown = f"**{verdict(result)}**" if result.failed else verdict(result)
+        took = "-" if result.seconds is None else f"{result.seconds:.0f} s"
+        lines.append(_row([result.backend, shown, took, *(str(totals[o]) for o in OUTCOMES)]))
     problems = _problems(matrix)
     if problems:
         lines += ["", "## Failures", "", *problems]
     lines.append("")
     return "\n".join(lines)
+
+
+def _table(matrix: Matrix, properties: list[str], names: list[str]) -> list[str]:
+    lines = [_row(["property", *names]), _row(["---"] * (len(names) + 1))]
+    for prop in properties:
+        cells = [matrix.cells.get((prop, n), Cell("-")).render() for n in names]
+        lines.append(_row([f"`{prop}`", *cells]))
+    return lines
 
 
 def _problems(matrix: Matrix) -> list[str]:
@@ -289,11 +340,14 @@ def to_json(matrix: Matrix) -> dict[str, Any]:
     """The matrix as plain JSON data (``matrix.json``)."""
     return {
         "outcomes": list(OUTCOMES),
+        "torch_group": [p for p in matrix.properties if in_torch_group(p)],
         "failed": matrix.failed,
         "backends": [
             {
                 "backend": r.backend,
                 "failed": r.failed,
+                "verdict": verdict(r),
+                "seconds": r.seconds,
                 "exitstatus": r.exitstatus,
                 "error": r.error,
                 "capabilities": None if r.capabilities is None else list(r.capabilities),

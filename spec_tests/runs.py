@@ -7,9 +7,11 @@ the command.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +23,7 @@ __all__ = ["run_backend"]
 def run_backend(
     spec: str, out: Path, *, suite: Sequence[str], profile: str | None, extra: Sequence[str]
 ) -> BackendResult:
-    """Run the suite on one backend in a subprocess and read back its result file."""
+    """Run the suite on one backend in a subprocess; its result, with the run's duration."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec)
     report, log = out / "results" / f"{slug}.json", out / "logs" / f"{slug}.log"
     report.unlink(missing_ok=True)
@@ -41,10 +43,14 @@ def run_backend(
     with log.open("w", encoding="utf-8") as sink:
         sink.write(" ".join(command) + "\n\n")
         sink.flush()
+        start = time.monotonic()
         done = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, check=False)
+        seconds = time.monotonic() - start
     if not report.is_file():
-        return failed_run(spec, f"{_why(log)} (pytest exit status {done.returncode})")
-    return load_result(report)
+        result = failed_run(spec, f"{_why(log)} (pytest exit status {done.returncode})")
+    else:
+        result = load_result(report)
+    return dataclasses.replace(result, seconds=seconds)
 
 
 def _why(log: Path) -> str:

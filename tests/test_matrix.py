@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 from pathlib import Path
@@ -18,6 +19,7 @@ from spec_tests.matrix import (
     load_result,
     render_markdown,
     to_json,
+    verdict,
 )
 
 
@@ -85,11 +87,46 @@ def test_markdown_has_legend_table_totals_and_first_line_of_failures() -> None:
     assert "worst outcome" in text
     assert "| property | good | bad |" in text
     assert "| `roundtrip::test_dtypes` | pass (2/2) | fail (1/3) |" in text
-    assert "| good | 0 | 0 | 0 | 0 | 2 | 1 | ok |" in text
-    assert "| bad | 0 | 1 | 1 | 1 | 1 | 0 | **FAIL** |" in text
+    assert "| good | conforms | - | 0 | 0 | 0 | 0 | 0 | 2 | 1 |" in text
+    assert "| bad | **fails** | - | 0 | 1 | 1 | 1 | 0 | 1 | 0 |" in text
     assert "`test_roundtrip.py::test_dtypes[1]` fail: AssertionError: bits differ" in text
     assert "at byte 3" not in text
     assert "unexpectedly passed: fixed upstream?" in text
+
+
+def test_verdict_counts_known_failures_and_shows_the_run_time() -> None:
+    known = dataclasses.replace(
+        _result(
+            "known",
+            ("roundtrip::test_dtypes", "xfail", "bug 1"),
+            ("roundtrip::test_dtypes", "xfail", "bug 2"),
+            ("unclaimed::test_bytes", "refuses", "refused bytes loudly"),
+        ),
+        seconds=83.4,
+    )
+    one = _result("one", ("roundtrip::test_dtypes", "xfail", "bug 1"))
+    assert (verdict(GOOD), verdict(BAD)) == ("conforms", "fails")
+    assert verdict(known) == "conforms except 2 known failures"
+    assert verdict(one) == "conforms except 1 known failure"
+    text = render_markdown(aggregate([known]))
+    assert "| known | conforms except 2 known failures | 83 s | 0 | 0 | 0 | 2 | 1 | 0 | 0 |" in text
+    assert "| `unclaimed::test_bytes` | refuses |" in text
+
+
+def test_torch_group_is_shown_apart_and_never_counts_against_a_backend() -> None:
+    result = _result(
+        "b",
+        ("roundtrip::test_dtypes", "pass", ""),
+        ("torch_planning::test_torch_save_planning_refuses_holes", "xfail", "torch bug 12"),
+    )
+    assert verdict(result) == "conforms"
+    text = render_markdown(aggregate([result]))
+    own, torch_part = text.split("## torch itself")
+    assert "torch_planning" not in own.split("## Verdicts")[0]
+    assert "| `torch_planning::test_torch_save_planning_refuses_holes` | xfail |" in torch_part
+    data = to_json(aggregate([result]))
+    assert data["torch_group"] == ["torch_planning::test_torch_save_planning_refuses_holes"]
+    assert data["backends"][0]["verdict"] == "conforms"
 
 
 def test_json_round_trips_the_cells() -> None:
@@ -176,6 +213,10 @@ class _Crash:
         self.reprcrash = type("Crash", (), {"message": message})()
 
 
+# What spec_tests.properties.unclaimed.record_refusal attaches through record_property.
+_REFUSED = [("dcp_outcome", "refuses"), ("dcp_refused", "dtype:complex32")]
+
+
 def test_recorder_maps_pytest_reports_to_outcomes() -> None:
     recorder = Recorder()
     recorder.names = {"t.py::a": ("suite/t.py::a", "t::a")}
@@ -187,6 +228,7 @@ def test_recorder_maps_pytest_reports_to_outcomes() -> None:
         _Report("t.py::b", "setup", "skipped", ("f.py", 1, "Skipped: no 'bytes'")),
         _Report("t.py::c", "call", "skipped", None, wasxfail="known bug"),
         _Report("t.py::d", "call", "failed", "[XPASS(strict)] known bug"),
+        _Report("t.py::r", "call", "passed", user_properties=_REFUSED),
         _Report(
             "t.py::e",
             "call",
@@ -203,6 +245,7 @@ def test_recorder_maps_pytest_reports_to_outcomes() -> None:
         "t.py::b": ("t.py::b", "skip", "no 'bytes'"),
         "t.py::c": ("t.py::c", "xfail", "known bug"),
         "t.py::d": ("t.py::d", "xpass", "known bug"),
+        "t.py::r": ("t.py::r", "refuses", "refused dtype:complex32 loudly"),
         "t.py::e": (
             "t.py::e",
             "fail",
