@@ -19,7 +19,7 @@ import random
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,11 +175,15 @@ def _trials(prober: _Prober) -> Iterator[tuple[str, Callable[[], None]]]:
     yield "safe-load", prober.safe_load_trial
 
 
-def probe_claims(backend: Backend, root: str) -> list[Trial]:
-    """Try every probed capability on ``backend`` with locations under the directory ``root``."""
+def probe_claims(
+    backend: Backend, root: str, capabilities: Collection[str] | None = None
+) -> list[Trial]:
+    """Try each probed capability (or only ``capabilities``) on ``backend``, under ``root``."""
     prober = _Prober(backend, root)
     trials = []
     for capability, attempt in _trials(prober):
+        if capabilities is not None and capability not in capabilities:
+            continue
         try:
             attempt()
         except BaseException as exc:  # any refusal or wrong answer: the claim does not hold
