@@ -25,6 +25,9 @@ from spec_tests.properties._common import (
 __all__ = ["RoundTripProperties"]
 
 _LARGE_BYTES = 4 << 20  # several MiB: past any small-buffer fast path of a backend
+# Non-tensor entries from 1 KiB to 4 MiB, one byte either side of each power of four: a
+# backend's buffer for small objects must not cut a large one short.
+_OBJECT_SIZES = tuple(sorted({(1 << k) + d for k in range(10, 23, 2) for d in (-1, 0, 1)}))
 
 
 class RoundTripProperties:
@@ -123,9 +126,11 @@ class RoundTripProperties:
     def test_non_tensor_entries(
         self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
     ) -> None:
-        """Ints, strings, lists and bytes (DCP's BytesIO entries) round-trip beside tensors."""
+        """Ints, strings, lists and bytes (DCP's BytesIO entries, up to MiBs) round-trip."""
         state = data.draw(sts.state_dicts(allowed=claimed(dcp_backend)), label="state dict")
         state["extra object"] = {"step": 3, "tag": "x"}
+        size = data.draw(st.sampled_from(_OBJECT_SIZES), label="large object bytes")
+        state["large object"] = ("0123456789abcdef" * (size // 16 + 1))[:size]
         with harness.repro(dcp_backend, state=state):
             roundtrip(dcp_backend, dcp_location(), state)
 

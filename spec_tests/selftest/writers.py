@@ -34,6 +34,7 @@ __all__ = [
     "SavesStorageOrder",
     "SidecarThreadRaises",
     "SkipsFailingItem",
+    "TruncatesLargeObjects",
     "WorkerErrorLost",
 ]
 
@@ -271,6 +272,24 @@ class PieceShiftOver16MiB(Wrapped):
     """
 
     writer = _planner_with(_PieceShift)
+    family = "roundtrip"
+
+
+class _SmallObjects(SavePlannerProxy):
+    def resolve_data(self, write_item: WriteItem) -> Any:
+        data = self.inner.resolve_data(write_item)
+        if isinstance(data, io.BytesIO):
+            return io.BytesIO(data.getvalue()[: 64 << 10])  # the small-object buffer's size
+        return data
+
+
+class TruncatesLargeObjects(Wrapped):
+    """Copies non-tensor entries through a 64 KiB buffer: a larger one is cut short.
+
+    Family: roundtrip (non-tensor entries of every size).
+    """
+
+    writer = _planner_with(_SmallObjects)
     family = "roundtrip"
 
 
