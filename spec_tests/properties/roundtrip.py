@@ -90,6 +90,25 @@ class RoundTripProperties:
         with harness.repro(dcp_backend, names=keys):
             roundtrip(dcp_backend, dcp_location(), state)
 
+    def test_names_differing_only_in_spelling(
+        self, dcp_backend: Backend, dcp_location: Location
+    ) -> None:
+        """Names equal under case folding, Unicode normalisation or separator mapping stay apart.
+
+        Stores that fold case (macOS, Windows), normalise Unicode (HFS+) or map ``.``/``/``
+        to path separators merge such names into one object; each holds its own values here.
+        """
+        names = ["w", "W", "a.b", "a/b", "a_b", "a b", "a\\b", "\u00e9", "e\u0301", "ǅ", "ǆ"]
+        dtypes = claimed(dcp_backend)
+        dtype = next((d for d in dtypes if d is not torch.bool), dtypes[0])
+        if dtype is torch.bool:  # row k holds the bits of k: no two rows alike
+            rows = (torch.arange(len(names))[:, None] >> torch.arange(16)) & 1
+        else:  # 16 bytes a row, whole elements of any dtype
+            rows = torch.arange(16 * len(names)).reshape(len(names), 16) % 251
+        state = {n: rows[k].to(torch.uint8).view(dtype) for k, n in enumerate(names)}
+        with harness.repro(dcp_backend, names=names):
+            roundtrip(dcp_backend, dcp_location(), state)
+
     @pytest.mark.parametrize("name", sorted(sts.RESERVED_NAMES))
     def test_reserved_names(self, dcp_backend: Backend, dcp_location: Location, name: str) -> None:
         """A name some format reserves round-trips, or the save refuses it and commits nothing.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import os
 from collections import OrderedDict
 from typing import Any
@@ -20,6 +21,7 @@ from torch.futures import Future
 from spec_tests.selftest._wrap import Wrapped, WrappedReader, WrappedWriter
 
 __all__ = [
+    "CaseInsensitiveKeys",
     "ClearsLocationFirst",
     "CoordinatorResultsOnly",
     "IgnoresReset",
@@ -108,6 +110,31 @@ class RejectsExtraKwargs(Wrapped):
     writer = _StrictKwargsWriter
     reader = _StrictKwargsReader
     family = "contract"
+
+
+class _CaseInsensitive(WrappedWriter):
+    def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
+        # Keys of the store are case-insensitive: the last write of "W" or "w" is both.
+        last: dict[tuple[str, tuple[int, ...] | None], WriteResult] = {}
+        flat = [r for rank in results for r in rank]
+        for result in flat:
+            last[result.index.fqn.casefold(), _at(result)] = result
+        merged = [
+            dataclasses.replace(result, storage_data=last[fqn.casefold(), _at(result)].storage_data)
+            for result in flat
+            for fqn in [result.index.fqn]
+        ]
+        super().finish(metadata, [merged])
+
+
+class CaseInsensitiveKeys(Wrapped):
+    """Stores items under case-insensitive keys: entries "W" and "w" share the last one saved.
+
+    Family: roundtrip (names that differ only in case, normalisation or separators).
+    """
+
+    writer = _CaseInsensitive
+    family = "roundtrip"
 
 
 # --- committing ----------------------------------------------------------------------------------
