@@ -360,6 +360,33 @@ def test_many_chunks_roundtrip() -> None:
     assert loads(dumps(md)) == md
 
 
+def row_sharded(tensors: int, shards: int) -> Metadata:
+    """bf16 tensors of ``shards`` row shards, located and checksummed as dcp_impl-fs does."""
+    entries: dict[str, TensorStorageMetadata | BytesStorageMetadata] = {}
+    storage = {}
+    for t in range(tensors):
+        fqn = f"model.layers.{t}.mlp.weight"
+        chunks = [
+            ChunkStorageMetadata(torch.Size([s * 8, 0]), torch.Size([8, 4096]))
+            for s in range(shards)
+        ]
+        for s, c in enumerate(chunks):
+            digest = f"xxh3_64:{(t * shards + s) * 0x9E3779B97F4A7C15 % 2**64:016x}"
+            name = f"data-{s:032x}-r{s}-0.bin"
+            storage[MetadataIndex(fqn, c.offsets, s)] = ItemLocation(name, t * 65536, 65536, digest)
+        size = torch.Size([shards * 8, 4096])
+        entries[fqn] = TensorStorageMetadata(TensorProperties(torch.bfloat16), size, chunks)
+    return Metadata(entries, storage_data=storage)
+
+
+def test_six_million_chunks_fit_the_size_limit() -> None:
+    """docs/format.md §1.7: the measured layout's bytes per chunk, times 6M, fit the limit."""
+    md = row_sharded(10, 1000)  # the layout of `python -m perf.codec`
+    per_chunk = len(dumps(md).encode()) / 10_000
+    assert per_chunk < 70  # the §1.7 figure (65), with the margin of longer offsets
+    assert 6_000_000 * per_chunk < fmt.MAX_METADATA_BYTES / 2
+
+
 def test_compact_chunk_table_edge_cases() -> None:
     """0-dim chunks (no offsets at all), empty, replicated and irregular chunks, no chunks."""
     chunk = lambda o, s: ChunkStorageMetadata(torch.Size(o), torch.Size(s))  # noqa: E731
