@@ -226,3 +226,10 @@ def test_probe_of_a_broken_backend_drops_the_broken_capability(
 
 def test_probe_of_dcp_impl_fs_finds_integrity(tmp_path: Path) -> None:
     assert _held(builtin("dcp_impl-fs"), tmp_path, {"integrity"}) == {"integrity"}
+
+
+def test_selftest_command_refuses_an_unknown_entry(capsys: pytest.CaptureFixture[str]) -> None:
+    from spec_tests.__main__ import main
+
+    assert main(["selftest", "--backend", "NoSuchBackend"]) == 2
+    assert "NoSuchBackend" in capsys.readouterr().err
