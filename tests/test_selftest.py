@@ -22,7 +22,7 @@ from spec_tests.selftest import (
     writers,
 )
 from spec_tests.selftest._wrap import Wrapped
-from spec_tests.selftest.runner import judge, suite_order
+from spec_tests.selftest.runner import discount_shared, judge, suite_order
 
 # --- the catalogue --------------------------------------------------------------------------------
 
@@ -82,6 +82,21 @@ def test_render_flags_a_kill_outside_the_expected_family() -> None:
     assert lines[0] == "sensitivity: 2 of 2 broken backends killed"
     assert "outside its family" not in lines[3]
     assert lines[4].startswith("KILLED    Odd [family y] by test_x.py::test_0 (outside its family")
+
+
+def test_a_kill_the_faithful_wrapper_shares_is_not_credited() -> None:
+    bad = Entry("Bad", "m:Bad", faithful=False, family="x", base="b")
+    other = Entry("Other", "m:Other", faithful=False, family="x", base="c")
+    good = Entry("Good", "m:Good", faithful=True, base="b")
+    verdicts = discount_shared(
+        [
+            judge(bad, _result("pass", "fail", exitstatus=1), 1.0),
+            judge(other, _result("pass", "fail", exitstatus=1), 1.0),
+            judge(good, _result("pass", "fail", exitstatus=1), 1.0),
+        ]
+    )
+    assert [v.outcome for v in verdicts] == ["error", "killed", "failed"]
+    assert "faithful b wrapper fails too" in verdicts[0].reason
 
 
 def test_a_broken_backend_that_passes_survives() -> None:

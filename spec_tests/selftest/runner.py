@@ -11,6 +11,7 @@ together.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -23,7 +24,16 @@ from spec_tests.matrix import BackendResult
 from spec_tests.runs import run_backend
 from spec_tests.selftest._wrap import Wrapped
 
-__all__ = ["Entry", "Verdict", "entries_of", "render", "run", "suite_order"]
+__all__ = [
+    "Entry",
+    "Verdict",
+    "discount_shared",
+    "entries_of",
+    "judge",
+    "render",
+    "run",
+    "suite_order",
+]
 
 #: Suite modules (``spec_tests/test_<family>.py``) from cheapest to dearest; any other runs
 #: before the last one.
@@ -40,6 +50,7 @@ class Entry:
     faithful: bool
     family: str = ""
     slow: bool = False  # started first: its run is expected to take longest
+    base: str = ""  # the backend it wraps: a faithful wrapper's failures are the base's
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +79,7 @@ def entries_of(backends: Sequence[type[Wrapped]], *, faithful: bool) -> list[Ent
             family=b.family,
             # a whole run of dcp_impl-fs: the killed-save and multi-process properties
             slow=faithful and b.base == "dcp_impl-fs",
+            base=b.base,
         )
         for b in backends
     ]
@@ -106,6 +118,24 @@ def judge(entry: Entry, result: BackendResult, seconds: float) -> Verdict:
     return Verdict(entry, "survived", seconds=seconds)
 
 
+def discount_shared(verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """Kills by a test that the faithful wrapper of the same base fails too become errors.
+
+    Such a failure is the base's (or the suite's), not the planted bug's: it proves nothing.
+    """
+    failed = {(v.entry.base, v.test) for v in verdicts if v.entry.faithful and v.test}
+    return [
+        dataclasses.replace(
+            v,
+            outcome="error",
+            reason=f"killed by {v.test}, which the faithful {v.entry.base} wrapper fails too",
+        )
+        if v.outcome == "killed" and (v.entry.base, v.test) in failed
+        else v
+        for v in verdicts
+    ]
+
+
 def run(
     entries: Sequence[Entry],
     out: Path,
@@ -130,7 +160,7 @@ def run(
     order = sorted(entries, key=lambda e: not e.slow)  # stable: catalogue order otherwise
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         done = dict(zip(order, pool.map(one, order), strict=True))
-    verdicts = [done[e] for e in entries]
+    verdicts = discount_shared([done[e] for e in entries])
     summary = {"ok": all(v.ok for v in verdicts), "verdicts": [asdict(v) for v in verdicts]}
     (out / "selftest.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return verdicts
