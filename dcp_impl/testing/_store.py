@@ -7,8 +7,12 @@ from typing import Any
 
 import pytest
 import torch
+from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 from dcp_impl.errors import CorruptCheckpointError, InvalidMetadataError
+from dcp_impl.filesystem import FileSystemReader, FileSystemWriter
+from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter
 from dcp_impl.io import ReadRequest, Target, checksum
 from dcp_impl.layout import Box
 from dcp_impl.store import Store
@@ -193,3 +197,20 @@ class StoreTests(abc.ABC):
         assert child.list_files() == ["inner.json"]
         assert store.list_files() == ["outer.json"]
         assert self.get(child, "inner.json") == b"in"
+
+    # ------------------------------------------------------------------ both backends on it
+
+    @pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+    @pytest.mark.parametrize("backend", ["filesystem", "huggingface"])
+    def test_backends_save_and_load_through_it(self, store: Store, backend: str) -> None:
+        writer, reader = {
+            "filesystem": (FileSystemWriter, FileSystemReader),
+            "huggingface": (HuggingFaceWriter, HuggingFaceReader),
+        }[backend]
+        where = store.child(backend)
+        values = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+        dcp_save({"w": values, "step": 3}, storage_writer=writer(where), no_dist=True)
+        loaded: dict[str, Any] = {"w": torch.zeros(4, 6), "step": 0}
+        dcp_load(loaded, storage_reader=reader(where), no_dist=True)
+        assert torch.equal(loaded["w"], values)
+        assert loaded["step"] == 3
