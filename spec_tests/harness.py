@@ -12,7 +12,7 @@ load: ``reset(path)``; ``read_metadata``; ``set_up_storage_reader``; ``prepare_l
 coordinator ``prepare_global_plan``; ``read_data``.
 
 Write and read items come from torch's own planner helpers, so the backend
-sees what real DCP would give it. Contract violations raise AssertionError
+sees what real DCP would give it. Contract violations raise ContractViolation
 naming the values; BaseExceptions that escape a backend (torch's
 ``CheckpointException``) become :class:`BackendBaseException` so hypothesis
 treats them as failures and shrinks.
@@ -24,13 +24,16 @@ import contextlib
 import dataclasses
 import inspect
 import io
+import itertools
 import math
 import os
+import threading
 import time
+import uuid
 import warnings
 from collections import ChainMap, Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
@@ -68,11 +71,13 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, W
 from dcp_impl.dtypes import by_torch
 from dcp_impl.layout import Box
 from spec_tests.backends import Backend
+from spec_tests.verdicts import ContractViolation, text_of
 
 __all__ = [
     "SENTINEL",
     "BackendBaseException",
     "BytesRequest",
+    "Fault",
     "InjectedFault",
     "SaveRecord",
     "Shards",
@@ -85,6 +90,7 @@ __all__ = [
     "repro",
     "save",
     "shard",
+    "threads_surface_errors",
 ]
 
 _T = TypeVar("_T")
@@ -94,7 +100,41 @@ SENTINEL = 0xA5
 
 
 class InjectedFault(RuntimeError):
-    """Raised on purpose by the harness' planners to test failure handling."""
+    """Raised on purpose by the harness' planners to test failure handling.
+
+    Its message carries the :class:`Fault`'s token, so a property can tell the fault it
+    injected from any other failure, even through a backend that re-raises it as text.
+    """
+
+    def __init__(self, what: str, token: str) -> None:
+        super().__init__(f"{what} [{token}]")
+        self.token = token
+
+
+_FAULTS = itertools.count()
+
+
+def _new_token() -> str:
+    return f"dcp-spec-fault-{next(_FAULTS)}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """Which items a planner fails on purpose, and the token its :class:`InjectedFault` carries."""
+
+    matches: Callable[[Any], bool]
+    token: str = field(default_factory=_new_token)
+
+    def found_in(self, exc: BaseException) -> bool:
+        """Whether this fault is in ``exc``'s chain, messages or notes."""
+        return self.token in text_of(exc)
+
+
+FailOn = Callable[[Any], bool] | Fault
+
+
+def _as_fault(fail_on: FailOn | None) -> Fault | None:
+    return fail_on if fail_on is None or isinstance(fail_on, Fault) else Fault(fail_on)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -131,8 +171,8 @@ Request = TensorRequest | BytesRequest
 class SpecSavePlanner(SavePlanner):
     """DefaultSavePlanner's planning over :class:`Shards`; resolve_data can fail on purpose."""
 
-    def __init__(self, fail_on: Callable[[WriteItem], bool] | None = None) -> None:
-        self.fail_on = fail_on
+    def __init__(self, fail_on: FailOn | None = None) -> None:
+        self.fault = _as_fault(fail_on)
         self.resolved: Counter[tuple[str, tuple[int, ...] | None]] = Counter()
 
     def set_up_planner(
@@ -169,14 +209,16 @@ class SpecSavePlanner(SavePlanner):
         # docstring inherited
         key = _index_key(write_item.index)
         self.resolved[key] += 1
-        if self.fail_on is not None and self.fail_on(write_item):
-            raise InjectedFault(f"resolve_data fails on purpose for {key}")
+        if self.fault is not None and self.fault.matches(write_item):
+            raise InjectedFault(f"resolve_data fails on purpose for {key}", self.fault.token)
         value = self.state[write_item.index.fqn]
         if isinstance(value, Shards):
             for box, chunk in value.chunks:
                 if box.offsets == key[1]:
                     return chunk
-            raise AssertionError(f"resolve_data asked for {key}, a chunk this rank does not hold")
+            raise ContractViolation(
+                f"resolve_data asked for {key}, a chunk this rank does not hold"
+            )
         if write_item.type == WriteItemType.BYTE_IO:
             return bytes_of(value)
         return value
@@ -229,8 +271,8 @@ def _shard_item(fqn: str, shape: tuple[int, ...], box: Box, chunk: torch.Tensor)
 class SpecLoadPlanner(LoadPlanner):
     """Hands out SENTINEL-filled destination views and checks every read item is committed once."""
 
-    def __init__(self, fail_on: Callable[[ReadItem], bool] | None = None) -> None:
-        self.fail_on = fail_on
+    def __init__(self, fail_on: FailOn | None = None) -> None:
+        self.fault = _as_fault(fail_on)
         self.committed: Counter[ReadItem] = Counter()
         self.loaded: dict[str, Any] = {}
 
@@ -242,7 +284,7 @@ class SpecLoadPlanner(LoadPlanner):
     ) -> None:
         # docstring inherited
         if metadata is None:
-            raise AssertionError("the harness always passes metadata")
+            raise TypeError("the harness always passes metadata")
         self.requests: dict[str, Request] = state_dict
         self.metadata = metadata
         self.buffers: dict[str, list[torch.Tensor]] = {}
@@ -253,13 +295,13 @@ class SpecLoadPlanner(LoadPlanner):
         entries = self.metadata.state_dict_metadata
         for fqn, request in self.requests.items():
             if fqn not in entries:
-                raise AssertionError(
+                raise ContractViolation(
                     f"read_metadata has no entry {fqn!r}; it has {sorted(entries)[:20]}"
                 )
             stored = entries[fqn]
             if isinstance(request, BytesRequest):
                 if not isinstance(stored, BytesStorageMetadata):
-                    raise AssertionError(
+                    raise ContractViolation(
                         f"{fqn!r}: expected BytesStorageMetadata, found {stored!r}"
                     )
                 items.append(_bytes_item(fqn))
@@ -289,8 +331,10 @@ class SpecLoadPlanner(LoadPlanner):
 
     def resolve_tensor(self, read_item: ReadItem) -> torch.Tensor:
         # docstring inherited
-        if self.fail_on is not None and self.fail_on(read_item):
-            raise InjectedFault(f"resolve_tensor fails on purpose for {read_item.dest_index}")
+        if self.fault is not None and self.fault.matches(read_item):
+            raise InjectedFault(
+                f"resolve_tensor fails on purpose for {read_item.dest_index}", self.fault.token
+            )
         dest = self.buffers[read_item.dest_index.fqn][read_item.dest_index.index or 0]
         return region(dest, Box(tuple(read_item.dest_offsets), tuple(read_item.lengths)))
 
@@ -302,7 +346,7 @@ class SpecLoadPlanner(LoadPlanner):
             expected.shape,
             expected.stride(),
         ):
-            raise AssertionError(
+            raise ContractViolation(
                 f"commit_tensor for {read_item.dest_index} got a tensor of shape "
                 f"{tuple(tensor.shape)} "
                 f"stride {tensor.stride()}: expected the view resolve_tensor handed out "
@@ -311,12 +355,12 @@ class SpecLoadPlanner(LoadPlanner):
         self.committed[read_item] += 1
 
     def check_complete(self, plan: LoadPlan, rank: int) -> None:
-        """Raise AssertionError unless every item of ``plan`` was committed exactly once."""
+        """Raise ContractViolation unless every item of ``plan`` was committed exactly once."""
         wanted = Counter(plan.items)
         if wanted != self.committed:
             missing = [str(i.dest_index) for i in wanted - self.committed][:5]
             extra = [str(i.dest_index) for i in self.committed - wanted][:5]
-            raise AssertionError(
+            raise ContractViolation(
                 f"rank {rank}: expected each ReadItem committed (commit_tensor/load_bytes) once; "
                 f"not committed: {missing}, committed too often or unplanned: {extra}"
             )
@@ -339,9 +383,9 @@ def _bytes_item(fqn: str) -> ReadItem:
 
 def _check_tensor_entry(fqn: str, stored: object, request: TensorRequest) -> None:
     if not isinstance(stored, TensorStorageMetadata):
-        raise AssertionError(f"{fqn!r}: expected TensorStorageMetadata, found {stored!r}")
+        raise ContractViolation(f"{fqn!r}: expected TensorStorageMetadata, found {stored!r}")
     if tuple(stored.size) != request.shape or stored.properties.dtype != request.dtype:
-        raise AssertionError(
+        raise ContractViolation(
             f"{fqn!r}: expected size {request.shape} dtype {request.dtype} in read_metadata, "
             f"found size {tuple(stored.size)} dtype {stored.properties.dtype}"
         )
@@ -407,15 +451,48 @@ def _accepts_kwargs(fn: Callable[..., Any]) -> bool:
 def _wait(label: str, future: Any) -> Any:
     """Wait for a torch Future (or concurrent.futures.Future) and return its value."""
     if not hasattr(future, "wait") and not hasattr(future, "result"):
-        raise AssertionError(f"{label} returned {future!r}: expected a Future")
+        raise ContractViolation(f"{label} returned {future!r}: expected a Future")
     deadline = time.monotonic() + _FUTURE_TIMEOUT_S
     while not future.done():
         if time.monotonic() > deadline:
-            raise AssertionError(f"{label}'s future did not complete in {_FUTURE_TIMEOUT_S} s")
+            raise ContractViolation(f"{label}'s future did not complete in {_FUTURE_TIMEOUT_S} s")
         time.sleep(0.001)
     if hasattr(future, "wait"):
         return call(f"{label} future", future.wait)
     return call(f"{label} future", future.result)
+
+
+@contextlib.contextmanager
+def threads_surface_errors(what: str) -> Iterator[None]:
+    """Raise ContractViolation if a thread dies of an exception during a block that succeeds.
+
+    A backend that hands work to threads must surface their failures through the call or
+    its future; an exception that only reaches ``threading.excepthook`` is a lost error (the
+    operation reports success over missing work). If the block fails anyway, the lost
+    errors are attached to its exception as notes.
+    """
+    lost: list[threading.ExceptHookArgs] = []
+    previous = threading.excepthook
+    threading.excepthook = lost.append
+    try:
+        yield
+    except BaseException as exc:
+        for args in lost:
+            exc.add_note(f"meanwhile a thread died: {_thread_error(args)}")
+        raise
+    finally:
+        threading.excepthook = previous
+    if lost:
+        raise ContractViolation(
+            f"{what} succeeded, but a thread the backend started died of an exception that was "
+            f"never surfaced: {_thread_error(lost[0])}"
+            + (f" (and {len(lost) - 1} more)" if len(lost) > 1 else "")
+        ) from lost[0].exc_value
+
+
+def _thread_error(args: threading.ExceptHookArgs) -> str:
+    name = args.thread.name if args.thread is not None else "?"
+    return f"thread {name!r} raised {args.exc_type.__name__}: {args.exc_value}"
 
 
 Hook = Callable[[str, int], None]
@@ -430,7 +507,7 @@ def save(
     path: str,
     states: Sequence[Mapping[str, Any]],
     *,
-    fail_on: Callable[[WriteItem], bool] | None = None,
+    fail_on: FailOn | None = None,
     extra_kwargs: Mapping[str, Any] | None = None,
     before_call: Hook = _noop,
     writers: Sequence[StorageWriter] | None = None,
@@ -438,14 +515,28 @@ def save(
     """Save ``states[r]`` from simulated rank ``r``; return what ``finish`` was given.
 
     Values are tensors (saved whole), :class:`Shards` (chunks of a sharded
-    tensor) or any other object (stored as BytesIO). ``fail_on`` makes
-    ``resolve_data`` raise :class:`InjectedFault` for matching items;
+    tensor) or any other object (stored as BytesIO). ``fail_on`` (a predicate or a
+    :class:`Fault`) makes ``resolve_data`` raise :class:`InjectedFault` for matching items;
     ``extra_kwargs`` go to every method whose abstract signature takes
     ``**kwargs``; ``before_call(label, rank)`` runs before each backend call.
     """
+    with threads_surface_errors(f"{backend.name} save"):
+        return _save(backend, path, states, fail_on, extra_kwargs, before_call, writers)
+
+
+def _save(
+    backend: Backend,
+    path: str,
+    states: Sequence[Mapping[str, Any]],
+    fail_on: FailOn | None,
+    extra_kwargs: Mapping[str, Any] | None,
+    before_call: Hook,
+    writers: Sequence[StorageWriter] | None,
+) -> SaveRecord:
     n = len(states)
+    fault = _as_fault(fail_on)
     ws = list(writers) if writers is not None else [backend.make_writer(path) for _ in range(n)]
-    planners = [SpecSavePlanner(fail_on) for _ in states]
+    planners = [SpecSavePlanner(fault) for _ in states]
     extra = dict(extra_kwargs or {})
 
     def step(who: int, name: str, /, *args: Any, **kwargs: Any) -> Any:
@@ -469,7 +560,7 @@ def save(
     global_plans, metadata = planners[0].create_global_plan(local_plans)
     global_plans = step(0, "prepare_global_plan", global_plans)
     if len(global_plans) != n:
-        raise AssertionError(
+        raise ContractViolation(
             f"prepare_global_plan returned {len(global_plans)} plans for {n} ranks"
         )
     finals, results = [], []
@@ -486,7 +577,7 @@ def save(
 
 def _expect_type(what: str, value: object, kind: type) -> None:
     if not isinstance(value, kind):
-        raise AssertionError(f"{what} returned {type(value).__name__}: expected {kind.__name__}")
+        raise ContractViolation(f"{what} returned {type(value).__name__}: expected {kind.__name__}")
 
 
 def _index_key(index: Any) -> tuple[str, tuple[int, ...] | None]:
@@ -495,13 +586,13 @@ def _index_key(index: Any) -> tuple[str, tuple[int, ...] | None]:
 
 def _check_results(rank: int, plan: SavePlan, written: object) -> None:
     if not isinstance(written, list) or not all(isinstance(w, WriteResult) for w in written):
-        raise AssertionError(
+        raise ContractViolation(
             f"rank {rank} write_data future gave {written!r}: expected list[WriteResult]"
         )
     wanted = Counter(_index_key(item.index) for item in plan.items)
     got = Counter(_index_key(w.index) for w in written)
     if wanted != got:
-        raise AssertionError(
+        raise ContractViolation(
             f"rank {rank}: expected one WriteResult per WriteItem; missing {dict(wanted - got)}, "
             f"unexpected {dict(got - wanted)}"
         )
@@ -513,7 +604,7 @@ def load(
     requests: Sequence[Mapping[str, Request]],
     *,
     extra_kwargs: Mapping[str, Any] | None = None,
-    fail_on: Callable[[Any], bool] | None = None,
+    fail_on: FailOn | None = None,
     readers: Sequence[StorageReader] | None = None,
 ) -> list[dict[str, Any]]:
     """Load ``requests[r]`` on simulated rank ``r``; return each rank's results.
@@ -521,11 +612,26 @@ def load(
     A :class:`TensorRequest` yields the list of destination tensors, one per
     requested box (pre-filled with :data:`SENTINEL` bytes, so regions a
     backend never wrote show up); a :class:`BytesRequest` yields the object.
-    ``fail_on(read_item)`` makes ``resolve_tensor`` raise InjectedFault.
+    ``fail_on(read_item)`` (or a :class:`Fault`) makes ``resolve_tensor`` raise
+    :class:`InjectedFault`. Any exception a backend thread dies of during the save or load
+    fails it (:func:`threads_surface_errors`).
     """
+    with threads_surface_errors(f"{backend.name} load"):
+        return _load(backend, path, requests, extra_kwargs, fail_on, readers)
+
+
+def _load(
+    backend: Backend,
+    path: str,
+    requests: Sequence[Mapping[str, Request]],
+    extra_kwargs: Mapping[str, Any] | None,
+    fail_on: FailOn | None,
+    readers: Sequence[StorageReader] | None,
+) -> list[dict[str, Any]]:
     n = len(requests)
+    fault = _as_fault(fail_on)
     rs = list(readers) if readers is not None else [backend.make_reader(path) for _ in range(n)]
-    planners = [SpecLoadPlanner(fail_on) for _ in range(n)]
+    planners = [SpecLoadPlanner(fault) for _ in range(n)]
     extra = dict(extra_kwargs or {})
 
     def step(who: int, name: str, /, *args: Any, **kwargs: Any) -> Any:
@@ -554,7 +660,7 @@ def load(
         local_plans.append(step(rank, "prepare_local_plan", planner.create_local_plan()))
     global_plans = step(0, "prepare_global_plan", planners[0].create_global_plan(local_plans))
     if len(global_plans) != n:
-        raise AssertionError(
+        raise ContractViolation(
             f"prepare_global_plan returned {len(global_plans)} plans for {n} ranks"
         )
     for rank, planner in enumerate(planners):
@@ -600,9 +706,9 @@ def as_bytes(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def assert_bit_equal(actual: torch.Tensor, expected: torch.Tensor, *, what: str) -> None:
-    """Raise AssertionError unless the tensors agree in dtype, shape and every bit."""
+    """Raise ContractViolation unless the tensors agree in dtype, shape and every bit."""
     if actual.dtype != expected.dtype or tuple(actual.shape) != tuple(expected.shape):
-        raise AssertionError(
+        raise ContractViolation(
             f"{what}: expected dtype {expected.dtype} shape {tuple(expected.shape)}, "
             f"found dtype {actual.dtype} shape {tuple(actual.shape)}"
         )
@@ -623,7 +729,7 @@ def assert_bit_equal(actual: torch.Tensor, expected: torch.Tensor, *, what: str)
         if unwritten
         else ""
     )
-    raise AssertionError(f"{what}: {bad.numel()} of {want.numel()} bytes differ{hint}: {shown}")
+    raise ContractViolation(f"{what}: {bad.numel()} of {want.numel()} bytes differ{hint}: {shown}")
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ from spec_tests.properties.metadata import MetadataProperties
 from spec_tests.properties.multiprocess import MultiprocessProperties
 from spec_tests.properties.resharding import ReshardingProperties
 from spec_tests.properties.roundtrip import RoundTripProperties
+from spec_tests.properties.unclaimed import UnclaimedProperties
 
 __all__ = ["BackendTests"]
 
@@ -42,6 +43,7 @@ class BackendTests(
     FaultProperties,
     HostileProperties,
     MultiprocessProperties,
+    UnclaimedProperties,
 ):
     """Every conformance property; override the ``dcp_backend`` fixture to test your backend."""
 

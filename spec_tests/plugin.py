@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import sys
 import tomllib
 import uuid
@@ -39,12 +40,41 @@ PROFILES = ("dcp-dev", "dcp-ci", "dcp-nightly", "dcp-selftest")
 
 @dataclass(frozen=True, slots=True)
 class XfailEntry:
-    """One ``[[xfail]]`` entry of an expected-failures file."""
+    """One ``[[xfail]]`` entry of an expected-failures file.
+
+    ``raises`` and ``match`` name the failure the entry expects: a listed test that fails
+    any other way is a real failure (a known bug must not hide a new one).
+    """
 
     test: str  # node id relative to the spec_tests package (or rootdir), fnmatch globs allowed
     reason: str
     source: str  # the file it came from, for messages
     issue: str | None = None
+    raises: str | None = None  # an exception class name or module.qualname, anywhere in the chain
+    match: str | None = None  # a regex searched in the failure's text (chain, messages, notes)
+
+    @property
+    def names_error(self) -> bool:
+        """Whether the entry says which failure it expects."""
+        return self.raises is not None or self.match is not None
+
+    def mismatch(self, exc: BaseException) -> str | None:
+        """Why ``exc`` is not the failure this entry expects; None when it is.
+
+        Every failure of an exception group (hypothesis reports distinct bugs as one) must be
+        the expected one.
+        """
+        from spec_tests.verdicts import chain, text_of
+
+        leaves = _leaves(exc)
+        for leaf in leaves:
+            if self.raises is not None and not any(
+                _is_named(type(e), self.raises) for e in chain(leaf)
+            ):
+                return f"expected {self.raises} in the exception chain, got {_described(leaf)}"
+            if self.match is not None and re.search(self.match, text_of(leaf)) is None:
+                return f"expected a failure matching {self.match!r}, got {_described(leaf)}"
+        return None
 
     def matches(self, nodeid: str) -> bool:
         """Whether this entry covers ``nodeid`` (an entry without ``[param]`` covers them all)."""
@@ -57,6 +87,25 @@ class XfailEntry:
     def mark_reason(self) -> str:
         """The xfail reason shown by pytest: the entry's reason plus its issue."""
         return f"{self.reason} ({self.issue})" if self.issue else self.reason
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _is_named(kind: type, name: str) -> bool:
+    return any(name in (k.__name__, f"{k.__module__}.{k.__qualname__}") for k in kind.__mro__)
+
+
+def _described(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__module__}.{type(exc).__qualname__}: {text[0] if text else ''}"
+
+
+class ExpectedFailure(Exception):
+    """A listed test failed the way its entry says (pytest's xfail ``raises=`` target)."""
 
 
 @dataclass(slots=True)
@@ -90,6 +139,7 @@ class _State:
 
 
 _STATE = pytest.StashKey[_State]()
+_ENTRY = pytest.StashKey[XfailEntry]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -362,17 +412,26 @@ def read_xfails(path: Path) -> list[XfailEntry]:
         raise pytest.UsageError(f"xfails file {path}: cannot read: {err}") from err
     entries = []
     for n, entry in enumerate(raw.get("xfail", [])):
-        test, reason, issue = entry.get("test"), entry.get("reason"), entry.get("issue")
-        unknown = set(entry) - {"test", "reason", "issue"}
-        if not isinstance(test, str) or not isinstance(reason, str) or unknown:
+        if (
+            set(entry) - _ENTRY_KEYS
+            or not all(isinstance(entry.get(k), str) for k in ("test", "reason"))
+            or not all(isinstance(v, str) for v in entry.values())
+        ):
             raise pytest.UsageError(
                 f"xfails file {path}: entry {n}: expected string keys test, reason and optional "
-                f"issue, got {entry!r}"
+                f"{', '.join(sorted(_ENTRY_KEYS - {'test', 'reason'}))}, got {entry!r}"
             )
-        entries.append(
-            XfailEntry(test, reason, str(path), issue if isinstance(issue, str) else None)
-        )
+        try:
+            re.compile(entry.get("match", ""))
+        except re.error as err:
+            raise pytest.UsageError(
+                f"xfails file {path}: entry {n}: match {entry['match']!r} is not a regex: {err}"
+            ) from err
+        entries.append(XfailEntry(source=str(path), **entry))
     return entries
+
+
+_ENTRY_KEYS = frozenset({"test", "reason", "issue", "raises", "match"})
 
 
 def _suite_nodeid(item: pytest.Item) -> str:
@@ -406,7 +465,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         for n, entry in enumerate(state.entries):
             if entry.matches(ids[item.nodeid]):
-                item.add_marker(pytest.mark.xfail(strict=strict, reason=entry.mark_reason))
+                raises = ExpectedFailure if entry.names_error else None
+                item.add_marker(
+                    pytest.mark.xfail(strict=strict, reason=entry.mark_reason, raises=raises)
+                )
+                item.stash[_ENTRY] = entry
                 _without_shrinking(item)
                 used.add(n)
                 break
@@ -416,6 +479,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for n, e in enumerate(state.entries)
         if n not in used and not _not_collected(e, modules, config)
     ]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    entry = item.stash.get(_ENTRY, None)
+    if entry is None or not entry.names_error:
+        return (yield)
+    try:
+        return (yield)
+    except (pytest.skip.Exception, pytest.xfail.Exception, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        problem = entry.mismatch(exc)
+        if problem is not None:
+            exc.add_note(
+                f"listed as an expected failure in {entry.source} ({entry.test}), but it failed "
+                f"differently: {problem}"
+            )
+            raise
+        raise ExpectedFailure(f"the expected failure: {_described(exc)}") from exc
 
 
 def _reproducible() -> bool:

@@ -18,6 +18,7 @@ from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
 from spec_tests.properties._common import Location, claimed, flat, kinds_for
+from spec_tests.verdicts import ContractViolation
 
 __all__ = ["MetadataProperties"]
 
@@ -34,12 +35,12 @@ class MetadataProperties:
         given_md, read_md = self._save_and_read(dcp_backend, dcp_location, data)
         with harness.repro(dcp_backend, saved=given_md.state_dict_metadata):
             if read_md.state_dict_metadata != given_md.state_dict_metadata:
-                raise AssertionError(
+                raise ContractViolation(
                     f"state_dict_metadata: expected {given_md.state_dict_metadata!r}, "
                     f"found {read_md.state_dict_metadata!r}"
                 )
             if read_md.planner_data != given_md.planner_data:
-                raise AssertionError(
+                raise ContractViolation(
                     f"planner_data: expected {given_md.planner_data!r}, "
                     f"found {read_md.planner_data!r}"
                 )
@@ -53,7 +54,7 @@ class MetadataProperties:
         want, got = given_md.state_dict_metadata, read_md.state_dict_metadata
         with harness.repro(dcp_backend, saved=want, read=got):
             if set(want) != set(got):
-                raise AssertionError(f"entries: expected {sorted(want)}, found {sorted(got)}")
+                raise ContractViolation(f"entries: expected {sorted(want)}, found {sorted(got)}")
             for fqn, entry in want.items():
                 _check_entry(fqn, entry, got[fqn])
 
@@ -85,7 +86,7 @@ class MetadataProperties:
         harness.call("reset", reader.reset, location)
         read_md = harness.call(f"{backend.name} read_metadata", reader.read_metadata)
         if not isinstance(read_md, Metadata):
-            raise AssertionError(
+            raise ContractViolation(
                 f"read_metadata returned {type(read_md).__name__}: expected Metadata"
             )
         return given_md, read_md
@@ -94,20 +95,20 @@ class MetadataProperties:
 def _check_entry(fqn: str, want: object, got: object) -> None:
     if isinstance(want, BytesStorageMetadata):
         if not isinstance(got, BytesStorageMetadata):
-            raise AssertionError(f"{fqn!r}: expected BytesStorageMetadata, found {got!r}")
+            raise ContractViolation(f"{fqn!r}: expected BytesStorageMetadata, found {got!r}")
         return
     assert isinstance(want, TensorStorageMetadata)  # DCP has only these two kinds
     if not isinstance(got, TensorStorageMetadata):
-        raise AssertionError(f"{fqn!r}: expected TensorStorageMetadata, found {got!r}")
+        raise ContractViolation(f"{fqn!r}: expected TensorStorageMetadata, found {got!r}")
     if got.size != want.size or got.properties.dtype != want.properties.dtype:
-        raise AssertionError(
+        raise ContractViolation(
             f"{fqn!r}: expected size {tuple(want.size)} dtype {want.properties.dtype}, "
             f"found size {tuple(got.size)} dtype {got.properties.dtype}"
         )
     boxes = [Box.of(c) for c in got.chunks]
     outside = [b for b in boxes if b.ndim != len(got.size) or out_of_bounds(got.size, b)]
     if outside:
-        raise AssertionError(f"{fqn!r}: chunks {outside} lie outside size {tuple(got.size)}")
+        raise ContractViolation(f"{fqn!r}: chunks {outside} lie outside size {tuple(got.size)}")
     missing = holes(got.size, boxes)
     if missing:
-        raise AssertionError(f"{fqn!r}: stored chunks {boxes} leave {missing} uncovered")
+        raise ContractViolation(f"{fqn!r}: stored chunks {boxes} leave {missing} uncovered")

@@ -10,7 +10,9 @@ from spec_tests import harness, layouts
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend
 from spec_tests.properties._common import (
+    LARGE_BYTES,
     Location,
+    claimed,
     draw_tensor,
     few,
     kinds_for,
@@ -85,8 +87,11 @@ class ReshardingProperties:
     def test_reshard_large(
         self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
     ) -> None:
-        """A 4 MiB tensor saved in rows over 4 ranks loads as columns over 3 ranks."""
-        value = draw_tensor(data, dcp_backend, shape=(1024, 1024))
+        """A 64 MiB tensor saved in rows over 4 ranks loads as columns over 3 ranks."""
+        row = data.draw(sts.dtypes(allowed=claimed(dcp_backend)), label="dtype")
+        cols = 4096
+        shape = (LARGE_BYTES // (cols * row.itemsize), cols)
+        value = data.draw(sts.tensor_values(row, shape), label="values")
         save = sts.SaveLayout(
             value.shape, tuple(map(tuple, layouts.row_shards(value.shape, 4))), "rows"
         )
