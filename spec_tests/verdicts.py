@@ -59,7 +59,9 @@ def chain(exc: BaseException) -> Iterator[BaseException]:
             stack += list(current.exceptions)
         failures = getattr(current, "failures", None)
         if isinstance(failures, dict):
-            stack += [e for e in failures.values() if isinstance(e, BaseException)]
+            # torch records each rank's failure as an (exception, traceback) pair.
+            firsts = [f[0] if isinstance(f, tuple) and f else f for f in failures.values()]
+            stack += [e for e in firsts if isinstance(e, BaseException)]
 
 
 def text_of(exc: BaseException) -> str:

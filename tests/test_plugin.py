@@ -429,3 +429,63 @@ def test_expected_failures_are_not_shrunk(pytester: pytest.Pytester) -> None:
     path = _xfails(pytester, '[[xfail]]\ntest = "test_hyp.py::test_big_sum"\nreason = "known"\n')
     result = pytester.runpytest(f"--dcp-xfails-file={path}")
     result.assert_outcomes(xfailed=1, passed=1)
+
+
+def test_xfail_entry_naming_its_error_accepts_only_that_error(fake: pytest.Pytester) -> None:
+    path = _xfails(
+        fake,
+        """
+        [[xfail]]
+        test = "test_fake.py::test_broken"
+        reason = "known"
+        raises = "AssertionError"
+        match = 'broken on purpose'
+
+        [[xfail]]
+        test = "test_fake.py::test_param[2]"
+        reason = "a different bug than the one that happens"
+        raises = "ValueError"
+        """,
+    )
+    result = fake.runpytest(f"--dcp-xfails-file={path}", "-k", "broken or param")
+    result.assert_outcomes(passed=1, xfailed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*failed differently: expected ValueError in the exception chain*"]
+    )
+
+
+def test_xfail_match_is_searched_in_the_whole_chain(fake: pytest.Pytester) -> None:
+    fake.makepyfile(
+        test_chained="""
+        def test_wrapped():
+            try:
+                raise KeyError("deep cause")
+            except KeyError as err:
+                raise RuntimeError("outer") from err
+        """
+    )
+    path = _xfails(
+        fake,
+        """
+        [[xfail]]
+        test = "test_chained.py::test_wrapped"
+        reason = "r"
+        raises = "KeyError"
+        match = 'deep cause'
+        """,
+    )
+    fake.runpytest(f"--dcp-xfails-file={path}", "test_chained.py").assert_outcomes(xfailed=1)
+
+
+def test_xfail_with_a_bad_regex_is_a_usage_error(fake: pytest.Pytester) -> None:
+    path = _xfails(fake, '[[xfail]]\ntest = "t"\nreason = "r"\nmatch = "("\n')
+    result = fake.runpytest(f"--dcp-xfails-file={path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*is not a regex*"])
+
+
+def test_every_builtin_xfail_entry_names_its_error() -> None:
+    for path in sorted(plugin.XFAILS_DIR.glob("*.toml")):
+        for entry in plugin.read_xfails(path):
+            assert entry.raises, f"{path.name}: {entry.test} names no exception type"
+            assert entry.match, f"{path.name}: {entry.test} names no message regex"
