@@ -700,6 +700,10 @@ def as_bytes(tensor: torch.Tensor) -> torch.Tensor:
     """The row-major bytes of ``tensor`` as a flat uint8 tensor (any dtype, any strides)."""
     if tensor.numel() == 0:
         return torch.empty(0, dtype=torch.uint8)
+    if tensor.is_contiguous():  # a view, no copy: the nightly sizes are several GiB
+        flat = tensor.reshape(-1)
+        if flat.stride(0) == 1:  # (a size-1 dim keeps whatever stride it had)
+            return flat.view(torch.uint8)
     dense = torch.empty(tuple(tensor.shape), dtype=tensor.dtype)
     dense.copy_(tensor)
     return dense.reshape(-1).view(torch.uint8)

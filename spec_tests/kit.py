@@ -26,6 +26,7 @@ import pytest
 from spec_tests.properties.contract import ContractProperties
 from spec_tests.properties.faults import FaultProperties
 from spec_tests.properties.hostile import HostileProperties
+from spec_tests.properties.huge import HugeProperties
 from spec_tests.properties.metadata import MetadataProperties
 from spec_tests.properties.multiprocess import MultiprocessProperties
 from spec_tests.properties.resharding import ReshardingProperties
@@ -44,6 +45,7 @@ class BackendTests(
     HostileProperties,
     MultiprocessProperties,
     UnclaimedProperties,
+    HugeProperties,
 ):
     """Every conformance property; override the ``dcp_backend`` fixture to test your backend."""
 

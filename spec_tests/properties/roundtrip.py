@@ -135,6 +135,8 @@ class RoundTripProperties:
         """
         dtype = claimed(dcp_backend)[0]
         raw = torch.arange(32, dtype=torch.uint8)  # 16 bytes each: whole elements of any dtype
+        if dtype is torch.bool:
+            raw %= 2  # the only valid bool bytes
         state = {name: raw[:16].view(dtype), "plain": raw[16:].view(dtype)}
         location = dcp_location()
         with harness.repro(dcp_backend, names=[name]):
@@ -173,10 +175,18 @@ class RoundTripProperties:
     def test_all_claimed_dtypes_in_one_checkpoint(
         self, dcp_backend: Backend, dcp_location: Location
     ) -> None:
-        """One small tensor of every claimed dtype, side by side in a single checkpoint."""
+        """Every claimed dtype, contiguous and transposed, side by side in a single checkpoint.
+
+        Deterministic, so each dtype meets the non-contiguous path in every run (a random
+        draw pairs a given dtype with a given view only now and then), at 256 KiB each: past
+        the size where torch's copies leave their byte-copy fast path for per-dtype kernels.
+        """
         state = {}
         for dtype in claimed(dcp_backend):
-            raw = ((torch.arange(32) * 37) % (2 if dtype is torch.bool else 256)).to(torch.uint8)
-            state[str(dtype).removeprefix("torch.")] = raw.view(dtype)
+            raw = torch.arange(256 * 1024) * 37 % (2 if dtype is torch.bool else 256)
+            value = raw.to(torch.uint8).reshape(256, 1024).view(dtype)
+            name = str(dtype).removeprefix("torch.")
+            state[name] = value
+            state[f"{name} transposed"] = value.t()
         with harness.repro(dcp_backend, dtypes=sorted(state)):
             roundtrip(dcp_backend, dcp_location(), state)

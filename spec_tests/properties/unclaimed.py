@@ -11,6 +11,7 @@ tried in every example, so a refusing dtype cannot shadow a silently wrong one.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ from spec_tests.properties._common import (
     Location,
     assert_nothing_committed,
     check_entry,
-    claimed,
+    check_load,
     draw_tensor,
     flat,
     kinds_for,
@@ -35,7 +36,7 @@ from spec_tests.properties._common import (
 )
 from spec_tests.verdicts import ContractViolation, may_refuse
 
-__all__ = ["UnclaimedProperties", "record_refusal"]
+__all__ = ["Attempt", "UnclaimedProperties", "record_refusal"]
 
 Record = Callable[[str, object], None]
 
@@ -57,48 +58,114 @@ def _skip_if_claimed(backend: Backend, capability: str) -> None:
         pytest.skip(f"backend {backend.name!r} claims {capability!r}: the other properties test it")
 
 
-def attempt(
-    backend: Backend,
-    location: str,
-    capability: str,
-    states: Sequence[Mapping[str, Any]],
-    values: Mapping[str, Any],
-    loads: Sequence[Mapping[str, Sequence[Box] | None]],
-) -> bool:
-    """Save ``states`` (one per rank), load ``loads[r]`` on rank ``r`` and check it exactly.
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try of an unclaimed capability, carrying its own expected answer.
 
-    ``values`` are the saved entries, whole (flattened names); ``loads[r]`` maps an entry to
-    the boxes rank ``r`` asks for (None: all of it). Return True if the backend refused (at
-    save, leaving nothing loadable, or at load); raise ContractViolation naming
-    ``capability`` if it did neither and the data came back wrong.
+    ``states[r]`` is what save rank ``r`` holds; ``values`` the saved entries whole (by
+    flattened name); ``loads[r]`` maps an entry to the boxes load rank ``r`` asks for (None:
+    all of it). ``companion`` holds claimed entries that rank 0 saves beside them: a backend
+    may refuse what it does not claim, but a save it lets succeed must not take claimed data
+    down with it.
     """
-    with may_refuse(f"saving with unclaimed {capability!r}") as saved:
-        harness.save(backend, location, states)
-    if saved.error is not None:
-        note(f"the save refused {capability!r}: {type(saved.error).__name__}: {saved.error}")
-        assert_nothing_committed(backend, location, values, f"the save refused {capability!r}")
-        return True
-    requests = [{k: request_for(values[k], boxes) for k, boxes in rank.items()} for rank in loads]
-    with may_refuse(f"loading with unclaimed {capability!r}") as loaded:
-        got = harness.load(backend, location, requests)
-    if loaded.error is not None:
-        note(f"the load refused {capability!r}: {type(loaded.error).__name__}: {loaded.error}")
-        return True
-    try:
-        for rank, wanted in enumerate(loads):
-            for fqn, boxes in wanted.items():
-                check_entry(f"{fqn!r} on load rank {rank}", got[rank][fqn], values[fqn], boxes)
-    except ContractViolation as exc:
-        raise ContractViolation(
-            f"backend {backend.name!r} does not claim {capability!r}, so it must round-trip "
-            f"exactly or raise; it was silently wrong: {exc}"
-        ) from exc
-    return False
+
+    capability: str
+    states: tuple[Mapping[str, Any], ...]
+    values: Mapping[str, Any]
+    loads: tuple[Mapping[str, Sequence[Box] | None], ...]
+    companion: Mapping[str, torch.Tensor]
+
+    def run(self, backend: Backend, location: str) -> bool:
+        """True if the backend refused loudly; ContractViolation if it was silently wrong."""
+        first, *rest = self.states
+        with may_refuse(f"saving with unclaimed {self.capability!r}") as saved:
+            harness.save(backend, location, [{**first, **self.companion}, *rest])
+        if saved.error is not None:
+            note(f"the save refused {self.capability!r}: {_brief(saved.error)}")
+            everything = {**self.values, **self.companion}
+            assert_nothing_committed(backend, location, everything, "the save refused")
+            return True
+        self._check_companion(backend, location)
+        requests = [
+            {k: request_for(self.values[k], boxes) for k, boxes in rank.items()}
+            for rank in self.loads
+        ]
+        with may_refuse(f"loading with unclaimed {self.capability!r}") as loaded:
+            got = harness.load(backend, location, requests)
+        if loaded.error is not None:
+            note(f"the load refused {self.capability!r}: {_brief(loaded.error)}")
+            return True
+        try:
+            for rank, wanted in enumerate(self.loads):
+                for fqn, boxes in wanted.items():
+                    value = self.values[fqn]
+                    check_entry(f"{fqn!r} on load rank {rank}", got[rank][fqn], value, boxes)
+        except ContractViolation as exc:
+            raise ContractViolation(
+                f"backend {backend.name!r} does not claim {self.capability!r}, so it must "
+                f"round-trip exactly or raise; it was silently wrong: {exc}"
+            ) from exc
+        return False
+
+    def _check_companion(self, backend: Backend, location: str) -> None:
+        try:
+            check_load(backend, location, self.companion)
+        except Exception as exc:
+            raise ContractViolation(
+                f"a save with unclaimed {self.capability!r} succeeded, but the claimed entries "
+                f"saved beside it ({sorted(self.companion)}) do not load back exactly: "
+                f"{_brief(exc)}"
+            ) from exc
+
+
+def _brief(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _sharded(value: torch.Tensor, layout: sts.SaveLayout) -> list[dict[str, Any]]:
     """One state per save rank holding what ``layout`` gives it of ``value`` (as entry "t")."""
     return [{} if held is None else {"t": held} for held in harness.shard(value, layout.boxes)]
+
+
+_OBJECTS = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.text(max_size=8),
+    st.lists(st.integers(), max_size=3),
+    st.binary(max_size=16),
+)
+
+
+def _companion(data: st.DataObject, backend: Backend) -> dict[str, torch.Tensor]:
+    return {"companion": draw_tensor(data, backend, max_dims=2)}
+
+
+def _try(
+    backend: Backend, location: str, attempt: Attempt, record_property: Record, **fields: object
+) -> None:
+    with harness.repro(backend, capability=attempt.capability, **fields):
+        try:
+            refused = attempt.run(backend, location)
+        except ContractViolation as exc:
+            exc.add_note(
+                f"while trying unclaimed capability {attempt.capability!r}: a backend must "
+                "round-trip what it does not claim exactly, or raise"
+            )
+            raise
+        if refused:
+            event(f"refused {attempt.capability}")
+            record_refusal(record_property, attempt.capability)
+
+
+def _sharded_attempt(
+    capability: str,
+    value: torch.Tensor,
+    layout: sts.SaveLayout,
+    loads: Sequence[Sequence[Box]],
+    companion: Mapping[str, torch.Tensor],
+) -> Attempt:
+    states = tuple(_sharded(value, layout))
+    wanted = tuple({"t": list(boxes)} if boxes else {} for boxes in loads)
+    return Attempt(capability, states, {"t": value}, wanted, companion)
 
 
 class UnclaimedProperties:
@@ -117,14 +184,12 @@ class UnclaimedProperties:
         if not rows:
             pytest.skip(f"backend {dcp_backend.name!r} claims every dtype")
         shape = data.draw(sts.shapes(max_dims=2, max_side=4), label="shape")
+        companion = _companion(data, dcp_backend)
         for row in rows:
             value = data.draw(sts.tensor_values(row, shape), label=f"{row.name} values")
-            capability = f"dtype:{row.name}"
-            with harness.repro(dcp_backend, capability=capability, shape=shape):
-                state = {"t": value}
-                if attempt(dcp_backend, dcp_location(), capability, [state], state, [{"t": None}]):
-                    event(f"refused {capability}")
-                    record_refusal(record_property, capability)
+            state = {"t": value}
+            attempt = Attempt(f"dtype:{row.name}", (state,), state, ({"t": None},), companion)
+            _try(dcp_backend, dcp_location(), attempt, record_property, shape=shape)
 
     @given(data=st.data())
     def test_unclaimed_bytes_refuse_loudly(
@@ -136,15 +201,15 @@ class UnclaimedProperties:
     ) -> None:
         """Without ``bytes``: non-tensor entries beside tensors round-trip exactly or raise."""
         _skip_if_claimed(dcp_backend, "bytes")
-        state = data.draw(
-            sts.state_dicts(allowed=claimed(dcp_backend), allow_bytes=True), label="state dict"
+        objects: dict[str, Any] = data.draw(
+            st.dictionaries(sts.names(max_size=6), _OBJECTS, min_size=1, max_size=3),
+            label="objects",
         )
-        state["extra object"] = {"step": 3, "tag": "x"}
-        entries = flat(state)
-        with harness.repro(dcp_backend, capability="bytes", state=state):
-            loads = [dict.fromkeys(entries)]
-            if attempt(dcp_backend, dcp_location(), "bytes", [state], entries, loads):
-                record_refusal(record_property, "bytes")
+        objects["extra object"] = {"step": 3, "tag": "x"}
+        entries = flat(objects)
+        companion = _companion(data, dcp_backend)
+        attempt = Attempt("bytes", (objects,), entries, (dict.fromkeys(entries),), companion)
+        _try(dcp_backend, dcp_location(), attempt, record_property, objects=objects)
 
     @given(data=st.data())
     def test_unclaimed_multi_chunk_refuses_loudly(
@@ -160,11 +225,9 @@ class UnclaimedProperties:
         layout = data.draw(
             sts.layouts(value.shape, ranks=1, kinds=_MULTI_CHUNK_KINDS), label="layout"
         )
-        loads = [{"t": list(layout.boxes[0])}]
-        with harness.repro(dcp_backend, capability="multi-chunk", layout=layout):
-            states = _sharded(value, layout)
-            if attempt(dcp_backend, dcp_location(), "multi-chunk", states, {"t": value}, loads):
-                record_refusal(record_property, "multi-chunk")
+        companion = _companion(data, dcp_backend)
+        attempt = _sharded_attempt("multi-chunk", value, layout, layout.boxes, companion)
+        _try(dcp_backend, dcp_location(), attempt, record_property, layout=layout)
 
     @given(data=st.data())
     def test_unclaimed_multi_rank_refuses_loudly(
@@ -181,11 +244,9 @@ class UnclaimedProperties:
         layout = data.draw(
             sts.layouts(value.shape, ranks=ranks, kinds=_MULTI_RANK_KINDS), label="layout"
         )
-        loads = [{"t": list(boxes)} if boxes else {} for boxes in layout.boxes]
-        with harness.repro(dcp_backend, capability="multi-rank", layout=layout):
-            states = _sharded(value, layout)
-            if attempt(dcp_backend, dcp_location(), "multi-rank", states, {"t": value}, loads):
-                record_refusal(record_property, "multi-rank")
+        companion = _companion(data, dcp_backend)
+        attempt = _sharded_attempt("multi-rank", value, layout, layout.boxes, companion)
+        _try(dcp_backend, dcp_location(), attempt, record_property, layout=layout)
 
     @given(data=st.data())
     def test_unclaimed_reshard_refuses_loudly(
@@ -210,8 +271,6 @@ class UnclaimedProperties:
             ),
             label="case",
         )
-        loads = [{"t": list(boxes)} for boxes in case.load_boxes]
-        states = _sharded(value, case.save)
-        with harness.repro(dcp_backend, capability="reshard", case=case):
-            if attempt(dcp_backend, dcp_location(), "reshard", states, {"t": value}, loads):
-                record_refusal(record_property, "reshard")
+        companion = _companion(data, dcp_backend)
+        attempt = _sharded_attempt("reshard", value, case.save, case.load_boxes, companion)
+        _try(dcp_backend, dcp_location(), attempt, record_property, case=case)
