@@ -15,7 +15,16 @@ import torch
 
 from dcp_impl.errors import UnknownDtypeError
 
-__all__ = ["DTYPES", "DtypeInfo", "by_name", "by_safetensors", "by_torch"]
+__all__ = [
+    "DTYPES",
+    "DtypeInfo",
+    "by_name",
+    "by_safetensors",
+    "by_torch",
+    "copy_bits",
+    "dense",
+    "raw_bytes",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,3 +120,45 @@ def by_safetensors(name: str) -> DtypeInfo:
         raise UnknownDtypeError(
             f"safetensors dtype {name!r} is unknown: expected one of {sorted(_BY_SAFETENSORS)}"
         ) from None
+
+
+# Same-size integer dtypes that carry another dtype's bits through a copy. torch has no copy
+# kernel for some dtypes (float4_e2m1fn_x2, the bits* types): copying one between different
+# layouts raises NotImplementedError once it leaves torch's byte-copy fast path.
+_CARRIERS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _carried(tensor: torch.Tensor) -> torch.Tensor:
+    carrier = _CARRIERS.get(tensor.element_size())
+    return tensor if carrier is None else tensor.view(carrier)
+
+
+def dense(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` itself if contiguous, else a contiguous copy of its bits (any dtype)."""
+    if tensor.is_contiguous():
+        return tensor
+    return _carried(tensor).contiguous().view(tensor.dtype)
+
+
+def copy_bits(dest: torch.Tensor, src: torch.Tensor, *, non_blocking: bool = False) -> None:
+    """``dest.copy_(src)``, bit for bit between tensors of one dtype whatever the dtype.
+
+    Between two dtypes it is ``copy_``'s conversion.
+    """
+    if dest.dtype != src.dtype:
+        dest.copy_(src, non_blocking=non_blocking)
+        return
+    _carried(dest).copy_(_carried(src), non_blocking=non_blocking)
+
+
+def raw_bytes(tensor: torch.Tensor) -> torch.Tensor:
+    """The row-major bytes of ``tensor``'s values as a flat uint8 tensor, any dtype and strides.
+
+    A view of the tensor's memory when it is contiguous, else a copy.
+    """
+    if tensor.numel() == 0:
+        return torch.empty(0, dtype=torch.uint8, device=tensor.device)
+    flat = dense(tensor).reshape(-1)
+    if flat.stride(0) != 1:  # a contiguous one-element tensor may keep any stride
+        flat = flat.as_strided((flat.numel(),), (1,))
+    return flat.view(torch.uint8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import safetensors.torch
 import torch
@@ -67,3 +68,32 @@ def test_unknown_dtypes_raise_never_default(lookup, key) -> None:  # type: ignor
         lookup(key)
     assert isinstance(info.value, CheckpointError)
     assert isinstance(info.value, ValueError)
+
+
+def _transposed_bytes(raw: torch.Tensor, itemsize: int) -> bytes:
+    """The oracle: numpy transposes opaque ``itemsize``-byte records, knowing nothing of dtypes."""
+    return np.ascontiguousarray(raw.numpy().view(f"V{itemsize}").T).tobytes()
+
+
+def _bytes(tensor: torch.Tensor) -> bytes:
+    return tensor.view(torch.uint8).numpy().tobytes()
+
+
+@pytest.mark.parametrize("dtype", [torch.float4_e2m1fn_x2, torch.bits16, torch.complex128])
+def test_dense_and_copy_bits_work_for_dtypes_torch_cannot_copy(dtype: torch.dtype) -> None:
+    # 512 KiB: past torch's byte-copy fast path, float4 and bits* have no copy kernel at all.
+    raw = (torch.arange(512 * 1024) * 37 % 256).to(torch.uint8).reshape(512, 1024)
+    transposed = raw.view(dtype).t()
+    expected = _transposed_bytes(raw, dtype.itemsize)
+    dense = dtypes.dense(transposed)
+    assert dense.is_contiguous()
+    assert _bytes(dense) == expected
+    strided = torch.empty(tuple(transposed.shape)[::-1], dtype=dtype).t()  # a non-contiguous dest
+    dtypes.copy_bits(strided, transposed)
+    assert _bytes(dtypes.dense(strided)) == expected
+
+
+def test_copy_bits_between_two_dtypes_converts() -> None:
+    dest = torch.zeros(3, dtype=torch.float64)
+    dtypes.copy_bits(dest, torch.tensor([1.5, -2.0, 3.25], dtype=torch.float32))
+    assert dest.tolist() == [1.5, -2.0, 3.25]

@@ -175,7 +175,7 @@ class _Reader:
         for target in targets:
             source = sub_view(request, item, target)
             if slot is None:
-                target.dest.copy_(source)
+                dtypes.copy_bits(target.dest, source)
             else:
                 self._copy_out(slot, target, source)
 
@@ -200,7 +200,7 @@ class _Reader:
             # would also take the gaps between them (measured: perf/README.md).
             mapped = self._mapped(request, [target])
             if mapped is not None:
-                target.dest.copy_(sub_view(request, mapped, target, start=start))
+                dtypes.copy_bits(target.dest, sub_view(request, mapped, target, start=start))
                 continue
             if direct:
                 runs = _runs.plan_runs(request.chunk_sizes, target.sub, itemsize)

@@ -6,6 +6,8 @@ from typing import Protocol
 
 import torch
 
+from dcp_impl.dtypes import copy_bits
+
 __all__ = ["DeviceCopier", "SyncCopier", "CudaCopier", "Staging"]
 
 
@@ -30,7 +32,7 @@ class SyncCopier:
 
     def copy(self, dest: torch.Tensor, src: torch.Tensor) -> object:
         # docstring inherited
-        dest.copy_(src)
+        copy_bits(dest, src)
         return None
 
     def wait(self, token: object) -> None:
@@ -53,7 +55,7 @@ class CudaCopier:
         # dest was allocated on the caller's stream; order our copy after its pending work.
         self._stream.wait_stream(torch.cuda.current_stream(dest.device))
         with torch.cuda.stream(self._stream):
-            dest.copy_(src, non_blocking=True)
+            copy_bits(dest, src, non_blocking=True)
             dest.record_stream(self._stream)
             event = torch.cuda.Event()
             event.record(self._stream)

@@ -80,7 +80,7 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
     dtypes.by_torch(tensor.dtype)  # unknown dtypes are an error, never a guess
     if tensor.numel() == 0:
         return memoryview(b"")  # no bytes to view: skip the device copy and the stride rules
-    return byte_view(tensor.detach().resolve_conj().resolve_neg().to("cpu").contiguous())
+    return byte_view(dtypes.dense(tensor.detach().resolve_conj().resolve_neg().to("cpu")))
 
 
 def byte_view(tensor: torch.Tensor) -> memoryview:
