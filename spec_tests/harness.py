@@ -68,7 +68,7 @@ from torch.distributed.checkpoint.planner_helpers import (
 )
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 
-from dcp_impl.dtypes import by_torch
+from dcp_impl.dtypes import by_torch, raw_bytes
 from dcp_impl.layout import Box
 from spec_tests.backends import Backend
 from spec_tests.verdicts import ContractViolation, text_of
@@ -698,15 +698,7 @@ def region(tensor: torch.Tensor, box: Box) -> torch.Tensor:
 
 def as_bytes(tensor: torch.Tensor) -> torch.Tensor:
     """The row-major bytes of ``tensor`` as a flat uint8 tensor (any dtype, any strides)."""
-    if tensor.numel() == 0:
-        return torch.empty(0, dtype=torch.uint8)
-    if tensor.is_contiguous():  # a view, no copy: the nightly sizes are several GiB
-        flat = tensor.reshape(-1)
-        if flat.stride(0) == 1:  # (a size-1 dim keeps whatever stride it had)
-            return flat.view(torch.uint8)
-    dense = torch.empty(tuple(tensor.shape), dtype=tensor.dtype)
-    dense.copy_(tensor)
-    return dense.reshape(-1).view(torch.uint8)
+    return raw_bytes(tensor)  # a view when contiguous: the nightly sizes are GiB
 
 
 def assert_bit_equal(actual: torch.Tensor, expected: torch.Tensor, *, what: str) -> None:

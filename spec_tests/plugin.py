@@ -50,7 +50,8 @@ class XfailEntry:
     reason: str
     source: str  # the file it came from, for messages
     issue: str | None = None
-    raises: str | None = None  # an exception class name or module.qualname, anywhere in the chain
+    # Exception class names or module.qualnames, any one of them anywhere in the chain.
+    raises: tuple[str, ...] | None = None
     match: str | None = None  # a regex searched in the failure's text (chain, messages, notes)
 
     @property
@@ -69,9 +70,10 @@ class XfailEntry:
         leaves = _leaves(exc)
         for leaf in leaves:
             if self.raises is not None and not any(
-                _is_named(type(e), self.raises) for e in chain(leaf)
+                _is_named(type(e), name) for e in chain(leaf) for name in self.raises
             ):
-                return f"expected {self.raises} in the exception chain, got {_described(leaf)}"
+                wanted = " or ".join(self.raises)
+                return f"expected {wanted} in the exception chain, got {_described(leaf)}"
             if self.match is not None and re.search(self.match, text_of(leaf)) is None:
                 return f"expected a failure matching {self.match!r}, got {_described(leaf)}"
         return None
@@ -412,14 +414,21 @@ def read_xfails(path: Path) -> list[XfailEntry]:
         raise pytest.UsageError(f"xfails file {path}: cannot read: {err}") from err
     entries = []
     for n, entry in enumerate(raw.get("xfail", [])):
+        raises = entry.get("raises")
+        if isinstance(raises, str):
+            entry["raises"] = raises = (raises,)
+        elif isinstance(raises, list) and raises and all(isinstance(r, str) for r in raises):
+            entry["raises"] = raises = tuple(raises)
         if (
             set(entry) - _ENTRY_KEYS
             or not all(isinstance(entry.get(k), str) for k in ("test", "reason"))
-            or not all(isinstance(v, str) for v in entry.values())
+            or not all(isinstance(v, str) for k, v in entry.items() if k != "raises")
+            or not (raises is None or isinstance(raises, tuple))
         ):
             raise pytest.UsageError(
                 f"xfails file {path}: entry {n}: expected string keys test, reason and optional "
-                f"{', '.join(sorted(_ENTRY_KEYS - {'test', 'reason'}))}, got {entry!r}"
+                "issue, match, and raises (a string or a list of them), got "
+                f"{entry!r}"
             )
         try:
             re.compile(entry.get("match", ""))

@@ -31,6 +31,7 @@ from torch.distributed.checkpoint.planner import (
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
+from dcp_impl.dtypes import copy_bits, raw_bytes
 from dcp_impl.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -65,11 +66,10 @@ class StoredItem:
 
 def _raw_bytes(tensor: torch.Tensor) -> bytes:
     """The tensor's elements in row-major order, bits unchanged (whatever its strides)."""
-    # clone() materialises non-contiguous and expanded views into exactly numel * itemsize
-    # bytes; viewing them as uint8 reinterprets without converting. (bytes(untyped_storage())
-    # would be exact too, but iterates byte by byte: a minute for 4 MiB.)
-    chunk = tensor.detach().to("cpu").clone(memory_format=torch.contiguous_format)
-    return chunk.reshape(-1).view(torch.uint8).numpy().tobytes()
+    # raw_bytes materialises non-contiguous and expanded views into exactly numel * itemsize
+    # bytes, reinterpreted without converting; bytes(untyped_storage()) would be exact too,
+    # but iterates byte by byte.
+    return raw_bytes(tensor.detach().to("cpu")).numpy().tobytes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +244,7 @@ class ReferenceReader(StorageReader):
             )
         # copy_ through a detached alias (the target may require grad); the planner gets back
         # the very tensor it resolved, as commit_tensor's contract says.
-        target.detach().copy_(region)
+        copy_bits(target.detach(), region)
         planner.commit_tensor(item, target)
 
     @classmethod

@@ -70,7 +70,7 @@ def _pretty_tensor(tensor: torch.Tensor, printer: RepresentationPrinter, cycle: 
 def _leading_bytes(tensor: torch.Tensor, limit: int) -> list[int]:
     if tensor.numel() == 0:
         return []
-    dense = torch.empty(tuple(tensor.shape), dtype=tensor.dtype).copy_(tensor)
+    dense = dt.dense(tensor)
     return dense.reshape(-1).view(torch.uint8)[:limit].tolist()
 
 
@@ -337,14 +337,16 @@ def _as_is(t: torch.Tensor) -> torch.Tensor:
 
 def _channels_last(t: torch.Tensor) -> torch.Tensor:
     event("channels_last view")
-    return torch.empty_like(t, memory_format=torch.channels_last).copy_(t)
+    view = torch.empty_like(t, memory_format=torch.channels_last)
+    dt.copy_bits(view, t)
+    return view
 
 
 def _transposed_storage(t: torch.Tensor) -> torch.Tensor:
     event("transposed view")
     buffer = torch.empty(tuple(reversed(t.shape)), dtype=t.dtype)
     view = buffer.permute(*reversed(range(t.ndim)))
-    view.copy_(t)
+    dt.copy_bits(view, t)
     return view
 
 
@@ -353,7 +355,7 @@ def _strided_slice(t: torch.Tensor) -> torch.Tensor:
     big = torch.empty((*t.shape[:-1], t.shape[-1] * 2 + 1), dtype=t.dtype)
     big.view(torch.uint8).fill_(0x5A)
     view = big[..., 1::2]
-    view.copy_(t)
+    dt.copy_bits(view, t)
     return view
 
 

@@ -175,9 +175,10 @@ class RoundTripProperties:
     def test_all_claimed_dtypes_in_one_checkpoint(
         self, dcp_backend: Backend, dcp_location: Location
     ) -> None:
-        """Every claimed dtype, contiguous and transposed, side by side in a single checkpoint.
+        """Every claimed dtype, contiguous and transposed, side by side in a single checkpoint,
+        loaded into plain and into strided destinations.
 
-        Deterministic, so each dtype meets the non-contiguous path in every run (a random
+        Deterministic, so each dtype meets the non-contiguous paths in every run (a random
         draw pairs a given dtype with a given view only now and then), at 256 KiB each: past
         the size where torch's copies leave their byte-copy fast path for per-dtype kernels.
         """
@@ -188,5 +189,7 @@ class RoundTripProperties:
             name = str(dtype).removeprefix("torch.")
             state[name] = value
             state[f"{name} transposed"] = value.t()
+        location = dcp_location()
         with harness.repro(dcp_backend, dtypes=sorted(state)):
-            roundtrip(dcp_backend, dcp_location(), state)
+            roundtrip(dcp_backend, location, state)
+            check_load(dcp_backend, location, state, strided=True)
