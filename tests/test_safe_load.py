@@ -199,6 +199,7 @@ def _common_entries() -> dict[str, Any]:
             "names": ("train", "eval"),
             "seen": {1, 2},
             "raw": b"\x00\x01",
+            "empty_raw": b"",  # protocol 2 pickles it as a call of builtins.bytes
             "ordered": collections.OrderedDict(a=1),
         },
     }
