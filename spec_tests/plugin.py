@@ -15,16 +15,22 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import re
-import sys
-import tomllib
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from spec_tests._profiles import PROFILES, register_profiles
+from spec_tests._xfails import (
+    ExpectedFailure,
+    XfailEntry,
+    judged,
+    read_xfails,
+    reproducible,
+    without_shrinking,
+)
 
 if TYPE_CHECKING:
     from spec_tests.backends import Backend
@@ -35,79 +41,6 @@ ENV_VAR = "DCP_SPEC_BACKEND"
 DEFAULT_BACKEND = "reference"
 PACKAGE_DIR = Path(__file__).resolve().parent
 XFAILS_DIR = PACKAGE_DIR / "xfails"
-PROFILES = ("dcp-dev", "dcp-ci", "dcp-nightly", "dcp-selftest")
-
-
-@dataclass(frozen=True, slots=True)
-class XfailEntry:
-    """One ``[[xfail]]`` entry of an expected-failures file.
-
-    ``raises`` and ``match`` name the failure the entry expects: a listed test that fails
-    any other way is a real failure (a known bug must not hide a new one).
-    """
-
-    test: str  # node id relative to the spec_tests package (or rootdir), fnmatch globs allowed
-    reason: str
-    source: str  # the file it came from, for messages
-    issue: str | None = None
-    # Exception class names or module.qualnames, any one of them anywhere in the chain.
-    raises: tuple[str, ...] | None = None
-    match: str | None = None  # a regex searched in the failure's text (chain, messages, notes)
-
-    @property
-    def names_error(self) -> bool:
-        """Whether the entry says which failure it expects."""
-        return self.raises is not None or self.match is not None
-
-    def mismatch(self, exc: BaseException) -> str | None:
-        """Why ``exc`` is not the failure this entry expects; None when it is.
-
-        Every failure of an exception group (hypothesis reports distinct bugs as one) must be
-        the expected one.
-        """
-        from spec_tests.verdicts import chain, text_of
-
-        leaves = _leaves(exc)
-        for leaf in leaves:
-            if self.raises is not None and not any(
-                _is_named(type(e), name) for e in chain(leaf) for name in self.raises
-            ):
-                wanted = " or ".join(self.raises)
-                return f"expected {wanted} in the exception chain, got {_described(leaf)}"
-            if self.match is not None and re.search(self.match, text_of(leaf)) is None:
-                return f"expected a failure matching {self.match!r}, got {_described(leaf)}"
-        return None
-
-    def matches(self, nodeid: str) -> bool:
-        """Whether this entry covers ``nodeid`` (an entry without ``[param]`` covers them all)."""
-        # Brackets are literal (parametrization ids), only * and ? are globs.
-        pattern = self.test.replace("[", "\0").replace("]", "[]]").replace("\0", "[[]")
-        base = nodeid.split("[", 1)[0]
-        return fnmatch.fnmatchcase(nodeid, pattern) or fnmatch.fnmatchcase(base, pattern)
-
-    @property
-    def mark_reason(self) -> str:
-        """The xfail reason shown by pytest: the entry's reason plus its issue."""
-        return f"{self.reason} ({self.issue})" if self.issue else self.reason
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
-def _is_named(kind: type, name: str) -> bool:
-    return any(name in (k.__name__, f"{k.__module__}.{k.__qualname__}") for k in kind.__mro__)
-
-
-def _described(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__module__}.{type(exc).__qualname__}: {text[0] if text else ''}"
-
-
-class ExpectedFailure(Exception):
-    """A listed test failed the way its entry says (pytest's xfail ``raises=`` target)."""
 
 
 @dataclass(slots=True)
@@ -124,16 +57,17 @@ class _State:
 
     def load(self) -> Backend:
         if self.backend is None:
+            from spec_tests import locations
             from spec_tests.backends import load_backend, probe
 
             backend = load_backend(self.spec)
-            if self.root is not None and "://" in self.root:
+            if self.root is not None and locations.is_url(self.root):
                 # A URL root: probe there, so that a backend taking URLs only is not refused.
-                location = _child(self.root, "dcp-probe-")
+                location = locations.child(self.root, "dcp-probe-")
                 try:
                     probe(backend, location)
                 finally:
-                    _remove(location)
+                    locations.remove(location)
             else:
                 probe(backend)
             self.backend = backend
@@ -203,12 +137,13 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--dcp-backend / {ENV_VAR}: {err}") from err
     profile = config.getoption("--hypothesis-profile", None)
     if state.requested or (isinstance(profile, str) and profile in PROFILES):
-        state.previous_profile = _register_profiles(load_default=state.requested and not profile)
+        state.previous_profile = register_profiles(load_default=state.requested and not profile)
     if config.getoption("--dcp-report"):
+        from spec_tests._report import ReportHooks
         from spec_tests.matrix import Recorder
 
         state.recorder = Recorder()
-        config.pluginmanager.register(_ReportHooks(state.recorder), "dcp_spec_report")
+        config.pluginmanager.register(ReportHooks(state.recorder, _suite_nodeid), "dcp_spec_report")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -231,47 +166,6 @@ def _targets_suite(config: pytest.Config) -> bool:
             continue
         return True
     return False
-
-
-def _register_profiles(*, load_default: bool) -> str:
-    from hypothesis import HealthCheck, Phase, settings
-
-    # Generating and storing multi-MiB tensors on shared CI cores is slow by nature, and
-    # dcp_location is a function-scoped fixture that is *meant* to be called once per example.
-    quiet = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
-    # Profiles inherit the loaded one: under CI=true that is hypothesis' derandomized "ci"
-    # profile, so the exploring profiles say derandomize=False themselves.
-    settings.register_profile(
-        "dcp-dev", max_examples=10, derandomize=False, deadline=None, suppress_health_check=quiet
-    )
-    settings.register_profile(
-        "dcp-ci",
-        max_examples=25,
-        derandomize=True,
-        deadline=None,
-        print_blob=True,
-        database=None,  # derandomized runs gain nothing from a replay database
-        suppress_health_check=quiet,
-    )
-    # The self-test's: dcp-ci's examples (derandomized, so the same draws), without shrinking
-    # a failure or explaining it. Only the verdict counts there, and it is the same.
-    settings.register_profile(
-        "dcp-selftest",
-        settings.get_profile("dcp-ci"),
-        phases=[p for p in Phase if p not in (Phase.shrink, Phase.explain)],
-    )
-    settings.register_profile(
-        "dcp-nightly",
-        max_examples=400,
-        derandomize=False,
-        deadline=None,
-        print_blob=True,
-        suppress_health_check=quiet,
-    )
-    previous = settings.get_current_profile_name()
-    if load_default:
-        settings.load_profile("dcp-dev")
-    return previous
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -316,59 +210,40 @@ def dcp_backend(pytestconfig: pytest.Config) -> Backend:
 def _dcp_root(
     pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
+    from spec_tests import locations
+
     parent = pytestconfig.getoption("--dcp-root")
     if parent:
-        root = _child(parent, "dcp-session-")
+        root = locations.child(parent, "dcp-session-")
     else:
         root = str(tmp_path_factory.mktemp("dcp-locations"))
-    _makedirs(root)
+    locations.makedirs(root)
     yield root
-    _remove(root)
+    locations.remove(root)
 
 
 @pytest.fixture
-def dcp_location(_dcp_root: str) -> Iterator[Callable[[], str]]:
+def dcp_location(_dcp_root: str, dcp_backend: Backend) -> Iterator[Callable[[], str]]:
     """A callable returning a NEW empty checkpoint location on every call (once per example).
 
     A location is a local directory, or a URL with a fresh prefix when ``--dcp-root`` is one.
+    Each is removed after the test, after the backend's optional ``cleanup(location)``.
     """
+    from spec_tests import locations
+
     issued: list[str] = []
 
     def new_location() -> str:
-        issued.append(_child(_dcp_root, "ckpt-"))
-        _makedirs(issued[-1])
+        issued.append(locations.child(_dcp_root, "ckpt-"))
+        locations.makedirs(issued[-1])
         return issued[-1]
 
     yield new_location
-    reference = sys.modules.get("spec_tests.reference")
+    cleanup = getattr(dcp_backend, "cleanup", None)
     for location in issued:
-        if reference is not None:  # the in-memory backend holds checkpoints until told otherwise
-            reference.discard(location)
-        _remove(location)
-
-
-def _child(parent: str, prefix: str) -> str:
-    # Joined as text, not through a filesystem, so that the URL keeps the user's spelling
-    # (protocol, chained protocols) for the backend; "/" separates local paths on POSIX too.
-    return f"{parent.rstrip('/')}/{prefix}{uuid.uuid4().hex[:16]}"
-
-
-def _makedirs(location: str) -> None:
-    from fsspec.core import url_to_fs
-
-    # A local directory is created; an object store has no directories, where this is a no-op.
-    fs, path = url_to_fs(location)
-    fs.makedirs(path, exist_ok=True)
-
-
-def _remove(location: str) -> None:
-    from fsspec.core import url_to_fs
-
-    try:
-        fs, path = url_to_fs(location)
-        fs.rm(path, recursive=True)
-    except Exception:  # cleanup is best effort: a missing prefix or a dead server is no failure
-        pass
+        if callable(cleanup):  # e.g. an in-memory backend frees what it holds there
+            cleanup(location)
+        locations.remove(location)
 
 
 @pytest.fixture(scope="session")
@@ -406,43 +281,6 @@ def _dcp_capability_skip(request: pytest.FixtureRequest) -> None:
 # --- expected failures ----------------------------------------------------------------------
 
 
-def read_xfails(path: Path) -> list[XfailEntry]:
-    """Parse an expected-failures TOML file; a malformed one is a usage error."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise pytest.UsageError(f"xfails file {path}: cannot read: {err}") from err
-    entries = []
-    for n, entry in enumerate(raw.get("xfail", [])):
-        raises = entry.get("raises")
-        if isinstance(raises, str):
-            entry["raises"] = raises = (raises,)
-        elif isinstance(raises, list) and raises and all(isinstance(r, str) for r in raises):
-            entry["raises"] = raises = tuple(raises)
-        if (
-            set(entry) - _ENTRY_KEYS
-            or not all(isinstance(entry.get(k), str) for k in ("test", "reason"))
-            or not all(isinstance(v, str) for k, v in entry.items() if k != "raises")
-            or not (raises is None or isinstance(raises, tuple))
-        ):
-            raise pytest.UsageError(
-                f"xfails file {path}: entry {n}: expected string keys test, reason and optional "
-                "issue, match, and raises (a string or a list of them), got "
-                f"{entry!r}"
-            )
-        try:
-            re.compile(entry.get("match", ""))
-        except re.error as err:
-            raise pytest.UsageError(
-                f"xfails file {path}: entry {n}: match {entry['match']!r} is not a regex: {err}"
-            ) from err
-        entries.append(XfailEntry(source=str(path), **entry))
-    return entries
-
-
-_ENTRY_KEYS = frozenset({"test", "reason", "issue", "raises", "match"})
-
-
 def _suite_nodeid(item: pytest.Item) -> str:
     """``item``'s node id relative to the spec_tests package when it lives there."""
     try:
@@ -470,16 +308,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     used: set[int] = set()
     ids = {item.nodeid: _suite_nodeid(item) for item in items}
-    strict = _reproducible()
+    strict = reproducible()
     for item in items:
         for n, entry in enumerate(state.entries):
             if entry.matches(ids[item.nodeid]):
                 raises = ExpectedFailure if entry.names_error else None
                 item.add_marker(
-                    pytest.mark.xfail(strict=strict, reason=entry.mark_reason, raises=raises)
+                    pytest.mark.xfail(
+                        strict=strict and entry.strict, reason=entry.mark_reason, raises=raises
+                    )
                 )
                 item.stash[_ENTRY] = entry
-                _without_shrinking(item)
+                without_shrinking(item)
                 used.add(n)
                 break
     modules = {nodeid.split("::", 1)[0] for nodeid in ids.values()}
@@ -500,42 +340,10 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     except (pytest.skip.Exception, pytest.xfail.Exception, KeyboardInterrupt):
         raise
     except BaseException as exc:
-        problem = entry.mismatch(exc)
-        if problem is not None:
-            exc.add_note(
-                f"listed as an expected failure in {entry.source} ({entry.test}), but it failed "
-                f"differently: {problem}"
-            )
+        verdict = judged(entry, exc)
+        if verdict is exc:
             raise
-        raise ExpectedFailure(f"the expected failure: {_described(exc)}") from exc
-
-
-def _reproducible() -> bool:
-    """Whether this run draws the same examples every time (dcp-ci is derandomized).
-
-    Entries are reproduced under dcp-ci; a randomized run may miss the one example
-    that fails, so there an unexpected pass is reported (XPASS), not a failure.
-    """
-    from hypothesis import settings
-
-    current = settings.default
-    return current is not None and current.derandomize
-
-
-def _without_shrinking(item: pytest.Item) -> None:
-    # Shrinking an expected failure is wasted work: on a backend with a dozen known bugs it
-    # takes most of a CI run, minimising examples nobody reads. Hypothesis reads a test's
-    # settings from this attribute on every call; without it (not a hypothesis test, or a
-    # future hypothesis), nothing changes.
-    obj = getattr(item, "obj", None)
-    test = getattr(obj, "__func__", obj)
-    current = getattr(test, "_hypothesis_internal_use_settings", None)
-    if current is None:
-        return
-    from hypothesis import Phase, settings
-
-    phases = [p for p in current.phases if p not in (Phase.shrink, Phase.explain)]
-    test._hypothesis_internal_use_settings = settings(current, phases=phases)  # type: ignore[union-attr]
+        raise verdict from exc
 
 
 def _not_collected(entry: XfailEntry, collected: set[str], config: pytest.Config) -> bool:
@@ -545,33 +353,6 @@ def _not_collected(entry: XfailEntry, collected: set[str], config: pytest.Config
     if any(fnmatch.fnmatchcase(m, module) for m in collected):
         return False
     return any(PACKAGE_DIR.glob(module)) or any(config.rootpath.glob(module))
-
-
-def property_name(item: pytest.Item) -> str:
-    """The matrix row of a test: ``<module-stem>::<test function>`` (module without ``test_``)."""
-    function = getattr(item, "function", None)
-    module = getattr(function, "__module__", None) or item.path.stem
-    stem = module.rsplit(".", 1)[-1].removeprefix("test_")
-    return f"{stem}::{getattr(item, 'originalname', item.name)}"
-
-
-class _ReportHooks:
-    """Feeds pytest's reports to the Recorder; registered only with --dcp-report."""
-
-    def __init__(self, recorder: Recorder) -> None:
-        self.recorder = recorder
-
-    def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.recorder.names = {
-            item.nodeid: (_suite_nodeid(item), property_name(item)) for item in session.items
-        }
-
-    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
-        if report.failed:
-            self.recorder.add_collection_error(report)
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.recorder.add(report)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -275,3 +275,7 @@ class ReferenceBackend:
     def make_reader(self, path: str) -> StorageReader:
         """A reader of the checkpoint committed in the in-memory store under ``path``."""
         return ReferenceReader(path)
+
+    def cleanup(self, path: str) -> None:
+        """Forget the checkpoint under ``path`` (the suite calls it when a test is done)."""
+        discard(path)

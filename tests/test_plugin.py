@@ -489,3 +489,21 @@ def test_every_builtin_xfail_entry_names_its_error() -> None:
         for entry in plugin.read_xfails(path):
             assert entry.raises, f"{path.name}: {entry.test} names no exception type"
             assert entry.match, f"{path.name}: {entry.test} names no message regex"
+
+
+def test_xfail_entry_not_strict_reports_an_unexpected_pass(fake: pytest.Pytester) -> None:
+    path = _xfails(
+        fake,
+        """
+        [[xfail]]
+        test = "test_fake.py::test_param[1]"
+        reason = "only some draws hit it"
+        raises = "AssertionError"
+        match = 'x'
+        strict = false
+        """,
+    )
+    result = fake.runpytest(
+        f"--dcp-xfails-file={path}", "--hypothesis-profile=dcp-ci", "-k", "param"
+    )
+    result.assert_outcomes(xpassed=1, failed=1)

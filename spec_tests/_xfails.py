@@ -1,0 +1,182 @@
+"""Expected failures: ``[[xfail]]`` entries of TOML files, and how a listed test is judged.
+
+An entry names a test (node-id globs), why it fails and, ideally, the failure it expects
+(``raises``: exception class names; ``match``: a regex over the failure's whole chain). A
+listed test that fails any other way is a real failure, so a known bug cannot hide a new one.
+Cheap to import (the plugin loads it in every pytest run): stdlib and pytest only.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+__all__ = [
+    "ExpectedFailure",
+    "XfailEntry",
+    "judged",
+    "read_xfails",
+    "reproducible",
+    "without_shrinking",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class XfailEntry:
+    """One ``[[xfail]]`` entry of an expected-failures file.
+
+    ``raises`` and ``match`` name the failure the entry expects: a listed test that fails
+    any other way is a real failure (a known bug must not hide a new one).
+    """
+
+    test: str  # node id relative to the spec_tests package (or rootdir), fnmatch globs allowed
+    reason: str
+    source: str  # the file it came from, for messages
+    issue: str | None = None
+    # False for a bug that only some draws hit: under dcp-ci an unexpected pass is then
+    # reported, not failed (the entry is still checked whenever the test does fail).
+    strict: bool = True
+    # Exception class names or module.qualnames, any one of them anywhere in the chain.
+    raises: tuple[str, ...] | None = None
+    match: str | None = None  # a regex searched in the failure's text (chain, messages, notes)
+
+    @property
+    def names_error(self) -> bool:
+        """Whether the entry says which failure it expects."""
+        return self.raises is not None or self.match is not None
+
+    def mismatch(self, exc: BaseException) -> str | None:
+        """Why ``exc`` is not the failure this entry expects; None when it is.
+
+        Every failure of an exception group (hypothesis reports distinct bugs as one) must be
+        the expected one.
+        """
+        from spec_tests.verdicts import chain, text_of
+
+        leaves = _leaves(exc)
+        for leaf in leaves:
+            if self.raises is not None and not any(
+                _is_named(type(e), name) for e in chain(leaf) for name in self.raises
+            ):
+                wanted = " or ".join(self.raises)
+                return f"expected {wanted} in the exception chain, got {_described(leaf)}"
+            if self.match is not None and re.search(self.match, text_of(leaf)) is None:
+                return f"expected a failure matching {self.match!r}, got {_described(leaf)}"
+        return None
+
+    def matches(self, nodeid: str) -> bool:
+        """Whether this entry covers ``nodeid`` (an entry without ``[param]`` covers them all)."""
+        # Brackets are literal (parametrization ids), only * and ? are globs.
+        pattern = self.test.replace("[", "\0").replace("]", "[]]").replace("\0", "[[]")
+        base = nodeid.split("[", 1)[0]
+        return fnmatch.fnmatchcase(nodeid, pattern) or fnmatch.fnmatchcase(base, pattern)
+
+    @property
+    def mark_reason(self) -> str:
+        """The xfail reason shown by pytest: the entry's reason plus its issue."""
+        return f"{self.reason} ({self.issue})" if self.issue else self.reason
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _is_named(kind: type, name: str) -> bool:
+    return any(name in (k.__name__, f"{k.__module__}.{k.__qualname__}") for k in kind.__mro__)
+
+
+def _described(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__module__}.{type(exc).__qualname__}: {text[0] if text else ''}"
+
+
+class ExpectedFailure(Exception):
+    """A listed test failed the way its entry says (pytest's xfail ``raises=`` target)."""
+
+
+def read_xfails(path: Path) -> list[XfailEntry]:
+    """Parse an expected-failures TOML file; a malformed one is a usage error."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise pytest.UsageError(f"xfails file {path}: cannot read: {err}") from err
+    entries = []
+    for n, entry in enumerate(raw.get("xfail", [])):
+        raises = entry.get("raises")
+        if isinstance(raises, str):
+            entry["raises"] = raises = (raises,)
+        elif isinstance(raises, list) and raises and all(isinstance(r, str) for r in raises):
+            entry["raises"] = raises = tuple(raises)
+        if (
+            set(entry) - _ENTRY_KEYS
+            or not all(isinstance(entry.get(k), str) for k in ("test", "reason"))
+            or not all(isinstance(v, str) for k, v in entry.items() if k not in _NOT_STR)
+            or not isinstance(entry.get("strict", True), bool)
+            or not (raises is None or isinstance(raises, tuple))
+        ):
+            raise pytest.UsageError(
+                f"xfails file {path}: entry {n}: expected string keys test, reason and optional "
+                "issue, match, raises (a string or a list of them) and strict (a bool), got "
+                f"{entry!r}"
+            )
+        try:
+            re.compile(entry.get("match", ""))
+        except re.error as err:
+            raise pytest.UsageError(
+                f"xfails file {path}: entry {n}: match {entry['match']!r} is not a regex: {err}"
+            ) from err
+        entries.append(XfailEntry(source=str(path), **entry))
+    return entries
+
+
+_ENTRY_KEYS = frozenset({"test", "reason", "issue", "raises", "match", "strict"})
+_NOT_STR = frozenset({"raises", "strict"})
+
+
+def judged(entry: XfailEntry, exc: BaseException) -> BaseException:
+    """What a listed test's failure ``exc`` becomes: an :class:`ExpectedFailure` (to raise from
+    ``exc``) when it is the failure ``entry`` expects, else ``exc`` itself, with a note saying
+    what was expected."""
+    problem = entry.mismatch(exc)
+    if problem is not None:
+        exc.add_note(
+            f"listed as an expected failure in {entry.source} ({entry.test}), but it failed "
+            f"differently: {problem}"
+        )
+        return exc
+    return ExpectedFailure(f"the expected failure: {_described(exc)}")
+
+
+def reproducible() -> bool:
+    """Whether this run draws the same examples every time (dcp-ci is derandomized).
+
+    Entries are reproduced under dcp-ci; a randomized run may miss the one example
+    that fails, so there an unexpected pass is reported (XPASS), not a failure.
+    """
+    from hypothesis import settings
+
+    current = settings.default
+    return current is not None and current.derandomize
+
+
+def without_shrinking(item: pytest.Item) -> None:
+    # Shrinking an expected failure is wasted work: on a backend with a dozen known bugs it
+    # takes most of a CI run, minimising examples nobody reads. Hypothesis reads a test's
+    # settings from this attribute on every call; without it (not a hypothesis test, or a
+    # future hypothesis), nothing changes.
+    obj = getattr(item, "obj", None)
+    test = getattr(obj, "__func__", obj)
+    current = getattr(test, "_hypothesis_internal_use_settings", None)
+    if current is None:
+        return
+    from hypothesis import Phase, settings
+
+    phases = [p for p in current.phases if p not in (Phase.shrink, Phase.explain)]
+    test._hypothesis_internal_use_settings = settings(current, phases=phases)  # type: ignore[union-attr]
