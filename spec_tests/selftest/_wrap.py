@@ -248,6 +248,12 @@ class Wrapped:
         made: WrappedReader = _bound(self.reader, type(inner))(inner, path)
         return made
 
+    def cleanup(self, path: str) -> None:
+        """The base backend's optional cleanup of ``path`` (the reference store frees it)."""
+        cleanup = getattr(self.base_backend(), "cleanup", None)
+        if callable(cleanup):
+            cleanup(path)
+
     def inner_writer(self, path: str) -> StorageWriter:
         """The base backend's writer (a bug may build it with other options)."""
         return self.base_backend().make_writer(path)
