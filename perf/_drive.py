@@ -1,15 +1,13 @@
 """Drive simulated ranks through a backend in DCP's call order, with minimal planners.
 
-dcp.save / dcp.load run these steps on every rank of a process group; here one
-process plays every rank in turn, with one writer/reader instance per rank, so
-that an 8-rank save is benchmarked without 8 processes. The planners only map
-write/read items to the ranks' tensors (built with torch's planner helpers), so
-nearly all the time measured is the backend's.
+The call sequence is :mod:`spec_tests.driver`'s, with plain (unchecked) calls: one process
+plays every rank in turn, one writer/reader instance per rank, so that an 8-rank save is
+benchmarked without 8 processes. The planners only map write/read items to the ranks'
+tensors (built with torch's planner helpers), so nearly all the time measured is the backend's.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,8 +39,9 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter
 
 from dcp_impl.errors import UnsupportedError
 from perf.workloads import Piece
+from spec_tests import driver
 
-__all__ = ["is_url", "load", "plan_load", "remove", "save"]
+__all__ = ["load", "plan_load", "save"]
 
 
 def _chunk(piece: Piece) -> ChunkStorageMetadata:
@@ -129,40 +128,12 @@ class _LoadPlanner(LoadPlanner):
 
 def save(writers: Sequence[StorageWriter], path: str, ranks: Sequence[Sequence[Piece]]) -> None:
     """Save ``ranks[r]`` through ``writers[r]`` (one per rank, rank 0 coordinates) to ``path``."""
-    planners = [_SavePlanner(pieces) for pieces in ranks]
-    for rank, (writer, planner) in enumerate(zip(writers, planners, strict=True)):
-        writer.reset(path)
-        planner.set_up_planner({}, storage_meta=writer.storage_meta(), is_coordinator=rank == 0)
-        writer.set_up_storage_writer(rank == 0, rank=rank, use_collectives=True)
-    local = [
-        w.prepare_local_plan(p.create_local_plan()) for w, p in zip(writers, planners, strict=True)
-    ]
-    plans, metadata = planners[0].create_global_plan(local)
-    plans = writers[0].prepare_global_plan(plans)
-    futures = [
-        w.write_data(p.finish_plan(plan), p)
-        for w, p, plan in zip(writers, planners, plans, strict=True)
-    ]
-    writers[0].finish(metadata, [f.wait() for f in futures])
+    driver.save(writers, path, [_SavePlanner(pieces) for pieces in ranks])
 
 
 def load(readers: Sequence[StorageReader], path: str, ranks: Sequence[Sequence[Piece]]) -> None:
     """Load into the tensors of ``ranks[r]`` through ``readers[r]`` (one per rank) from ``path``."""
-    planners = [_LoadPlanner(pieces) for pieces in ranks]
-    local = []
-    for rank, (reader, planner) in enumerate(zip(readers, planners, strict=True)):
-        reader.reset(path)
-        metadata = reader.read_metadata()
-        planner.set_up_planner({}, metadata, rank == 0)
-        reader.set_up_storage_reader(metadata, rank == 0, rank=rank, use_collectives=True)
-        local.append(reader.prepare_local_plan(planner.create_local_plan()))
-    plans = readers[0].prepare_global_plan(planners[0].create_global_plan(local))
-    futures = [
-        r.read_data(p.finish_plan(plan), p)
-        for r, p, plan in zip(readers, planners, plans, strict=True)
-    ]
-    for future in futures:
-        future.wait()
+    driver.load(readers, path, [_LoadPlanner(pieces) for pieces in ranks])
 
 
 def plan_load(reader: StorageReader, metadata: Metadata, state_dict: dict[str, Any]) -> LoadPlan:
@@ -173,18 +144,3 @@ def plan_load(reader: StorageReader, metadata: Metadata, state_dict: dict[str, A
     local = reader.prepare_local_plan(planner.create_local_plan())
     (plan,) = reader.prepare_global_plan(planner.create_global_plan([local]))
     return planner.finish_plan(plan)
-
-
-def is_url(location: str) -> bool:
-    """Whether ``location`` is an fsspec URL (``s3://...``, ``memory://...``), not a local path."""
-    return "://" in location or "::" in location
-
-
-def remove(location: str) -> None:
-    """Delete a checkpoint (a local folder or a URL prefix) and everything in it, if it exists."""
-    from fsspec.core import url_to_fs
-
-    fs, path = url_to_fs(location)
-    # Nothing may have been written there (a save that failed early): nothing to remove.
-    with contextlib.suppress(FileNotFoundError):
-        fs.rm(path, recursive=True)

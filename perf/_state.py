@@ -10,6 +10,7 @@ import torch
 
 from perf import _drive
 from perf.workloads import Layout, Piece, Workload, make_tensors, nbytes, split
+from spec_tests import locations
 from spec_tests.backends import Backend, claims
 
 __all__ = ["Checkpoints", "Materials", "Settings", "require"]
@@ -86,6 +87,6 @@ class Checkpoints:
             self._saved[key] = (path, nbytes(ranks))
             while len(self._saved) > 1 and sum(n for _, n in self._saved.values()) > self._budget:
                 oldest, _ = self._saved.popitem(last=False)[1]
-                _drive.remove(oldest)
+                locations.remove(oldest)
         self._saved.move_to_end(key)
         return self._saved[key][0]

@@ -15,6 +15,7 @@ from perf import _drive
 from perf._bench import Case, check_loaded, measure
 from perf._state import Checkpoints, Materials, Settings, require
 from perf.workloads import WORKLOADS, fresh_targets, nbytes, parse_size
+from spec_tests import locations
 from spec_tests.backends import Backend, BackendSpecError, load_backend
 
 #: Backends measured side by side unless --perf-backends says otherwise.
@@ -92,7 +93,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             # Only benchmarks whose locations come from the root measure the store.
             if (
                 root
-                and _drive.is_url(root)
+                and locations.is_url(root)
                 and not _ROOTED & set(getattr(item, "fixturenames", ()))
             ):
                 item.add_marker(local_only)
@@ -106,7 +107,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend_spec" in metafunc.fixturenames:
         config = metafunc.config
         root = config.getoption("--perf-root")
-        default = URL_BACKENDS if root and _drive.is_url(root) else DEFAULT_BACKENDS
+        default = URL_BACKENDS if root and locations.is_url(root) else DEFAULT_BACKENDS
         chosen = config.getoption("--perf-backends") or ",".join(default)
         specs = [s.strip() for s in chosen.split(",") if s.strip()]
         extra = config.getoption("--dcp-backend")  # registered by the spec_tests plugin
@@ -139,7 +140,7 @@ def backend(backend_spec: str, tmp_path: Path, perf_root: str) -> Backend:
         writer = found.make_writer(str(tmp_path / "probe"))
     except (BackendSpecError, ImportError, AttributeError) as err:
         pytest.skip(f"backend {backend_spec!r} unavailable: {type(err).__name__}: {err}")
-    if _drive.is_url(perf_root) and not writer.validate_checkpoint_id(perf_root):
+    if locations.is_url(perf_root) and not writer.validate_checkpoint_id(perf_root):
         pytest.skip(f"backend {found.name!r} does not take URLs: its writer refuses {perf_root}")
     return found
 
@@ -160,7 +161,7 @@ def perf_root(
         return
     root = f"{parent.rstrip('/')}/perf-{uuid.uuid4().hex[:12]}"
     yield root
-    _drive.remove(root)
+    locations.remove(root)
 
 
 @pytest.fixture
@@ -172,7 +173,7 @@ def perf_location(perf_root: str) -> Iterator[Callable[[], str]]:
     test_dir = f"{perf_root}/{uuid.uuid4().hex[:12]}"
     rounds = itertools.count()
     yield lambda: f"{test_dir}/round{next(rounds)}"
-    _drive.remove(test_dir)
+    locations.remove(test_dir)
 
 
 @pytest.fixture(scope="session")

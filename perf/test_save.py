@@ -15,6 +15,7 @@ from perf._baseline_io import SAVERS
 from perf._bench import Case, measure
 from perf._state import Materials, Settings, require
 from perf.workloads import SHARDED, UNSHARDED, WORKLOADS, nbytes
+from spec_tests import locations
 from spec_tests.backends import Backend
 
 FSYNC = pytest.mark.parametrize("fsync", [False, True], ids=["nosync", "fsync"])
@@ -49,7 +50,7 @@ def test_save(
     option = _has_sync_files(backend.make_writer(str(tmp_path / "probe")))
     if fsync and not option:
         pytest.skip(f"{backend.name}'s writer has no sync_files option: measured as 'save' only")
-    if fsync and _drive.is_url(perf_location()):
+    if fsync and locations.is_url(perf_location()):
         pytest.skip("--perf-root is a URL: an object store has no fsync, measured as 'save' only")
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -60,7 +61,7 @@ def test_save(
         return (writers, path, ranks), {}
 
     def teardown(writers: Any, path: str, ranks: Any) -> None:
-        _drive.remove(path)  # a 1 GiB workload would otherwise fill the disk round by round
+        locations.remove(path)  # a 1 GiB workload would otherwise fill the disk round by round
 
     op = "save-fsync" if fsync else "save"
     case = Case(op, workload.name, backend.name, "backend", nbytes(ranks))

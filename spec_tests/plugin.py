@@ -67,7 +67,7 @@ class _State:
                 try:
                     probe(backend, location)
                 finally:
-                    locations.remove(location)
+                    locations.remove(location, best_effort=True)
             else:
                 probe(backend)
             self.backend = backend
@@ -219,7 +219,7 @@ def _dcp_root(
         root = str(tmp_path_factory.mktemp("dcp-locations"))
     locations.makedirs(root)
     yield root
-    locations.remove(root)
+    locations.remove(root, best_effort=True)
 
 
 @pytest.fixture
@@ -243,7 +243,7 @@ def dcp_location(_dcp_root: str, dcp_backend: Backend) -> Iterator[Callable[[], 
     for location in issued:
         if callable(cleanup):  # e.g. an in-memory backend frees what it holds there
             cleanup(location)
-        locations.remove(location)
+        locations.remove(location, best_effort=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,57 @@
+"""The conformance harness: N simulated ranks driving a backend as ``dcp.save``/``dcp.load`` do.
+
+- :mod:`.planners`: DCP's default planning over drawn state dicts; faults on purpose;
+  SENTINEL-filled destinations and exactly-once commits.
+- :mod:`.checked`: the call sequence of :mod:`spec_tests.driver` with every contract check on.
+- :mod:`.tensors`: sharding a tensor into rank boxes, bit-exact comparison.
+- :mod:`.repro`: the reproduction note every failure carries.
+
+Every verdict is a :class:`~spec_tests.verdicts.ContractViolation`.
+"""
+
+from spec_tests.harness.checked import (
+    BackendBaseException,
+    SaveRecord,
+    call,
+    load,
+    save,
+    threads_surface_errors,
+)
+from spec_tests.harness.planners import (
+    BytesRequest,
+    FailOn,
+    Fault,
+    InjectedFault,
+    Request,
+    SpecLoadPlanner,
+    SpecSavePlanner,
+    TensorRequest,
+    bytes_of,
+)
+from spec_tests.harness.repro import repro
+from spec_tests.harness.tensors import SENTINEL, Shards, as_bytes, assert_bit_equal, region, shard
+
+__all__ = [
+    "SENTINEL",
+    "BackendBaseException",
+    "BytesRequest",
+    "FailOn",
+    "Fault",
+    "InjectedFault",
+    "Request",
+    "SaveRecord",
+    "Shards",
+    "SpecLoadPlanner",
+    "SpecSavePlanner",
+    "TensorRequest",
+    "as_bytes",
+    "assert_bit_equal",
+    "bytes_of",
+    "call",
+    "load",
+    "region",
+    "repro",
+    "save",
+    "shard",
+    "threads_surface_errors",
+]

@@ -1,0 +1,254 @@
+"""Checked driving: DCP's call sequence (:mod:`spec_tests.driver`) with the contract enforced.
+
+:func:`save` and :func:`load` play N simulated ranks, one writer (reader) per rank, through
+the driver with :class:`_Checked` calls: each backend call is labelled in any error it
+raises (BaseExceptions such as torch's ``CheckpointException`` become
+:class:`BackendBaseException`, so hypothesis treats them as failures and shrinks), what it
+returns is checked (types, one plan per rank, one WriteResult per WriteItem, every ReadItem
+committed once), waits are bounded, and a thread the backend started that dies of an
+exception nobody surfaced fails the operation. Every such check raises
+:class:`~spec_tests.verdicts.ContractViolation`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from hypothesis import note
+from hypothesis.errors import InvalidArgument
+from torch.distributed.checkpoint.metadata import Metadata
+from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, SavePlan
+from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
+
+from spec_tests import driver
+from spec_tests.backends import Backend
+from spec_tests.harness.planners import (
+    FailOn,
+    Request,
+    SpecLoadPlanner,
+    SpecSavePlanner,
+    as_fault,
+    index_key,
+)
+from spec_tests.verdicts import ContractViolation
+
+__all__ = [
+    "BackendBaseException",
+    "SaveRecord",
+    "call",
+    "load",
+    "save",
+    "threads_surface_errors",
+]
+
+_T = TypeVar("_T")
+_FUTURE_TIMEOUT_S = 300.0
+
+
+class BackendBaseException(Exception):
+    """A backend raised a BaseException (e.g. torch's CheckpointException); chained as cause."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SaveRecord:
+    """What a simulated save handed the backend: the metadata and results given to finish."""
+
+    metadata: Metadata
+    plans: tuple[SavePlan, ...]
+    results: tuple[tuple[WriteResult, ...], ...]
+
+
+def call(label: str, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    """Call a backend method; name it in any error, and turn BaseExceptions into Exceptions."""
+    try:
+        # A backend's warnings (torch-fs warns on every overwrite) are not contract
+        # violations, and a project's "filterwarnings = error" must not make them so.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = fn(*args, **kwargs)
+        for warning in caught:
+            _note(f"{label} warned: {warning.category.__name__}: {warning.message}")
+        return result
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except Exception as exc:
+        exc.add_note(f"raised by {label}")
+        raise
+    except BaseException as exc:
+        if type(exc).__module__.startswith("hypothesis"):
+            raise  # hypothesis' own control flow (StopTest etc.)
+        raise BackendBaseException(
+            f"{label} raised {type(exc).__name__}, a BaseException that is not an Exception: {exc}"
+        ) from exc
+
+
+def _note(text: str) -> None:
+    """``hypothesis.note`` inside a property; nothing outside one."""
+    with contextlib.suppress(InvalidArgument):
+        note(text)
+
+
+def _wait(label: str, future: Any) -> Any:
+    """Wait for a torch Future (or concurrent.futures.Future) and return its value."""
+    if not hasattr(future, "wait") and not hasattr(future, "result"):
+        raise ContractViolation(f"{label} returned {future!r}: expected a Future")
+    deadline = time.monotonic() + _FUTURE_TIMEOUT_S
+    while not future.done():
+        if time.monotonic() > deadline:
+            raise ContractViolation(f"{label}'s future did not complete in {_FUTURE_TIMEOUT_S} s")
+        time.sleep(0.001)
+    if hasattr(future, "wait"):
+        return call(f"{label} future", future.wait)
+    return call(f"{label} future", future.result)
+
+
+@contextlib.contextmanager
+def threads_surface_errors(what: str) -> Iterator[None]:
+    """Raise ContractViolation if a thread dies of an exception during a block that succeeds.
+
+    A backend that hands work to threads must surface their failures through the call or
+    its future; an exception that only reaches ``threading.excepthook`` is a lost error (the
+    operation reports success over missing work). If the block fails anyway, the lost
+    errors are attached to its exception as notes.
+    """
+    lost: list[threading.ExceptHookArgs] = []
+    previous = threading.excepthook
+    threading.excepthook = lost.append
+    try:
+        yield
+    except BaseException as exc:
+        for args in lost:
+            exc.add_note(f"meanwhile a thread died: {_thread_error(args)}")
+        raise
+    finally:
+        threading.excepthook = previous
+    if lost:
+        raise ContractViolation(
+            f"{what} succeeded, but a thread the backend started died of an exception that was "
+            f"never surfaced: {_thread_error(lost[0])}"
+            + (f" (and {len(lost) - 1} more)" if len(lost) > 1 else "")
+        ) from lost[0].exc_value
+
+
+def _thread_error(args: threading.ExceptHookArgs) -> str:
+    name = args.thread.name if args.thread is not None else "?"
+    return f"thread {name!r} raised {args.exc_type.__name__}: {args.exc_value}"
+
+
+Hook = Callable[[str, int], None]
+
+
+def _noop(_label: str, _rank: int) -> None:
+    return None
+
+
+def _check_results(rank: int, plan: SavePlan, written: object) -> None:
+    if not isinstance(written, list) or not all(isinstance(w, WriteResult) for w in written):
+        raise ContractViolation(
+            f"rank {rank} write_data future gave {written!r}: expected list[WriteResult]"
+        )
+    wanted = Counter(index_key(item.index) for item in plan.items)
+    got = Counter(index_key(w.index) for w in written)
+    if wanted != got:
+        raise ContractViolation(
+            f"rank {rank}: expected one WriteResult per WriteItem; missing {dict(wanted - got)}, "
+            f"unexpected {dict(got - wanted)}"
+        )
+
+
+class _Checked(driver.Calls):
+    """The driver's calls, labelled, checked and bounded (see the module docstring)."""
+
+    def __init__(
+        self, backend: str, role: str, extra: Mapping[str, Any], before_call: Hook = _noop
+    ) -> None:
+        self.backend, self.role, self.extra, self.before_call = backend, role, extra, before_call
+
+    def call(self, rank: int, name: str, fn: Callable[..., Any], /, *args: Any, **kw: Any) -> Any:
+        # docstring inherited
+        self.before_call(name, rank)
+        return call(f"{self.backend} {self.role} rank {rank}: {name}", fn, *args, **kw)
+
+    def returned(self, name: str, value: object, kind: type, count: int | None = None) -> None:
+        # docstring inherited
+        if not isinstance(value, kind):
+            raise ContractViolation(
+                f"{name} returned {type(value).__name__}: expected {kind.__name__}"
+            )
+        if isinstance(value, list) and count is not None and len(value) != count:
+            raise ContractViolation(f"{name} returned {len(value)} plans for {count} ranks")
+
+    def wait_written(self, rank: int, plan: SavePlan, future: Any) -> list[WriteResult]:
+        # docstring inherited
+        written = _wait(f"{self.backend} rank {rank} write_data", future)
+        _check_results(rank, plan, written)
+        return list(written)
+
+    def wait_read(self, rank: int, plan: LoadPlan, planner: LoadPlanner, future: Any) -> None:
+        # docstring inherited
+        _wait(f"{self.backend} rank {rank} read_data", future)
+        assert isinstance(planner, SpecLoadPlanner)  # the harness drives its own planners
+        planner.check_complete(plan, rank)
+
+
+def save(
+    backend: Backend,
+    path: str,
+    states: Sequence[Mapping[str, Any]],
+    *,
+    fail_on: FailOn | None = None,
+    extra_kwargs: Mapping[str, Any] | None = None,
+    before_call: Hook = _noop,
+    writers: Sequence[StorageWriter] | None = None,
+) -> SaveRecord:
+    """Save ``states[r]`` from simulated rank ``r``; return what ``finish`` was given.
+
+    Values are tensors (saved whole), :class:`~spec_tests.harness.tensors.Shards` (chunks of a
+    sharded tensor) or any other object (stored as BytesIO). ``fail_on`` (a predicate or a
+    :class:`~spec_tests.harness.planners.Fault`) makes ``resolve_data`` raise
+    :class:`~spec_tests.harness.planners.InjectedFault` for matching items; ``extra_kwargs`` go
+    to every method whose abstract signature takes ``**kwargs``; ``before_call(label, rank)``
+    runs before each backend call.
+    """
+    with threads_surface_errors(f"{backend.name} save"):
+        fault = as_fault(fail_on)
+        ws = writers if writers is not None else [backend.make_writer(path) for _ in states]
+        planners = [SpecSavePlanner(fault) for _ in states]
+        checked = _Checked(backend.name, "writer", dict(extra_kwargs or {}), before_call)
+        saved = driver.save(ws, path, planners, [dict(s) for s in states], checked)
+        return SaveRecord(
+            saved.metadata, tuple(saved.plans), tuple(tuple(r) for r in saved.results)
+        )
+
+
+def load(
+    backend: Backend,
+    path: str,
+    requests: Sequence[Mapping[str, Request]],
+    *,
+    extra_kwargs: Mapping[str, Any] | None = None,
+    fail_on: FailOn | None = None,
+    readers: Sequence[StorageReader] | None = None,
+) -> list[dict[str, Any]]:
+    """Load ``requests[r]`` on simulated rank ``r``; return each rank's results.
+
+    A :class:`~spec_tests.harness.planners.TensorRequest` yields the list of destination
+    tensors, one per requested box (pre-filled with
+    :data:`~spec_tests.harness.tensors.SENTINEL` bytes, so regions a backend never wrote show
+    up); a :class:`~spec_tests.harness.planners.BytesRequest` yields the object. ``fail_on``
+    makes ``resolve_tensor`` raise an injected fault for matching read items.
+    """
+    with threads_surface_errors(f"{backend.name} load"):
+        fault = as_fault(fail_on)
+        rs = readers if readers is not None else [backend.make_reader(path) for _ in requests]
+        planners = [SpecLoadPlanner(fault) for _ in requests]
+        checked = _Checked(backend.name, "reader", dict(extra_kwargs or {}))
+        driver.load(rs, path, planners, [dict(r) for r in requests], checked)
+        return [planner.results() for planner in planners]
