@@ -22,7 +22,6 @@ __all__ = [
     "judged",
     "read_xfails",
     "reproducible",
-    "without_shrinking",
 ]
 
 
@@ -164,19 +163,3 @@ def reproducible() -> bool:
 
     current = settings.default
     return current is not None and current.derandomize
-
-
-def without_shrinking(item: pytest.Item) -> None:
-    # Shrinking an expected failure is wasted work: on a backend with a dozen known bugs it
-    # takes most of a CI run, minimising examples nobody reads. Hypothesis reads a test's
-    # settings from this attribute on every call; without it (not a hypothesis test, or a
-    # future hypothesis), nothing changes.
-    obj = getattr(item, "obj", None)
-    test = getattr(obj, "__func__", obj)
-    current = getattr(test, "_hypothesis_internal_use_settings", None)
-    if current is None:
-        return
-    from hypothesis import Phase, settings
-
-    phases = [p for p in current.phases if p not in (Phase.shrink, Phase.explain)]
-    test._hypothesis_internal_use_settings = settings(current, phases=phases)  # type: ignore[union-attr]

@@ -29,7 +29,6 @@ from spec_tests._xfails import (
     judged,
     read_xfails,
     reproducible,
-    without_shrinking,
 )
 
 if TYPE_CHECKING:
@@ -76,6 +75,7 @@ class _State:
 
 _STATE = pytest.StashKey[_State]()
 _ENTRY = pytest.StashKey[XfailEntry]()
+_NO_SHRINK = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -261,6 +261,13 @@ def dcp_local_s3() -> Iterator[LocalS3]:
 
 
 @pytest.fixture(autouse=True)
+def _dcp_settings(request: pytest.FixtureRequest) -> None:
+    from spec_tests._profiles import bind_settings
+
+    bind_settings(request.node, shrink=not request.node.stash.get(_NO_SHRINK, False))
+
+
+@pytest.fixture(autouse=True)
 def _dcp_capability_skip(request: pytest.FixtureRequest) -> None:
     # A fixture rather than a collection hook, so that a kit class overriding dcp_backend
     # gets its skips from its own backend.
@@ -319,7 +326,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     )
                 )
                 item.stash[_ENTRY] = entry
-                without_shrinking(item)
+                item.stash[_NO_SHRINK] = True
                 used.add(n)
                 break
     modules = {nodeid.split("::", 1)[0] for nodeid in ids.values()}

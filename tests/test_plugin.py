@@ -507,3 +507,28 @@ def test_xfail_entry_not_strict_reports_an_unexpected_pass(fake: pytest.Pytester
         f"--dcp-xfails-file={path}", "--hypothesis-profile=dcp-ci", "-k", "param"
     )
     result.assert_outcomes(xpassed=1, failed=1)
+
+
+def test_suite_properties_take_the_profile_loaded_when_they_run() -> None:
+    # @given captures the default settings at import; the plugin rebinds them at setup, so a
+    # property imported before --hypothesis-profile is loaded still runs under that profile.
+    from types import SimpleNamespace
+
+    from hypothesis import Phase, settings
+
+    from spec_tests._profiles import bind_settings, register_profiles
+    from spec_tests.properties.roundtrip import RoundTripProperties
+
+    previous = register_profiles(load_default=False)
+    try:
+        settings.load_profile("dcp-ci")
+        test = RoundTripProperties.test_large_tensors
+        bind_settings(SimpleNamespace(obj=test), shrink=False)  # type: ignore[arg-type]
+        bound = test._hypothesis_internal_use_settings  # type: ignore[attr-defined]
+        assert bound.derandomize
+        assert bound.max_examples == 2  # its few(2)
+        assert Phase.shrink not in bound.phases
+        bind_settings(SimpleNamespace(obj=test), shrink=True)  # type: ignore[arg-type]
+        assert Phase.shrink in test._hypothesis_internal_use_settings.phases  # type: ignore[attr-defined]
+    finally:
+        settings.load_profile(previous)

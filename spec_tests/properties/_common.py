@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import note, settings
+from hypothesis import note
 from hypothesis import strategies as st
 from torch.distributed.checkpoint._nested_dict import flatten_state_dict
 
@@ -25,12 +25,6 @@ MIB = 1 << 20
 LARGE_BYTES = 64 * MIB
 # Buffer sizes that backends commonly round to; each is crossed one element either way.
 BOUNDARIES_MIB = (1, 4, 8, 16, 32)
-
-
-def few(n: int) -> settings:
-    """At most ``n`` examples (or the profile's count if smaller): for expensive properties."""
-    current = settings.default
-    return settings(max_examples=n if current is None else min(n, current.max_examples))
 
 
 def claimed(backend: Backend) -> list[torch.dtype]:

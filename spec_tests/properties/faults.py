@@ -17,13 +17,13 @@ from hypothesis import strategies as st
 
 from spec_tests import harness, layouts
 from spec_tests import strategies as sts
+from spec_tests._profiles import few
 from spec_tests.backends import Backend, claims
 from spec_tests.properties._common import (
     Location,
     assert_nothing_committed,
     check_entry,
     draw_tensor,
-    few,
     request_for,
     sharded_save,
 )

@@ -24,8 +24,9 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 from spec_tests import harness
+from spec_tests._profiles import few
 from spec_tests.backends import Backend
-from spec_tests.properties._common import Location, draw_tensor, few, request_for
+from spec_tests.properties._common import Location, draw_tensor, request_for
 from spec_tests.verdicts import ContractViolation, may_refuse
 
 if TYPE_CHECKING:

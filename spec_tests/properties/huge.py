@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from dcp_impl.dtypes import DtypeInfo, by_torch
 from spec_tests import harness
+from spec_tests._profiles import few
 from spec_tests.backends import Backend
-from spec_tests.properties._common import Location, claimed, few, roundtrip
+from spec_tests.properties._common import Location, claimed, roundtrip
 
 __all__ = ["HugeProperties"]
 

@@ -8,13 +8,13 @@ from hypothesis import strategies as st
 
 from spec_tests import harness, layouts
 from spec_tests import strategies as sts
+from spec_tests._profiles import few
 from spec_tests.backends import Backend
 from spec_tests.properties._common import (
     LARGE_BYTES,
     Location,
     claimed,
     draw_tensor,
-    few,
     kinds_for,
     load_boxes,
     sharded_save,

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from spec_tests import harness
 from spec_tests import strategies as sts
+from spec_tests._profiles import few
 from spec_tests.backends import Backend
 from spec_tests.properties._common import (
     BOUNDARIES_MIB,
@@ -21,7 +22,6 @@ from spec_tests.properties._common import (
     check_load,
     claimed,
     draw_tensor,
-    few,
     roundtrip,
 )
 from spec_tests.verdicts import may_refuse
