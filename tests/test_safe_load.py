@@ -99,6 +99,7 @@ def test_the_issue_example_raises_and_runs_nothing(
     state = {"w": torch.ones(2), "extra": None}
     error = _refusal(state, dcp_impl.FileSystemReader("evil"))
     assert not (tmp_path / "pwned").exists()
+    assert isinstance(error, dcp_impl.UnsafeCheckpointError)
     assert isinstance(error, CheckpointError)
     assert isinstance(error, ValueError)
     text = str(error)
