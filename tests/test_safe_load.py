@@ -200,6 +200,7 @@ def _common_entries() -> dict[str, Any]:
             "names": ("train", "eval"),
             "seen": {1, 2},
             "raw": b"\x00\x01",
+            "empty": b"",  # pickled as builtins.bytes(), not through _codecs.encode
             "ordered": collections.OrderedDict(a=1),
         },
     }
