@@ -434,6 +434,7 @@ def save(
     extra_kwargs: Mapping[str, Any] | None = None,
     before_call: Hook = _noop,
     writers: Sequence[StorageWriter] | None = None,
+    checkpoint_id: bool = True,
 ) -> SaveRecord:
     """Save ``states[r]`` from simulated rank ``r``; return what ``finish`` was given.
 
@@ -442,6 +443,8 @@ def save(
     ``resolve_data`` raise :class:`InjectedFault` for matching items;
     ``extra_kwargs`` go to every method whose abstract signature takes
     ``**kwargs``; ``before_call(label, rank)`` runs before each backend call.
+    ``checkpoint_id=False`` calls ``reset()`` without ``path``, as ``dcp.save`` does when
+    given a storage_writer and no checkpoint_id (``writers`` made for ``path`` then).
     """
     n = len(states)
     ws = list(writers) if writers is not None else [backend.make_writer(path) for _ in range(n)]
@@ -456,7 +459,7 @@ def save(
 
     local_plans = []
     for rank, (writer, planner) in enumerate(zip(ws, planners, strict=True)):
-        step(rank, "reset", path)
+        step(rank, "reset", *([path] if checkpoint_id else []))
         meta = step(rank, "storage_meta")
         planner.set_up_planner(dict(states[rank]), storage_meta=meta, is_coordinator=rank == 0)
         if _accepts_kwargs(writer.set_up_storage_writer):
