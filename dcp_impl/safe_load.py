@@ -63,11 +63,9 @@ def _numpy_safe_globals() -> tuple[SafeGlobal, ...]:
     return (*functions, np.ndarray, np.dtype, *sorted(data_dtypes, key=lambda t: t.__name__))
 
 
-# Pickle protocol 2 (torch.save's) writes an empty bytes object as a call of builtins.bytes,
-# which torch's list lacks; bytes() builds bytes and runs nothing.
 DEFAULT_SAFE_GLOBALS: tuple[SafeGlobal, ...] = (bytes, io.BytesIO, *_numpy_safe_globals())
-"""Allowed by default beside torch's list: bytes and BytesIO (hold bytes only), numpy's plain
-data."""
+"""Allowed by default beside torch's list: bytes (``b""`` pickles as a call of
+``builtins.bytes``, which torch's list lacks), BytesIO (holds bytes only), numpy's plain data."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 A backend is any object with ``name``, ``capabilities`` (a frozenset of names
 from :data:`CAPABILITIES`, or None for "claims every capability"),
-``make_writer(path)`` and ``make_reader(path)``. The suite selects one with
+``make_writer(path)`` and ``make_reader(path)``; optional members are listed in
+:data:`OPTIONAL_MEMBERS`. The suite selects one with
 ``--dcp-backend=SPEC`` where SPEC is a built-in name or ``module:attr``;
 :func:`load_backend` resolves a SPEC, :func:`builtin` returns a built-in.
 
@@ -16,9 +17,9 @@ import importlib
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from dcp_impl.dtypes import DTYPES, by_torch
+from dcp_impl.dtypes import DTYPES
 
 if TYPE_CHECKING:
     import torch
@@ -29,6 +30,7 @@ __all__ = [
     "BackendSpecError",
     "CAPABILITIES",
     "BUILTIN_NAMES",
+    "OPTIONAL_MEMBERS",
     "builtin",
     "load_backend",
     "probe",
@@ -36,8 +38,10 @@ __all__ = [
     "claimed_dtypes",
     "DcpImplFS",
     "DcpImplHF",
+    "DcpImplHFConsolidated",
     "TorchFS",
     "TorchHF",
+    "TorchHFConsolidated",
     "TorchFsspec",
 ]
 
@@ -63,6 +67,17 @@ class Backend(Protocol):
     def make_reader(self, path: str) -> StorageReader:
         """A fresh StorageReader for the checkpoint location ``path``."""
         ...
+
+
+#: Members a backend may have (never required) -> what the suite does with them.
+OPTIONAL_MEMBERS: dict[str, str] = {
+    "corrupt": "corrupt(path, rng): damage stored data (the integrity properties)",
+    "truncate": "truncate(path, rng): cut stored data short (the integrity properties)",
+    "consolidated": (
+        "consolidated(path) -> location: where a save to path puts its consolidated output, "
+        "full tensors in safetensors files of their own (the consolidation properties)"
+    ),
+}
 
 
 class BackendSpecError(ValueError):
@@ -122,16 +137,12 @@ def _safetensors_dtype_caps() -> frozenset[str]:
 
 
 def _torch_hf_caps() -> frozenset[str]:
-    # torch's HF reader maps safetensors names back through DTYPE_MAP only (anything else
-    # silently becomes the default dtype), so by design it supports exactly those dtypes.
-    # Keys are tensor names, so one file cannot hold two chunks of a tensor (no multi-chunk);
-    # metadata is rebuilt from safetensors headers (no metadata-exact); non-tensor entries
-    # are not supported (no bytes); no checksums and files are rewritten in place (no
-    # integrity, no atomic-commit).
-    from torch.distributed.checkpoint._hf_utils import DTYPE_MAP
-
-    dtypes = frozenset(f"dtype:{by_torch(dtype).name}" for dtype in DTYPE_MAP.values())
-    return dtypes | {"multi-rank", "reshard", "overwrite", "multiprocess"}
+    # torch's HF reader names dtypes through safetensors' own table, so by design it stores
+    # every dtype safetensors can name. Keys are tensor names, so one file cannot hold two
+    # chunks of a tensor (no multi-chunk); metadata is rebuilt from safetensors headers (no
+    # metadata-exact); non-tensor entries are not supported (no bytes); no checksums and
+    # files are rewritten in place (no integrity, no atomic-commit).
+    return _safetensors_dtype_caps() | {"multi-rank", "reshard", "overwrite", "multiprocess"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,12 +160,13 @@ class TorchFS:
         | (_GENERAL_CAPS - {"integrity", "atomic-commit", "safe-load"}),
         repr=False,
     )
+    thread_count: int = 1  # torch-fs-threads: 4 writer threads per rank
 
     def make_writer(self, path: str) -> StorageWriter:
         # docstring inherited
         from torch.distributed.checkpoint.filesystem import FileSystemWriter
 
-        return FileSystemWriter(path)
+        return FileSystemWriter(path, thread_count=self.thread_count)
 
     def make_reader(self, path: str) -> StorageReader:
         # docstring inherited
@@ -222,12 +234,13 @@ class DcpImplFS:
 
     name: str = "dcp_impl-fs"
     capabilities: frozenset[str] | None = None
+    thread_count: int = 1  # dcp_impl-fs-threads: 4 writer threads per rank
 
     def make_writer(self, path: str) -> StorageWriter:
         # docstring inherited
         import dcp_impl
 
-        return dcp_impl.FileSystemWriter(path)
+        return dcp_impl.FileSystemWriter(path, thread_count=self.thread_count)
 
     def make_reader(self, path: str) -> StorageReader:
         # docstring inherited
@@ -261,6 +274,80 @@ class DcpImplHF:
         return dcp_impl.HuggingFaceReader(path)
 
 
+def _consolidating(threads: int) -> dict[str, Any]:
+    """The HF writer options of the consolidated built-ins (torch's and dcp_impl's take them)."""
+    return {
+        "save_distributed": True,
+        "enable_consolidation": True,
+        "thread_count": threads,
+        "thread_count_consolidation": threads,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class TorchHFConsolidated:
+    """torch's HF writer as torchtitan runs it: consolidation on, writer threads.
+
+    ``enable_consolidation=True`` writes each rank's shard file into ``path/sharded`` and,
+    in ``finish``, full tensors into ``path`` (``thread_count_consolidation`` threads),
+    where the reader finds them; writes use ``thread_count`` threads per rank.
+    """
+
+    name: str = "torch-hf-consolidated"
+    capabilities: frozenset[str] | None = field(default_factory=_torch_hf_caps, repr=False)
+    threads: int = 4
+
+    def make_writer(self, path: str) -> StorageWriter:
+        # docstring inherited
+        from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageWriter
+
+        return HuggingFaceStorageWriter(path, **_consolidating(self.threads))
+
+    def make_reader(self, path: str) -> StorageReader:
+        # docstring inherited
+        from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageReader
+
+        return HuggingFaceStorageReader(path)
+
+    def consolidated(self, path: str) -> str:
+        """The consolidated files are ``path``'s own safetensors files (shards are below)."""
+        return path
+
+
+@dataclass(frozen=True, slots=True)
+class DcpImplHFConsolidated:
+    """dcp_impl's HuggingFaceWriter configured as torch-hf-consolidated: consolidation, threads.
+
+    Shards go to ``path/sharded``; ``finish`` commits them, then writes full tensors (and
+    their own sidecar) into ``path``, where the reader finds them.
+    """
+
+    name: str = "dcp_impl-hf-consolidated"
+    # dcp_impl-hf's claims but metadata-exact: the reader reads the consolidated folder, whose
+    # own sidecar holds one whole chunk per tensor, not the chunks finish was given.
+    capabilities: frozenset[str] | None = field(
+        default_factory=lambda: _safetensors_dtype_caps() | (_GENERAL_CAPS - {"metadata-exact"}),
+        repr=False,
+    )
+    threads: int = 4
+
+    def make_writer(self, path: str) -> StorageWriter:
+        # docstring inherited
+        import dcp_impl
+
+        return dcp_impl.HuggingFaceWriter(path, **_consolidating(self.threads))
+
+    def make_reader(self, path: str) -> StorageReader:
+        # docstring inherited
+        import dcp_impl
+
+        return dcp_impl.HuggingFaceReader(path)
+
+    def consolidated(self, path: str) -> str:
+        """The consolidated files are ``path``'s own safetensors files (shards are below)."""
+        return path
+
+
 def _reference() -> Backend:
     from spec_tests.reference import ReferenceBackend
 
@@ -269,9 +356,13 @@ def _reference() -> Backend:
 
 _BUILTINS: dict[str, Callable[[], Backend]] = {
     "dcp_impl-fs": DcpImplFS,
+    "dcp_impl-fs-threads": lambda: DcpImplFS("dcp_impl-fs-threads", thread_count=4),
     "dcp_impl-hf": DcpImplHF,
+    "dcp_impl-hf-consolidated": DcpImplHFConsolidated,
     "torch-fs": TorchFS,
+    "torch-fs-threads": lambda: TorchFS("torch-fs-threads", thread_count=4),
     "torch-hf": TorchHF,
+    "torch-hf-consolidated": TorchHFConsolidated,
     "torch-fsspec": TorchFsspec,
     "reference": _reference,
 }

@@ -78,16 +78,20 @@ def _set_up(calls: Calls, rank: int, name: str, fn: Callable[..., Any], *args: A
 
 def save(
     writers: Sequence[StorageWriter],
-    path: str,
+    path: str | None,
     planners: Sequence[SavePlanner],
     states: Sequence[dict[str, Any]] | None = None,
     calls: Calls = PLAIN,
 ) -> Saved:
-    """Save through ``writers[r]`` with ``planners[r]`` over ``states[r]``; rank 0 coordinates."""
+    """Save through ``writers[r]`` with ``planners[r]`` over ``states[r]``; rank 0 coordinates.
+
+    ``path`` None resets the writers without a checkpoint id, as ``dcp.save`` does when given
+    a storage_writer and no checkpoint_id.
+    """
     n = len(writers)
     local = []
     for rank, (writer, planner) in enumerate(zip(writers, planners, strict=True)):
-        calls.call(rank, "reset", writer.reset, path)
+        calls.call(rank, "reset", writer.reset, *([] if path is None else [path]))
         meta = calls.call(rank, "storage_meta", writer.storage_meta)
         state = {} if states is None else states[rank]
         planner.set_up_planner(state, storage_meta=meta, is_coordinator=rank == 0)

@@ -23,7 +23,9 @@ from typing import ClassVar
 
 import pytest
 
+from spec_tests.properties.consolidation import ConsolidationProperties
 from spec_tests.properties.contract import ContractProperties
+from spec_tests.properties.coverage import CoverageProperties
 from spec_tests.properties.faults import FaultProperties
 from spec_tests.properties.hostile import HostileProperties
 from spec_tests.properties.huge import HugeProperties
@@ -32,6 +34,7 @@ from spec_tests.properties.multiprocess import MultiprocessProperties
 from spec_tests.properties.resharding import ReshardingProperties
 from spec_tests.properties.roundtrip import RoundTripProperties
 from spec_tests.properties.unclaimed import UnclaimedProperties
+from spec_tests.properties.workers import WorkerFailureProperties
 
 __all__ = ["BackendTests"]
 
@@ -40,14 +43,21 @@ class BackendTests(
     RoundTripProperties,
     ReshardingProperties,
     MetadataProperties,
+    CoverageProperties,
     ContractProperties,
     FaultProperties,
+    WorkerFailureProperties,
     HostileProperties,
+    ConsolidationProperties,
     MultiprocessProperties,
     UnclaimedProperties,
     HugeProperties,
 ):
-    """Every conformance property; override the ``dcp_backend`` fixture to test your backend."""
+    """Every conformance property; override the ``dcp_backend`` fixture to test your backend.
+
+    torch's own save planning (``spec_tests.properties.torch_planning``) is not included: it
+    does not depend on the backend.
+    """
 
     xfails: ClassVar[dict[str, str]] = {}
 

@@ -55,6 +55,7 @@ DEFAULT_TIMEOUT = 600.0
 # collective that can never complete; they get this many seconds before being killed.
 _GRACE = 10.0
 _TAIL = 4000  # characters of a rank's output quoted in a verdict
+_NO_OUTPUT = "(none; what a rank prints before its worker is imported goes to the parent's stderr)"
 
 _log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class RankOutcome:
             return f"rank {self.rank} raised:\n{self.error}"
         return (
             f"rank {self.rank} ended with {ended} before reporting a result; "
-            f"its last output:\n{self.output or '(none)'}"
+            f"its last output:\n{self.output or _NO_OUTPUT}"
         )
 
 
@@ -132,12 +133,12 @@ def spawn_ranks(
     with tempfile.TemporaryDirectory(prefix="dcp-ranks-") as folder:
         job = _Job(name, world, args, group, timeout, folder)
         processes = [context.Process(target=_rank_main, args=(job, r)) for r in range(world)]
-        for process in processes:
-            process.start()
         try:
+            for process in processes:
+                process.start()
             killed = _supervise(processes, Path(folder), timeout)
         finally:
-            _kill([p for p in processes if p.exitcode is None])  # never leave ranks behind
+            _kill([p for p in processes if p.pid is not None and p.exitcode is None])
         return tuple(
             _outcome(Path(folder), rank, p, killed.get(rank, ""))
             for rank, p in enumerate(processes)
@@ -149,7 +150,9 @@ def check_ranks(outcomes: Sequence[RankOutcome]) -> None:
     for outcome in outcomes:
         if outcome.passed and outcome.exitcode != 0:
             # pytorch/pytorch#179291: gloo's threads abort passing processes at teardown.
-            _log.warning("%s (not a failure)", outcome.describe())
+            _log.warning(
+                "%s (not a failure); its last output:\n%s", outcome.describe(), outcome.output
+            )
     failed = [o for o in outcomes if not o.passed]
     if failed:
         head = f"{len(failed)} of {len(outcomes)} ranks failed (expected each to report success)"

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter
 from torch.distributed.checkpoint._hf_utils import DTYPE_MAP
@@ -21,6 +22,7 @@ from spec_tests import backends
 from spec_tests.backends import (
     BUILTIN_NAMES,
     CAPABILITIES,
+    OPTIONAL_MEMBERS,
     Backend,
     BackendSpecError,
     builtin,
@@ -56,20 +58,47 @@ def test_builtins_satisfy_the_protocol(name: str) -> None:
     assert backend.capabilities is None or backend.capabilities <= CAPABILITIES.keys()
 
 
-def test_builtin_names_are_the_six_documented() -> None:
+def test_builtin_names_are_the_ten_documented() -> None:
     assert set(BUILTIN_NAMES) == {
         "dcp_impl-fs",
+        "dcp_impl-fs-threads",
         "dcp_impl-hf",
+        "dcp_impl-hf-consolidated",
         "torch-fs",
+        "torch-fs-threads",
         "torch-hf",
+        "torch-hf-consolidated",
         "torch-fsspec",
         "reference",
     }
 
 
+def test_configurations_users_run_are_built_in(tmp_path: Path) -> None:
+    threads = builtin("torch-fs-threads")
+    assert threads.capabilities == builtin("torch-fs").capabilities
+    writer = threads.make_writer(str(tmp_path))
+    assert isinstance(writer, FileSystemWriter)
+    assert writer.thread_count == 4
+    ours_fs = builtin("dcp_impl-fs-threads").make_writer(str(tmp_path))
+    assert ours_fs.thread_count == 4  # type: ignore[attr-defined]
+    hf = builtin("torch-hf-consolidated").make_writer(str(tmp_path))
+    assert isinstance(hf, HuggingFaceStorageWriter)
+    assert (hf.save_distributed, hf.enable_consolidation, hf.thread_count) == (True, True, 4)
+    ours = builtin("dcp_impl-hf-consolidated").make_writer(str(tmp_path))
+    assert (ours.enable_consolidation, ours.thread_count) == (True, 4)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", ["torch-hf-consolidated", "dcp_impl-hf-consolidated"])
+def test_consolidating_builtins_say_where_the_output_is(name: str) -> None:
+    backend = builtin(name)
+    assert "consolidated" in OPTIONAL_MEMBERS
+    assert backend.consolidated("/ckpt/a") == "/ckpt/a"  # type: ignore[attr-defined]
+    assert not hasattr(builtin(name.removesuffix("-consolidated")), "consolidated")
+
+
 def test_unknown_builtin_lists_the_builtins() -> None:
     with pytest.raises(
-        BackendSpecError, match="expected one of dcp_impl-fs, dcp_impl-hf, torch-fs"
+        BackendSpecError, match="expected one of dcp_impl-fs, dcp_impl-fs-threads, dcp_impl-hf"
     ):
         builtin("s3")
     with pytest.raises(BackendSpecError, match="'s3' is not a built-in"):
@@ -97,9 +126,11 @@ def test_reference_claims_all_but_three() -> None:
     }
 
 
-def test_torch_hf_claims_its_dtype_map_and_no_bytes() -> None:
+def test_torch_hf_claims_the_safetensors_dtypes_and_no_bytes() -> None:
     hf = builtin("torch-hf")
-    assert set(claimed_dtypes(hf)) == set(DTYPE_MAP.values())
+    # Its reader names dtypes through safetensors' own table, not torch's DTYPE_MAP.
+    assert set(claimed_dtypes(hf)) == set(safetensors.torch._TYPES.values())
+    assert set(DTYPE_MAP.values()) < set(claimed_dtypes(hf))
     assert not claims(hf, "bytes")
     assert not claims(hf, "multi-chunk")
     assert claims(hf, "multi-rank")

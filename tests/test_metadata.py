@@ -421,6 +421,28 @@ def test_compact_chunk_table_edge_cases() -> None:
     assert scalars[0].sizes is scalars[2].sizes  # one torch.Size per distinct row
 
 
+@PROPERTY
+@given(st.data())
+def test_compact_encoding_of_repeated_empty_and_0dim_chunks(data: st.DataObject) -> None:
+    """Chunks drawn from a small pool: repeats (replicated), empty and 0-dim chunks are common."""
+    shape = data.draw(shapes(max_ndim=3), label="shape")
+    dims = st.lists(st.integers(0, 3), min_size=len(shape), max_size=len(shape)).map(torch.Size)
+    pool = data.draw(st.lists(st.builds(ChunkStorageMetadata, dims, dims), min_size=1, max_size=3))
+    chunks = data.draw(st.lists(st.sampled_from(pool), max_size=8), label="chunks")
+    event(f"distinct sizes={len({tuple(c.sizes) for c in chunks})}, chunks={len(chunks)}")
+    entry = TensorStorageMetadata(TensorProperties(), shape, chunks)
+    storage = {
+        MetadataIndex("t", c.offsets, i): ItemLocation("f", i, 1) for i, c in enumerate(chunks)
+    }
+    storage[MetadataIndex("b")] = ItemLocation("g", 0, 1)
+    md = Metadata({"t": entry, "b": BytesStorageMetadata()}, storage_data=storage)
+    text = dumps(md)
+    assert_exact(loads(text), md)
+    table = json.loads(text)["state_dict_metadata"]["t"]["chunks"]
+    assert len(table["offsets"]) == len(chunks) * len(shape)
+    assert sorted(map(tuple, table["size_table"])) == sorted({tuple(c.sizes) for c in chunks})
+
+
 def test_legacy_tensor_properties_save_and_load(tmp_path: pathlib.Path) -> None:
     """torch's legacy sharded-tensor TensorProperties is written as the checkpoint one."""
     from torch.distributed._shard.sharded_tensor.metadata import TensorProperties as Legacy

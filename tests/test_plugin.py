@@ -125,7 +125,7 @@ def test_default_backend_is_reference_and_env_var_selects(
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("nope", "*'nope' is not a built-in: expected one of dcp_impl-fs, dcp_impl-hf, torch-fs*"),
+        ("nope", "*'nope' is not a built-in: expected one of dcp_impl-fs, dcp_impl-fs-threads*"),
         ("no_such_module_xyz:B", "*cannot import module 'no_such_module_xyz'*"),
         ("fakebackend:MISSING", "*has no attribute 'MISSING'*"),
         ("fakebackend:NOT_A_BACKEND", "*lacks Backend member(s) make_writer, make_reader*"),

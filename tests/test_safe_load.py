@@ -99,6 +99,7 @@ def test_the_issue_example_raises_and_runs_nothing(
     state = {"w": torch.ones(2), "extra": None}
     error = _refusal(state, dcp_impl.FileSystemReader("evil"))
     assert not (tmp_path / "pwned").exists()
+    assert isinstance(error, dcp_impl.UnsafeCheckpointError)
     assert isinstance(error, CheckpointError)
     assert isinstance(error, ValueError)
     text = str(error)
@@ -199,7 +200,7 @@ def _common_entries() -> dict[str, Any]:
             "names": ("train", "eval"),
             "seen": {1, 2},
             "raw": b"\x00\x01",
-            "empty_raw": b"",  # protocol 2 pickles it as a call of builtins.bytes
+            "empty": b"",  # pickled as builtins.bytes(), not through _codecs.encode
             "ordered": collections.OrderedDict(a=1),
         },
     }

@@ -97,6 +97,8 @@ def test_a_kill_the_faithful_wrapper_shares_is_not_credited() -> None:
     )
     assert [v.outcome for v in verdicts] == ["error", "killed", "failed"]
     assert "faithful b wrapper fails too" in verdicts[0].reason
+    first = render(verdicts).splitlines()[0]
+    assert first == "sensitivity: 1 of 2 broken backends killed; not judged (errors): Bad"
 
 
 def test_a_broken_backend_that_passes_survives() -> None:

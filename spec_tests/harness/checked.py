@@ -207,6 +207,7 @@ def save(
     extra_kwargs: Mapping[str, Any] | None = None,
     before_call: Hook = _noop,
     writers: Sequence[StorageWriter] | None = None,
+    checkpoint_id: bool = True,
 ) -> SaveRecord:
     """Save ``states[r]`` from simulated rank ``r``; return what ``finish`` was given.
 
@@ -215,14 +216,17 @@ def save(
     :class:`~spec_tests.harness.planners.Fault`) makes ``resolve_data`` raise
     :class:`~spec_tests.harness.planners.InjectedFault` for matching items; ``extra_kwargs`` go
     to every method whose abstract signature takes ``**kwargs``; ``before_call(label, rank)``
-    runs before each backend call.
+    runs before each backend call. ``checkpoint_id=False`` calls ``reset()`` without
+    ``path``, as ``dcp.save`` does when given a storage_writer and no checkpoint_id
+    (``writers`` made for ``path`` then).
     """
     with threads_surface_errors(f"{backend.name} save"):
         fault = as_fault(fail_on)
         ws = writers if writers is not None else [backend.make_writer(path) for _ in states]
         planners = [SpecSavePlanner(fault) for _ in states]
         checked = _Checked(backend.name, "writer", dict(extra_kwargs or {}), before_call)
-        saved = driver.save(ws, path, planners, [dict(s) for s in states], checked)
+        target = path if checkpoint_id else None
+        saved = driver.save(ws, target, planners, [dict(s) for s in states], checked)
         return SaveRecord(
             saved.metadata, tuple(saved.plans), tuple(tuple(r) for r in saved.results)
         )

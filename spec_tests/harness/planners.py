@@ -74,9 +74,9 @@ class InjectedFault(RuntimeError):
     injected from any other failure, even through a backend that re-raises it as text.
     """
 
-    def __init__(self, what: str, token: str) -> None:
-        super().__init__(f"{what} [{token}]")
-        self.token = token
+    def __init__(self, what: str, token: str | None = None) -> None:
+        self.token = token if token is not None else _new_token()
+        super().__init__(f"{what} [{self.token}]")
 
 
 _FAULTS = itertools.count()

@@ -146,7 +146,11 @@ class FaultProperties:
         that trusts every file it finds mixes old rows into the new tensor.
         """
         multi = claims(dcp_backend, "multi-rank")
-        old = draw_tensor(data, dcp_backend, min_dims=1)
+        # At least 4 rows, so that every shard of the 4-rank save holds one (a stale file
+        # holding no row would let a reader that reads it pass).
+        length = data.draw(st.integers(4 if multi else 1, 8), label="rows")
+        rest = data.draw(sts.shapes(max_dims=2).filter(lambda s: 0 not in s), label="other dims")
+        old = draw_tensor(data, dcp_backend, shape=(length, *rest))
         new = data.draw(sts.tensor_values(old.dtype, tuple(old.shape)), label="new values")
         location = dcp_location()
         with harness.repro(dcp_backend, dtype=old.dtype, shape=tuple(old.shape)):

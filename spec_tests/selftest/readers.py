@@ -33,6 +33,7 @@ __all__ = [
     "SqueezesSizes",
     "SubBoxOffByOne",
     "SwallowsReadErrors",
+    "TrustsPickledEntries",
     "UnpicklesStoredFile",
     "ZerosReadsOver4MiB",
 ]
@@ -234,6 +235,21 @@ class _TorchFallback(WrappedReader):
             if raw[:2] == b"PK":
                 return torch.load(io.BytesIO(raw), weights_only=False)
             return pickle.loads(raw)  # the planted bug
+
+
+class TrustsPickledEntries(Wrapped):
+    """Claims ``safe-load`` but builds its reader with ``trust_pickle=True`` ("old checkpoints
+    hold custom classes"): bytes entries reach the planner, and its unpickler, unchecked.
+
+    Family: hostile (an entry whose unpickling runs code must never run on load).
+    """
+
+    base = "dcp_impl-fs"
+    family = "hostile"
+
+    def inner_reader(self, path: str) -> StorageReader:
+        # docstring inherited
+        return FileSystemReader(path, trust_pickle=True)
 
 
 class UnpicklesStoredFile(Wrapped):

@@ -171,10 +171,12 @@ def render(verdicts: Sequence[Verdict]) -> str:
     broken = [v for v in verdicts if not v.entry.faithful]
     faithful = [v for v in verdicts if v.entry.faithful]
     killed = [v for v in broken if v.outcome == "killed"]
-    survivors = [v.entry.name for v in broken if v.outcome != "killed"]
+    survivors = [v.entry.name for v in broken if v.outcome == "survived"]
+    unjudged = [v.entry.name for v in broken if v.outcome == "error"]
     lines = [
         f"sensitivity: {len(killed)} of {len(broken)} broken backends killed"
-        + (f"; survivors: {', '.join(survivors)}" if survivors else ""),
+        + (f"; survivors: {', '.join(survivors)}" if survivors else "")
+        + (f"; not judged (errors): {', '.join(unjudged)}" if unjudged else ""),
         f"faithful wrappers: {sum(v.ok for v in faithful)} of {len(faithful)} pass",
         "",
     ]
