@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from spec_tests.matrix import BackendResult, aggregate, render_markdown, to_json, verdict
@@ -48,12 +49,16 @@ def matrix_command(args: argparse.Namespace, extra: list[str]) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     suite = ["--pyargs", "spec_tests"] if args.suite is None else [args.suite]
-    results = []
-    for spec in args.backend or DEFAULT_BACKENDS:
+    specs = args.backend or DEFAULT_BACKENDS
+
+    def one(spec: str) -> BackendResult:
         print(f"running the suite on {spec} ...", file=sys.stderr, flush=True)
         result = run_backend(spec, out, suite=suite, profile=args.profile, extra=extra)
         print("  " + _summary(result), file=sys.stderr, flush=True)
-        results.append(result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(pool.map(one, specs))
     matrix = aggregate(results)
     markdown = render_markdown(matrix)
     (out / "matrix.md").write_text(markdown, encoding="utf-8")
@@ -95,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="PATH",
         help="run this test path instead of the installed spec_tests package",
+    )
+    matrix.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="backends tested at a time, each in its own process (default: %(default)s)",
     )
     selftest = commands.add_parser(
         "selftest",
