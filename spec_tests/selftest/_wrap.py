@@ -27,7 +27,8 @@ from torch.distributed.checkpoint.planner import (
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
-from spec_tests.backends import CAPABILITIES, Backend, builtin
+from spec_tests.backends import Backend, builtin
+from spec_tests.capabilities import CAPABILITIES
 
 __all__ = [
     "LoadPlannerProxy",
