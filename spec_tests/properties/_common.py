@@ -37,14 +37,7 @@ def claimed(backend: Backend) -> list[torch.dtype]:
 
 def kinds_for(backend: Backend) -> tuple[str, ...]:
     """Layout kinds whose saves the backend claims to handle."""
-    kinds = ["single"]
-    if claims(backend, "multi-rank"):
-        kinds += ["rows", "cols", "uneven", "grid", "replicated"]
-    if claims(backend, "multi-chunk"):
-        kinds += ["guillotine", "empty"]
-        if claims(backend, "multi-rank"):
-            kinds.append("partly-replicated")
-    return tuple(kinds)
+    return sts.kinds_within({c for c in ("multi-rank", "multi-chunk") if claims(backend, c)})
 
 
 def flat(state: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,8 +22,6 @@ from spec_tests.properties._common import (
 
 __all__ = ["ReshardingProperties"]
 
-_ONE_CHUNK = ("single", "rows", "cols", "uneven", "grid", "replicated")
-
 
 class ReshardingProperties:
     """Sharded saves (simulated ranks) loaded back in the same or another layout."""
@@ -36,7 +34,9 @@ class ReshardingProperties:
         """Each rank loads back exactly the boxes it saved (one chunk per rank)."""
         value = draw_tensor(data, dcp_backend, min_dims=1)
         ranks = data.draw(st.integers(2, 4), label="ranks")
-        layout = data.draw(sts.layouts(value.shape, ranks=ranks, kinds=_ONE_CHUNK), label="layout")
+        layout = data.draw(
+            sts.layouts(value.shape, ranks=ranks, kinds=sts.ONE_CHUNK_KINDS), label="layout"
+        )
         with harness.repro(dcp_backend, dtype=value.dtype, layout=layout):
             location = dcp_location()
             sharded_save(dcp_backend, location, "w", value, layout)
@@ -50,7 +50,8 @@ class ReshardingProperties:
         """One rank saving several chunks (and empty chunks) of a tensor loses nothing."""
         value = draw_tensor(data, dcp_backend, min_dims=1)
         layout = data.draw(
-            sts.layouts(value.shape, ranks=1, kinds=("guillotine", "empty")), label="layout"
+            sts.layouts(value.shape, ranks=1, kinds=sts.kinds_needing("multi-chunk")),
+            label="layout",
         )
         with harness.repro(dcp_backend, dtype=value.dtype, layout=layout):
             location = dcp_location()
@@ -63,7 +64,7 @@ class ReshardingProperties:
         self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
     ) -> None:
         """Row/column/grid/replicated saves load into any other boxes over any rank count."""
-        self._reshard(dcp_backend, dcp_location, data, _ONE_CHUNK)
+        self._reshard(dcp_backend, dcp_location, data, sts.ONE_CHUNK_KINDS)
 
     @pytest.mark.dcp_requires("reshard", "multi-rank", "multi-chunk")
     @given(data=st.data())

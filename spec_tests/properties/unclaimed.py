@@ -40,8 +40,8 @@ __all__ = ["Attempt", "UnclaimedProperties", "record_refusal"]
 
 Record = Callable[[str, object], None]
 
-_MULTI_RANK_KINDS = ("rows", "cols", "uneven", "grid", "replicated")
-_MULTI_CHUNK_KINDS = ("guillotine", "empty")
+_MULTI_RANK_KINDS = sts.kinds_needing("multi-rank")
+_MULTI_CHUNK_KINDS = sts.kinds_needing("multi-chunk")
 
 
 def record_refusal(record_property: Record, capability: str) -> None:
