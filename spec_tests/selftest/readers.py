@@ -140,7 +140,7 @@ class ReadsFromChunkOrigin(Wrapped):
 
     reader = _moving(lambda offsets: (0,) * len(offsets))
     unclaimed: ClassVar[frozenset[str]] = frozenset({"reshard"})
-    family = "refusal"
+    family = "unclaimed"
 
 
 # --- errors hidden --------------------------------------------------------------------------------

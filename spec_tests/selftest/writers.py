@@ -319,7 +319,7 @@ class DropsSecondChunk(Wrapped):
 
     writer = _planner_with(_SecondChunk)
     unclaimed: ClassVar[frozenset[str]] = frozenset({"multi-chunk"})
-    family = "refusal"
+    family = "unclaimed"
 
 
 class _OnlyTensors(SavePlannerProxy):
@@ -337,7 +337,7 @@ class DropsNonTensorEntries(Wrapped):
 
     writer = _planner_with(_OnlyTensors)
     unclaimed: ClassVar[frozenset[str]] = frozenset({"bytes"})
-    family = "refusal"
+    family = "unclaimed"
 
 
 class _Complex64(SavePlannerProxy):
@@ -356,7 +356,7 @@ class Complex128AsComplex64(Wrapped):
 
     writer = _planner_with(_Complex64)
     unclaimed: ClassVar[frozenset[str]] = frozenset({"dtype:complex128"})
-    family = "refusal"
+    family = "unclaimed"
 
 
 _FLOAT8 = (
@@ -385,4 +385,4 @@ class Float8ViaUint8(Wrapped):
     base = "dcp_impl-fs"
     writer = _planner_with(_Uint8)
     unclaimed: ClassVar[frozenset[str]] = frozenset(f"dtype:{str(d)[6:]}" for d in _FLOAT8)
-    family = "refusal"
+    family = "unclaimed"
