@@ -1,9 +1,8 @@
 """pytest plugin of the DCP conformance suite (entry point ``dcp_spec``, active in every run).
 
 Provides the ``dcp_backend`` / ``dcp_location`` / ``dcp_backend_spec`` fixtures, the
-``dcp_requires`` marker (capability skips), expected failures from TOML files, the
-hypothesis profiles ``dcp-dev`` / ``dcp-ci`` / ``dcp-nightly`` and the ``--dcp-report``
-result file behind ``python -m spec_tests matrix``.
+``dcp_requires`` marker (capability skips) and the hooks behind expected failures
+(``_xfails``), the hypothesis profiles (``_profiles``) and ``--dcp-report`` (``_report``).
 
 It is loaded into every pytest run of an environment that has dcp-conformance
 installed, so importing it must stay cheap and runs that do not use the suite must

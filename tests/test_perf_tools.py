@@ -23,14 +23,18 @@ _ROOT = Path(__file__).resolve().parents[1]
 
 def _load(name: str) -> ModuleType:
     # perf/ is a folder of the repository, not an installed package (pyproject installs
-    # dcp_impl and spec_tests only), so its modules are loaded from the checkout.
-    spec = importlib.util.spec_from_file_location(f"perf.{name}", _ROOT / "perf" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    # dcp_impl and spec_tests only): the package is registered from the checkout, then its
+    # modules import one another as usual.
+    if "perf" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "perf", _ROOT / "perf" / "__init__.py", submodule_search_locations=[str(_ROOT / "perf")]
+        )
+        assert spec is not None
+        assert spec.loader is not None
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["perf"] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"perf.{name}")
 
 
 report = _load("report")
