@@ -1,15 +1,76 @@
-"""What dcp_impl's two backends share beyond the store and the read pipeline: the check of
-their ``verify`` option and the handling of a rank's failed writes."""
+"""What dcp_impl's two backends share beyond the store and the read pipeline: where their
+writers and readers point (:class:`StoreLocated`), how a reader serves a load plan
+(:class:`StoreReading`), the check of the ``verify`` option and a rank's failed writes."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import functools
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
+from torch.distributed.checkpoint.metadata import MetadataIndex
+from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner
+from torch.futures import Future
+
+from dcp_impl import io as dio
 from dcp_impl.errors import WriteFailedError
-from dcp_impl.store import Store
+from dcp_impl.safe_load import PicklePolicy, deliver_bytes
+from dcp_impl.store import Store, is_checkpoint_id, open_store
 
-__all__ = ["check_verify", "nothing_committed"]
+__all__ = ["StoreLocated", "StoreReading", "check_verify", "nothing_committed"]
+
+CheckpointId = str | os.PathLike[str] | Store
+
+
+class StoreLocated:
+    """A writer's or reader's place: the Store it works on, named by a path, a URL or a Store."""
+
+    store: Store
+    storage_options: Mapping[str, Any] | None
+
+    @property
+    def checkpoint_id(self) -> str:
+        """The directory, folder or URL this writer or reader works on."""
+        return self.store.url
+
+    def _retarget(self, checkpoint_id: CheckpointId | None) -> None:
+        """Work on ``checkpoint_id`` from now on (None: where it is), as ``reset`` asks."""
+        if checkpoint_id is not None:
+            self.store = open_store(checkpoint_id, self.storage_options)
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: CheckpointId, **kwargs: Any) -> bool:
+        """Whether ``checkpoint_id`` names a place a Store can open; never raises."""
+        return is_checkpoint_id(checkpoint_id)
+
+
+class StoreReading(StoreLocated):
+    """A reader's plan served by the one read pipeline (:func:`dcp_impl.io.read_items`)."""
+
+    thread_count: int | None
+    verify: dio.Verify
+    pickle_policy: PicklePolicy
+
+    def _read_all(
+        self,
+        plan: LoadPlan,
+        planner: LoadPlanner,
+        locate: Callable[[MetadataIndex], dio.StoredItem],
+    ) -> Future[None]:
+        dio.read_items(
+            plan.items,
+            planner,
+            locate,
+            self.store,
+            thread_count=self.thread_count,
+            verify=self.verify,
+            deliver_bytes=functools.partial(deliver_bytes, self.pickle_policy),
+        )
+        future: Future[None] = Future()
+        future.set_result(None)
+        return future
 
 
 def check_verify(owner: str, value: object) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -23,16 +22,16 @@ from torch.futures import Future
 from dcp_impl import _torch_options as options
 from dcp_impl import io as dio
 from dcp_impl import metadata as metadata_format
-from dcp_impl._backend import check_verify
+from dcp_impl._backend import StoreReading, check_verify
 from dcp_impl.errors import CheckpointNotFoundError, InvalidMetadataError
 from dcp_impl.filesystem._writer import METADATA_FILE
-from dcp_impl.safe_load import PicklePolicy, SafeGlobal, deliver_bytes
-from dcp_impl.store import Store, is_checkpoint_id, open_store
+from dcp_impl.safe_load import PicklePolicy, SafeGlobal
+from dcp_impl.store import Store, open_store
 
 __all__ = ["FileSystemReader"]
 
 
-class FileSystemReader(StorageReader):
+class FileSystemReader(StoreReading, StorageReader):
     """Load a checkpoint written by :class:`FileSystemWriter`, into any layout.
 
     Reads take only the bytes each destination needs, straight into it
@@ -82,17 +81,11 @@ class FileSystemReader(StorageReader):
         self.load_id = uuid.uuid4().hex
         self._metadata: Metadata | None = None
 
-    @property
-    def checkpoint_id(self) -> str:
-        """The directory (or URL) this reader loads from."""
-        return self.store.url
-
     def reset(
         self, checkpoint_id: str | os.PathLike[str] | Store | None = None, **kwargs: Any
     ) -> None:
         # docstring inherited
-        if checkpoint_id is not None:
-            self.store = open_store(checkpoint_id, self.storage_options)
+        self._retarget(checkpoint_id)
         self.load_id = uuid.uuid4().hex
         self._metadata = None
 
@@ -130,25 +123,7 @@ class FileSystemReader(StorageReader):
         if self._metadata is None:
             raise RuntimeError("read_data called before set_up_storage_reader")
         metadata = self._metadata
-        dio.read_items(
-            plan.items,
-            planner,
-            lambda index: _locate(self.store, metadata, index),
-            self.store,
-            thread_count=self.thread_count,
-            verify=self.verify,
-            deliver_bytes=functools.partial(deliver_bytes, self.pickle_policy),
-        )
-        future: Future[None] = Future()
-        future.set_result(None)
-        return future
-
-    @classmethod
-    def validate_checkpoint_id(
-        cls, checkpoint_id: str | os.PathLike[str] | Store, **kwargs: Any
-    ) -> bool:
-        # docstring inherited
-        return is_checkpoint_id(checkpoint_id)
+        return self._read_all(plan, planner, lambda index: _locate(self.store, metadata, index))
 
 
 def _locate(store: Store, metadata: Metadata, index: MetadataIndex) -> dio.StoredItem:

@@ -32,14 +32,14 @@ from dcp_impl import _torch_options as options
 from dcp_impl import dtypes
 from dcp_impl import io as dio
 from dcp_impl import metadata as metadata_format
-from dcp_impl._backend import nothing_committed
+from dcp_impl._backend import StoreLocated, nothing_committed
 from dcp_impl.errors import (
     InvalidMetadataError,
     OverwriteRefusedError,
     UnsupportedError,
 )
 from dcp_impl.layout import Box
-from dcp_impl.store import Store, is_checkpoint_id, open_store
+from dcp_impl.store import Store, open_store
 
 __all__ = ["METADATA_FILE", "FileSystemWriter", "is_data_file"]
 
@@ -60,7 +60,7 @@ class _PlanSlot:
     rank: int
 
 
-class FileSystemWriter(StorageWriter, options.BlockingStaging):
+class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
     """Save a DCP checkpoint as data files plus ``.metadata.json`` (docs/format.md).
 
     The parameters up to ``serialization_format`` are torch's ``FileSystemWriter``'s, by name
@@ -116,17 +116,11 @@ class FileSystemWriter(StorageWriter, options.BlockingStaging):
         self.save_id = uuid.uuid4().hex
         self._file_id = uuid.uuid4().hex
 
-    @property
-    def checkpoint_id(self) -> str:
-        """The directory (or URL) this writer saves into."""
-        return self.store.url
-
     def reset(
         self, checkpoint_id: str | os.PathLike[str] | Store | None = None, **kwargs: Any
     ) -> None:
         # docstring inherited
-        if checkpoint_id is not None:
-            self.store = open_store(checkpoint_id, self.storage_options)
+        self._retarget(checkpoint_id)
         self.save_id = uuid.uuid4().hex
         self._file_id = uuid.uuid4().hex
 
@@ -207,13 +201,6 @@ class FileSystemWriter(StorageWriter, options.BlockingStaging):
     def storage_meta(self) -> StorageMeta | None:
         # docstring inherited
         return StorageMeta(checkpoint_id=self.checkpoint_id, save_id=self.save_id)
-
-    @classmethod
-    def validate_checkpoint_id(
-        cls, checkpoint_id: str | os.PathLike[str] | Store, **kwargs: Any
-    ) -> bool:
-        # docstring inherited
-        return is_checkpoint_id(checkpoint_id)
 
 
 def _split(items: Sequence[WriteItem], count: int) -> list[list[WriteItem]]:

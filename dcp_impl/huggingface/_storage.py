@@ -13,7 +13,6 @@ last and is the commit point. docs/huggingface.md gives the rules; the package's
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -36,7 +35,7 @@ from torch.futures import Future
 
 from dcp_impl import dtypes
 from dcp_impl import io as dio
-from dcp_impl._backend import check_verify, nothing_committed
+from dcp_impl._backend import StoreLocated, StoreReading, check_verify, nothing_committed
 from dcp_impl._torch_options import check_count
 from dcp_impl.errors import (
     InvalidMetadataError,
@@ -66,8 +65,8 @@ from dcp_impl.huggingface._plan import (
 )
 from dcp_impl.huggingface._write import FileWriter, group_by_file
 from dcp_impl.metadata import dumps, validate, with_load_id
-from dcp_impl.safe_load import PicklePolicy, SafeGlobal, deliver_bytes
-from dcp_impl.store import Store, is_checkpoint_id, open_store
+from dcp_impl.safe_load import PicklePolicy, SafeGlobal
+from dcp_impl.store import Store, open_store
 
 __all__ = ["HuggingFaceReader", "HuggingFaceWriter", "consolidate", "is_huggingface_folder"]
 
@@ -87,7 +86,7 @@ def is_huggingface_folder(
     return is_folder(open_store(path, storage_options))
 
 
-class HuggingFaceWriter(StorageWriter):
+class HuggingFaceWriter(StoreLocated, StorageWriter):
     """Save a DCP checkpoint as a HuggingFace safetensors folder.
 
     The parameters up to ``thread_count_consolidation`` are torch's
@@ -148,17 +147,11 @@ class HuggingFaceWriter(StorageWriter):
         self.storage_options = storage_options
         self.reset(path)
 
-    @property
-    def checkpoint_id(self) -> str:
-        """The folder (or URL) this writer saves into."""
-        return self.store.url
-
     def reset(
         self, checkpoint_id: str | os.PathLike[str] | Store | None = None, **kwargs: Any
     ) -> None:
         # docstring inherited
-        if checkpoint_id is not None:
-            self.store = open_store(checkpoint_id, self.storage_options)
+        self._retarget(checkpoint_id)
         self.data_dir = self.store.child(SHARDED_DIR) if self.enable_consolidation else self.store
         self.save_id = uuid.uuid4().hex
         self.is_coordinator = False
@@ -261,15 +254,8 @@ class HuggingFaceWriter(StorageWriter):
         # docstring inherited
         return StorageMeta(checkpoint_id=self.checkpoint_id, save_id=self.save_id)
 
-    @classmethod
-    def validate_checkpoint_id(
-        cls, checkpoint_id: str | os.PathLike[str] | Store, **kwargs: Any
-    ) -> bool:
-        # docstring inherited
-        return is_checkpoint_id(checkpoint_id)
 
-
-class HuggingFaceReader(StorageReader):
+class HuggingFaceReader(StoreReading, StorageReader):
     """Load a HuggingFace safetensors folder written by this backend, torch's, ``save_file`` or
     transformers' ``save_pretrained``. The parameters up to ``thread_count`` are torch's
     ``HuggingFaceStorageReader``'s. Without a current sidecar, files are chosen as
@@ -313,17 +299,11 @@ class HuggingFaceReader(StorageReader):
         self.storage_options = storage_options
         self.reset(path)
 
-    @property
-    def checkpoint_id(self) -> str:
-        """The folder (or URL) this reader loads from."""
-        return self.store.url
-
     def reset(
         self, checkpoint_id: str | os.PathLike[str] | Store | None = None, **kwargs: Any
     ) -> None:
         # docstring inherited
-        if checkpoint_id is not None:
-            self.store = open_store(checkpoint_id, self.storage_options)
+        self._retarget(checkpoint_id)
         self.load_id = uuid.uuid4().hex
         self._stored: dict[MetadataIndex, Stored] = {}
 
@@ -351,25 +331,7 @@ class HuggingFaceReader(StorageReader):
         self, plan: LoadPlan, planner: LoadPlanner, *args: Any, **kwargs: Any
     ) -> Future[None]:
         # docstring inherited
-        dio.read_items(
-            plan.items,
-            planner,
-            self._locate,
-            self.store,
-            thread_count=self.thread_count,
-            verify=self.verify,
-            deliver_bytes=functools.partial(deliver_bytes, self.pickle_policy),
-        )
-        fut: Future[None] = Future()
-        fut.set_result(None)
-        return fut
-
-    @classmethod
-    def validate_checkpoint_id(
-        cls, checkpoint_id: str | os.PathLike[str] | Store, **kwargs: Any
-    ) -> bool:
-        # docstring inherited
-        return is_checkpoint_id(checkpoint_id)
+        return self._read_all(plan, planner, self._locate)
 
     def _locate(self, index: MetadataIndex) -> dio.StoredItem:
         stored = self._stored.get(index)
