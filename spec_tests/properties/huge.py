@@ -18,6 +18,7 @@ from dcp_impl.dtypes import DtypeInfo, by_torch
 from spec_tests import harness
 from spec_tests._profiles import few
 from spec_tests.backends import Backend
+from spec_tests.locations import is_url
 from spec_tests.properties._common import Location, claimed, roundtrip
 
 __all__ = ["HugeProperties"]
@@ -50,7 +51,7 @@ def _require_room(location: str, nbytes: int) -> None:
             f"needs {_MEMORY_FACTOR * nbytes / GIB:.1f} GiB of free memory, "
             f"{memory / GIB:.1f} GiB available"
         )
-    if "://" in location:
+    if is_url(location):
         pytest.skip("free space of a URL root cannot be checked: run it on a local --dcp-root")
     disk = shutil.disk_usage(location).free
     if disk < _DISK_FACTOR * nbytes:
