@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from spec_tests.verdicts import chain, text_of
+
 __all__ = [
     "ExpectedFailure",
     "XfailEntry",
@@ -55,8 +57,6 @@ class XfailEntry:
         Every failure of an exception group (hypothesis reports distinct bugs as one) must be
         the expected one.
         """
-        from spec_tests.verdicts import chain, text_of
-
         leaves = _leaves(exc)
         for leaf in leaves:
             if self.raises is not None and not any(
