@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "CheckpointNotFoundError",
+    "ConcurrentSaveError",
     "CorruptCheckpointError",
     "InvalidMetadataError",
     "LayoutMismatchError",
@@ -64,3 +65,9 @@ class WriteFailedError(CheckpointError, OSError):
 
 class OverwriteRefusedError(CheckpointError, FileExistsError):
     """A committed checkpoint exists and overwriting was not allowed."""
+
+
+class ConcurrentSaveError(CheckpointError, RuntimeError):
+    """Another save to the same location got in the way: it holds the commit lock, or it
+    committed after this save started and removed this save's files. Nothing was committed
+    by this save; the other save's checkpoint (or the earlier one) is intact."""

@@ -16,6 +16,7 @@ LEAVES = {
     errors.UnsafeCheckpointError: ValueError,
     errors.WriteFailedError: OSError,
     errors.OverwriteRefusedError: FileExistsError,
+    errors.ConcurrentSaveError: RuntimeError,
 }
 
 

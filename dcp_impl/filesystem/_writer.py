@@ -34,12 +34,13 @@ from dcp_impl import io as dio
 from dcp_impl import metadata as metadata_format
 from dcp_impl._backend import StoreLocated, nothing_committed
 from dcp_impl.errors import (
+    ConcurrentSaveError,
     InvalidMetadataError,
     OverwriteRefusedError,
     UnsupportedError,
 )
 from dcp_impl.layout import Box
-from dcp_impl.store import Store, open_store
+from dcp_impl.store import Store, commit_lock, open_store, save_stamp, stamp_of
 
 __all__ = ["METADATA_FILE", "FileSystemWriter", "is_data_file"]
 
@@ -114,7 +115,7 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
         self.sync_files = sync_files
         self.overwrite = overwrite
         self.save_id = uuid.uuid4().hex
-        self._file_id = uuid.uuid4().hex
+        self._file_id = save_stamp()
 
     def reset(
         self, checkpoint_id: str | os.PathLike[str] | Store | None = None, **kwargs: Any
@@ -122,7 +123,7 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
         # docstring inherited
         self._retarget(checkpoint_id)
         self.save_id = uuid.uuid4().hex
-        self._file_id = uuid.uuid4().hex
+        self._file_id = save_stamp()
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
         # docstring inherited
@@ -133,7 +134,7 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
             )
         # Fresh names for every save, even when one writer saves twice without reset() or
         # the planner replays a cached plan: a new save never touches the committed files.
-        self._file_id = uuid.uuid4().hex
+        self._file_id = save_stamp()
         # One rank decides, before any rank writes, so every rank sees the same answer.
         if is_coordinator and not self.overwrite and self.store.exists(METADATA_FILE):
             raise OverwriteRefusedError(
@@ -195,8 +196,15 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
         # a hole would load as whatever the destination held.
         metadata_format.validate(metadata)
         text = metadata_format.dumps(metadata)
-        self.store.commit(METADATA_FILE, text.encode(), sync=self.sync_files)
-        _remove_superseded(self.store, {loc.path for loc in locations.values()})
+        keep = {loc.path for loc in locations.values()}
+        # Checking that this save's files are all there, replacing the metadata and removing
+        # superseded files is one step among concurrent saves (docs/format.md): a newer
+        # save removes only files of saves that started before it, and such a save, when
+        # it commits later, finds its files gone and fails instead of committing them.
+        with commit_lock(self.store):
+            _check_present(self.store, keep)
+            self.store.commit(METADATA_FILE, text.encode(), sync=self.sync_files)
+            _remove_superseded(self.store, keep, stamp_of(self._file_id))
 
     def storage_meta(self) -> StorageMeta | None:
         # docstring inherited
@@ -262,11 +270,25 @@ class _BucketWriter:
         pass
 
 
-def _remove_superseded(store: Store, keep: set[str]) -> None:
-    """Remove our data files that ``keep`` does not name, and stale metadata temp files.
+def _check_present(store: Store, names: set[str]) -> None:
+    """Refuse to commit when a newer save removed some of this save's data files."""
+    missing = sorted(names - set(store.list_files()))
+    if missing:
+        store.remove(names)
+        raise ConcurrentSaveError(
+            f"{store.url}: expected this save's {len(names)} data files before committing, "
+            f"found {len(missing)} removed (e.g. {missing[0]}) by a newer save to the same "
+            "location; nothing was committed, the newer checkpoint is intact"
+        )
 
+
+def _remove_superseded(store: Store, keep: set[str], started: int) -> None:
+    """Remove data files that ``keep`` does not name of saves that started before
+    ``started`` (ns), and stale metadata temp files (run under the commit lock).
+
+    Files of saves that started later belong to saves that may still commit: they stay.
     Best effort: the new checkpoint is already committed, and a file left behind is
-    harmless (it is referenced by nothing and removed by the next save).
+    harmless (it is referenced by nothing and removed by a later save).
     """
     try:
         names = store.list_files()
@@ -275,7 +297,11 @@ def _remove_superseded(store: Store, keep: set[str]) -> None:
     stale = [
         name
         for name in names
-        if (is_data_file(name) or _METADATA_TEMP.fullmatch(name) is not None) and name not in keep
+        if name not in keep
+        and (
+            (is_data_file(name) and stamp_of(name[5:]) < started)
+            or _METADATA_TEMP.fullmatch(name) is not None
+        )
     ]
     for name in stale:
         with contextlib.suppress(OSError):

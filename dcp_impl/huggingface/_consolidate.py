@@ -9,7 +9,6 @@ shards' byte ranges, one tensor in memory at a time) and committed with its own 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,10 +24,10 @@ from torch.distributed.checkpoint.metadata import (
 from dcp_impl import dtypes
 from dcp_impl import io as dio
 from dcp_impl.errors import LayoutMismatchError
+from dcp_impl.huggingface._commit import commit
 from dcp_impl.huggingface._folder import (
     BYTES_FILE,
     Stored,
-    commit,
     index_json,
     read_folder,
     stored_items,
@@ -40,7 +39,7 @@ from dcp_impl.huggingface._safetensors import FORMAT_KEY, SAVE_ID_KEY, encode_he
 from dcp_impl.huggingface._write import located, widest_first
 from dcp_impl.layout import Box, first_overlap, holes
 from dcp_impl.metadata import ItemLocation, dumps
-from dcp_impl.store import Store, open_store
+from dcp_impl.store import Store, open_store, save_stamp
 
 __all__ = ["consolidate"]
 
@@ -93,7 +92,7 @@ def consolidate(
         name = whole_file_name(index, file_count(fqn_to_index_mapping))
         files.setdefault(name, []).append(fqn)
     target.make_dirs()
-    save_id = uuid.uuid4().hex
+    save_id = save_stamp()
     jobs: list[tuple[str, list[str]]] = list(files.items())
     bytes_keys = [
         MetadataIndex(fqn)
@@ -116,7 +115,8 @@ def consolidate(
         planner_data=metadata.planner_data,
         storage_data=locations,
     )
-    commit(target, save_id, dumps(output), index_json(output), sync=sync_files)
+    written = {loc.path for loc in locations.values()}
+    commit(target, save_id, written, dumps(output), index_json(output), sync=sync_files)
 
 
 def _whole(entry: TensorStorageMetadata) -> TensorStorageMetadata:

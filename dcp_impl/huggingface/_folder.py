@@ -3,11 +3,12 @@
 docs/huggingface.md gives the rules. :func:`read_folder` reads the sidecar when it is
 current, else the index, else every safetensors file (headers through :mod:`._safetensors`);
 :func:`stored_items` maps the result to what a read needs;
-:func:`commit` moves a save's files into place and writes the sidecar last.
+:mod:`._commit` moves a save's files into place through the journal (:mod:`._journal`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -33,6 +34,7 @@ from dcp_impl.errors import (
     LayoutMismatchError,
 )
 from dcp_impl.huggingface import _safetensors
+from dcp_impl.huggingface._journal import Journal, read_journal
 from dcp_impl.huggingface._safetensors import (
     SAVE_ID_KEY,
     Header,
@@ -60,7 +62,7 @@ __all__ = [
     "stored_items",
     "index_json",
     "held_files",
-    "commit",
+    "is_ours",
 ]
 
 logger = logging.getLogger("dcp_impl.huggingface")
@@ -77,7 +79,6 @@ BYTES_FILE = "dcp-bytes-{:05d}.bin"
 _OURS = re.compile(
     r"(shard-\d{5}-)?model-\d{5}-of-\d{5}\.safetensors|model\.safetensors|dcp-bytes-\d{5}\.bin"
 )
-_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<save>[0-9a-f]{32})\.tmp")
 _LEN_BYTES = 8  # a safetensors file starts with its header's length, u64 little-endian
 
 
@@ -94,7 +95,7 @@ def whole_file_name(index: int, count: int) -> str:
 
 
 def temp_name(name: str, save_id: str) -> str:
-    """Where a save writes ``name`` before :func:`commit` renames it into place."""
+    """Where a save writes ``name`` before its commit (:mod:`._commit`) moves it into place."""
     return f".{name}.{save_id}.tmp"
 
 
@@ -111,6 +112,9 @@ def read_folder(folder: Store) -> Metadata:
     """
     if not folder.is_dir():
         raise CheckpointNotFoundError(f"{folder.url}: expected a checkpoint folder, found none")
+    journal = read_journal(folder)
+    if journal is not None:
+        return _committed_through(folder, journal)
     metadata = current_sidecar(folder)
     if metadata is not None:
         return metadata
@@ -120,6 +124,32 @@ def read_folder(folder: Store) -> Metadata:
             f"{folder.url}: expected {SIDECAR_NAME}, {INDEX_NAME} or *{SUFFIX} files, found none"
         )
     return _metadata_from_headers(folder, files)
+
+
+def _committed_through(folder: Store, journal: Journal) -> Metadata:
+    """The checkpoint a journal committed, each file read from its temporary name while it
+    has one (a commit in progress, or killed after its commit point)."""
+    temp = journal.renames.get(SIDECAR_NAME)
+    try:
+        text = folder.read_small(temp, MAX_METADATA_BYTES) if temp else None
+    except FileNotFoundError:
+        text = None  # moved into place since
+    if text is None:
+        text = folder.read_small(SIDECAR_NAME, MAX_METADATA_BYTES)
+    metadata = loads(text)
+    if not isinstance(metadata.storage_data, dict):
+        raise InvalidMetadataError(f"{folder.path(SIDECAR_NAME)}: expected storage_data")
+    present = set(folder.list_files())
+    moved = {
+        final: temp
+        for final, temp in journal.renames.items()
+        if temp in present and final != SIDECAR_NAME
+    }
+    metadata.storage_data = {
+        key: dataclasses.replace(loc, path=moved[loc.path]) if loc.path in moved else loc
+        for key, loc in metadata.storage_data.items()
+    }
+    return metadata
 
 
 def is_folder(folder: Store) -> bool:
@@ -359,36 +389,13 @@ def index_json(metadata: Metadata) -> str | None:
     return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
+def is_ours(name: str) -> bool:
+    """Whether a save of this backend writes (and a newer one replaces) the file ``name``."""
+    return name in (SIDECAR_NAME, INDEX_NAME) or _OURS.fullmatch(name) is not None
+
+
 def held_files(folder: Store) -> list[str]:
     """The files of ``folder`` a save would replace: a sidecar, an index, and weights named as
     this backend or ``save_pretrained`` names them."""
     names = folder.list_files() if folder.is_dir() else []
-    return sorted(n for n in names if n in (SIDECAR_NAME, INDEX_NAME) or _OURS.fullmatch(n))
-
-
-def commit(directory: Store, save_id: str, sidecar: str, index: str | None, *, sync: bool) -> None:
-    """Rename this save's files into place, then write the index and, last, the sidecar."""
-    # Without the old sidecar and index, a crash below leaves no loadable claim, never a mix.
-    directory.remove([SIDECAR_NAME, INDEX_NAME])
-    kept = set()
-    for name in directory.list_files():
-        match = _TEMP.fullmatch(name)
-        if match and match["save"] == save_id:
-            directory.rename(name, match["name"])
-            kept.add(match["name"])
-    if sync:
-        directory.sync()
-    if index is not None:
-        directory.commit(INDEX_NAME, index.encode(), sync=sync)
-    directory.commit(SIDECAR_NAME, sidecar.encode(), sync=sync)
-    _remove_stale(directory, kept)
-
-
-def _remove_stale(directory: Store, kept: set[str]) -> None:
-    """Remove files of earlier saves: only names this backend writes, never other files."""
-    stale = []
-    for name in directory.list_files():
-        match = _TEMP.fullmatch(name)
-        if name not in kept and _OURS.fullmatch(match["name"] if match else name):
-            stale.append(name)
-    directory.remove(stale)
+    return sorted(n for n in names if is_ours(n))

@@ -13,6 +13,7 @@ last and is the commit point. docs/huggingface.md gives the rules; the package's
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -38,17 +39,19 @@ from dcp_impl import io as dio
 from dcp_impl._backend import StoreLocated, StoreReading, check_verify, nothing_committed
 from dcp_impl._torch_options import check_count
 from dcp_impl.errors import (
+    ConcurrentSaveError,
     InvalidMetadataError,
     LayoutMismatchError,
     OverwriteRefusedError,
     UnknownDtypeError,
     UnsupportedError,
 )
+from dcp_impl.huggingface._commit import commit
 from dcp_impl.huggingface._consolidate import consolidate
 from dcp_impl.huggingface._folder import (
     BYTES_FILE,
+    SIDECAR_NAME,
     Stored,
-    commit,
     held_files,
     index_json,
     is_folder,
@@ -56,6 +59,7 @@ from dcp_impl.huggingface._folder import (
     stored_items,
     temp_name,
 )
+from dcp_impl.huggingface._journal import JOURNAL_NAME
 from dcp_impl.huggingface._plan import (
     Assignment,
     check_mapping,
@@ -64,9 +68,9 @@ from dcp_impl.huggingface._plan import (
     whole_tensor_names,
 )
 from dcp_impl.huggingface._write import FileWriter, group_by_file
-from dcp_impl.metadata import dumps, validate, with_load_id
+from dcp_impl.metadata import MAX_METADATA_BYTES, dumps, validate, with_load_id
 from dcp_impl.safe_load import PicklePolicy, SafeGlobal
-from dcp_impl.store import Store, open_store
+from dcp_impl.store import Store, open_store, save_stamp
 
 __all__ = ["HuggingFaceReader", "HuggingFaceWriter", "consolidate", "is_huggingface_folder"]
 
@@ -153,7 +157,7 @@ class HuggingFaceWriter(StoreLocated, StorageWriter):
         # docstring inherited
         self._retarget(checkpoint_id)
         self.data_dir = self.store.child(SHARDED_DIR) if self.enable_consolidation else self.store
-        self.save_id = uuid.uuid4().hex
+        self.save_id = save_stamp()
         self.is_coordinator = False
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
@@ -238,9 +242,10 @@ class HuggingFaceWriter(StoreLocated, StorageWriter):
         validate(committed)  # as the filesystem writer: no holes or overlaps get committed
         sidecar = dumps(committed)  # fails, before anything moves, on what the format cannot hold
         index = None if self.save_distributed else index_json(committed)
-        commit(self.data_dir, self.save_id, sidecar, index, sync=self.sync_files)
+        files = {loc.path for loc in locations.values()}
+        commit(self.data_dir, self.save_id, files, sidecar, index, sync=self.sync_files)
         # The next save through this instance must not share this one's file marker.
-        self.save_id = uuid.uuid4().hex
+        self.save_id = save_stamp()
         if self.enable_consolidation:
             consolidate(
                 self.data_dir,
@@ -306,9 +311,12 @@ class HuggingFaceReader(StoreReading, StorageReader):
         self._retarget(checkpoint_id)
         self.load_id = uuid.uuid4().hex
         self._stored: dict[MetadataIndex, Stored] = {}
+        self._seen: tuple[str | None, str | None] | None = None
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         # docstring inherited
+        # Taken before the metadata: a commit after this point is seen when the load ends.
+        self._seen = _commit_state(self.store)
         return with_load_id(read_folder(self.store), self.load_id)
 
     def set_up_storage_reader(
@@ -316,6 +324,8 @@ class HuggingFaceReader(StoreReading, StorageReader):
     ) -> None:
         # docstring inherited
         self._stored = stored_items(metadata)
+        if self._seen is None:  # a rank that did not read the metadata itself
+            self._seen = _commit_state(self.store)
 
     def prepare_local_plan(self, plan: LoadPlan, *args: Any, **kwargs: Any) -> LoadPlan:
         # docstring inherited
@@ -331,7 +341,15 @@ class HuggingFaceReader(StoreReading, StorageReader):
         self, plan: LoadPlan, planner: LoadPlanner, *args: Any, **kwargs: Any
     ) -> Future[None]:
         # docstring inherited
-        return self._read_all(plan, planner, self._locate)
+        future = self._read_all(plan, planner, self._locate)
+        # The file names are fixed: a save that committed while this load read may have
+        # replaced some of its files, whatever ``verify`` says (docs/huggingface.md).
+        if self._seen is not None and _commit_state(self.store) != self._seen:
+            raise ConcurrentSaveError(
+                f"{self.store.url}: expected the folder unchanged while loading, found a save "
+                "committed meanwhile; the loaded values may mix two saves: load again"
+            )
+        return future
 
     def _locate(self, index: MetadataIndex) -> dio.StoredItem:
         stored = self._stored.get(index)
@@ -341,3 +359,16 @@ class HuggingFaceReader(StoreReading, StorageReader):
                 f"{tuple(index.offset or ())} is not in the checkpoint"
             )
         return stored.item(self.store, repr(index.fqn))
+
+
+def _commit_state(folder: Store) -> tuple[str | None, str | None]:
+    """Digests of the journal and the sidecar: any commit changes one of them for good."""
+    digests: list[str | None] = []
+    for name in (JOURNAL_NAME, SIDECAR_NAME):
+        try:
+            data = folder.read_small(name, MAX_METADATA_BYTES)
+        except FileNotFoundError:
+            digests.append(None)
+        else:
+            digests.append(hashlib.blake2b(data, digest_size=16).hexdigest())
+    return digests[0], digests[1]

@@ -144,6 +144,17 @@ class Store(abc.ABC):
         check_size(self.path(name), len(data), limit)
         return data
 
+    def create_new(self, name: str, data: bytes) -> None:
+        """Write the small file ``name`` only if it does not exist (``FileExistsError`` if it
+        does); readers see all of it or nothing (the commit lock, docs/format.md).
+
+        The default checks, then writes: two callers racing between the two steps may both
+        succeed. Override it where the store has an exclusive create (``O_EXCL``, a
+        conditional PUT)."""
+        if self.exists(name):
+            raise FileExistsError(f"{self.path(name)}: expected no file, found one")
+        self.commit(name, data, sync=False)
+
     def sync(self) -> None:
         """Make the creations and renames so far durable (a no-op where each is already)."""
         return  # the default: each create, commit and rename is durable once it returns

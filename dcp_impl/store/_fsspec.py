@@ -141,6 +141,15 @@ class FsspecStore(Store):
         # docstring inherited
         self.fs.pipe_file(self._key(name), data)
 
+    def create_new(self, name: str, data: bytes) -> None:
+        # docstring inherited
+        # A conditional PUT (If-None-Match, fsspec's mode="create") where the file system
+        # has one; s3fs documents it for AWS S3 only (docs/object-stores.md).
+        try:
+            self.fs.pipe_file(self._key(name), data, mode="create")
+        except (TypeError, NotImplementedError):  # no exclusive create: the racy default
+            super().create_new(name, data)
+
     def rename(self, source: str, target: str) -> None:
         # docstring inherited
         # Object stores copy server-side, then delete: not atomic, so callers remove the

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -87,6 +88,21 @@ class LocalStore(Store):
     def commit(self, name: str, data: bytes, *, sync: bool) -> None:
         # docstring inherited
         atomic_write(self.path(name), data, sync=sync)
+
+    def create_new(self, name: str, data: bytes) -> None:
+        # docstring inherited
+        # Written whole under a private name, then linked: link() fails if the name exists,
+        # and the file is complete from the moment anyone can open it.
+        path = self.path(name)
+        tmp = f"{path}.{uuid.uuid4().hex}.new"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with open(fd, "wb", closefd=True) as f:
+                f.write(data)
+            os.link(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     def rename(self, source: str, target: str) -> None:
         # docstring inherited

@@ -137,6 +137,14 @@ class StoreTests(abc.ABC):
         assert self.get(store, "meta.json") == b"second, longer"
         assert store.list_files() == ["meta.json"]  # no temporary file left behind
 
+    def test_create_new_refuses_an_existing_file(self, store: Store) -> None:
+        store.make_dirs()
+        store.create_new("lock", b"first")
+        with pytest.raises(FileExistsError):
+            store.create_new("lock", b"second")
+        assert self.get(store, "lock") == b"first"
+        assert store.list_files() == ["lock"]  # no temporary file left behind
+
     def test_created_file_holds_its_items(self, store: Store) -> None:
         store.make_dirs()
         tensor = torch.arange(6, dtype=torch.float16).reshape(2, 3).t()  # not contiguous

@@ -1,0 +1,100 @@
+"""Committing a HuggingFace save: temporary files, then the journal, then the moves.
+
+:func:`commit` runs under the location's commit lock (:func:`dcp_impl.store.commit_lock`):
+
+1. every data file this save wrote must still be there under its temporary name (a newer
+   save removes the files of saves that started before it: such a save fails here with
+   :class:`~dcp_impl.errors.ConcurrentSaveError`, committing nothing);
+2. the index and the sidecar are written under temporary names too, so that every byte the
+   new checkpoint needs is on disk before the commit point (a full disk fails here, with the
+   previous checkpoint untouched);
+3. the journal is committed (one atomic write): the commit point (:mod:`._journal`);
+4. superseded files are removed, the new ones moved into place (the sidecar last) and the
+   journal removed; temporary files of saves that started earlier are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+from dcp_impl.errors import ConcurrentSaveError
+from dcp_impl.huggingface._folder import (
+    INDEX_NAME,
+    SIDECAR_NAME,
+    held_files,
+    is_ours,
+    temp_name,
+)
+from dcp_impl.huggingface._journal import JOURNAL_NAME, Journal
+from dcp_impl.store import Store, commit_lock, stamp_of
+
+__all__ = ["commit"]
+
+_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<save>[0-9a-f]{32})\.tmp")
+
+
+def commit(
+    directory: Store,
+    save_id: str,
+    files: set[str],
+    sidecar: str,
+    index: str | None,
+    *,
+    sync: bool,
+) -> None:
+    """Commit the save ``save_id`` whose data files (final names) are ``files``."""
+    with commit_lock(directory):
+        renames = {name: temp_name(name, save_id) for name in sorted(files)}
+        try:
+            _check_present(directory, renames)
+            if index is not None:
+                renames[INDEX_NAME] = temp_name(INDEX_NAME, save_id)
+                directory.commit(renames[INDEX_NAME], index.encode(), sync=sync)
+            renames[SIDECAR_NAME] = temp_name(SIDECAR_NAME, save_id)  # moved last
+            directory.commit(renames[SIDECAR_NAME], sidecar.encode(), sync=sync)
+            superseded = tuple(n for n in held_files(directory) if n not in renames)
+            journal = Journal(save_id, renames, superseded)
+            if sync:
+                directory.sync()
+            directory.commit(JOURNAL_NAME, journal.encode(), sync=sync)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                directory.remove(renames.values())
+            raise
+        complete(directory, journal, sync=sync)
+        _remove_stale(directory, stamp_of(save_id))
+
+
+def complete(directory: Store, journal: Journal, *, sync: bool) -> None:
+    """Carry out a committed journal: remove, move into place, then drop the journal."""
+    directory.remove(journal.remove)
+    present = set(directory.list_files())
+    for final, temp in journal.renames.items():
+        if temp in present:
+            directory.rename(temp, final)
+    if sync:
+        directory.sync()
+    directory.remove([JOURNAL_NAME])
+
+
+def _check_present(directory: Store, renames: dict[str, str]) -> None:
+    missing = sorted(set(renames.values()) - set(directory.list_files()))
+    if missing:
+        raise ConcurrentSaveError(
+            f"{directory.url}: expected this save's {len(renames)} files before committing, "
+            f"found {len(missing)} removed (e.g. {missing[0]}) by a newer save to the same "
+            "folder; nothing was committed, the newer checkpoint is intact"
+        )
+
+
+def _remove_stale(directory: Store, started: int) -> None:
+    """Remove temporary files of saves that started before ``started`` (ns): they never
+    commit (step 1). Temporary files of newer saves stay: those saves may still commit."""
+    stale = []
+    for name in directory.list_files():
+        match = _TEMP.fullmatch(name)
+        if match and is_ours(match["name"]) and stamp_of(match["save"]) < started:
+            stale.append(name)
+    with contextlib.suppress(OSError):
+        directory.remove(stale)

@@ -1,0 +1,137 @@
+"""The commit lock: one save at a time runs its commit step on a location.
+
+A save's commit step (check that its files are all there, replace the commit point, remove
+superseded files) runs while it holds ``.dcp-commit.lock``, a small file created with
+:meth:`Store.create_new` (``O_EXCL`` locally, a conditional PUT where the object store has
+one). The file records who holds it (host, pid, time). A contender waits while the lock is
+live and raises :class:`~dcp_impl.errors.ConcurrentSaveError` after ``wait_s``. A lock is
+stale, and is broken, when its holder is a process of this host that no longer runs, when it
+is older than ``stale_after_s``, or when it is unreadable (docs/format.md, "Concurrent
+saves").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+
+from dcp_impl.errors import ConcurrentSaveError
+from dcp_impl.store._base import Store
+
+__all__ = ["LOCK_NAME", "STALE_AFTER_S", "WAIT_S", "commit_lock", "save_stamp", "stamp_of"]
+
+LOCK_NAME = ".dcp-commit.lock"
+STALE_AFTER_S = 300.0
+"""A lock this old is stale whoever holds it: a commit step takes milliseconds to seconds
+(renames, removals), never minutes."""
+WAIT_S = 60.0
+"""How long a contender waits for a live lock before it gives up loudly."""
+_POLL_S = 0.01
+_MAX_LOCK_BYTES = 4096
+
+
+def save_stamp() -> str:
+    """A new save's id: 16 hex digits of the wall clock (ns) then 16 random ones.
+
+    Ids sort by start time (across hosts, as far as their clocks agree), which is how a
+    committing save tells the files of saves that started before it from newer ones."""
+    return f"{time.time_ns():016x}{uuid.uuid4().hex[:16]}"
+
+
+def stamp_of(save_id: str) -> int:
+    """When the save of ``save_id`` (from :func:`save_stamp`) started, in ns."""
+    return int(save_id[:16], 16)
+
+
+@contextlib.contextmanager
+def commit_lock(
+    store: Store, *, wait_s: float = WAIT_S, stale_after_s: float = STALE_AFTER_S
+) -> Iterator[None]:
+    """Hold the commit lock of ``store`` for the body (see the module docstring)."""
+    token = uuid.uuid4().hex
+    record = json.dumps(
+        {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "token": token}
+    ).encode()
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            store.create_new(LOCK_NAME, record)
+            break
+        except FileExistsError:
+            held = _read(store)
+            if held is None:
+                continue  # released since: try again at once
+            if _is_stale(held, stale_after_s):
+                _break(store, held)
+                continue
+            if time.monotonic() > deadline:
+                raise ConcurrentSaveError(
+                    f"{store.path(LOCK_NAME)}: expected to take the commit lock within "
+                    f"{wait_s:g} s, found it held by another save ({held.decode(errors='replace')})"
+                ) from None
+            time.sleep(_POLL_S)
+    try:
+        yield
+    finally:
+        if _read(store) == record:  # never remove a lock that was broken and taken since
+            store.remove([LOCK_NAME])
+
+
+def _read(store: Store) -> bytes | None:
+    try:
+        return store.read_small(LOCK_NAME, _MAX_LOCK_BYTES)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return b""  # unreadable or oversized: not a lock anyone holds properly
+
+
+def _is_stale(held: bytes, stale_after_s: float) -> bool:
+    try:
+        doc = json.loads(held)
+        host, pid, since = doc["host"], int(doc["pid"]), float(doc["time"])
+    except (ValueError, KeyError, TypeError):
+        return True
+    if time.time() - since > stale_after_s:
+        return True
+    return host == socket.gethostname() and not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def _break(store: Store, held: bytes) -> None:
+    """Remove the stale lock ``held``, unless it was replaced meanwhile."""
+    aside = f"{LOCK_NAME}.{uuid.uuid4().hex}.stale"
+    try:
+        store.rename(LOCK_NAME, aside)
+    except FileNotFoundError:
+        return  # another contender broke it first
+    moved = _read_aside(store, aside)
+    store.remove([aside])
+    if moved != held:
+        # Two contenders judged the same lock stale and the other one already took a fresh
+        # lock, which this rename moved aside: put it back (it is the live one).
+        with contextlib.suppress(FileExistsError):
+            store.create_new(LOCK_NAME, moved)
+
+
+def _read_aside(store: Store, name: str) -> bytes:
+    try:
+        return store.read_small(name, _MAX_LOCK_BYTES)
+    except (OSError, ValueError):
+        return b""
