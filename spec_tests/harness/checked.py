@@ -116,11 +116,16 @@ def threads_surface_errors(what: str) -> Iterator[None]:
     A backend that hands work to threads must surface their failures through the call or
     its future; an exception that only reaches ``threading.excepthook`` is a lost error (the
     operation reports success over missing work). If the block fails anyway, the lost
-    errors are attached to its exception as notes.
+    errors are attached to its exception as notes. Blocks may overlap (concurrent saves in
+    threads): each sees every error lost while it runs, and the hook in place before the
+    first is restored when the last ends.
     """
     lost: list[threading.ExceptHookArgs] = []
-    previous = threading.excepthook
-    threading.excepthook = lost.append
+    with _HOOK_LOCK:
+        if not _ACTIVE:
+            _PREVIOUS_HOOK[:] = [threading.excepthook]
+            threading.excepthook = _record_everywhere
+        _ACTIVE.append(lost)
     try:
         yield
     except BaseException as exc:
@@ -128,13 +133,27 @@ def threads_surface_errors(what: str) -> Iterator[None]:
             exc.add_note(f"meanwhile a thread died: {_thread_error(args)}")
         raise
     finally:
-        threading.excepthook = previous
+        with _HOOK_LOCK:
+            _ACTIVE.remove(lost)
+            if not _ACTIVE:
+                threading.excepthook = _PREVIOUS_HOOK.pop()
     if lost:
         raise ContractViolation(
             f"{what} succeeded, but a thread the backend started died of an exception that was "
             f"never surfaced: {_thread_error(lost[0])}"
             + (f" (and {len(lost) - 1} more)" if len(lost) > 1 else "")
         ) from lost[0].exc_value
+
+
+_HOOK_LOCK = threading.Lock()
+_ACTIVE: list[list[threading.ExceptHookArgs]] = []
+_PREVIOUS_HOOK: list[Callable[[threading.ExceptHookArgs], object]] = []
+
+
+def _record_everywhere(args: threading.ExceptHookArgs) -> None:
+    with _HOOK_LOCK:
+        for lost in _ACTIVE:
+            lost.append(args)
 
 
 def _thread_error(args: threading.ExceptHookArgs) -> str:
@@ -240,6 +259,7 @@ def load(
     extra_kwargs: Mapping[str, Any] | None = None,
     fail_on: FailOn | None = None,
     readers: Sequence[StorageReader] | None = None,
+    before_call: Hook = _noop,
 ) -> list[dict[str, Any]]:
     """Load ``requests[r]`` on simulated rank ``r``; return each rank's results.
 
@@ -247,12 +267,13 @@ def load(
     tensors, one per requested box (pre-filled with
     :data:`~spec_tests.harness.tensors.SENTINEL` bytes, so regions a backend never wrote show
     up); a :class:`~spec_tests.harness.planners.BytesRequest` yields the object. ``fail_on``
-    makes ``resolve_tensor`` raise an injected fault for matching read items.
+    makes ``resolve_tensor`` raise an injected fault for matching read items;
+    ``before_call(label, rank)`` runs before each backend call.
     """
     with threads_surface_errors(f"{backend.name} load"):
         fault = as_fault(fail_on)
         rs = readers if readers is not None else [backend.make_reader(path) for _ in requests]
         planners = [SpecLoadPlanner(fault) for _ in requests]
-        checked = _Checked(backend.name, "reader", dict(extra_kwargs or {}))
+        checked = _Checked(backend.name, "reader", dict(extra_kwargs or {}), before_call)
         driver.load(rs, path, planners, [dict(r) for r in requests], checked)
         return [planner.results() for planner in planners]
