@@ -15,8 +15,10 @@ __all__ = [
     "InvalidMetadataError",
     "LayoutMismatchError",
     "OverwriteRefusedError",
+    "StorageFaultError",
     "UnknownDtypeError",
     "UnsafeCheckpointError",
+    "UnsafeFileError",
     "UnsupportedError",
     "WriteFailedError",
 ]
@@ -64,3 +66,14 @@ class WriteFailedError(CheckpointError, OSError):
 
 class OverwriteRefusedError(CheckpointError, FileExistsError):
     """A committed checkpoint exists and overwriting was not allowed."""
+
+
+class UnsafeFileError(CheckpointError, OSError):
+    """A checkpoint file is not what it claims to be: a link out of the checkpoint, or not
+    a regular file (a FIFO, a device, a directory). Readers refuse it without reading it."""
+
+
+class StorageFaultError(CheckpointError, OSError):
+    """The storage refused an operation on a checkpoint file: no space left, too many open
+    files, permission denied, a missing bucket. ``errno`` is the failure's; the message
+    names the file and what to do about it."""

@@ -16,6 +16,8 @@ LEAVES = {
     errors.UnsafeCheckpointError: ValueError,
     errors.WriteFailedError: OSError,
     errors.OverwriteRefusedError: FileExistsError,
+    errors.UnsafeFileError: OSError,
+    errors.StorageFaultError: OSError,
 }
 
 
