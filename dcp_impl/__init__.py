@@ -16,8 +16,10 @@ from dcp_impl.errors import (
     InvalidMetadataError,
     LayoutMismatchError,
     OverwriteRefusedError,
+    StorageFaultError,
     UnknownDtypeError,
     UnsafeCheckpointError,
+    UnsafeFileError,
     UnsupportedError,
     WriteFailedError,
 )
@@ -43,8 +45,10 @@ __all__ = [
     "InvalidMetadataError",
     "LayoutMismatchError",
     "OverwriteRefusedError",
+    "StorageFaultError",
     "UnknownDtypeError",
     "UnsafeCheckpointError",
+    "UnsafeFileError",
     "UnsupportedError",
     "WriteFailedError",
 ]

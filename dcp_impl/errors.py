@@ -16,8 +16,10 @@ __all__ = [
     "InvalidMetadataError",
     "LayoutMismatchError",
     "OverwriteRefusedError",
+    "StorageFaultError",
     "UnknownDtypeError",
     "UnsafeCheckpointError",
+    "UnsafeFileError",
     "UnsupportedError",
     "WriteFailedError",
 ]
@@ -71,3 +73,14 @@ class ConcurrentSaveError(CheckpointError, RuntimeError):
     """Another save to the same location got in the way: it holds the commit lock, or it
     committed after this save started and removed this save's files. Nothing was committed
     by this save; the other save's checkpoint (or the earlier one) is intact."""
+
+
+class UnsafeFileError(CheckpointError, OSError):
+    """A checkpoint file is not what it claims to be: a link out of the checkpoint, or not
+    a regular file (a FIFO, a device, a directory). Readers refuse it without reading it."""
+
+
+class StorageFaultError(CheckpointError, OSError):
+    """The storage refused an operation on a checkpoint file: no space left, too many open
+    files, permission denied, a missing bucket. ``errno`` is the failure's; the message
+    names the file and what to do about it."""

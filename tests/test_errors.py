@@ -17,6 +17,10 @@ LEAVES = {
     errors.WriteFailedError: OSError,
     errors.OverwriteRefusedError: FileExistsError,
     errors.ConcurrentSaveError: RuntimeError,
+
+
+    errors.UnsafeFileError: OSError,
+    errors.StorageFaultError: OSError,
 }
 
 

@@ -25,7 +25,7 @@ from typing import Any, TypeGuard
 
 from dcp_impl import dtypes
 from dcp_impl.dtypes import DtypeInfo
-from dcp_impl.errors import CorruptCheckpointError, UnknownDtypeError
+from dcp_impl.errors import CheckpointError, CorruptCheckpointError, UnknownDtypeError
 
 __all__ = [
     "DCP_VERSION_KEY",
@@ -129,7 +129,7 @@ def read_header(
                 f"a declared header length of {length}",
             )
         blob = read_range(_LEN_BYTES, length)
-    except FileNotFoundError:
+    except (FileNotFoundError, CheckpointError):  # refusals already say what and why
         raise
     except OSError as err:
         raise CorruptCheckpointError(f"{path}: cannot read the safetensors header: {err}") from err

@@ -26,7 +26,12 @@ Nothing here knows a checkpoint format; a backend maps its metadata onto these p
   a staging buffer.
 * A :class:`Source` is one open stored file that :func:`read_into` asks for byte ranges;
   an :data:`Opener` (a store's ``opener``) makes one from a path (:class:`LocalFile`,
-  ``os.preadv``, for local files).
+  ``os.preadv``, for local files). :func:`open_regular` is the one way a local checkpoint
+  file is opened (regular files only, never through a link out of the checkpoint, never
+  blocking on a FIFO), :func:`read_at_most` reads a small file without trusting ``stat``,
+  and :func:`storage_fault` turns no space, open-file limits and permission errors into
+  typed errors that name the file and say what to do. A reading thread keeps at most
+  ``MAX_OPEN_FILES`` sources open, closing the least recently used.
 * :class:`DataFileWriter` (an :class:`ItemWriter`) appends the logical values of tensors
   (any device, any strides) or raw bytes to one new data file and returns a
   :class:`StoredRange` per item: its byte offset, length and checksum, hashed on a helper
@@ -53,6 +58,7 @@ the file and the item; when ``read_into`` raises, the destinations' contents are
 """
 
 from dcp_impl.io._checksum import CHECKSUM_ALGORITHM, checksum
+from dcp_impl.io._files import open_regular, read_at_most, storage_fault
 from dcp_impl.io._load import (
     BytesSink,
     Locate,
@@ -103,6 +109,9 @@ __all__ = [
     "DeviceReadable",
     "Opener",
     "LocalFile",
+    "open_regular",
+    "read_at_most",
+    "storage_fault",
     "Worker",
     "parallel_map",
 ]

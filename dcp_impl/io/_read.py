@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import torch
@@ -25,7 +26,12 @@ from dcp_impl.io._staging import CudaCopier, DeviceCopier, Staging, SyncCopier
 from dcp_impl.io._write import byte_view
 from dcp_impl.layout import Box, byte_span
 
-__all__ = ["read_into"]
+__all__ = ["read_into", "MAX_OPEN_FILES"]
+
+MAX_OPEN_FILES = 32
+"""Sources one reading thread keeps open at most; the least recently used is closed for the
+next. Requests are read sorted by file, so a checkpoint of many files (more than the process
+may open: ``ulimit -n``) is read opening each file about once per thread."""
 
 _HASH_PIECE = 1 << 20
 """A verified read lands and hashes an item in pieces this big, each hashed while still in
@@ -111,7 +117,7 @@ class _Reader:
         self._verify = verify
         self._stage_all = stage_all
         self._opener = opener
-        self._sources: dict[str, Source] = {}
+        self._sources: OrderedDict[str, Source] = OrderedDict()
         self._maps: dict[str, memoryview | None] = {}
         self._staging = Staging(pin)
         self._scratch = bytearray()
@@ -282,15 +288,24 @@ class _Reader:
 
     def _open(self, request: ReadRequest) -> Source:
         source = self._sources.get(request.path)
-        if source is None:
-            try:
-                source = self._opener(request.path)
-            except FileNotFoundError as err:
-                raise CorruptCheckpointError(
-                    f"{request.path}: data file of item {request.label} is missing"
-                ) from err
-            self._sources[request.path] = source
+        if source is not None:
+            self._sources.move_to_end(request.path)
+            return source
+        if len(self._sources) >= MAX_OPEN_FILES:
+            self._close_oldest()
+        try:
+            source = self._opener(request.path)
+        except FileNotFoundError as err:
+            raise CorruptCheckpointError(
+                f"{request.path}: data file of item {request.label} is missing"
+            ) from err
+        self._sources[request.path] = source
         return source
+
+    def _close_oldest(self) -> None:
+        path, source = self._sources.popitem(last=False)
+        self._maps.pop(path, None)  # the mapping's view goes before its source closes
+        source.close()
 
     def _pread_checked(self, request: ReadRequest, view: memoryview) -> None:
         """Read the whole item into ``view`` and check it, hashing each piece as it lands

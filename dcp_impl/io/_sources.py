@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from dcp_impl.io._files import open_regular
 from dcp_impl.io._runs import preadv_all
 
 __all__ = ["Source", "Mappable", "DeviceReadable", "Opener", "LocalFile"]
@@ -66,13 +67,15 @@ Opener = Callable[[str], Source]
 class LocalFile:
     """A local file, read with ``os.preadv`` (vectored, positional: safe across threads).
 
+    Opened by :func:`~dcp_impl.io.open_regular`: only a regular file, and with ``root``
+    only one inside that folder (a link out of the checkpoint is refused).
     :meth:`mapped` maps it copy-on-write (so tensors may wrap it without a read-only
     warning; nothing writes to it). A file truncated by another process while it is mapped
     makes later accesses past its new end fault (SIGBUS), as with every mmap reader.
     """
 
-    def __init__(self, path: str) -> None:
-        self._fd = os.open(path, os.O_RDONLY)
+    def __init__(self, path: str, root: str | os.PathLike[str] | None = None) -> None:
+        self._fd = open_regular(path, root=root)
         self._map: mmap.mmap | None = None
         self._unmappable = False
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 from typing import Self
 
@@ -13,6 +13,7 @@ import torch
 from dcp_impl import dtypes
 from dcp_impl.errors import UnsupportedError
 from dcp_impl.io._checksum import CHECKSUM_ALGORITHM, checksum, write_hashed
+from dcp_impl.io._files import storage_fault
 
 __all__ = [
     "CHECKSUM_ALGORITHM",
@@ -40,23 +41,31 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, sync: bool = True
     """Replace ``path`` with ``data`` atomically: readers see the old file or the new one.
 
     The temp file lives in the same directory (``os.replace`` is atomic only within one
-    file system) and is removed if anything fails before the rename.
+    file system), is created with mode 0o666 less the umask (as ``open`` creates files, so
+    a shared checkpoint stays readable to whom the umask allows) and is removed if anything
+    fails before the rename. No space, open-file limits and permission errors raise
+    :class:`~dcp_impl.errors.StorageFaultError` naming ``path``; the old file is untouched.
     """
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
     try:
-        with open(fd, "wb", closefd=True) as f:
-            f.write(data)
-            f.flush()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            _write_all(fd, memoryview(data).cast("B"))
             if sync:
-                os.fsync(f.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+        if sync:
+            fsync_dir(directory)
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise storage_fault(err, path, "writing") from err
         raise
-    if sync:
-        fsync_dir(directory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +157,11 @@ class DataFileWriter(ItemWriter):
     def __init__(self, path: str | os.PathLike[str], *, sync: bool = True) -> None:
         super().__init__(os.fspath(path))
         self._sync = sync
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:  # 0o666 less the umask, as ``open`` creates files
+            self._fd: int | None = os.open(self.path, flags, 0o666)
+        except OSError as err:
+            raise storage_fault(err, self.path, "creating") from err
 
     def _require_open(self) -> None:
         if self._fd is None:
@@ -156,7 +169,10 @@ class DataFileWriter(ItemWriter):
 
     def _put(self, piece: memoryview) -> None:
         assert self._fd is not None  # write_bytes checked it
-        _write_all(self._fd, piece)
+        try:
+            _write_all(self._fd, piece)
+        except OSError as err:
+            raise storage_fault(err, self.path, "writing") from err
 
     def close(self) -> None:
         """Flush (and fsync, with ``sync``) and close the file."""
@@ -165,7 +181,9 @@ class DataFileWriter(ItemWriter):
         fd, self._fd = self._fd, None
         try:
             if self._sync:
-                os.fsync(fd)
+                os.fsync(fd)  # a delayed-allocation file system reports no space here
+        except OSError as err:
+            raise storage_fault(err, self.path, "writing") from err
         finally:
             os.close(fd)
 

@@ -12,15 +12,17 @@ fetched by one GET (``read_into(coalesce=...)``), so many small tensors cost one
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import fsspec
 from fsspec import AbstractFileSystem
 
+from dcp_impl.errors import StorageFaultError
 from dcp_impl.io._sources import Source
 from dcp_impl.io._write import ItemWriter
-from dcp_impl.store._base import Store, check_size
+from dcp_impl.store._base import Store
 
 __all__ = ["FsspecStore", "ObjectSource", "ObjectWriter", "URL_READ_THREADS", "PART"]
 
@@ -82,7 +84,22 @@ class FsspecStore(Store):
 
     def make_dirs(self) -> None:
         # docstring inherited
-        # Object stores have no directories; file systems that do (memory://) need them.
+        split_path = getattr(self.fs, "split_path", None)
+        if callable(split_path):
+            # An object store (s3fs, gcsfs, adlfs): no directories to make, and its makedirs
+            # would create a missing bucket, so a mistyped bucket name would "save" into a
+            # new bucket nobody reads. Saves never create buckets: it must exist.
+            bucket = split_path(self._root)[0]
+            self.fs.invalidate_cache(bucket)
+            if not self.fs.exists(bucket):
+                fault = StorageFaultError(
+                    f"{self._shown}: expected the bucket {bucket!r} to exist, found none: "
+                    "create it (saves never create buckets) or correct the URL"
+                )
+                fault.errno = errno.ENOENT
+                raise fault
+            return
+        # File systems with directories (memory://, file://) need them.
         with contextlib.suppress(FileExistsError):
             self.fs.makedirs(self._root, exist_ok=True)
 
@@ -113,13 +130,6 @@ class FsspecStore(Store):
     def size(self, name: str) -> int:
         # docstring inherited
         return int(self.fs.size(self._key(name)))
-
-    def read_small(self, name: str, limit: int) -> bytes:
-        # docstring inherited
-        check_size(self.path(name), self.size(name), limit)
-        data = bytes(self.fs.cat_file(self._key(name)))
-        check_size(self.path(name), len(data), limit)  # replaced since the size was read
-        return data
 
     def read_range(self, name: str, start: int, length: int) -> bytes:
         # docstring inherited

@@ -1,6 +1,10 @@
 """A local directory as a :class:`~dcp_impl.store.Store`, through ``os`` calls: ``O_EXCL``
 data files, fsync, temp file + ``os.replace`` commits, files read with ``os.preadv`` or
-mapped in memory (:class:`~dcp_impl.io.LocalFile`)."""
+mapped in memory (:class:`~dcp_impl.io.LocalFile`).
+
+Every read opens its file through :func:`~dcp_impl.io.open_regular` with the directory as
+the root: only regular files inside the checkpoint are read (links that stay inside it are
+followed), and small files are read without trusting ``stat`` (:func:`read_at_most`)."""
 
 from __future__ import annotations
 
@@ -10,8 +14,17 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from dcp_impl.io._sources import LocalFile, Source
-from dcp_impl.io._write import DataFileWriter, ItemWriter, atomic_write, fsync_dir
+from dcp_impl.io import (
+    DataFileWriter,
+    ItemWriter,
+    LocalFile,
+    Source,
+    atomic_write,
+    fsync_dir,
+    open_regular,
+    read_at_most,
+    storage_fault,
+)
 from dcp_impl.store._base import Store, check_size
 
 __all__ = ["LocalStore"]
@@ -32,7 +45,7 @@ class LocalStore(Store):
 
     def opener(self, path: str) -> Source:
         # docstring inherited
-        return LocalFile(path)
+        return LocalFile(path, self.root)
 
     def child(self, name: str) -> LocalStore:
         # docstring inherited
@@ -44,7 +57,10 @@ class LocalStore(Store):
 
     def make_dirs(self) -> None:
         # docstring inherited
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise storage_fault(err, str(self.root), "creating the checkpoint folder") from err
 
     def is_dir(self) -> bool:
         # docstring inherited
@@ -64,22 +80,33 @@ class LocalStore(Store):
 
     def size(self, name: str) -> int:
         # docstring inherited
-        return os.stat(self.path(name)).st_size
+        fd = open_regular(self.path(name), root=self.root)
+        try:
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
 
     def read_small(self, name: str, limit: int) -> bytes:
         # docstring inherited
         path = self.path(name)
+        fd = open_regular(path, root=self.root)
         try:
-            with open(path, "rb") as f:
-                check_size(path, os.fstat(f.fileno()).st_size, limit)
-                return f.read()
-        except NotADirectoryError as err:  # a parent is a file: the file is not there
-            raise FileNotFoundError(err.errno, err.strerror, path) from err
+            check_size(path, os.fstat(fd).st_size, limit)
+            # One byte past the limit whatever stat says: a longer file is refused, and one
+            # that never ends (or reports size 0) cannot grow memory without bound.
+            data = read_at_most(fd, limit + 1)
+        finally:
+            os.close(fd)
+        check_size(path, len(data), limit)
+        return data
 
     def read_range(self, name: str, start: int, length: int) -> bytes:
         # docstring inherited
-        with open(self.path(name), "rb") as f:
-            return os.pread(f.fileno(), length, start)
+        fd = open_regular(self.path(name), root=self.root)
+        try:
+            return os.pread(fd, max(length, 0), start)
+        finally:
+            os.close(fd)
 
     def create(self, name: str, *, sync: bool) -> ItemWriter:
         # docstring inherited
