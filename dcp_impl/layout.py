@@ -131,25 +131,108 @@ def overlaps(a: Box, b: Box) -> bool:
 
 
 def first_overlap(boxes: Sequence[Box]) -> tuple[int, int] | None:
-    """Indices ``(i, j)``, ``i < j``, of the first overlapping pair, or None."""
+    """Indices ``(i, j)``, ``i < j``, of the first overlapping pair, or None.
+
+    Costs O(n log n) per dimension for every layout DCP saves (grids, and any partition made
+    by straight cuts): the boxes are split into groups no straight cut separates, and only
+    boxes within one such group are compared. A layout that would take more than
+    :func:`work_limit` steps raises :class:`LayoutMismatchError`, unless an overlapping pair
+    was found by then (it is returned; where very many pairs overlap, not always the first).
+    """
     live = [i for i, b in enumerate(boxes) if not b.is_empty]
     if not live or boxes[live[0]].ndim == 0:
         return (live[0], live[1]) if len(live) > 1 else None
-    # Sweep along the dimension whose starts differ most, so that disjoint row
-    # or column shards cost O(n log n) rather than O(n^2).
-    ndim = boxes[live[0]].ndim
-    d = max(range(ndim), key=lambda k: len({boxes[i].offsets[k] for i in live}))
-    live.sort(key=lambda i: boxes[i].offsets[d])
+    budget = _Budget(work_limit(len(live), boxes[live[0]].ndim))
     found: list[tuple[int, int]] = []
-    for pos, i in enumerate(live):
+    try:
+        for group in _uncut_groups(boxes, live, budget):
+            _overlapping_pairs(boxes, group, budget, found)
+    except _OutOfBudget:
+        if not found:
+            raise LayoutMismatchError(
+                f"{len(live)} chunks of {boxes[live[0]].ndim} dims: expected a layout whose "
+                f"overlap check takes at most {budget.limit} steps, found one that takes more "
+                "(chunks no straight cut separates)"
+            ) from None
+    return min(found, default=None)
+
+
+def work_limit(count: int, ndim: int) -> int:
+    """Steps :func:`first_overlap` and :func:`holes` may take for ``count`` boxes of ``ndim``
+    dims: O(n log n) per dimension, and never less than a million."""
+    return (1 << 20) + 4 * count * (ndim + 2) * count.bit_length()
+
+
+class _OutOfBudget(Exception):
+    """A layout check used up its work budget."""
+
+
+class _Budget:
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = self.left = limit
+
+    def spend(self, steps: int) -> None:
+        self.left -= steps
+        if self.left < 0:
+            raise _OutOfBudget
+
+
+def _uncut_groups(boxes: Sequence[Box], live: list[int], budget: _Budget) -> Iterator[list[int]]:
+    """Groups of ``live`` that no straight cut separates, such that boxes of different
+    groups never overlap: cut along every dimension in turn while a cut splits something."""
+    ndim = boxes[live[0]].ndim
+    pending = [(live, ndim)]  # a group and the dimension that cut it last (ndim: none)
+    while pending:
+        group, last = pending.pop()
+        for d in range(ndim):
+            if d == last or len(group) < 2:
+                continue
+            parts = _cut(boxes, group, d, budget)
+            if len(parts) > 1:
+                pending += [(part, d) for part in parts if len(part) > 1]
+                break
+        else:
+            if len(group) > 1:
+                yield group
+
+
+def _cut(boxes: Sequence[Box], group: list[int], d: int, budget: _Budget) -> list[list[int]]:
+    """``group`` split where no box spans a point of dimension ``d`` (its interval graph's
+    connected components)."""
+    budget.spend(len(group))
+    ordered = sorted(group, key=lambda i: boxes[i].offsets[d])
+    parts: list[list[int]] = []
+    end = -1
+    for i in ordered:
+        box = boxes[i]
+        start = box.offsets[d]
+        if start >= end:
+            parts.append([])
+        parts[-1].append(i)
+        end = max(end, start + box.sizes[d])
+    return parts
+
+
+def _overlapping_pairs(
+    boxes: Sequence[Box], group: list[int], budget: _Budget, found: list[tuple[int, int]]
+) -> None:
+    """Add every overlapping pair of ``group`` to ``found``, by a sweep along its most varied
+    dimension."""
+    ndim = boxes[group[0]].ndim
+    d = max(range(ndim), key=lambda k: len({boxes[i].offsets[k] for i in group}))
+    budget.spend(len(group) * ndim)
+    ordered = sorted(group, key=lambda i: boxes[i].offsets[d])
+    for pos, i in enumerate(ordered):
         end = boxes[i].ends[d]
-        for k in range(pos + 1, len(live)):  # by index: slicing would copy the tail each time
-            j = live[k]
+        for k in range(pos + 1, len(ordered)):  # by index: slicing would copy the tail
+            j = ordered[k]
             if boxes[j].offsets[d] >= end:
                 break
+            budget.spend(1)
             if overlaps(boxes[i], boxes[j]):
                 found.append((min(i, j), max(i, j)))
-    return min(found, default=None)
 
 
 def out_of_bounds(shape: Sequence[int], box: Box) -> bool:
@@ -182,7 +265,9 @@ def _subtract(region: Box, cut: Box) -> Iterator[Box]:
         offsets[d], sizes[d] = lo, hi - lo
 
 
-def _cover(saved: Sequence[Box], request: Box) -> tuple[list[tuple[int, Box]], list[Box]]:
+def _cover(
+    saved: Sequence[Box], request: Box, budget: _Budget | None = None
+) -> tuple[list[tuple[int, Box]], list[Box]]:
     """Assign each element of ``request`` to the first saved box holding it.
 
     Returns the (saved index, piece) assignments and the pieces no box holds.
@@ -192,6 +277,8 @@ def _cover(saved: Sequence[Box], request: Box) -> tuple[list[tuple[int, Box]], l
     for index, box in enumerate(saved):
         if not pending:
             break
+        if budget is not None:
+            budget.spend(len(pending))
         rest: list[Box] = []
         for region in pending:
             common = intersect(region, box)
@@ -205,14 +292,27 @@ def _cover(saved: Sequence[Box], request: Box) -> tuple[list[tuple[int, Box]], l
 
 
 def holes(shape: Sequence[int], boxes: Sequence[Box]) -> list[Box]:
-    """The parts of a tensor of ``shape`` that no box covers, as disjoint boxes."""
+    """The parts of a tensor of ``shape`` that no box covers, as disjoint boxes.
+
+    Raises :class:`LayoutMismatchError` where listing them would take more than
+    :func:`work_limit` steps (very many holes among very many boxes).
+    """
     full = Box.full(shape)
     inside = [b for b in boxes if not b.is_empty and full.contains(b)]
     # Disjoint boxes inside the tensor whose volumes add up to it cover it:
     # the common case (a partition) needs no box subtraction at all.
-    if sum(b.numel for b in inside) == full.numel and first_overlap(inside) is None:
+    volume = sum(b.numel for b in inside)
+    if volume == full.numel and first_overlap(inside) is None:
         return []
-    return _cover(boxes, full)[1]
+    budget = _Budget(work_limit(len(boxes), len(shape)))
+    try:
+        return _cover(boxes, full, budget)[1]
+    except _OutOfBudget:
+        raise LayoutMismatchError(
+            f"{len(boxes)} chunks of a tensor of shape {tuple(shape)}: expected holes that "
+            f"can be listed in {budget.limit} steps, found more (the chunks' volumes add up "
+            f"to {volume} of {full.numel} elements)"
+        ) from None
 
 
 def plan_reads(saved: Sequence[Box], request: Box) -> list[Copy]:

@@ -25,7 +25,7 @@ from dcp_impl import metadata as metadata_format
 from dcp_impl._backend import StoreReading, check_verify
 from dcp_impl.errors import CheckpointNotFoundError, InvalidMetadataError
 from dcp_impl.filesystem._writer import METADATA_FILE
-from dcp_impl.safe_load import PicklePolicy, SafeGlobal
+from dcp_impl.safe_load import DEFAULT_MAX_EXPANSION, PicklePolicy, SafeGlobal
 from dcp_impl.store import Store, open_store
 
 __all__ = ["FileSystemReader"]
@@ -54,6 +54,9 @@ class FileSystemReader(StoreReading, StorageReader):
             (:mod:`dcp_impl.safe_load`, docs/security.md). Only for trusted checkpoints.
         safe_globals: more globals such entries may use, as for
             ``torch.serialization.add_safe_globals``.
+        max_bytes_expansion: the objects a checked entry unpickles into may take this many
+            times its stored size in memory (plus 1 MiB), else ``UnsafeCheckpointError``
+            (default ``dcp_impl.safe_load.DEFAULT_MAX_EXPANSION``, 128).
         storage_options: passed to fsspec for URLs (credentials, endpoint).
     """
 
@@ -66,6 +69,7 @@ class FileSystemReader(StoreReading, StorageReader):
         verify: dio.Verify = True,
         trust_pickle: bool = False,
         safe_globals: Sequence[SafeGlobal] = (),
+        max_bytes_expansion: float = DEFAULT_MAX_EXPANSION,
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -73,7 +77,7 @@ class FileSystemReader(StoreReading, StorageReader):
         if thread_count is not None:
             options.check_count(type(self).__name__, "thread_count", thread_count)
         check_verify(type(self).__name__, verify)
-        self.pickle_policy = PicklePolicy(trust_pickle, tuple(safe_globals))
+        self.pickle_policy = PicklePolicy(trust_pickle, tuple(safe_globals), max_bytes_expansion)
         self.storage_options = storage_options
         self.store = open_store(path, storage_options)
         self.thread_count = thread_count
@@ -123,10 +127,15 @@ class FileSystemReader(StoreReading, StorageReader):
         if self._metadata is None:
             raise RuntimeError("read_data called before set_up_storage_reader")
         metadata = self._metadata
-        return self._read_all(plan, planner, lambda index: _locate(self.store, metadata, index))
+        chunks = _Chunks()
+        return self._read_all(
+            plan, planner, lambda index: _locate(self.store, metadata, chunks, index)
+        )
 
 
-def _locate(store: Store, metadata: Metadata, index: MetadataIndex) -> dio.StoredItem:
+def _locate(
+    store: Store, metadata: Metadata, chunks: _Chunks, index: MetadataIndex
+) -> dio.StoredItem:
     """Where ``index``'s bytes are stored, from the committed metadata."""
     location = metadata.storage_data.get(index)
     if not isinstance(location, metadata_format.ItemLocation):
@@ -139,7 +148,7 @@ def _locate(store: Store, metadata: Metadata, index: MetadataIndex) -> dio.Store
         sizes, dtype = (location.length,), torch.uint8
         label = f"{index.fqn!r} (bytes)"
     elif isinstance(entry, TensorStorageMetadata):
-        chunk = _find_chunk(entry, index)
+        chunk = chunks.find(entry, index)
         sizes, dtype = tuple(chunk.sizes), entry.properties.dtype
         label = f"{index.fqn!r} chunk at offsets {tuple(chunk.offsets)}"
     else:
@@ -150,12 +159,24 @@ def _locate(store: Store, metadata: Metadata, index: MetadataIndex) -> dio.Store
     )
 
 
-def _find_chunk(entry: TensorStorageMetadata, index: MetadataIndex) -> ChunkStorageMetadata:
-    chunks = entry.chunks
-    hint = index.index
-    if hint is not None and 0 <= hint < len(chunks):
-        chunks = [chunks[hint], *chunks]  # the hint is probed first, as torch does
-    for chunk in chunks:
-        if chunk.offsets == index.offset:
-            return chunk
-    raise InvalidMetadataError(f"{index.fqn!r}: no stored chunk at offsets {index.offset}")
+class _Chunks:
+    """Finds a storage key's chunk in O(1): by the planner's index hint, else by offsets
+    (a table per tensor, built on first use), so a plan costs linear time in its items."""
+
+    def __init__(self) -> None:
+        self._by_offsets: dict[str, dict[tuple[int, ...], ChunkStorageMetadata]] = {}
+
+    def find(self, entry: TensorStorageMetadata, index: MetadataIndex) -> ChunkStorageMetadata:
+        chunks = entry.chunks
+        hint = index.index
+        if hint is not None and 0 <= hint < len(chunks) and chunks[hint].offsets == index.offset:
+            return chunks[hint]  # the hint is probed first, as torch does
+        table = self._by_offsets.get(index.fqn)
+        if table is None:
+            table = self._by_offsets[index.fqn] = {}
+            for chunk in chunks:  # the first chunk at given offsets wins, as a scan finds it
+                table.setdefault(tuple(chunk.offsets), chunk)
+        found = table.get(tuple(index.offset or ()))
+        if found is None or index.offset is None:
+            raise InvalidMetadataError(f"{index.fqn!r}: no stored chunk at offsets {index.offset}")
+        return found

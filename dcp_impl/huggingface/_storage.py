@@ -69,7 +69,7 @@ from dcp_impl.huggingface._plan import (
 )
 from dcp_impl.huggingface._write import FileWriter, group_by_file
 from dcp_impl.metadata import MAX_METADATA_BYTES, dumps, validate, with_load_id
-from dcp_impl.safe_load import PicklePolicy, SafeGlobal
+from dcp_impl.safe_load import DEFAULT_MAX_EXPANSION, PicklePolicy, SafeGlobal
 from dcp_impl.store import Store, open_store, save_stamp
 
 __all__ = ["HuggingFaceReader", "HuggingFaceWriter", "consolidate", "is_huggingface_folder"]
@@ -281,6 +281,9 @@ class HuggingFaceReader(StoreReading, StorageReader):
             (:mod:`dcp_impl.safe_load`, docs/security.md). Only for trusted checkpoints.
         safe_globals: more globals such entries may use, as for
             ``torch.serialization.add_safe_globals``.
+        max_bytes_expansion: the objects a checked entry unpickles into may take this many
+            times its stored size in memory (plus 1 MiB), else ``UnsafeCheckpointError``
+            (default ``dcp_impl.safe_load.DEFAULT_MAX_EXPANSION``, 128).
         storage_options: passed to fsspec for URLs (credentials, endpoint).
     """
 
@@ -292,13 +295,14 @@ class HuggingFaceReader(StoreReading, StorageReader):
         verify: dio.Verify = "whole",
         trust_pickle: bool = False,
         safe_globals: Sequence[SafeGlobal] = (),
+        max_bytes_expansion: float = DEFAULT_MAX_EXPANSION,
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if thread_count is not None:
             check_count(type(self).__name__, "thread_count", thread_count)
         check_verify(type(self).__name__, verify)
-        self.pickle_policy = PicklePolicy(trust_pickle, tuple(safe_globals))
+        self.pickle_policy = PicklePolicy(trust_pickle, tuple(safe_globals), max_bytes_expansion)
         self.thread_count = thread_count
         self.verify = verify
         self.storage_options = storage_options

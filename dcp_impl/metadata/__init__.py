@@ -24,7 +24,7 @@ from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from dcp_impl.errors import InvalidMetadataError
 from dcp_impl.metadata._decode import decode, parse
 from dcp_impl.metadata._encode import encode
-from dcp_impl.metadata._validate import validate
+from dcp_impl.metadata._validate import validate as _validate_geometry
 from dcp_impl.metadata._values import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -79,6 +79,19 @@ def loads(text: str | bytes | bytearray) -> Metadata:
             return decode(document)
         except Problem as problem:
             raise InvalidMetadataError(problem.describe("$")) from problem.__cause__
+
+
+def validate(metadata: Metadata, *, allow_partial: bool = False) -> None:
+    """Check chunk geometry and storage keys; raise InvalidMetadataError at the first problem.
+
+    Every tensor's chunks must have the tensor's rank, lie inside it and not
+    overlap; unless ``allow_partial``, they must cover it completely. Where
+    ``storage_data`` is a dict keyed by MetadataIndex, every key must name an
+    existing entry (and, for tensors, one of its chunks' offsets). Costs O(n log n) in the
+    number of chunks (docs/format.md, "Costs and limits").
+    """
+    with _collector_paused():
+        _validate_geometry(metadata, allow_partial=allow_partial)
 
 
 @contextlib.contextmanager

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex, TensorStorageMetadata
 
 from dcp_impl import layout
-from dcp_impl.errors import InvalidMetadataError
+from dcp_impl.errors import InvalidMetadataError, LayoutMismatchError
 from dcp_impl.metadata._values import ItemLocation, show
 
 __all__ = ["validate"]
@@ -52,7 +53,10 @@ def _validate_tensor(fqn: str, entry: TensorStorageMetadata, *, allow_partial: b
                 f"tensor, found ends {box.ends}"
             )
         boxes.append(box)
-    pair = layout.first_overlap(boxes)
+    try:
+        pair = layout.first_overlap(boxes)
+    except LayoutMismatchError as err:
+        raise InvalidMetadataError(f"{name}: {err}") from err
     if pair is not None:
         i, j = pair
         common = layout.intersect(boxes[i], boxes[j])
@@ -61,7 +65,13 @@ def _validate_tensor(fqn: str, entry: TensorStorageMetadata, *, allow_partial: b
             f"{name}: expected disjoint chunks, found chunk {i} {_show_box(boxes[i])} and "
             f"chunk {j} {_show_box(boxes[j])} overlapping in {_show_box(common)}"
         )
-    if not allow_partial and (missing := layout.holes(shape, boxes)):
+    if allow_partial or sum(box.numel for box in boxes) == math.prod(shape):
+        return  # disjoint boxes inside the tensor whose volumes add up to it cover it
+    try:
+        missing = layout.holes(shape, boxes)
+    except LayoutMismatchError as err:
+        raise InvalidMetadataError(f"{name}: expected its chunks to cover it: {err}") from err
+    if missing:
         shown = "; ".join(_show_box(hole) for hole in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise InvalidMetadataError(
