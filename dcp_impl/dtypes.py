@@ -134,7 +134,12 @@ def _carried(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def dense(tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor`` itself if contiguous, else a contiguous copy of its bits (any dtype)."""
+    """``tensor`` itself if contiguous, else a contiguous copy of its bits (any dtype).
+
+    A conjugated or negated view (``x.conj()``, ``torch._neg_view``) is resolved first: its
+    lazy bit is part of its values, which its storage alone does not hold.
+    """
+    tensor = tensor.resolve_conj().resolve_neg()
     if tensor.is_contiguous():
         return tensor
     return _carried(tensor).contiguous().view(tensor.dtype)
@@ -148,7 +153,8 @@ def copy_bits(dest: torch.Tensor, src: torch.Tensor, *, non_blocking: bool = Fal
     if dest.dtype != src.dtype:
         dest.copy_(src, non_blocking=non_blocking)
         return
-    _carried(dest).copy_(_carried(src), non_blocking=non_blocking)
+    source = src.resolve_conj().resolve_neg()  # a conj/neg bit is part of the values
+    _carried(dest).copy_(_carried(source), non_blocking=non_blocking)
 
 
 def raw_bytes(tensor: torch.Tensor) -> torch.Tensor:

@@ -88,6 +88,12 @@ OPTIONAL_MEMBERS: dict[str, str] = {
         "consolidated(path) -> location: where a save to path puts its consolidated output, "
         "full tensors in safetensors files of their own (the consolidation properties)"
     ),
+    "trusting_reader": (
+        "trusting_reader(path) -> StorageReader: a reader for path that trusts the checkpoint "
+        "(dcp_impl's trust_pickle=True): it hands every non-tensor entry to the load planner, "
+        "so legitimate objects that are not weights_only-safe load exactly (the user-objects "
+        "property; without the member only the default reader is tried)"
+    ),
     "cleanup": (
         "cleanup(path): free what the backend holds for a location the suite is done with "
         "(called before the suite removes the location; an in-memory store frees it)"

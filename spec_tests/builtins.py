@@ -147,6 +147,12 @@ class DcpImplFS:
 
         return dcp_impl.FileSystemReader(path)
 
+    def trusting_reader(self, path: str) -> StorageReader:
+        """The reader with ``trust_pickle=True``: non-tensor entries reach the planner unchecked."""
+        import dcp_impl
+
+        return dcp_impl.FileSystemReader(path, trust_pickle=True)
+
 
 @dataclass(frozen=True, slots=True)
 class DcpImplHF:
@@ -171,6 +177,12 @@ class DcpImplHF:
         import dcp_impl
 
         return dcp_impl.HuggingFaceReader(path)
+
+    def trusting_reader(self, path: str) -> StorageReader:
+        """The reader with ``trust_pickle=True``: non-tensor entries reach the planner unchecked."""
+        import dcp_impl
+
+        return dcp_impl.HuggingFaceReader(path, trust_pickle=True)
 
 
 def _consolidating(threads: int) -> dict[str, Any]:
@@ -241,6 +253,12 @@ class DcpImplHFConsolidated:
         import dcp_impl
 
         return dcp_impl.HuggingFaceReader(path)
+
+    def trusting_reader(self, path: str) -> StorageReader:
+        """The reader with ``trust_pickle=True``: non-tensor entries reach the planner unchecked."""
+        import dcp_impl
+
+        return dcp_impl.HuggingFaceReader(path, trust_pickle=True)
 
     def consolidated(self, path: str) -> str:
         """The consolidated files are ``path``'s own safetensors files (shards are below)."""

@@ -175,8 +175,9 @@ class ReferenceWriter(StorageWriter):
 class ReferenceReader(StorageReader):
     """StorageReader over the checkpoint committed at its location when it is set up."""
 
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, *, trust_pickle: bool = False) -> None:
         self.location = location
+        self.policy = PicklePolicy(trust=trust_pickle)
         self._checkpoint: _Checkpoint | None = None
 
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
@@ -222,7 +223,7 @@ class ReferenceReader(StorageReader):
                 chunks[item.storage_index] = stored.tensor()
             self._read_tensor(item, chunks[item.storage_index], planner)
         # As dcp_impl's readers: an entry that could run code when unpickled is refused (safe-load).
-        deliver_bytes(PicklePolicy(), planner, entries)
+        deliver_bytes(self.policy, planner, entries)
         return _done(None)
 
     def _read_tensor(self, item: ReadItem, chunk: torch.Tensor, planner: LoadPlanner) -> None:
@@ -275,6 +276,10 @@ class ReferenceBackend:
     def make_reader(self, path: str) -> StorageReader:
         """A reader of the checkpoint committed in the in-memory store under ``path``."""
         return ReferenceReader(path)
+
+    def trusting_reader(self, path: str) -> StorageReader:
+        """A reader that hands every non-tensor entry to the planner unchecked."""
+        return ReferenceReader(path, trust_pickle=True)
 
     def cleanup(self, path: str) -> None:
         """Forget the checkpoint under ``path`` (the suite calls it when a test is done)."""

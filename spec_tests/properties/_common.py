@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -11,6 +12,7 @@ from hypothesis import note
 from hypothesis import strategies as st
 from torch.distributed.checkpoint._nested_dict import flatten_state_dict
 
+from dcp_impl.dtypes import by_torch
 from dcp_impl.layout import Box
 from spec_tests import harness
 from spec_tests import strategies as sts
@@ -150,14 +152,27 @@ def draw_tensor(
     shape: Sequence[int] | None = None,
     max_dims: int = 3,
     min_dims: int = 0,
+    max_side: int = 6,
 ) -> torch.Tensor:
     """Draw a tensor of a claimed dtype (labelled for the failure report)."""
     row = data.draw(sts.dtypes(allowed=claimed(backend)), label="dtype")
     chosen = (
         tuple(shape)
         if shape is not None
-        else data.draw(sts.shapes(min_dims=min_dims, max_dims=max_dims), label="shape")
+        else data.draw(
+            sts.shapes(min_dims=min_dims, max_dims=max_dims, max_side=max_side), label="shape"
+        )
     )
     value = data.draw(sts.tensor_values(row, chosen), label="values")
     note(f"dtype={row.name} shape={chosen}")
     return value
+
+
+def pattern(dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    """A contiguous tensor of ``dtype`` whose bytes all differ from their neighbours'."""
+    numel = math.prod(shape)
+    itemsize = by_torch(dtype).itemsize
+    raw = torch.arange(numel * itemsize) * 37 % 251 + 1
+    if dtype is torch.bool:
+        raw %= 2  # the only valid bool bytes
+    return raw.to(torch.uint8).view(dtype).reshape(shape)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dcp_impl.dtypes import by_torch
+from dcp_impl.layout import Box
 from spec_tests import harness, layouts
 from spec_tests import strategies as sts
 from spec_tests._profiles import few
-from spec_tests.backends import Backend
+from spec_tests.backends import Backend, claims
 from spec_tests.properties._common import (
     LARGE_BYTES,
     Location,
@@ -17,10 +21,20 @@ from spec_tests.properties._common import (
     draw_tensor,
     kinds_for,
     load_boxes,
+    pattern,
     sharded_save,
 )
 
-__all__ = ["ReshardingProperties"]
+__all__ = ["DIGIT_CUTS", "ReshardingProperties"]
+
+# Sides up to about 100 in ordinary examples: chunk offsets of one, two and three digits meet
+# in one tensor (a backend that orders chunks by their names as strings puts "10" before "9").
+_LONG_SIDE = 100
+
+#: Row offsets of the named chunked tensor: 1, 2 and 3 digits, each digit count's neighbours
+#: sorting differently as strings ("10" < "100" < "101" < "11" < "2" < "9") and as numbers.
+DIGIT_CUTS = (0, 2, 9, 10, 11, 99, 100, 101)
+_DIGIT_SHAPE = (128, 12)
 
 
 class ReshardingProperties:
@@ -32,7 +46,7 @@ class ReshardingProperties:
         self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
     ) -> None:
         """Each rank loads back exactly the boxes it saved (one chunk per rank)."""
-        value = draw_tensor(data, dcp_backend, min_dims=1)
+        value = draw_tensor(data, dcp_backend, min_dims=1, max_side=_LONG_SIDE)
         ranks = data.draw(st.integers(2, 4), label="ranks")
         layout = data.draw(
             sts.layouts(value.shape, ranks=ranks, kinds=sts.ONE_CHUNK_KINDS), label="layout"
@@ -48,7 +62,7 @@ class ReshardingProperties:
         self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
     ) -> None:
         """One rank saving several chunks (and empty chunks) of a tensor loses nothing."""
-        value = draw_tensor(data, dcp_backend, min_dims=1)
+        value = draw_tensor(data, dcp_backend, min_dims=1, max_side=_LONG_SIDE)
         layout = data.draw(
             sts.layouts(value.shape, ranks=1, kinds=sts.kinds_needing("multi-chunk")),
             label="layout",
@@ -82,6 +96,34 @@ class ReshardingProperties:
         """A whole-tensor save serves arbitrary sub-boxes (into strided destinations too)."""
         self._reshard(dcp_backend, dcp_location, data, ("single",), save_ranks=1)
 
+    def test_chunk_offsets_of_every_digit_count(
+        self, dcp_backend: Backend, dcp_location: Location
+    ) -> None:
+        """Chunks at row offsets of one, two and three digits, and column offsets 2 and 10,
+        load back: on one rank where ``multi-chunk`` is claimed, else one chunk per rank.
+
+        Named, so every run has offsets whose order as strings ("10" < "100" < "9") is not
+        their order as numbers; where ``reshard`` is claimed, boxes across chunks load too.
+        """
+        boxes = _digit_boxes()
+        if claims(dcp_backend, "multi-chunk"):
+            per_rank: list[list[Box]] = [boxes]
+        elif claims(dcp_backend, "multi-rank"):
+            per_rank = [[box] for box in boxes]
+        else:
+            pytest.skip(f"backend {dcp_backend.name!r} claims neither multi-chunk nor multi-rank")
+        dtypes = claimed(dcp_backend)
+        dtype = next((d for d in dtypes if by_torch(d).itemsize >= 2), dtypes[0])
+        value = pattern(dtype, _DIGIT_SHAPE)
+        layout = sts.SaveLayout(_DIGIT_SHAPE, tuple(map(tuple, per_rank)), "guillotine")
+        with harness.repro(dcp_backend, dtype=dtype, layout=layout):
+            location = dcp_location()
+            sharded_save(dcp_backend, location, "w", value, layout)
+            load_boxes(dcp_backend, location, "w", value, per_rank)
+            if claims(dcp_backend, "reshard"):
+                across = [Box.full(_DIGIT_SHAPE), Box((8, 1), (95, 10)), Box((99, 0), (29, 11))]
+                load_boxes(dcp_backend, location, "w", value, [across], strided=True)
+
     @pytest.mark.dcp_requires("reshard", "multi-rank")
     @few(2)
     @given(data=st.data())
@@ -109,7 +151,7 @@ class ReshardingProperties:
         kinds: tuple[str, ...],
         save_ranks: int | None = None,
     ) -> None:
-        value = draw_tensor(data, backend)
+        value = draw_tensor(data, backend, max_side=_LONG_SIDE)
         allowed = tuple(k for k in kinds if k in kinds_for(backend)) or ("single",)
         n = save_ranks or data.draw(st.integers(1, 4), label="save ranks")
         m = data.draw(st.integers(1, 4), label="load ranks")
@@ -122,3 +164,12 @@ class ReshardingProperties:
             location = dcp_location()
             sharded_save(backend, location, "w", value, case.save)
             load_boxes(backend, location, "w", value, case.load_boxes, strided=strided)
+
+
+def _digit_boxes() -> list[Box]:
+    """Row chunks between :data:`DIGIT_CUTS`; the last rows cut again at columns 2 and 10."""
+    rows, cols = _DIGIT_SHAPE
+    boxes = [Box((a, 0), (b - a, cols)) for a, b in itertools.pairwise(DIGIT_CUTS)]
+    last = DIGIT_CUTS[-1]
+    boxes += [Box((last, a), (rows - last, b - a)) for a, b in itertools.pairwise((0, 2, 10, cols))]
+    return boxes

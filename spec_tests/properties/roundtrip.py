@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests._profiles import few
-from spec_tests.backends import Backend
+from spec_tests.backends import Backend, claims
 from spec_tests.properties._common import (
     BOUNDARIES_MIB,
     LARGE_BYTES,
@@ -22,11 +22,18 @@ from spec_tests.properties._common import (
     check_load,
     claimed,
     draw_tensor,
+    pattern,
     roundtrip,
 )
 from spec_tests.verdicts import may_refuse
 
 __all__ = ["RoundTripProperties"]
+
+#: Entries of the many-entries property: past 1,024 (a power-of-two table's size) and past
+#: 1,000 (one un-paginated object-store listing), on one rank.
+MANY_ENTRIES = 1_100
+_MANY_SEED = 2113
+
 
 # Non-tensor entries from 1 KiB to 4 MiB, one byte either side of each power of four: a
 # backend's buffer for small objects must not cut a large one short.
@@ -59,8 +66,8 @@ class RoundTripProperties:
     def test_noncontiguous_tensors(
         self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
     ) -> None:
-        """Transposed, strided and channels_last views save their values, not their storage."""
-        value = draw_tensor(data, dcp_backend, min_dims=1, max_dims=4)
+        """Views of every kind (offsets, strides, permutes, conj/neg bits) save their values."""
+        value = draw_tensor(data, dcp_backend, max_dims=5)
         view = data.draw(sts.noncontiguous(value), label="view")
         note(f"strides={view.stride()}")
         with harness.repro(
@@ -82,6 +89,55 @@ class RoundTripProperties:
             value = value.t()
         with harness.repro(dcp_backend, dtype=row.name, shape=tuple(value.shape)):
             roundtrip(dcp_backend, dcp_location(), {"big": value})
+
+    @pytest.mark.parametrize("kind", sts.VIEW_KINDS)
+    def test_every_view_kind(self, dcp_backend: Backend, dcp_location: Location, kind: str) -> None:
+        """Each kind of view, in every claimed dtype it applies to, saves its values.
+
+        Named, so every run tries each: storage offsets (0-d and empty tensors too), strided
+        slices, transposes and permutes, inner-dimension cuts, channels_last, stride-0
+        broadcasts, conjugated and negated views (``x.conj()``, ``torch._neg_view``: the bit
+        is part of the values; the storage alone does not hold them).
+        """
+        shape = sts.VIEWS[kind].example_shape
+        state = {}
+        for dtype in claimed(dcp_backend):
+            base = pattern(dtype, shape)
+            if kind in sts.kinds_for(base):
+                state[f"{kind} {str(dtype).removeprefix('torch.')}"] = sts.make_view(kind, base)
+        if not state:
+            pytest.skip(f"no dtype {dcp_backend.name!r} claims has {kind!r} views")
+        location = dcp_location()
+        with harness.repro(dcp_backend, view=kind, entries=sorted(state)):
+            roundtrip(dcp_backend, location, state)
+            check_load(dcp_backend, location, state, strided=True)
+
+    @pytest.mark.parametrize("sharing", sorted(sts.SHARING))
+    def test_entries_sharing_storage(
+        self, dcp_backend: Backend, dcp_location: Location, sharing: str
+    ) -> None:
+        """Entries sharing one storage (tied weights, fused q/k/v slices, overlapping windows)
+        each load back as their own values, in every claimed dtype."""
+        state = {}
+        for dtype in claimed(dcp_backend):
+            group = sts.shared_entries(sharing, pattern(dtype, (4, 6)))
+            name = str(dtype).removeprefix("torch.")
+            state.update({f"{name}.{key}": value for key, value in group.items()})
+        with harness.repro(dcp_backend, sharing=sharing, entries=sorted(state)):
+            roundtrip(dcp_backend, dcp_location(), state)
+
+    def test_many_entries_on_one_rank(self, dcp_backend: Backend, dcp_location: Location) -> None:
+        """1,100 small entries on one rank: every claimed dtype, every view kind, tied and
+        fused weights, non-tensor entries interleaved (where ``bytes`` is claimed), names with
+        numbers of every digit count, inserted in no sorted order. Deterministic."""
+        state = sts.bulk_entries(
+            MANY_ENTRIES,
+            dtypes=claimed(dcp_backend),
+            seed=_MANY_SEED,
+            allow_bytes=claims(dcp_backend, "bytes"),
+        )
+        with harness.repro(dcp_backend, entries=len(state), seed=_MANY_SEED):
+            roundtrip(dcp_backend, dcp_location(), state)
 
     @pytest.mark.parametrize("side", ["-1", "+1"])
     @pytest.mark.parametrize("mib", BOUNDARIES_MIB)
@@ -153,7 +209,8 @@ class RoundTripProperties:
     ) -> None:
         """Nested dicts of tensors (maybe non-contiguous) load back under flattened names."""
         state = data.draw(
-            sts.state_dicts(allowed=claimed(dcp_backend), allow_bytes=False), label="state dict"
+            sts.state_dicts(allowed=claimed(dcp_backend), allow_bytes=False, max_entries=256),
+            label="state dict",
         )
         strided = data.draw(st.booleans(), label="strided destinations")
         with harness.repro(dcp_backend, state_keys=sorted(map(str, state))):
@@ -165,7 +222,9 @@ class RoundTripProperties:
         self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
     ) -> None:
         """Ints, strings, lists and bytes (DCP's BytesIO entries, up to MiBs) round-trip."""
-        state = data.draw(sts.state_dicts(allowed=claimed(dcp_backend)), label="state dict")
+        state = data.draw(
+            sts.state_dicts(allowed=claimed(dcp_backend), max_entries=256), label="state dict"
+        )
         state["extra object"] = {"step": 3, "tag": "x"}
         size = data.draw(st.sampled_from(_OBJECT_SIZES), label="large object bytes")
         state["large object"] = ("0123456789abcdef" * (size // 16 + 1))[:size]

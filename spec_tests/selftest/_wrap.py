@@ -249,6 +249,20 @@ class Wrapped:
         made: WrappedReader = _bound(self.reader, type(inner))(inner, path)
         return made
 
+    def trusting_reader(self, path: str) -> StorageReader:
+        """The base's trusting reader (optional member) inside this backend's reader wrapper."""
+        inner = self.inner_trusting_reader(path)
+        made: WrappedReader = _bound(self.reader, type(inner))(inner, path)
+        return made
+
+    def inner_trusting_reader(self, path: str) -> StorageReader:
+        """The base backend's trusting reader; AttributeError when the base has none."""
+        trusting = getattr(self.base_backend(), "trusting_reader", None)
+        if trusting is None:
+            raise AttributeError(f"backend {self.base!r} has no trusting_reader")
+        reader: StorageReader = trusting(path)
+        return reader
+
     def cleanup(self, path: str) -> None:
         """The base backend's optional cleanup of ``path`` (the reference store frees it)."""
         cleanup = getattr(self.base_backend(), "cleanup", None)

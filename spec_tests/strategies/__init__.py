@@ -7,8 +7,11 @@ one chunk, one rank and small shapes, and each record carries its own
 expected answer (a :class:`SaveLayout` knows which boxes it covers; a
 :class:`ReshardCase` knows both layouts).
 
-- :mod:`.tensors`: dtypes, shapes, raw bit patterns, entry names, non-contiguous views;
-- :mod:`.state_dicts`: nested state dicts of tensors and plain objects;
+- :mod:`.tensors`: dtypes, shapes, raw bit patterns, entry names;
+- :mod:`.views`: every kind of view a state dict holds (one table), storage shared by entries;
+- :mod:`.state_dicts`: nested state dicts of tensors and plain objects, up to hundreds of
+  entries (:func:`bulk_entries` makes thousands deterministically);
+- :mod:`.objects`: legitimate non-tensor entries that are not ``weights_only``-safe;
 - :mod:`.layouts`: sharding layouts and reshard cases, from one table of layout kinds.
 """
 
@@ -24,7 +27,8 @@ from spec_tests.strategies.layouts import (
     layouts,
     reshard_cases,
 )
-from spec_tests.strategies.state_dicts import state_dicts
+from spec_tests.strategies.objects import USER_OBJECTS
+from spec_tests.strategies.state_dicts import DRAWN_ENTRIES, bulk_entries, entry_counts, state_dicts
 from spec_tests.strategies.tensors import (
     RESERVED_NAMES,
     dtypes,
@@ -33,23 +37,47 @@ from spec_tests.strategies.tensors import (
     shapes,
     tensor_values,
 )
+from spec_tests.strategies.views import (
+    SHARING,
+    VIEW_KINDS,
+    VIEWS,
+    ViewKind,
+    kinds_for,
+    make_view,
+    resolved,
+    shared_entries,
+    views,
+)
 
 __all__ = [
+    "DRAWN_ENTRIES",
     "KINDS",
     "LAYOUT_KINDS",
     "ONE_CHUNK_KINDS",
     "RESERVED_NAMES",
+    "SHARING",
+    "USER_OBJECTS",
+    "VIEWS",
+    "VIEW_KINDS",
     "LayoutKind",
     "ReshardCase",
     "SaveLayout",
+    "ViewKind",
+    "bulk_entries",
     "dtypes",
+    "entry_counts",
+    "kinds_for",
     "kinds_needing",
     "kinds_within",
     "layouts",
+    "make_view",
     "names",
     "noncontiguous",
     "reshard_cases",
+    "resolved",
     "shapes",
+    "shared_entries",
     "state_dicts",
     "tensor_values",
+    "views",
 ]

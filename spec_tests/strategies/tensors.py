@@ -7,7 +7,7 @@ written as bytes and viewed, never converted.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from hypothesis import event
@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.vendor.pretty import RepresentationPrinter, for_type_by_name
 
 from dcp_impl import dtypes as dt
+from spec_tests.strategies.views import views
 
 __all__ = [
     "RESERVED_NAMES",
@@ -44,8 +45,7 @@ def _pretty_tensor(tensor: torch.Tensor, printer: RepresentationPrinter, cycle: 
 def _leading_bytes(tensor: torch.Tensor, limit: int) -> list[int]:
     if tensor.numel() == 0:
         return []
-    dense = dt.dense(tensor)
-    return dense.reshape(-1).view(torch.uint8)[:limit].tolist()
+    return dt.raw_bytes(tensor)[:limit].tolist()  # any strides, conj/neg bits resolved
 
 
 for_type_by_name("torch", "Tensor", _pretty_tensor)
@@ -93,10 +93,26 @@ def shapes(
     check_int("max_dims", max_dims, min_dims)
     check_int("max_side", max_side, 0)
     check_int("max_elements", max_elements, 1)
-    sides = st.lists(st.integers(0, max_side), min_size=min_dims, max_size=max_dims).filter(
-        lambda s: math.prod(s) <= max_elements
-    )
-    return sides.map(_labelled_shape)
+    if max_side**max_dims <= max_elements:
+        sides = st.lists(st.integers(0, max_side), min_size=min_dims, max_size=max_dims)
+        return sides.map(_labelled_shape)
+    # Long sides (up to ~100): each side bounded by what the ones before it leave, so no
+    # draw is thrown away (a filter would reject most 3-D draws).
+    return _bounded_sides(min_dims, max_dims, max_side, max_elements).map(_labelled_shape)
+
+
+@st.composite
+def _bounded_sides(
+    draw: st.DrawFn, min_dims: int, max_dims: int, max_side: int, max_elements: int
+) -> list[int]:
+    ndim = draw(st.integers(min_dims, max_dims), label="ndim")
+    sides: list[int] = []
+    for _ in range(ndim):
+        room = max_elements // max(1, math.prod(sides))
+        sides.append(draw(st.integers(0, min(max_side, room)), label="side"))
+    if sides and max(sides) >= 10:
+        event("a side of 10 or more")
+    return sides
 
 
 def _labelled_shape(sides: list[int]) -> tuple[int, ...]:
@@ -208,44 +224,9 @@ def names(*, max_size: int = 12) -> st.SearchStrategy[str]:
 
 
 def noncontiguous(tensor: torch.Tensor) -> st.SearchStrategy[torch.Tensor]:
-    """Views equal to ``tensor`` that are not plain contiguous tensors.
+    """Views of ``tensor`` of every kind that applies (:func:`~.views.views`).
 
-    Transposed storage, strided slices of a larger buffer and channels_last
-    (4-dim); the first option is the tensor itself, so this shrinks away.
+    Storage offsets, strided slices, transposes and permutes, channels_last, inner-dim cuts,
+    broadcasts, conj/neg views; the first option is the tensor itself, so this shrinks away.
     """
-    options: list[Callable[[torch.Tensor], torch.Tensor]] = [_as_is]
-    if tensor.ndim >= 2:
-        options.append(_transposed_storage)
-    if tensor.ndim >= 1:
-        options.append(_strided_slice)
-    if tensor.ndim == 4:
-        options.append(_channels_last)
-    return st.sampled_from(options).map(lambda make: make(tensor))
-
-
-def _as_is(t: torch.Tensor) -> torch.Tensor:
-    return t
-
-
-def _channels_last(t: torch.Tensor) -> torch.Tensor:
-    event("channels_last view")
-    view = torch.empty_like(t, memory_format=torch.channels_last)
-    dt.copy_bits(view, t)
-    return view
-
-
-def _transposed_storage(t: torch.Tensor) -> torch.Tensor:
-    event("transposed view")
-    buffer = torch.empty(tuple(reversed(t.shape)), dtype=t.dtype)
-    view = buffer.permute(*reversed(range(t.ndim)))
-    dt.copy_bits(view, t)
-    return view
-
-
-def _strided_slice(t: torch.Tensor) -> torch.Tensor:
-    event("strided slice")
-    big = torch.empty((*t.shape[:-1], t.shape[-1] * 2 + 1), dtype=t.dtype)
-    big.view(torch.uint8).fill_(0x5A)
-    view = big[..., 1::2]
-    dt.copy_bits(view, t)
-    return view
+    return views(tensor)
