@@ -36,6 +36,10 @@ _GENERAL_CAPABILITIES: dict[str, str] = {
         "and never exposes a mixed one"
     ),
     "multiprocess": "works from real processes (gloo process group)",
+    "async": (
+        "dcp.async_save works: THREAD mode with any stager, PROCESS mode (the writer pickles "
+        "into torch's daemon) where multiprocess is claimed too"
+    ),
     "safe-load": (
         "a non-tensor entry whose unpickling would run code is refused on load (raises) before "
         "it reaches the load planner, whose torch.load(weights_only=False) would run it"

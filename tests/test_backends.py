@@ -41,6 +41,7 @@ GENERAL = {
     "integrity",
     "atomic-commit",
     "multiprocess",
+    "async",
     "safe-load",
 }
 
