@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -344,3 +345,19 @@ def test_a_load_during_a_save_is_old_or_new_or_raises(
         assert _which(loaded[0], {"old": old, "new": new}) is not None, "a load mixed two saves"
     after = {"new": new} if store.opened >= nth else {"old": old}  # did the save run?
     assert _which(_load(kind, str(tmp_path)), after) is not None
+
+
+def test_cleanup_keeps_newer_saves_files_and_removes_older_and_legacy_ones(
+    tmp_path: Path,
+) -> None:
+    hour = 3600 * 10**9
+    older = f"data-{time.time_ns() - hour:016x}{'a' * 16}-r0-0.bin"
+    legacy = f"data-{'f' * 32}-r0-0.bin"  # a random id of dcp_impl before save stamps
+    newer = f"data-{time.time_ns() + hour:016x}{'b' * 16}-r0-0.bin"  # a save still running
+    for name in (older, legacy, newer):
+        (tmp_path / name).write_bytes(b"x")
+    dcp.save(_state(0), storage_writer=FileSystemWriter(tmp_path))
+    left = {p.name for p in tmp_path.iterdir()}
+    assert newer in left
+    assert older not in left
+    assert legacy not in left
