@@ -13,7 +13,10 @@ import errno
 import json
 import multiprocessing
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -263,6 +266,7 @@ def test_hf_save_killed_at_any_step_leaves_old_or_new(
     tmp_path: Path, shards: bool, mapping: dict[str, int] | None
 ) -> None:
     old, new = _state(0), _state(1)
+    pending = tmp_path / "pending"
     for at in range(1, 100):
         path = tmp_path / f"kill{at}"
         _foreign_folder(path, old, shards=shards)
@@ -276,11 +280,18 @@ def test_hf_save_killed_at_any_step_leaves_old_or_new(
             assert loaded == "new"
             break
         assert child.exitcode == -signal.SIGKILL
+        if (path / ".dcp_commit.json").exists() and not pending.exists():
+            shutil.copytree(path, pending)  # killed after its commit point, for the CLI below
         dcp.save(_state(2), storage_writer=HuggingFaceWriter(path, fqn_to_index_mapping=mapping))
         assert _which(_load("hf", str(path)), {"next": _state(2)}) == "next"  # lock broken
     else:
         pytest.fail("the save never completed")
     assert at > 8
+    assert pending.exists()
+    if shards and mapping:  # one CLI run: verify reads a pending commit as the new checkpoint
+        cli = [sys.executable, "-m", "dcp_impl", "verify", str(pending)]
+        done = subprocess.run(cli, capture_output=True, text=True, check=False, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("kind", ["fs", "hf", "hf-over-foreign"])
