@@ -40,7 +40,7 @@ from dcp_impl.errors import (
     UnsupportedError,
 )
 from dcp_impl.layout import Box
-from dcp_impl.store import Store, commit_lock, open_store, save_stamp, stamp_of
+from dcp_impl.store import Store, commit_lock, older_save, open_store, save_stamp, stamp_of
 
 __all__ = ["METADATA_FILE", "FileSystemWriter", "is_data_file"]
 
@@ -299,7 +299,7 @@ def _remove_superseded(store: Store, keep: set[str], started: int) -> None:
         for name in names
         if name not in keep
         and (
-            (is_data_file(name) and stamp_of(name[5:]) < started)
+            (is_data_file(name) and older_save(name[5:37], started))
             or _METADATA_TEMP.fullmatch(name) is not None
         )
     ]

@@ -27,7 +27,7 @@ from dcp_impl.huggingface._folder import (
     temp_name,
 )
 from dcp_impl.huggingface._journal import JOURNAL_NAME, Journal
-from dcp_impl.store import Store, commit_lock, stamp_of
+from dcp_impl.store import Store, commit_lock, older_save, stamp_of
 
 __all__ = ["commit"]
 
@@ -94,7 +94,7 @@ def _remove_stale(directory: Store, started: int) -> None:
     stale = []
     for name in directory.list_files():
         match = _TEMP.fullmatch(name)
-        if match and is_ours(match["name"]) and stamp_of(match["save"]) < started:
+        if match and is_ours(match["name"]) and older_save(match["save"], started):
             stale.append(name)
     with contextlib.suppress(OSError):
         directory.remove(stale)

@@ -8,7 +8,6 @@ current, else the index, else every safetensors file (headers through :mod:`._sa
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import re
@@ -34,7 +33,7 @@ from dcp_impl.errors import (
     LayoutMismatchError,
 )
 from dcp_impl.huggingface import _safetensors
-from dcp_impl.huggingface._journal import Journal, read_journal
+from dcp_impl.huggingface._journal import JOURNAL_NAME, committed, read_journal
 from dcp_impl.huggingface._safetensors import (
     SAVE_ID_KEY,
     Header,
@@ -114,7 +113,7 @@ def read_folder(folder: Store) -> Metadata:
         raise CheckpointNotFoundError(f"{folder.url}: expected a checkpoint folder, found none")
     journal = read_journal(folder)
     if journal is not None:
-        return _committed_through(folder, journal)
+        return committed(folder, journal, SIDECAR_NAME)
     metadata = current_sidecar(folder)
     if metadata is not None:
         return metadata
@@ -126,36 +125,11 @@ def read_folder(folder: Store) -> Metadata:
     return _metadata_from_headers(folder, files)
 
 
-def _committed_through(folder: Store, journal: Journal) -> Metadata:
-    """The checkpoint a journal committed, each file read from its temporary name while it
-    has one (a commit in progress, or killed after its commit point)."""
-    temp = journal.renames.get(SIDECAR_NAME)
-    try:
-        text = folder.read_small(temp, MAX_METADATA_BYTES) if temp else None
-    except FileNotFoundError:
-        text = None  # moved into place since
-    if text is None:
-        text = folder.read_small(SIDECAR_NAME, MAX_METADATA_BYTES)
-    metadata = loads(text)
-    if not isinstance(metadata.storage_data, dict):
-        raise InvalidMetadataError(f"{folder.path(SIDECAR_NAME)}: expected storage_data")
-    present = set(folder.list_files())
-    moved = {
-        final: temp
-        for final, temp in journal.renames.items()
-        if temp in present and final != SIDECAR_NAME
-    }
-    metadata.storage_data = {
-        key: dataclasses.replace(loc, path=moved[loc.path]) if loc.path in moved else loc
-        for key, loc in metadata.storage_data.items()
-    }
-    return metadata
-
-
 def is_folder(folder: Store) -> bool:
-    """Whether ``folder`` looks like a HuggingFace folder: sidecar, index or safetensors files."""
+    """Whether ``folder`` looks like a HuggingFace folder: sidecar, index, safetensors files or
+    a commit journal."""
     names = folder.list_files()
-    return any(n in (SIDECAR_NAME, INDEX_NAME) or n.endswith(SUFFIX) for n in names)
+    return any(n in (SIDECAR_NAME, INDEX_NAME, JOURNAL_NAME) or n.endswith(SUFFIX) for n in names)
 
 
 def read_header(folder: Store, name: str) -> Header:

@@ -11,16 +11,19 @@ which may be a mix of two saves (docs/huggingface.md, "Commit rule").
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from dcp_impl.errors import CorruptCheckpointError
+from torch.distributed.checkpoint.metadata import Metadata
+
+from dcp_impl.errors import CorruptCheckpointError, InvalidMetadataError
 from dcp_impl.huggingface._safetensors import strict_json
-from dcp_impl.metadata import MAX_METADATA_BYTES
+from dcp_impl.metadata import MAX_METADATA_BYTES, loads
 from dcp_impl.store import Store
 
-__all__ = ["JOURNAL_NAME", "Journal", "read_journal"]
+__all__ = ["JOURNAL_NAME", "Journal", "committed", "read_journal"]
 
 JOURNAL_NAME = ".dcp_commit.json"
 _FORMAT = "dcp_impl-hf-commit"
@@ -86,3 +89,30 @@ def read_journal(folder: Store) -> Journal | None:
             f"{path}: expected a {_FORMAT} v{_VERSION} journal, found unreadable content "
             f"({err}); the folder may hold a mix of two saves"
         ) from err
+
+
+def committed(folder: Store, journal: Journal, sidecar: str) -> Metadata:
+    """The checkpoint ``journal`` committed (``sidecar``: the sidecar's final name), each file
+    read from its temporary name while it has one (a commit in progress, or killed after its
+    commit point)."""
+    temp = journal.renames.get(sidecar)
+    try:
+        text = folder.read_small(temp, MAX_METADATA_BYTES) if temp else None
+    except FileNotFoundError:
+        text = None  # moved into place since
+    if text is None:
+        text = folder.read_small(sidecar, MAX_METADATA_BYTES)
+    metadata = loads(text)
+    if not isinstance(metadata.storage_data, dict):
+        raise InvalidMetadataError(f"{folder.path(sidecar)}: expected storage_data")
+    present = set(folder.list_files())
+    moved = {
+        final: temp
+        for final, temp in journal.renames.items()
+        if temp in present and final != sidecar
+    }
+    metadata.storage_data = {
+        key: dataclasses.replace(loc, path=moved[loc.path]) if loc.path in moved else loc
+        for key, loc in metadata.storage_data.items()
+    }
+    return metadata

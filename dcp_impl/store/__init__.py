@@ -16,7 +16,8 @@ file operation through a :class:`Store` and accept one wherever they take a path
   before fsspec; :func:`open_store` is what the backends call on a path or URL.
 * :func:`is_url`, :func:`is_checkpoint_id`: which ids :func:`open_store` accepts.
 * :func:`commit_lock`: one save at a time runs its commit step on a location;
-  :func:`save_stamp` / :func:`stamp_of`: save ids that sort by start time.
+  :func:`save_stamp` / :func:`stamp_of` / :func:`older_save`: save ids that sort by
+  start time.
 * :class:`ItemWriter` (what :meth:`Store.create` returns) and :class:`StoredRange`.
 
 ``dcp_impl.testing.StoreTests`` is the contract test kit for a new store.
@@ -27,7 +28,7 @@ from dcp_impl.io._write import ItemWriter, StoredRange
 from dcp_impl.store._base import Store
 from dcp_impl.store._fsspec import FsspecStore
 from dcp_impl.store._local import LocalStore
-from dcp_impl.store._lock import LOCK_NAME, commit_lock, save_stamp, stamp_of
+from dcp_impl.store._lock import LOCK_NAME, commit_lock, older_save, save_stamp, stamp_of
 from dcp_impl.store._registry import (
     StoreFactory,
     is_checkpoint_id,
@@ -51,6 +52,7 @@ __all__ = [
     "StoredRange",
     "LOCK_NAME",
     "commit_lock",
+    "older_save",
     "save_stamp",
     "stamp_of",
 ]

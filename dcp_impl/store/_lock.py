@@ -23,7 +23,15 @@ from collections.abc import Iterator
 from dcp_impl.errors import ConcurrentSaveError
 from dcp_impl.store._base import Store
 
-__all__ = ["LOCK_NAME", "STALE_AFTER_S", "WAIT_S", "commit_lock", "save_stamp", "stamp_of"]
+__all__ = [
+    "LOCK_NAME",
+    "STALE_AFTER_S",
+    "WAIT_S",
+    "commit_lock",
+    "older_save",
+    "save_stamp",
+    "stamp_of",
+]
 
 LOCK_NAME = ".dcp-commit.lock"
 STALE_AFTER_S = 300.0
@@ -46,6 +54,18 @@ def save_stamp() -> str:
 def stamp_of(save_id: str) -> int:
     """When the save of ``save_id`` (from :func:`save_stamp`) started, in ns."""
     return int(save_id[:16], 16)
+
+
+_FUTURE_NS = 24 * 3600 * 10**9
+
+
+def older_save(save_id: str, started: int) -> bool:
+    """Whether the save of ``save_id`` started before ``started`` (ns), so that a save that
+    started at ``started`` and committed may remove its files. An id that is no plausible
+    start time (more than a day ahead of this clock: the random ids of dcp_impl before
+    save stamps) counts as older."""
+    stamp = stamp_of(save_id)
+    return stamp < started or stamp > time.time_ns() + _FUTURE_NS
 
 
 @contextlib.contextmanager
