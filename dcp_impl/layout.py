@@ -8,6 +8,7 @@ zero size in any dimension holds no elements and never overlaps anything.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ __all__ = [
     "out_of_bounds",
     "overlaps",
     "plan_reads",
+    "tiles",
+    "work_limit",
 ]
 
 
@@ -155,6 +158,36 @@ def first_overlap(boxes: Sequence[Box]) -> tuple[int, int] | None:
                 "(chunks no straight cut separates)"
             ) from None
     return min(found, default=None)
+
+
+def tiles(shape: Sequence[int], boxes: Sequence[Box]) -> bool | None:
+    """Whether ``boxes`` (each inside a tensor of ``shape``) cover it exactly once, in
+    O(n 2^k) for boxes that differ in k dimensions; None where k is too large to tell so.
+
+    Boxes inside a region cover it exactly once if and only if their volumes add up to its
+    volume and the corners that an odd number of boxes share are the region's corners: the
+    corner parities fix, modulo 2, how often each element is covered (each is covered an
+    odd number of times, so at least once), and the volumes then allow exactly once.
+    """
+    live = [b for b in boxes if not b.is_empty]
+    full = Box.full(shape)
+    if sum(b.numel for b in live) != full.numel:
+        return False
+    if full.is_empty:
+        return True  # nothing to cover, and no box holds an element
+    # Dimensions every box spans whole change no corner's parity: leave them out.
+    dims = [d for d in range(full.ndim) if any(b.sizes[d] != full.sizes[d] for b in live)]
+    if len(dims) > _MAX_CORNER_DIMS:
+        return None
+    odd: set[tuple[int, ...]] = set()
+    for box in [*live, full]:  # the region's own corners cancel those of an exact tiling
+        for corner in itertools.product(*[(box.offsets[d], box.ends[d]) for d in dims]):
+            odd.symmetric_difference_update((corner,))
+    return not odd
+
+
+_MAX_CORNER_DIMS = 6
+"""Most dimensions :func:`tiles` takes corners in (2**6 per box)."""
 
 
 def work_limit(count: int, ndim: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 import re
@@ -20,6 +21,7 @@ from dcp_impl.layout import (
     out_of_bounds,
     overlaps,
     plan_reads,
+    tiles,
 )
 from spec_tests.layouts import chunk_1d, col_shards, grid, replicated, row_shards
 
@@ -91,6 +93,16 @@ def test_first_overlap_matches_model(case: tuple[tuple[int, ...], list[Box]]) ->
         if points(boxes[i]) & points(boxes[j])
     ]
     assert first_overlap(boxes) == (min(pairs) if pairs else None)
+
+
+@given(shape_and_boxes())
+def test_tiles_matches_model(case: tuple[tuple[int, ...], list[Box]]) -> None:
+    shape, boxes = case
+    full = Box.full(shape)
+    assume(all(full.contains(b) for b in boxes))
+    counts = collections.Counter(p for b in boxes for p in points(b))
+    exact = set(counts) == points(full) and set(counts.values()) <= {1}
+    assert tiles(shape, boxes) in (exact, None)
 
 
 @given(shape_and_boxes())

@@ -97,10 +97,11 @@ def decode_chunks(node: object, ndim: int) -> list[ChunkStorageMetadata]:
             None,
             raw=True,
         ).at(".offsets")
-    if ndim:
-        offsets = list(map(torch.Size, zip(*[iter(flat)] * ndim, strict=True)))
-    else:
-        offsets = [torch.Size()] * len(refs)
+    if not ndim:
+        # Every 0-dim chunk is the same: one object, so a table repeating it (2 bytes per
+        # chunk) costs 8 bytes per chunk, not an object each (docs/format.md §Costs).
+        return [ChunkStorageMetadata(torch.Size(), table[0])] * len(refs) if refs else []
+    offsets = list(map(torch.Size, zip(*[iter(flat)] * ndim, strict=True)))
     return list(map(ChunkStorageMetadata, offsets, map(table.__getitem__, refs)))
 
 
