@@ -28,6 +28,11 @@ from spec_tests.verdicts import may_refuse
 
 __all__ = ["RoundTripProperties"]
 
+#: Shapes with no elements or no dimensions, each tried in every example.
+_ZERO_SHAPES = sts.NamedCases(
+    {"0-dim": (), "empty": (0,), "zero columns": (3, 0), "zero rows": (0, 4), "3-D": (2, 0, 3)}
+)
+
 # Non-tensor entries from 1 KiB to 4 MiB, one byte either side of each power of four: a
 # backend's buffer for small objects must not cut a large one short.
 _OBJECT_SIZES = tuple(sorted({(1 << k) + d for k in range(10, 23, 2) for d in (-1, 0, 1)}))
@@ -49,11 +54,14 @@ class RoundTripProperties:
     def test_zero_dim_and_zero_size(
         self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
     ) -> None:
-        """0-dim tensors and tensors with a zero-size dimension keep their shape."""
-        shape = data.draw(st.sampled_from([(), (0,), (3, 0), (0, 4), (2, 0, 3)]), label="shape")
-        value = draw_tensor(data, dcp_backend, shape=shape)
-        with harness.repro(dcp_backend, dtype=value.dtype, shape=shape):
-            roundtrip(dcp_backend, dcp_location(), {"t": value})
+        """0-dim tensors and tensors with a zero-size dimension keep their shape.
+
+        Every named shape in every example (one checkpoint each), the dtype drawn for each.
+        """
+        for label, shape in _ZERO_SHAPES:
+            value = draw_tensor(data, dcp_backend, shape=shape)
+            with harness.repro(dcp_backend, dtype=value.dtype, shape=shape, case=label):
+                roundtrip(dcp_backend, dcp_location(), {"t": value})
 
     @given(data=st.data())
     def test_noncontiguous_tensors(
@@ -170,6 +178,19 @@ class RoundTripProperties:
         size = data.draw(st.sampled_from(_OBJECT_SIZES), label="large object bytes")
         state["large object"] = ("0123456789abcdef" * (size // 16 + 1))[:size]
         with harness.repro(dcp_backend, state=state):
+            roundtrip(dcp_backend, dcp_location(), state)
+
+    @pytest.mark.dcp_requires("bytes")
+    def test_non_tensor_sizes_cross_buffer_boundaries(
+        self, dcp_backend: Backend, dcp_location: Location
+    ) -> None:
+        """Non-tensor entries one byte short of, at, and past each power of four from 1 KiB
+        to 4 MiB, all in one checkpoint beside a tensor: every named size in every run."""
+        raw = torch.arange(16, dtype=torch.uint8) % 2  # 16 valid bytes of any dtype, bool too
+        state: dict[str, object] = {"t": raw.view(claimed(dcp_backend)[0])}
+        for size in _OBJECT_SIZES:
+            state[f"object of {size} bytes"] = ("0123456789abcdef" * (size // 16 + 1))[:size]
+        with harness.repro(dcp_backend, sizes=_OBJECT_SIZES):
             roundtrip(dcp_backend, dcp_location(), state)
 
     def test_all_claimed_dtypes_in_one_checkpoint(

@@ -9,7 +9,8 @@ expected answer (a :class:`SaveLayout` knows which boxes it covers; a
 
 - :mod:`.tensors`: dtypes, shapes, raw bit patterns, entry names, non-contiguous views;
 - :mod:`.state_dicts`: nested state dicts of tensors and plain objects;
-- :mod:`.layouts`: sharding layouts and reshard cases, from one table of layout kinds.
+- :mod:`.layouts`: sharding layouts and reshard cases, from one table of layout kinds;
+- :mod:`.named`: fixed named values (edge cases) that every run tries (explicit examples).
 """
 
 from spec_tests.strategies.layouts import (
@@ -24,6 +25,7 @@ from spec_tests.strategies.layouts import (
     layouts,
     reshard_cases,
 )
+from spec_tests.strategies.named import NamedCases
 from spec_tests.strategies.state_dicts import state_dicts
 from spec_tests.strategies.tensors import (
     RESERVED_NAMES,
@@ -40,6 +42,7 @@ __all__ = [
     "ONE_CHUNK_KINDS",
     "RESERVED_NAMES",
     "LayoutKind",
+    "NamedCases",
     "ReshardCase",
     "SaveLayout",
     "dtypes",
