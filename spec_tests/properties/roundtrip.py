@@ -33,6 +33,22 @@ _ZERO_SHAPES = sts.NamedCases(
     {"0-dim": (), "empty": (0,), "zero columns": (3, 0), "zero rows": (0, 4), "3-D": (2, 0, 3)}
 )
 
+#: Names that are awkward for some store, tried in every run (test_odd_names draws more).
+_ODD_NAMES = sts.NamedCases(
+    {
+        "leading and trailing spaces": " padded ",
+        "dots": "model.layers.0.weight",
+        "colon": "opt:state",
+        "dash": "-",
+        "CJK": "日本語",
+        "emoji": "🙂",
+        "sharp s": "ß",
+        "omega": "Ω",
+        "percent escape": "a%2Fb",
+        "long": "n" * 200,
+    }
+)
+
 # Non-tensor entries from 1 KiB to 4 MiB, one byte either side of each power of four: a
 # backend's buffer for small objects must not cut a large one short.
 _OBJECT_SIZES = tuple(sorted({(1 << k) + d for k in range(10, 23, 2) for d in (-1, 0, 1)}))
@@ -122,8 +138,10 @@ class RoundTripProperties:
 
         Stores that fold case (macOS, Windows), normalise Unicode (HFS+) or map ``.``/``/``
         to path separators merge such names into one object; each holds its own values here.
+        The odd names the suite names (:data:`_ODD_NAMES`) are saved beside them in every run.
         """
         names = ["w", "W", "a.b", "a/b", "a_b", "a b", "a\\b", "\u00e9", "e\u0301", "ǅ", "ǆ"]
+        names += _ODD_NAMES.values()
         dtypes = claimed(dcp_backend)
         dtype = next((d for d in dtypes if d is not torch.bool), dtypes[0])
         if dtype is torch.bool:  # row k holds the bits of k: no two rows alike
@@ -202,6 +220,8 @@ class RoundTripProperties:
         Deterministic, so each dtype meets the non-contiguous paths in every run (a random
         draw pairs a given dtype with a given view only now and then), at 256 KiB each: past
         the size where torch's copies leave their byte-copy fast path for per-dtype kernels.
+        Each dtype's special bit patterns (-0.0, inf, NaN payloads, extremes) are saved too:
+        named values, tried in every run rather than when a draw picks them.
         """
         state = {}
         for dtype in claimed(dcp_backend):
@@ -210,6 +230,7 @@ class RoundTripProperties:
             name = str(dtype).removeprefix("torch.")
             state[name] = value
             state[f"{name} transposed"] = value.t()
+            state[f"{name} special values"] = sts.special_values(dtype)
         location = dcp_location()
         with harness.repro(dcp_backend, dtypes=sorted(state)):
             roundtrip(dcp_backend, location, state)

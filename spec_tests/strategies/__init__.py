@@ -33,6 +33,7 @@ from spec_tests.strategies.tensors import (
     names,
     noncontiguous,
     shapes,
+    special_values,
     tensor_values,
 )
 
@@ -53,6 +54,7 @@ __all__ = [
     "noncontiguous",
     "reshard_cases",
     "shapes",
+    "special_values",
     "state_dicts",
     "tensor_values",
 ]
