@@ -11,8 +11,10 @@ from __future__ import annotations
 import fnmatch
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +23,14 @@ from spec_tests.verdicts import chain, text_of
 __all__ = [
     "ExpectedFailure",
     "XfailEntry",
+    "ENTRY",
+    "NO_SHRINK",
+    "entry_of",
+    "expect",
+    "kit_class",
+    "kit_classes",
     "judged",
+    "kit_entries",
     "read_xfails",
     "reproducible",
 ]
@@ -106,33 +115,51 @@ def read_xfails(path: Path) -> list[XfailEntry]:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise pytest.UsageError(f"xfails file {path}: cannot read: {err}") from err
+    return [
+        entry_of(dict(e), f"xfails file {path}: entry {n}", str(path))
+        for n, e in enumerate(raw.get("xfail", []))
+    ]
+
+
+def kit_entries(xfails: Mapping[str, str | Mapping[str, Any]], source: str) -> list[XfailEntry]:
+    """The entries of a kit class's ``xfails``: test-name glob -> reason, or -> a table with
+    the keys of a TOML entry (``reason`` and optional ``raises``, ``match``, ``strict``,
+    ``issue``). Malformed ones are usage errors."""
     entries = []
-    for n, entry in enumerate(raw.get("xfail", [])):
-        raises = entry.get("raises")
-        if isinstance(raises, str):
-            entry["raises"] = raises = (raises,)
-        elif isinstance(raises, list) and raises and all(isinstance(r, str) for r in raises):
-            entry["raises"] = raises = tuple(raises)
-        if (
-            set(entry) - _ENTRY_KEYS
-            or not all(isinstance(entry.get(k), str) for k in ("test", "reason"))
-            or not all(isinstance(v, str) for k, v in entry.items() if k not in _NOT_STR)
-            or not isinstance(entry.get("strict", True), bool)
-            or not (raises is None or isinstance(raises, tuple))
-        ):
+    for pattern, value in xfails.items():
+        table = {"reason": value} if isinstance(value, str) else dict(value)
+        if "test" in table:
             raise pytest.UsageError(
-                f"xfails file {path}: entry {n}: expected string keys test, reason and optional "
-                "issue, match, raises (a string or a list of them) and strict (a bool), got "
-                f"{entry!r}"
+                f"{source}[{pattern!r}]: the key names the tests; expected no 'test' key, got "
+                f"{table!r}"
             )
-        try:
-            re.compile(entry.get("match", ""))
-        except re.error as err:
-            raise pytest.UsageError(
-                f"xfails file {path}: entry {n}: match {entry['match']!r} is not a regex: {err}"
-            ) from err
-        entries.append(XfailEntry(source=str(path), **entry))
+        entries.append(entry_of({"test": pattern, **table}, f"{source}[{pattern!r}]", source))
     return entries
+
+
+def entry_of(entry: dict[str, Any], where: str, source: str) -> XfailEntry:
+    """One entry from its keys (a TOML table or a kit ``xfails`` value): the one parser."""
+    raises = entry.get("raises")
+    if isinstance(raises, str):
+        entry["raises"] = raises = (raises,)
+    elif isinstance(raises, list | tuple) and raises and all(isinstance(r, str) for r in raises):
+        entry["raises"] = raises = tuple(raises)
+    if (
+        set(entry) - _ENTRY_KEYS
+        or not all(isinstance(entry.get(k), str) for k in ("test", "reason"))
+        or not all(isinstance(v, str) for k, v in entry.items() if k not in _NOT_STR)
+        or not isinstance(entry.get("strict", True), bool)
+        or not (raises is None or isinstance(raises, tuple))
+    ):
+        raise pytest.UsageError(
+            f"{where}: expected string keys test, reason and optional issue, match, raises (a "
+            f"string or a list of them) and strict (a bool), got {entry!r}"
+        )
+    try:
+        re.compile(entry.get("match", ""))
+    except re.error as err:
+        raise pytest.UsageError(f"{where}: match {entry['match']!r} is not a regex: {err}") from err
+    return XfailEntry(source=source, **entry)
 
 
 _ENTRY_KEYS = frozenset({"test", "reason", "issue", "raises", "match", "strict"})
@@ -163,3 +190,37 @@ def reproducible() -> bool:
 
     current = settings.default
     return current is not None and current.derandomize
+
+
+#: What a listed test's entry is, and that it is not to be shrunk (read by the plugin's hooks).
+ENTRY = pytest.StashKey[XfailEntry]()
+NO_SHRINK = pytest.StashKey[bool]()
+
+
+def expect(item: pytest.Item, entry: XfailEntry) -> None:
+    """Mark ``item`` as the expected failure ``entry`` names, judged by pytest_runtest_call.
+
+    Strict only where the run is reproducible (a derandomized profile): under random draws an
+    entry whose bug only some draws hit would pass now and then, and the run's verdict would
+    depend on the draw. There an unexpected pass is reported (XPASS), never a failure.
+    """
+    raises = ExpectedFailure if entry.names_error else None
+    strict = reproducible() and entry.strict
+    item.add_marker(pytest.mark.xfail(strict=strict, reason=entry.mark_reason, raises=raises))
+    item.stash[ENTRY] = entry
+    item.stash[NO_SHRINK] = True
+
+
+def kit_class(item: pytest.Item) -> type | None:
+    cls = getattr(item, "cls", None)
+    return cls if callable(getattr(cls, "dcp_xfail_entries", None)) else None
+
+
+def kit_classes(items: list[pytest.Item]) -> dict[type | None, list[XfailEntry]]:
+    """Each collected kit class's ``xfails`` (spec_tests.kit.BackendTests), parsed once."""
+    found: dict[type | None, list[XfailEntry]] = {}
+    for item in items:
+        cls = kit_class(item)
+        if cls is not None and cls not in found:
+            found[cls] = list(cls.dcp_xfail_entries())  # type: ignore[attr-defined]
+    return found

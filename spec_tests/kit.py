@@ -4,25 +4,35 @@
 from spec_tests.kit import BackendTests
 
 class TestMyStore(BackendTests):
-    xfails = {"test_killed_save_keeps_previous": "commit is not atomic yet"}
+    xfails = {
+        "test_killed_save_keeps_previous": {
+            "reason": "commit is not atomic yet",
+            "issue": "mystore#12",
+            "raises": "ContractViolation",
+            "match": "mix of the two saves",
+        },
+        "test_overwrite_*": "overwrite leaves stale parts",  # a reason alone: any failure
+    }
 
     @pytest.fixture(scope="class")
     def dcp_backend(self):
         return MyBackend()
 ```
 
-Capability skips apply as in ``pytest --pyargs spec_tests``; ``xfails`` maps
-test-name globs (fnmatch, matched against the test function's name with any
-``[param]``) to reasons and marks those tests ``xfail(strict=True)``.
+Capability skips apply as in ``pytest --pyargs spec_tests``. ``xfails`` maps test-name
+globs (fnmatch, matched against the test function's name with any ``[param]``) to an
+entry with the keys of an ``[[xfail]]`` TOML entry (or to a reason alone), and the plugin
+judges them with the same hook: a listed test that fails differently from its ``raises`` /
+``match`` is a real failure, strict entries are strict only under a derandomized profile,
+and an entry that matches no test is reported.
 """
 
 from __future__ import annotations
 
-import fnmatch
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-import pytest
-
+from spec_tests._xfails import XfailEntry, kit_entries
 from spec_tests.properties.consolidation import ConsolidationProperties
 from spec_tests.properties.contract import ContractProperties
 from spec_tests.properties.coverage import CoverageProperties
@@ -59,13 +69,12 @@ class BackendTests(
     does not depend on the backend.
     """
 
-    xfails: ClassVar[dict[str, str]] = {}
+    #: Test-name globs (fnmatch, against the test function's name with any ``[param]``) ->
+    #: a reason, or a table with a TOML entry's keys: ``reason`` and optional ``raises``,
+    #: ``match``, ``strict``, ``issue``. Judged exactly as ``--dcp-xfails-file`` entries are.
+    xfails: ClassVar[Mapping[str, str | Mapping[str, Any]]] = {}
 
-    @pytest.fixture(autouse=True)
-    def _dcp_kit_xfails(self, request: pytest.FixtureRequest) -> None:
-        # Applied at setup, so pytest evaluates the mark when the test body runs.
-        name = request.node.name
-        for pattern, reason in self.xfails.items():
-            if fnmatch.fnmatchcase(name, pattern):
-                request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-                return
+    @classmethod
+    def dcp_xfail_entries(cls) -> list[XfailEntry]:
+        """This class's ``xfails`` as expected-failure entries (read by the plugin)."""
+        return kit_entries(cls.xfails, source=f"{cls.__module__}.{cls.__qualname__}.xfails")

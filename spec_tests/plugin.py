@@ -23,11 +23,14 @@ import pytest
 
 from spec_tests._profiles import PROFILES, register_profiles
 from spec_tests._xfails import (
-    ExpectedFailure,
+    ENTRY,
+    NO_SHRINK,
     XfailEntry,
+    expect,
     judged,
+    kit_class,
+    kit_classes,
     read_xfails,
-    reproducible,
 )
 
 if TYPE_CHECKING:
@@ -73,8 +76,6 @@ class _State:
 
 
 _STATE = pytest.StashKey[_State]()
-_ENTRY = pytest.StashKey[XfailEntry]()
-_NO_SHRINK = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -263,7 +264,7 @@ def dcp_local_s3() -> Iterator[LocalS3]:
 def _dcp_settings(request: pytest.FixtureRequest) -> None:
     from spec_tests._profiles import bind_settings
 
-    bind_settings(request.node, shrink=not request.node.stash.get(_NO_SHRINK, False))
+    bind_settings(request.node, shrink=not request.node.stash.get(NO_SHRINK, False))
 
 
 @pytest.fixture(autouse=True)
@@ -311,35 +312,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             state.entries += read_xfails(builtin_file)
     for path in config.getoption("--dcp-xfails-file"):
         state.entries += read_xfails(Path(path))
-    if not state.entries:
+    kits = kit_classes(items)
+    if not state.entries and not kits:
         return
     used: set[int] = set()
+    kit_used: set[int] = set()
     ids = {item.nodeid: _suite_nodeid(item) for item in items}
-    strict = reproducible()
     for item in items:
-        for n, entry in enumerate(state.entries):
-            if entry.matches(ids[item.nodeid]):
-                raises = ExpectedFailure if entry.names_error else None
-                item.add_marker(
-                    pytest.mark.xfail(
-                        strict=strict and entry.strict, reason=entry.mark_reason, raises=raises
-                    )
-                )
-                item.stash[_ENTRY] = entry
-                item.stash[_NO_SHRINK] = True
-                used.add(n)
+        # A kit class's own entries name its tests by function name, and come first.
+        candidates = [(e, item.name, kit_used) for e in kits.get(kit_class(item), ())]
+        candidates += [(e, ids[item.nodeid], used) for e in state.entries]
+        for entry, name, seen in candidates:
+            if entry.matches(name):
+                expect(item, entry)
+                seen.add(id(entry))
                 break
     modules = {nodeid.split("::", 1)[0] for nodeid in ids.values()}
     state.unmatched = [
-        e
-        for n, e in enumerate(state.entries)
-        if n not in used and not _not_collected(e, modules, config)
+        e for e in state.entries if id(e) not in used and not _not_collected(e, modules, config)
     ]
+    state.unmatched += [e for es in kits.values() for e in es if id(e) not in kit_used]
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
-    entry = item.stash.get(_ENTRY, None)
+    entry = item.stash.get(ENTRY, None)
     if entry is None or not entry.names_error:
         return (yield)
     try:

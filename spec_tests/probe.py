@@ -13,7 +13,6 @@ them, and let the suite's properties judge. One passing try is evidence, not pro
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import random
 import sys
@@ -24,17 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hypothesis.errors import InvalidArgument
 from torch.distributed.checkpoint.metadata import Metadata
 
 from dcp_impl.dtypes import DTYPES, by_torch
 from dcp_impl.layout import Box
 from spec_tests import harness, layouts
 from spec_tests.backends import CAPABILITIES, Backend, load_backend
+from spec_tests.harness.damage import DAMAGES, damage
 from spec_tests.properties._common import check_load, load_boxes, roundtrip, sharded_save
-from spec_tests.properties.faults import _damage
 from spec_tests.properties.hostile import Payload
 from spec_tests.strategies import SaveLayout
+from spec_tests.verdicts import may_refuse
 
 __all__ = ["NOT_PROBED", "Trial", "probe_claims", "probe_command", "render"]
 
@@ -122,17 +121,16 @@ class _Prober:
             raise AssertionError("read_metadata's planner_data differs from what finish was given")
 
     def integrity_trial(self) -> None:
-        for how in ("corrupt", "truncate"):
+        for how in DAMAGES:
             for seed in range(3):
                 value, location = _sample(self.dtype).repeat(8, 16), self.location()
                 harness.save(self.backend, location, [{"t": value}])
-                # _damage notes what it did for hypothesis, which refuses notes outside a test
-                # (after the damage is done).
-                with contextlib.suppress(InvalidArgument):
-                    _damage(self.backend, location, how, random.Random(seed))
-                try:
+                if damage(self.backend, location, how, random.Random(seed)) is None:
+                    raise AssertionError(f"nothing to {how}: no data files and no {how} hook")
+                # A ContractViolation is the harness's verdict, never "damage detected".
+                with may_refuse(f"loading {how}ed data") as loading:
                     got = harness.load(self.backend, location, [{"t": _request(value)}])[0]
-                except Exception:
+                if loading.refused:
                     continue
                 if torch.equal(harness.as_bytes(got["t"][0]), harness.as_bytes(value)):
                     continue  # the damage missed the payload
@@ -141,11 +139,17 @@ class _Prober:
     def safe_load_trial(self) -> None:
         with tempfile.TemporaryDirectory(prefix="dcp-probe-payload-") as folder:
             marker, location = Path(folder, "payload-ran"), self.location()
-            with contextlib.suppress(Exception):  # refusing, at save or load, is what holds
+            # Refused means raised, at save or at load; a verdict is never a refusal.
+            with may_refuse("saving and loading an entry whose unpickling runs code") as out:
                 harness.save(self.backend, location, [{"extra": Payload(str(marker))}])
-                harness.load(self.backend, location, [{"extra": harness.BytesRequest()}])
+                got = harness.load(self.backend, location, [{"extra": harness.BytesRequest()}])
             if marker.exists():
                 raise AssertionError("loading an entry whose unpickling runs code ran it")
+            if not out.refused:
+                raise AssertionError(
+                    f"an entry whose unpickling runs code loaded as {got[0].get('extra')!r} "
+                    "instead of raising"
+                )
 
 
 def _request(value: torch.Tensor) -> harness.TensorRequest:

@@ -24,16 +24,39 @@ from spec_tests.verdicts import ContractViolation, may_refuse
 
 __all__ = ["ContractProperties"]
 
-_GARBAGE = st.one_of(
-    st.none(),
-    st.integers(),
-    st.floats(allow_nan=True),
-    st.text(),
-    st.binary(),
-    st.lists(st.integers(), max_size=3),
-    st.builds(object),
-    st.builds(pathlib.Path, st.text(max_size=20)),
-    st.sampled_from(["", "\x00", "s3://bucket/key", "~/nope", "a" * 5000, "/dev/null/x"]),
+#: Checkpoint ids every run gives validate_checkpoint_id: what users pass (URLs, ``~``,
+#: ``Path``), what they pass by mistake (None, bytes, numbers) and names no store can hold.
+_NAMED_IDS: sts.NamedCases[object] = sts.NamedCases(
+    {
+        "None": None,
+        "empty": "",
+        "NUL": "\x00",
+        "object-store URL": "s3://bucket/key",
+        "gs URL": "gs://bucket/prefix/ckpt",
+        "file URL": "file:///tmp/ckpt",
+        "home": "~/nope",
+        "5000 characters": "a" * 5000,
+        "below a file": "/dev/null/x",
+        "Path": pathlib.PurePosixPath("ckpt/step-1"),
+        "bytes": b"/tmp/ckpt",
+        "int": 0,
+        "float": float("nan"),
+        "list": ["ckpt"],
+        "object": object(),
+    }
+)
+
+_GARBAGE = _NAMED_IDS.or_drawn(
+    st.one_of(
+        st.none(),
+        st.integers(),
+        st.floats(allow_nan=True),
+        st.text(),
+        st.binary(),
+        st.lists(st.integers(), max_size=3),
+        st.builds(object),
+        st.builds(pathlib.Path, st.text(max_size=20)),
+    )
 )
 
 
@@ -94,11 +117,13 @@ class ContractProperties:
             check_load(dcp_backend, first, {"t": a})
             check_load(dcp_backend, second, {"t": b})
 
+    @_NAMED_IDS.examples("checkpoint_id")
     @given(checkpoint_id=_GARBAGE)
     def test_validate_checkpoint_id_is_total(
         self, dcp_backend: Backend, dcp_location: Location, checkpoint_id: object
     ) -> None:
-        """validate_checkpoint_id returns a bool for any input (never raises)."""
+        """validate_checkpoint_id returns a bool for any input (never raises); every named id
+        (URLs, None, bytes, ...) is tried in every run."""
         location = dcp_location()
         for made in (dcp_backend.make_writer(location), dcp_backend.make_reader(location)):
             for target in (type(made), made):

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import posixpath
 import random
 import signal
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import torch
-from fsspec.core import url_to_fs
 from hypothesis import given, note
 from hypothesis import strategies as st
 
@@ -19,6 +17,7 @@ from spec_tests import harness, layouts
 from spec_tests import strategies as sts
 from spec_tests._profiles import few
 from spec_tests.backends import Backend, claims
+from spec_tests.harness.damage import damage
 from spec_tests.properties._common import (
     Location,
     assert_nothing_committed,
@@ -30,12 +29,7 @@ from spec_tests.properties._common import (
 from spec_tests.ranks import RankOutcome, check_ranks, spawn_ranks
 from spec_tests.verdicts import ContractViolation, may_refuse
 
-if TYPE_CHECKING:
-    from fsspec import AbstractFileSystem
-
 __all__ = ["FaultProperties"]
-
-_METADATA_NAMES = (".metadata", ".json")
 
 
 def _load_raises_or_exact(backend: Backend, location: str, value: torch.Tensor) -> None:
@@ -47,33 +41,11 @@ def _load_raises_or_exact(backend: Backend, location: str, value: torch.Tensor) 
     check_entry("t (after damage: must raise or be exact)", got["t"], value)
 
 
-def _data_files(location: str) -> tuple[AbstractFileSystem, list[str]]:
-    """The location's filesystem and its non-empty stored files other than metadata."""
-    # One code path for a local directory and an object-store prefix alike.
-    fs, root = url_to_fs(location)
-    fs.invalidate_cache(root)  # a listing cached before the save would miss its files
-    found = fs.find(root, detail=True)
-    files = [path for path, info in sorted(found.items()) if (info.get("size") or 0) > 0]
-    names = [(path, posixpath.basename(path)) for path in files]
-    return fs, [p for p, n in names if not n.endswith(_METADATA_NAMES) and "metadata" not in n]
-
-
 def _damage(backend: Backend, location: str, how: str, rng: random.Random) -> None:
-    hook = getattr(backend, how, None)
-    if callable(hook):
-        hook(location, rng)
-        return
-    fs, files = _data_files(location)
-    if not files:
+    done = damage(backend, location, how, rng)
+    if done is None:
         pytest.skip(f"backend {backend.name!r} has no data files and no {how}(path, rng) hook")
-    target = rng.choice(files)
-    raw = bytearray(fs.cat_file(target))
-    if how == "truncate":
-        raw = raw[: rng.randrange(len(raw))]
-    else:
-        raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
-    fs.pipe_file(target, bytes(raw))
-    note(f"{how}d {target}")
+    note(done)
 
 
 class FaultProperties:

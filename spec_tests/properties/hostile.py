@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 
 from spec_tests import harness
 from spec_tests._profiles import few
-from spec_tests.backends import Backend
-from spec_tests.properties._common import Location, draw_tensor, request_for
+from spec_tests.backends import Backend, claims
+from spec_tests.properties._common import Location, check_entry, draw_tensor, request_for
+from spec_tests.strategies import NamedCases
 from spec_tests.verdicts import ContractViolation, may_refuse
 
 if TYPE_CHECKING:
@@ -63,11 +64,14 @@ def _torch_save(marker: str) -> bytes:
 #: Stored-object replacements: a plain pickle, and a torch.save zip carrying a pickled payload.
 PAYLOADS: dict[str, Callable[[str], bytes]] = {"pickle": _plain_pickle, "torch.save": _torch_save}
 
-_WRAPS: dict[str, Callable[[Payload], Any]] = {
-    "bare": lambda payload: payload,
-    "in a list": lambda payload: [1, payload],
-    "in a dict": lambda payload: {"lr": 0.1, "hook": payload},
-}
+#: Where a payload sits in a non-tensor entry; each placement is tried in every example.
+_WRAPS: NamedCases[Callable[[Payload], Any]] = NamedCases(
+    {
+        "bare": lambda payload: payload,
+        "in a list": lambda payload: [1, payload],
+        "in a dict": lambda payload: {"lr": 0.1, "hook": payload},
+    }
+)
 
 
 @contextlib.contextmanager
@@ -103,6 +107,20 @@ def _stored_files(location: str) -> tuple[AbstractFileSystem, list[str]]:
     return fs, sorted(fs.find(root))
 
 
+def _raise_stand_in(what: str, got: dict[str, Any], requests: dict[str, Any]) -> None:
+    """The verdict on a load of a hostile entry that did not raise.
+
+    The harness's planner unpickles what the reader hands it, so a load that neither ran
+    the payload nor raised loaded something else in its place (None, a default, an empty
+    object): refused means raised, never a stand-in value.
+    """
+    loaded = {k: got.get(k) for k in requests if k != "t"}
+    raise ContractViolation(
+        f"{what}: the load neither ran it nor raised, so the entry loaded as a stand-in "
+        f"({loaded!r}); expected the load (or the save) to raise"
+    )
+
+
 class HostileProperties:
     """Checkpoints written by someone else: loading them never runs their code."""
 
@@ -115,21 +133,25 @@ class HostileProperties:
         """A non-tensor entry whose unpickling would run code is never unpickled on load.
 
         The harness's planner unpickles bytes entries as torch's DefaultLoadPlanner does
-        (``weights_only=False``), so only the reader can stop it: by raising.
+        (``weights_only=False``), so only the reader can stop it: by raising. Refused means
+        raised: an entry that loads as ``None``, a default or anything else is a violation.
         """
         value = draw_tensor(data, dcp_backend, max_dims=2)
-        wrap = data.draw(st.sampled_from(sorted(_WRAPS)), label="payload placement")
-        location = dcp_location()
-        with (
-            harness.repro(dcp_backend, dtype=value.dtype, payload=wrap),
-            _marker(f"a bytes entry holding a payload {wrap}") as marker,
-        ):
-            extra = _WRAPS[wrap](Payload(marker))
-            requests = {"t": request_for(value), **_bytes_requests("extra", extra)}
-            with may_refuse("saving and loading an entry whose unpickling runs code") as out:
-                harness.save(dcp_backend, location, [{"t": value, "extra": extra}])
-                harness.load(dcp_backend, location, [requests])
-            note(f"refused: {out.error!r}" if out.refused else "loaded without running it")
+        for wrap, place in _WRAPS:  # every placement in every example
+            what = f"a bytes entry holding a payload {wrap}"
+            location = dcp_location()
+            with (
+                harness.repro(dcp_backend, dtype=value.dtype, payload=wrap),
+                _marker(what) as marker,
+            ):
+                extra = place(Payload(marker))
+                requests = {"t": request_for(value), **_bytes_requests("extra", extra)}
+                with may_refuse("saving and loading an entry whose unpickling runs code") as out:
+                    harness.save(dcp_backend, location, [{"t": value, "extra": extra}])
+                    got = harness.load(dcp_backend, location, [requests])[0]
+                if not out.refused:
+                    _raise_stand_in(what, got, requests)
+                note(f"{wrap}: refused: {out.error!r}")
 
     @few(4)
     @given(data=st.data())
@@ -170,5 +192,9 @@ class HostileProperties:
         with _marker(what) as marker:
             fs.pipe_file(path, payload(marker))
             with may_refuse(f"loading with {what}") as outcome:
-                harness.load(backend, location, [{"t": request_for(value)}])
+                got = harness.load(backend, location, [{"t": request_for(value)}])[0]
             note(f"{what}: " + (f"refused ({outcome.error!r})" if outcome.refused else "loaded"))
+            if not outcome.refused and claims(backend, "integrity"):
+                # A backend that claims integrity loads a replaced file exactly (it was not
+                # needed) or raises: damage it lets through is a stand-in for the data.
+                check_entry(f"'t' with {what} (must raise or be exact)", got["t"], value)

@@ -34,6 +34,26 @@ __all__ = ["RoundTripProperties"]
 MANY_ENTRIES = 1_100
 _MANY_SEED = 2113
 
+#: Shapes with no elements or no dimensions, each tried in every example.
+_ZERO_SHAPES = sts.NamedCases(
+    {"0-dim": (), "empty": (0,), "zero columns": (3, 0), "zero rows": (0, 4), "3-D": (2, 0, 3)}
+)
+
+#: Names that are awkward for some store, tried in every run (test_odd_names draws more).
+_ODD_NAMES = sts.NamedCases(
+    {
+        "leading and trailing spaces": " padded ",
+        "dots": "model.layers.0.weight",
+        "colon": "opt:state",
+        "dash": "-",
+        "CJK": "日本語",
+        "emoji": "🙂",
+        "sharp s": "ß",
+        "omega": "Ω",
+        "percent escape": "a%2Fb",
+        "long": "n" * 200,
+    }
+)
 
 # Non-tensor entries from 1 KiB to 4 MiB, one byte either side of each power of four: a
 # backend's buffer for small objects must not cut a large one short.
@@ -56,11 +76,14 @@ class RoundTripProperties:
     def test_zero_dim_and_zero_size(
         self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
     ) -> None:
-        """0-dim tensors and tensors with a zero-size dimension keep their shape."""
-        shape = data.draw(st.sampled_from([(), (0,), (3, 0), (0, 4), (2, 0, 3)]), label="shape")
-        value = draw_tensor(data, dcp_backend, shape=shape)
-        with harness.repro(dcp_backend, dtype=value.dtype, shape=shape):
-            roundtrip(dcp_backend, dcp_location(), {"t": value})
+        """0-dim tensors and tensors with a zero-size dimension keep their shape.
+
+        Every named shape in every example (one checkpoint each), the dtype drawn for each.
+        """
+        for label, shape in _ZERO_SHAPES:
+            value = draw_tensor(data, dcp_backend, shape=shape)
+            with harness.repro(dcp_backend, dtype=value.dtype, shape=shape, case=label):
+                roundtrip(dcp_backend, dcp_location(), {"t": value})
 
     @given(data=st.data())
     def test_noncontiguous_tensors(
@@ -170,8 +193,10 @@ class RoundTripProperties:
 
         Stores that fold case (macOS, Windows), normalise Unicode (HFS+) or map ``.``/``/``
         to path separators merge such names into one object; each holds its own values here.
+        The odd names the suite names (:data:`_ODD_NAMES`) are saved beside them in every run.
         """
         names = ["w", "W", "a.b", "a/b", "a_b", "a b", "a\\b", "\u00e9", "e\u0301", "ǅ", "ǆ"]
+        names += _ODD_NAMES.values()
         dtypes = claimed(dcp_backend)
         dtype = next((d for d in dtypes if d is not torch.bool), dtypes[0])
         if dtype is torch.bool:  # row k holds the bits of k: no two rows alike
@@ -231,6 +256,19 @@ class RoundTripProperties:
         with harness.repro(dcp_backend, state=state):
             roundtrip(dcp_backend, dcp_location(), state)
 
+    @pytest.mark.dcp_requires("bytes")
+    def test_non_tensor_sizes_cross_buffer_boundaries(
+        self, dcp_backend: Backend, dcp_location: Location
+    ) -> None:
+        """Non-tensor entries one byte short of, at, and past each power of four from 1 KiB
+        to 4 MiB, all in one checkpoint beside a tensor: every named size in every run."""
+        raw = torch.arange(16, dtype=torch.uint8) % 2  # 16 valid bytes of any dtype, bool too
+        state: dict[str, object] = {"t": raw.view(claimed(dcp_backend)[0])}
+        for size in _OBJECT_SIZES:
+            state[f"object of {size} bytes"] = ("0123456789abcdef" * (size // 16 + 1))[:size]
+        with harness.repro(dcp_backend, sizes=_OBJECT_SIZES):
+            roundtrip(dcp_backend, dcp_location(), state)
+
     def test_all_claimed_dtypes_in_one_checkpoint(
         self, dcp_backend: Backend, dcp_location: Location
     ) -> None:
@@ -240,6 +278,8 @@ class RoundTripProperties:
         Deterministic, so each dtype meets the non-contiguous paths in every run (a random
         draw pairs a given dtype with a given view only now and then), at 256 KiB each: past
         the size where torch's copies leave their byte-copy fast path for per-dtype kernels.
+        Each dtype's special bit patterns (-0.0, inf, NaN payloads, extremes) are saved too:
+        named values, tried in every run rather than when a draw picks them.
         """
         state = {}
         for dtype in claimed(dcp_backend):
@@ -248,6 +288,7 @@ class RoundTripProperties:
             name = str(dtype).removeprefix("torch.")
             state[name] = value
             state[f"{name} transposed"] = value.t()
+            state[f"{name} special values"] = sts.special_values(dtype)
         location = dcp_location()
         with harness.repro(dcp_backend, dtypes=sorted(state)):
             roundtrip(dcp_backend, location, state)

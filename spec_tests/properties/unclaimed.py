@@ -2,8 +2,13 @@
 
 For each data capability a backend does not claim (each ``dtype:*``, ``bytes``,
 ``multi-chunk``, ``multi-rank``, ``reshard``) a property attempts it anyway. It passes
-only if the attempt round-trips exactly or raises, at save or at load; a refused save
-must also leave nothing loadable. One property per capability family, so a loud
+only if the attempt round-trips exactly or raises; a refused save must also leave nothing
+loadable. Where it may raise depends on the side the capability lives on: a save-side
+capability (every ``dtype:*``, ``bytes``, ``multi-chunk``, ``multi-rank``) must be refused
+by the save. A save that succeeds committed a checkpoint, and a load of it that fails is
+"committed but unloadable": the data was lost at save time, when the training state that
+could have been saved again still existed. Only a load-side capability (:data:`LOAD_SIDE`:
+``reshard``) may be refused by the load. One property per capability family, so a loud
 refusal of one cannot hide a silent loss in another, and every unclaimed dtype is
 tried in every example, so a refusing dtype cannot shadow a silently wrong one.
 """
@@ -36,7 +41,10 @@ from spec_tests.properties._common import (
 )
 from spec_tests.verdicts import ContractViolation, may_refuse
 
-__all__ = ["Attempt", "UnclaimedProperties", "record_refusal"]
+__all__ = ["LOAD_SIDE", "Attempt", "UnclaimedProperties", "record_refusal"]
+
+#: Capabilities a backend may refuse at load time (the others are decided when saving).
+LOAD_SIDE = frozenset({"reshard"})
 
 Record = Callable[[str, object], None]
 
@@ -76,7 +84,8 @@ class Attempt:
     companion: Mapping[str, torch.Tensor]
 
     def run(self, backend: Backend, location: str) -> bool:
-        """True if the backend refused loudly; ContractViolation if it was silently wrong."""
+        """True if the backend refused loudly; ContractViolation if it was silently wrong or
+        committed what it cannot load (a save-side capability refused only at load)."""
         first, *rest = self.states
         with may_refuse(f"saving with unclaimed {self.capability!r}") as saved:
             harness.save(backend, location, [{**first, **self.companion}, *rest])
@@ -93,6 +102,13 @@ class Attempt:
         with may_refuse(f"loading with unclaimed {self.capability!r}") as loaded:
             got = harness.load(backend, location, requests)
         if loaded.error is not None:
+            if self.capability not in LOAD_SIDE:
+                raise ContractViolation(
+                    f"backend {backend.name!r} does not claim {self.capability!r} and let the "
+                    f"save succeed, so it committed a checkpoint; expected it to load back "
+                    f"exactly, got {_brief(loaded.error)}: committed but unloadable (the data "
+                    "was lost at save time, and the user learns it only at load)"
+                ) from loaded.error
             note(f"the load refused {self.capability!r}: {_brief(loaded.error)}")
             return True
         try:

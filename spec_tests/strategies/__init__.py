@@ -13,6 +13,7 @@ expected answer (a :class:`SaveLayout` knows which boxes it covers; a
   entries (:func:`bulk_entries` makes thousands deterministically);
 - :mod:`.objects`: legitimate non-tensor entries that are not ``weights_only``-safe;
 - :mod:`.layouts`: sharding layouts and reshard cases, from one table of layout kinds.
+- :mod:`.named`: fixed named values (edge cases) that every run tries (explicit examples).
 """
 
 from spec_tests.strategies.layouts import (
@@ -27,6 +28,7 @@ from spec_tests.strategies.layouts import (
     layouts,
     reshard_cases,
 )
+from spec_tests.strategies.named import NamedCases
 from spec_tests.strategies.objects import USER_OBJECTS
 from spec_tests.strategies.state_dicts import DRAWN_ENTRIES, bulk_entries, entry_counts, state_dicts
 from spec_tests.strategies.tensors import (
@@ -35,6 +37,7 @@ from spec_tests.strategies.tensors import (
     names,
     noncontiguous,
     shapes,
+    special_values,
     tensor_values,
 )
 from spec_tests.strategies.views import (
@@ -60,6 +63,7 @@ __all__ = [
     "VIEWS",
     "VIEW_KINDS",
     "LayoutKind",
+    "NamedCases",
     "ReshardCase",
     "SaveLayout",
     "ViewKind",
@@ -77,6 +81,7 @@ __all__ = [
     "resolved",
     "shapes",
     "shared_entries",
+    "special_values",
     "state_dicts",
     "tensor_values",
     "views",

@@ -148,6 +148,14 @@ def _special_patterns(row: dt.DtypeInfo) -> list[bytes]:
     return list(dict.fromkeys(patterns))
 
 
+def special_values(dtype: dt.DtypeInfo | torch.dtype | str) -> torch.Tensor:
+    """A 1-D tensor holding each special bit pattern of ``dtype`` once (zero, all ones, -0.0,
+    extremes, inf, NaNs with payloads): the named values every run saves, whatever it draws."""
+    row = row_of(dtype)
+    patterns = _special_patterns(row)
+    return _from_bytes(b"".join(patterns), row, (len(patterns),))
+
+
 def _from_bytes(data: bytes | bytearray, row: dt.DtypeInfo, shape: tuple[int, ...]) -> torch.Tensor:
     flat = (
         torch.frombuffer(bytearray(data), dtype=torch.uint8)
