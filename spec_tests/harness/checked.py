@@ -13,6 +13,7 @@ exception nobody surfaced fails the operation. Every such check raises
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 import warnings
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 
 from hypothesis import note
 from hypothesis.errors import InvalidArgument
-from torch.distributed.checkpoint.metadata import Metadata
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, SavePlan
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 
@@ -37,6 +38,7 @@ from spec_tests.harness.planners import (
     as_fault,
     index_key,
 )
+from spec_tests.locations import is_url
 from spec_tests.verdicts import ContractViolation
 
 __all__ = [
@@ -182,6 +184,53 @@ def _check_results(rank: int, plan: SavePlan, written: object) -> None:
         )
 
 
+# Every save_id a save has reported in this process: a later save reporting one again is not
+# a fresh save (a writer reused after reset, a save_id derived from the location).
+_SAVE_IDS: set[str] = set()
+
+
+def _within(reported: object, path: str) -> bool:
+    """Whether ``reported`` is the location ``path`` or one inside it (torch's consolidating HF
+    writer reports ``path/sharded``, where its DCP shards go)."""
+    if not isinstance(reported, str | os.PathLike):
+        return False
+    text = str(os.fspath(reported))
+    if is_url(path) or is_url(text):
+        inner, outer = text.rstrip("/"), path.rstrip("/")
+    else:
+        inner, outer = (os.path.normpath(os.path.abspath(p)) for p in (text, path))
+    return inner == outer or inner.startswith(outer.rstrip("/") + "/")
+
+
+def _check_storage_metas(backend: str, path: str, metas: Sequence[tuple[int, object]]) -> None:
+    """Raise ContractViolation unless every ``storage_meta()`` of a save names ``path`` (or a
+    location inside it) and a save_id no earlier save reported (None, or fields left None,
+    claim nothing)."""
+    fresh: set[str] = set()
+    for rank, meta in metas:
+        if meta is None:
+            continue
+        if not isinstance(meta, StorageMeta):
+            raise ContractViolation(
+                f"{backend} rank {rank}: storage_meta() returned {type(meta).__name__}: "
+                "expected StorageMeta or None"
+            )
+        if meta.checkpoint_id is not None and not _within(meta.checkpoint_id, path):
+            raise ContractViolation(
+                f"{backend} rank {rank}: storage_meta().checkpoint_id is "
+                f"{meta.checkpoint_id!r}: expected the location saved to, {path!r} (or one "
+                "inside it)"
+            )
+        if meta.save_id is not None:
+            if meta.save_id in _SAVE_IDS:
+                raise ContractViolation(
+                    f"{backend} rank {rank}: storage_meta().save_id {meta.save_id!r} was "
+                    "reported by an earlier save: expected a fresh save_id for every save"
+                )
+            fresh.add(str(meta.save_id))
+    _SAVE_IDS.update(fresh)
+
+
 class _Checked(driver.Calls):
     """The driver's calls, labelled, checked and bounded (see the module docstring)."""
 
@@ -189,11 +238,15 @@ class _Checked(driver.Calls):
         self, backend: str, role: str, extra: Mapping[str, Any], before_call: Hook = _noop
     ) -> None:
         self.backend, self.role, self.extra, self.before_call = backend, role, extra, before_call
+        self.storage_metas: list[tuple[int, object]] = []
 
     def call(self, rank: int, name: str, fn: Callable[..., Any], /, *args: Any, **kw: Any) -> Any:
         # docstring inherited
         self.before_call(name, rank)
-        return call(f"{self.backend} {self.role} rank {rank}: {name}", fn, *args, **kw)
+        result = call(f"{self.backend} {self.role} rank {rank}: {name}", fn, *args, **kw)
+        if name == "storage_meta":
+            self.storage_metas.append((rank, result))
+        return result
 
     def returned(self, name: str, value: object, kind: type, count: int | None = None) -> None:
         # docstring inherited
@@ -246,6 +299,7 @@ def save(
         checked = _Checked(backend.name, "writer", dict(extra_kwargs or {}), before_call)
         target = path if checkpoint_id else None
         saved = driver.save(ws, target, planners, [dict(s) for s in states], checked)
+        _check_storage_metas(backend.name, path, checked.storage_metas)
         return SaveRecord(
             saved.metadata, tuple(saved.plans), tuple(tuple(r) for r in saved.results)
         )

@@ -269,6 +269,33 @@ class RoundTripProperties:
         with harness.repro(dcp_backend, sizes=_OBJECT_SIZES):
             roundtrip(dcp_backend, dcp_location(), state)
 
+    @pytest.mark.dcp_requires("bytes")
+    @pytest.mark.parametrize("name", sorted(sts.USER_OBJECTS))
+    def test_user_objects_load_exactly_or_raise(
+        self, dcp_backend: Backend, dcp_location: Location, name: str
+    ) -> None:
+        """A legitimate object that is not ``weights_only``-safe (a user's dataclass, an
+        ``argparse.Namespace``, a ``datetime``, an enum, a ``Fraction``) loads back exactly or
+        the load raises: never as a stand-in (``None``, a dict of its fields).
+
+        Under ``safe-load`` the plain reader may refuse it; the backend's ``trusting_reader``
+        (optional member) must load it exactly. Without ``safe-load`` the plain reader must.
+        """
+        value = sts.USER_OBJECTS[name]()
+        tensor = pattern(claimed(dcp_backend)[0], (2, 3))
+        state = {"t": tensor, "object": value}
+        location = dcp_location()
+        with harness.repro(dcp_backend, object=value):
+            harness.save(dcp_backend, location, [state])
+            if claims(dcp_backend, "safe-load"):
+                with may_refuse(f"loading a {name} without trusting the checkpoint"):
+                    check_load(dcp_backend, location, state)
+            else:
+                check_load(dcp_backend, location, state)
+            trusting = getattr(dcp_backend, "trusting_reader", None)
+            if callable(trusting):
+                check_load(dcp_backend, location, state, readers=[trusting(location)])
+
     def test_all_claimed_dtypes_in_one_checkpoint(
         self, dcp_backend: Backend, dcp_location: Location
     ) -> None:
