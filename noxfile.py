@@ -24,6 +24,8 @@ INTEROP_CONSTRAINTS = "constraints/interop.txt"
 
 # The hypothesis release the built-in expected failures were reproduced with (see the file).
 SUITE_CONSTRAINTS = "constraints/suite.txt"
+# The mutation-testing tool's release (see the file).
+MUTATION_CONSTRAINTS = "constraints/mutation.txt"
 
 
 def _install(session: nox.Session, extras: str) -> None:
@@ -64,6 +66,21 @@ def interop(session: nox.Session) -> None:
     # torch pinned in the same command: transformers must not bring another torch.
     session.install("-c", INTEROP_CONSTRAINTS, "transformers", TORCH)
     session.run("pytest", "tests/interop", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def mutation(session: nox.Session) -> None:
+    """Nightly, never in CI: the suite's mutation score on dcp_impl's storage path.
+
+    mutmut mutates dcp_impl's filesystem writer and reader, io read pipeline and metadata codec
+    (pyproject.toml ``[tool.mutmut]``); each mutant is judged by the conformance suite against
+    dcp_impl-fs. Every mutant by default (hours on 2 cores); arguments go to
+    ``tools/mutation.py run``, e.g. ``-- --budget-s 2400 --seed 21`` for a random sample that
+    fits a budget. docs/conformance.md "Mutation score" has the figure and the triage.
+    """
+    _install(session, "test")
+    session.install("-c", MUTATION_CONSTRAINTS, "mutmut")
+    session.run("python", "tools/mutation.py", "run", *session.posargs)
 
 
 PERF_RUN = "perf/results/local/latest.json"

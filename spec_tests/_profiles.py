@@ -1,4 +1,5 @@
-"""The suite's hypothesis profiles: ``dcp-dev``, ``dcp-ci``, ``dcp-selftest``, ``dcp-nightly``.
+"""The suite's hypothesis profiles: ``dcp-dev``, ``dcp-ci``, ``dcp-selftest``, ``dcp-mutation``,
+``dcp-nightly``.
 
 Registered only when the suite is in use (hypothesis is imported lazily).
 """
@@ -12,7 +13,7 @@ import pytest
 
 __all__ = ["NIGHTLY", "PROFILES", "bind_settings", "few", "register_profiles"]
 
-PROFILES = ("dcp-dev", "dcp-ci", "dcp-nightly", "dcp-selftest")
+PROFILES = ("dcp-dev", "dcp-ci", "dcp-nightly", "dcp-selftest", "dcp-mutation")
 NIGHTLY = "dcp-nightly"
 
 
@@ -42,6 +43,14 @@ def register_profiles(*, load_default: bool) -> str:
         "dcp-selftest",
         settings.get_profile("dcp-ci"),
         phases=[p for p in Phase if p not in (Phase.shrink, Phase.explain)],
+    )
+    # The mutation score's (tools/mutation.py): the self-test's, run again and again in
+    # processes forked from one that already ran each property once, which hypothesis would
+    # take for a test called from several executors.
+    settings.register_profile(
+        "dcp-mutation",
+        settings.get_profile("dcp-selftest"),
+        suppress_health_check=[*quiet, HealthCheck.differing_executors],
     )
     settings.register_profile(
         "dcp-nightly",

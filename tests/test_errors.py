@@ -17,8 +17,6 @@ LEAVES = {
     errors.WriteFailedError: OSError,
     errors.OverwriteRefusedError: FileExistsError,
     errors.ConcurrentSaveError: RuntimeError,
-
-
     errors.UnsafeFileError: OSError,
     errors.StorageFaultError: OSError,
 }

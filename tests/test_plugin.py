@@ -517,16 +517,16 @@ def test_suite_properties_take_the_profile_loaded_when_they_run() -> None:
     from hypothesis import Phase, settings
 
     from spec_tests._profiles import bind_settings, register_profiles
-    from spec_tests.properties.roundtrip import RoundTripProperties
+    from spec_tests.properties.faults import FaultProperties
 
     previous = register_profiles(load_default=False)
     try:
         settings.load_profile("dcp-ci")
-        test = RoundTripProperties.test_large_tensors
+        test = FaultProperties.test_killed_save_keeps_previous
         bind_settings(SimpleNamespace(obj=test), shrink=False)  # type: ignore[arg-type]
         bound = test._hypothesis_internal_use_settings  # type: ignore[attr-defined]
         assert bound.derandomize
-        assert bound.max_examples == 2  # its few(2)
+        assert bound.max_examples == 8  # its few(8)
         assert Phase.shrink not in bound.phases
         bind_settings(SimpleNamespace(obj=test), shrink=True)  # type: ignore[arg-type]
         assert Phase.shrink in test._hypothesis_internal_use_settings.phases  # type: ignore[attr-defined]

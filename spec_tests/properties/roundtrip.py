@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 
+from dcp_impl.dtypes import by_torch
 from spec_tests import harness
 from spec_tests import strategies as sts
-from spec_tests._profiles import few
 from spec_tests.backends import Backend, claims
 from spec_tests.properties._common import (
     BOUNDARIES_MIB,
@@ -25,6 +25,7 @@ from spec_tests.properties._common import (
     pattern,
     roundtrip,
 )
+from spec_tests.properties._large import large_dtype, large_pattern
 from spec_tests.verdicts import may_refuse
 
 __all__ = ["RoundTripProperties"]
@@ -98,19 +99,22 @@ class RoundTripProperties:
         ):
             roundtrip(dcp_backend, dcp_location(), {"t": view})
 
-    @few(2)
-    @given(data=st.data())
+    @pytest.mark.parametrize("transposed", [False, True], ids=["contiguous", "transposed"])
     def test_large_tensors(
-        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+        self, dcp_backend: Backend, dcp_location: Location, transposed: bool
     ) -> None:
-        """Tensors of 64 MiB (contiguous and transposed) round-trip exactly."""
-        row = data.draw(sts.dtypes(allowed=claimed(dcp_backend)), label="dtype")
+        """Tensors of 64 MiB (contiguous and transposed) round-trip exactly.
+
+        Fixed cases, not draws (``_large``): a failure reports at once, holding one case.
+        """
+        dtype = large_dtype(dcp_backend, int(transposed), 2)
         cols = 1024
-        rows = math.ceil(LARGE_BYTES / (cols * row.itemsize))
-        value = data.draw(sts.tensor_values(row, (rows, cols)), label="values")
-        if data.draw(st.booleans(), label="transposed"):
+        rows = math.ceil(LARGE_BYTES / (cols * by_torch(dtype).itemsize))
+        value = large_pattern(rows * cols * by_torch(dtype).itemsize, dtype, seed=rows)
+        value = value.reshape(rows, cols)
+        if transposed:
             value = value.t()
-        with harness.repro(dcp_backend, dtype=row.name, shape=tuple(value.shape)):
+        with harness.repro(dcp_backend, dtype=dtype, shape=tuple(value.shape)):
             roundtrip(dcp_backend, dcp_location(), {"big": value})
 
     @pytest.mark.parametrize("kind", sts.VIEW_KINDS)
@@ -164,16 +168,20 @@ class RoundTripProperties:
 
     @pytest.mark.parametrize("side", ["-1", "+1"])
     @pytest.mark.parametrize("mib", BOUNDARIES_MIB)
-    @few(2)
-    @given(data=st.data())
     def test_sizes_cross_buffer_boundaries(
-        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject, mib: int, side: str
+        self, dcp_backend: Backend, dcp_location: Location, mib: int, side: str
     ) -> None:
-        """A tensor one element short of, or past, 1/4/8/16/32 MiB round-trips exactly."""
-        row = data.draw(sts.dtypes(allowed=claimed(dcp_backend)), label="dtype")
-        numel = mib * MIB // row.itemsize + int(side)
-        value = data.draw(sts.tensor_values(row, (numel,)), label="values")
-        with harness.repro(dcp_backend, dtype=row.name, numel=numel):
+        """A tensor one element short of, or past, 1/4/8/16/32 MiB round-trips exactly.
+
+        Fixed cases (``_large``), each with its own claimed dtype: between them they meet
+        element sizes from one byte to the widest.
+        """
+        case = 2 * BOUNDARIES_MIB.index(mib) + (side == "+1")
+        dtype = large_dtype(dcp_backend, case, 2 * len(BOUNDARIES_MIB))
+        itemsize = by_torch(dtype).itemsize
+        numel = mib * MIB // itemsize + int(side)
+        value = large_pattern(numel * itemsize, dtype, seed=mib)
+        with harness.repro(dcp_backend, dtype=dtype, numel=numel):
             roundtrip(dcp_backend, dcp_location(), {"edge": value})
 
     @given(data=st.data())
