@@ -29,6 +29,7 @@ __all__ = [
     "TORCH_GROUP",
     "aggregate",
     "failed_run",
+    "first_line",
     "load_result",
     "render_markdown",
     "to_json",
@@ -156,7 +157,7 @@ class Recorder:
         """Record a module that failed to collect (import error, bad fixture) as an error."""
         stem = Path(str(report.nodeid).split("::")[0]).stem.removeprefix("test_")
         prop = f"{stem}::(collection)"
-        self.records[report.nodeid] = TestRecord(report.nodeid, prop, "error", _first_line(report))
+        self.records[report.nodeid] = TestRecord(report.nodeid, prop, "error", first_line(report))
 
     def write(self, path: Path, **fields: Any) -> None:
         """Write the result file: the records plus backend, exitstatus, capabilities, ..."""
@@ -178,7 +179,7 @@ def _outcome(report: Any) -> tuple[str, str] | None:
         return "xfail", str(report.wasxfail)
     if report.failed:
         phase = "" if report.when == "call" else f"error in {report.when}: "
-        return "fail", phase + _first_line(report)
+        return "fail", phase + first_line(report)
     noted = dict(getattr(report, "user_properties", ()))
     if report.when == "call" and noted.get("dcp_outcome") == "refuses":
         # spec_tests.properties.unclaimed.record_refusal marks a loud refusal this way.
@@ -196,7 +197,8 @@ def _outcome(report: Any) -> tuple[str, str] | None:
 _GROUPED_ERROR = re.compile(r"^\s*\|\s+((?:[A-Za-z_][\w.]*)(?:Error|Exception|Exit)\b.*)$", re.M)
 
 
-def _first_line(report: Any) -> str:
+def first_line(report: Any) -> str:
+    """A failed report's error in one line (an exception group's first failure named too)."""
     crash = getattr(report.longrepr, "reprcrash", None)
     text = crash.message if crash is not None else str(report.longrepr)
     lines = [line for line in text.strip().splitlines() if line.strip()]
