@@ -28,6 +28,7 @@ __all__ = [
     "TestRecord",
     "TORCH_GROUP",
     "aggregate",
+    "counts_line",
     "failed_run",
     "first_line",
     "load_result",
@@ -102,13 +103,34 @@ def in_torch_group(prop: str) -> bool:
 
 
 def verdict(result: BackendResult) -> str:
-    """What a reader needs: "fails", "conforms except N known failures" or "conforms"."""
+    """The verdict word, from the backend's own tests (the torch group never counts).
+
+    - ``fails``: a test failed, errored or passed against its expected-failure entry;
+    - ``conforms``: every test passed, refused loudly or was skipped;
+    - ``conforms except N listed bugs``: N tests failed as their entries say;
+    - ``mostly unusable (N listed bugs)``: those N are more than the tests that held (passes
+      and loud refusals): a backend passing 2 properties of 84 conforms to nothing useful.
+    """
     if result.failed:
         return "fails"
-    known = sum(t.outcome == "xfail" for t in result.backend_tests)
-    if known:
-        return f"conforms except {known} known failure{'s' if known > 1 else ''}"
-    return "conforms"
+    counts = Counter(t.outcome for t in result.backend_tests)
+    known, held = counts["xfail"], counts["pass"] + counts["refuses"]
+    bugs = f"{known} listed bug{'s' if known > 1 else ''}"
+    if not known:
+        return "conforms"
+    if known > held:
+        return f"mostly unusable ({bugs})"
+    return f"conforms except {bugs}"
+
+
+def counts_line(result: BackendResult) -> str:
+    """``12 passed, 3 known failures, 0 unexpected, 5 skipped, 2 refuses`` (its own tests)."""
+    counts = Counter(t.outcome for t in result.backend_tests)
+    unexpected = sum(counts[o] for o in _FAILING) + (result.error is not None)
+    return (
+        f"{counts['pass']} passed, {counts['xfail']} known failures, {unexpected} unexpected, "
+        f"{counts['skip']} skipped, {counts['refuses']} refuses"
+    )
 
 
 def failed_run(backend: str, error: str) -> BackendResult:
