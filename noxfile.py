@@ -36,7 +36,7 @@ def _install(session: nox.Session, extras: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The project's own tests, then the benchmarks once each as smoke tests (tiny, not timed)."""
-    _install(session, "test,perf")
+    _install(session, "test,perf,s3")
     session.run("pytest", "tests", "--ignore=tests/interop", *session.posargs)
     session.run("pytest", "perf", "--perf-size=tiny", "--benchmark-disable", "-q")
 
@@ -106,7 +106,7 @@ def perf_compare(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff (lint and format check) and mypy --strict over the packages."""
-    _install(session, "lint,test")
+    _install(session, "lint,test,s3")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")

@@ -21,8 +21,15 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from spec_tests.matrix import BackendResult, aggregate, render_markdown, to_json, verdict
-from spec_tests.runs import run_backend
+from spec_tests.matrix import (
+    BackendResult,
+    aggregate,
+    counts_line,
+    render_markdown,
+    to_json,
+    verdict,
+)
+from spec_tests.runs import Progress, run_backend
 
 DEFAULT_BACKENDS = (
     "reference",
@@ -39,9 +46,8 @@ DEFAULT_BACKENDS = (
 
 
 def _summary(result: BackendResult) -> str:
-    totals = ", ".join(f"{n} {o}" for o, n in result.totals.items() if n)
     took = f" in {result.seconds:.0f} s" if result.seconds is not None else ""
-    return f"{result.backend}: {verdict(result)} ({totals or 'nothing ran'}){took}"
+    return f"{result.backend}: {verdict(result)} ({counts_line(result)}){took}"
 
 
 def matrix_command(args: argparse.Namespace, extra: list[str]) -> int:
@@ -50,20 +56,29 @@ def matrix_command(args: argparse.Namespace, extra: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     suite = ["--pyargs", "spec_tests"] if args.suite is None else [args.suite]
     specs = args.backend or DEFAULT_BACKENDS
+    progress = Progress(len(specs))
 
-    def one(spec: str) -> BackendResult:
-        print(f"running the suite on {spec} ...", file=sys.stderr, flush=True)
-        result = run_backend(spec, out, suite=suite, profile=args.profile, extra=extra)
-        print("  " + _summary(result), file=sys.stderr, flush=True)
+    def one(numbered: tuple[int, str]) -> BackendResult:
+        n, spec = numbered
+        progress.say(n, f"start {spec} (log: {out / 'logs'})")
+        result = run_backend(
+            spec,
+            out,
+            suite=suite,
+            profile=args.profile,
+            extra=extra,
+            heartbeat=lambda seconds: progress.say(n, f"{spec} still running ({seconds:.0f} s)"),
+        )
+        progress.say(n, "done " + _summary(result))
         return result
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        results = list(pool.map(one, specs))
+        results = list(pool.map(one, enumerate(specs, 1)))
     matrix = aggregate(results)
     markdown = render_markdown(matrix)
     (out / "matrix.md").write_text(markdown, encoding="utf-8")
     (out / "matrix.json").write_text(json.dumps(to_json(matrix), indent=1), encoding="utf-8")
-    print(markdown)
+    print(markdown, flush=True)
     print(f"written: {out / 'matrix.md'}, {out / 'matrix.json'}", file=sys.stderr)
     return 1 if matrix.failed else 0
 

@@ -26,7 +26,12 @@ def register_profiles(*, load_default: bool) -> str:
     # Profiles inherit the loaded one: under CI=true that is hypothesis' derandomized "ci"
     # profile, so the exploring profiles say derandomize=False themselves.
     settings.register_profile(
-        "dcp-dev", max_examples=10, derandomize=False, deadline=None, suppress_health_check=quiet
+        "dcp-dev",
+        max_examples=10,
+        derandomize=False,
+        deadline=None,
+        print_blob=True,  # a second way to replay a failure, beside the example database
+        suppress_health_check=quiet,
     )
     settings.register_profile(
         "dcp-ci",

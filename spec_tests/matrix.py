@@ -28,7 +28,9 @@ __all__ = [
     "TestRecord",
     "TORCH_GROUP",
     "aggregate",
+    "counts_line",
     "failed_run",
+    "first_line",
     "load_result",
     "render_markdown",
     "to_json",
@@ -101,13 +103,34 @@ def in_torch_group(prop: str) -> bool:
 
 
 def verdict(result: BackendResult) -> str:
-    """What a reader needs: "fails", "conforms except N known failures" or "conforms"."""
+    """The verdict word, from the backend's own tests (the torch group never counts).
+
+    - ``fails``: a test failed, errored or passed against its expected-failure entry;
+    - ``conforms``: every test passed, refused loudly or was skipped;
+    - ``conforms except N listed bugs``: N tests failed as their entries say;
+    - ``mostly unusable (N listed bugs)``: those N are more than the tests that held (passes
+      and loud refusals): a backend passing 2 properties of 84 conforms to nothing useful.
+    """
     if result.failed:
         return "fails"
-    known = sum(t.outcome == "xfail" for t in result.backend_tests)
-    if known:
-        return f"conforms except {known} known failure{'s' if known > 1 else ''}"
-    return "conforms"
+    counts = Counter(t.outcome for t in result.backend_tests)
+    known, held = counts["xfail"], counts["pass"] + counts["refuses"]
+    bugs = f"{known} listed bug{'s' if known > 1 else ''}"
+    if not known:
+        return "conforms"
+    if known > held:
+        return f"mostly unusable ({bugs})"
+    return f"conforms except {bugs}"
+
+
+def counts_line(result: BackendResult) -> str:
+    """``12 passed, 3 known failures, 0 unexpected, 5 skipped, 2 refuses`` (its own tests)."""
+    counts = Counter(t.outcome for t in result.backend_tests)
+    unexpected = sum(counts[o] for o in _FAILING) + (result.error is not None)
+    return (
+        f"{counts['pass']} passed, {counts['xfail']} known failures, {unexpected} unexpected, "
+        f"{counts['skip']} skipped, {counts['refuses']} refuses"
+    )
 
 
 def failed_run(backend: str, error: str) -> BackendResult:
@@ -156,7 +179,7 @@ class Recorder:
         """Record a module that failed to collect (import error, bad fixture) as an error."""
         stem = Path(str(report.nodeid).split("::")[0]).stem.removeprefix("test_")
         prop = f"{stem}::(collection)"
-        self.records[report.nodeid] = TestRecord(report.nodeid, prop, "error", _first_line(report))
+        self.records[report.nodeid] = TestRecord(report.nodeid, prop, "error", first_line(report))
 
     def write(self, path: Path, **fields: Any) -> None:
         """Write the result file: the records plus backend, exitstatus, capabilities, ..."""
@@ -178,7 +201,7 @@ def _outcome(report: Any) -> tuple[str, str] | None:
         return "xfail", str(report.wasxfail)
     if report.failed:
         phase = "" if report.when == "call" else f"error in {report.when}: "
-        return "fail", phase + _first_line(report)
+        return "fail", phase + first_line(report)
     noted = dict(getattr(report, "user_properties", ()))
     if report.when == "call" and noted.get("dcp_outcome") == "refuses":
         # spec_tests.properties.unclaimed.record_refusal marks a loud refusal this way.
@@ -196,7 +219,8 @@ def _outcome(report: Any) -> tuple[str, str] | None:
 _GROUPED_ERROR = re.compile(r"^\s*\|\s+((?:[A-Za-z_][\w.]*)(?:Error|Exception|Exit)\b.*)$", re.M)
 
 
-def _first_line(report: Any) -> str:
+def first_line(report: Any) -> str:
+    """A failed report's error in one line (an exception group's first failure named too)."""
     crash = getattr(report.longrepr, "reprcrash", None)
     text = crash.message if crash is not None else str(report.longrepr)
     lines = [line for line in text.strip().splitlines() if line.strip()]

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from spec_tests._invocation import check_xfail_names, load_from
 from spec_tests._profiles import PROFILES, register_profiles
+from spec_tests._summary import DEFAULT_MAXFAIL, header_lines, short_repr, start_summary
 from spec_tests._xfails import (
     ENTRY,
     NO_SHRINK,
@@ -55,13 +57,14 @@ class _State:
     unmatched: list[XfailEntry] = field(default_factory=list)
     recorder: Recorder | None = None
     previous_profile: str | None = None
+    invocation_dir: Path | None = None  # tried on sys.path when a module:attr is not found
 
     def load(self) -> Backend:
         if self.backend is None:
             from spec_tests import locations
-            from spec_tests.backends import load_backend, probe
+            from spec_tests.backends import probe
 
-            backend = load_backend(self.spec)
+            backend = load_from(self.spec, self.invocation_dir)
             if self.root is not None and locations.is_url(self.root):
                 # A URL root: probe there, so that a backend taking URLs only is not refused.
                 location = locations.child(self.root, "dcp-probe-")
@@ -71,6 +74,7 @@ class _State:
                     locations.remove(location, best_effort=True)
             else:
                 probe(backend)
+            short_repr(type(backend))  # its capabilities are in the header, once per run
             self.backend = backend
         return self.backend
 
@@ -93,6 +97,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=[],
         metavar="PATH",
         help="TOML file of [[xfail]] entries (test, reason, issue) for your backend; repeatable",
+    )
+    group.addoption(
+        "--dcp-xfails",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a built-in expected-failure list (spec_tests/xfails/NAME.toml), e.g. torch-fs for "
+        "a backend built on torch's FileSystemWriter/Reader; repeatable",
+    )
+    group.addoption(
+        "--dcp-maxfail",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"stop the suite after N failed properties (default {DEFAULT_MAXFAIL} unless -x, "
+        "--maxfail or --dcp-report; 0: never)",
     )
     group.addoption(
         "--dcp-strict-xfails",
@@ -126,8 +146,10 @@ def pytest_configure(config: pytest.Config) -> None:
         explicit=bool(spec),
         requested=bool(spec) or _targets_suite(config),
         root=config.getoption("--dcp-root"),
+        invocation_dir=config.invocation_params.dir,
     )
     config.stash[_STATE] = state
+    check_xfail_names(config.getoption("--dcp-xfails"), XFAILS_DIR)
     if state.explicit:
         from spec_tests.backends import BackendSpecError
 
@@ -138,6 +160,8 @@ def pytest_configure(config: pytest.Config) -> None:
     profile = config.getoption("--hypothesis-profile", None)
     if state.requested or (isinstance(profile, str) and profile in PROFILES):
         state.previous_profile = register_profiles(load_default=state.requested and not profile)
+    if state.requested:
+        start_summary(config, state.spec, state.root)
     if config.getoption("--dcp-report"):
         from spec_tests._report import ReportHooks
         from spec_tests.matrix import Recorder
@@ -172,23 +196,13 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     state = config.stash[_STATE]
     if not state.requested:
         return None
-    from spec_tests.backends import CAPABILITIES, BackendSpecError
+    from spec_tests.backends import BackendSpecError
 
     try:
         backend = state.load()
     except BackendSpecError as err:
         return [f"dcp backend: {state.spec!r} cannot be loaded: {err}"]
-    caps = CAPABILITIES.keys() if backend.capabilities is None else backend.capabilities
-    dtypes = [c for c in CAPABILITIES if c.startswith("dtype:") and c in caps]
-    others = [c for c in CAPABILITIES if not c.startswith("dtype:")]
-    lacking = [c for c in others if c not in caps]
-    return [
-        f"dcp backend: {backend.name} (spec {state.spec!r}); "
-        f"claims {', '.join(c for c in others if c in caps) or 'no general capability'}"
-        + (f"; not {', '.join(lacking)}" if lacking else ""),
-        f"dcp dtypes: {len(dtypes)} of {sum(c.startswith('dtype:') for c in CAPABILITIES)}: "
-        + ", ".join(d.removeprefix("dtype:") for d in dtypes),
-    ]
+    return header_lines(backend, state.spec)
 
 
 # --- fixtures -------------------------------------------------------------------------------
@@ -307,7 +321,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     state = config.stash[_STATE]
     in_suite = any(_in_package(item) for item in items)
     # torch.toml lists torch's own bugs (the torch_planning properties): every run has them.
-    for builtin_file in (XFAILS_DIR / f"{state.spec}.toml", XFAILS_DIR / "torch.toml"):
+    named = [state.spec, "torch", *config.getoption("--dcp-xfails")]
+    for builtin_file in dict.fromkeys(XFAILS_DIR / f"{name}.toml" for name in named):
         if in_suite and builtin_file.is_file():
             state.entries += read_xfails(builtin_file)
     for path in config.getoption("--dcp-xfails-file"):

@@ -15,6 +15,7 @@ from spec_tests.matrix import (
     Recorder,
     TestRecord,
     aggregate,
+    counts_line,
     failed_run,
     load_result,
     render_markdown,
@@ -100,17 +101,32 @@ def test_verdict_counts_known_failures_and_shows_the_run_time() -> None:
             "known",
             ("roundtrip::test_dtypes", "xfail", "bug 1"),
             ("roundtrip::test_dtypes", "xfail", "bug 2"),
+            ("roundtrip::test_names", "pass", ""),
             ("unclaimed::test_bytes", "refuses", "refused bytes loudly"),
         ),
         seconds=83.4,
     )
-    one = _result("one", ("roundtrip::test_dtypes", "xfail", "bug 1"))
+    one = _result("one", ("roundtrip::test_dtypes", "xfail", "bug 1"), ("a::test_a", "pass", ""))
     assert (verdict(GOOD), verdict(BAD)) == ("conforms", "fails")
-    assert verdict(known) == "conforms except 2 known failures"
-    assert verdict(one) == "conforms except 1 known failure"
+    assert verdict(known) == "conforms except 2 listed bugs"
+    assert verdict(one) == "conforms except 1 listed bug"
+    assert counts_line(known) == "1 passed, 2 known failures, 0 unexpected, 0 skipped, 1 refuses"
     text = render_markdown(aggregate([known]))
-    assert "| known | conforms except 2 known failures | 83 s | 0 | 0 | 0 | 2 | 1 | 0 | 0 |" in text
+    assert "| known | conforms except 2 listed bugs | 83 s | 0 | 0 | 0 | 2 | 1 | 1 | 0 |" in text
     assert "| `unclaimed::test_bytes` | refuses |" in text
+
+
+def test_a_backend_whose_listed_bugs_outnumber_what_holds_is_mostly_unusable() -> None:
+    # The case: 2 properties passed, 58 listed failures; "conforms except" misleads.
+    rows = [(f"roundtrip::test_{n}", "xfail", "bug") for n in range(58)]
+    rows += [("a::test_a", "pass", ""), ("a::test_b", "pass", ""), ("a::test_c", "skip", "")]
+    result = _result("torchy", *rows)
+    assert verdict(result) == "mostly unusable (58 listed bugs)"
+    assert counts_line(result) == "2 passed, 58 known failures, 0 unexpected, 1 skipped, 0 refuses"
+    # as many listed bugs as tests that held: still "conforms except"
+    even = _result("even", ("a::test_a", "xfail", "bug"), ("a::test_b", "refuses", "loud"))
+    assert verdict(even) == "conforms except 1 listed bug"
+    assert counts_line(BAD).split(", ")[2] != "0 unexpected"
 
 
 def test_torch_group_is_shown_apart_and_never_counts_against_a_backend() -> None:
@@ -187,7 +203,18 @@ def test_end_to_end_on_a_tiny_suite(tmp_path: Path, capsys: pytest.CaptureFixtur
     args = ["matrix", "--backend", "reference", "--backend", "no_such_module_q:B"]
     status = main([*args, "--out", str(out), "--suite", str(suite), "--", "-q"])
     assert status == 1  # the unimportable backend fails the gate
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    # progress: a numbered, timed line as each backend starts and ends (stderr, flushed)
+    progress = [line for line in captured.err.splitlines() if line.startswith("[")]
+    assert any(line.startswith("[1/2] +") and "start reference" in line for line in progress)
+    assert any(
+        line.startswith("[1/2] +") and "done reference: conforms (1 passed, 0 known" in line
+        for line in progress
+    )
+    assert any(
+        line.startswith("[2/2] +") and "done no_such_module_q:B" in line for line in progress
+    )
     assert "| `tiny::test_named` | pass | error |" in printed
     assert "| `tiny::test_integrity` | skip | error |" in printed
     assert "cannot import module 'no_such_module_q'" in printed

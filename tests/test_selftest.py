@@ -176,7 +176,7 @@ def test_roundtrip(dcp_backend, dcp_location):
 
 
 def test_runner_counts_kills_survivors_and_faithful_passes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "tinybackends.py").write_text(textwrap.dedent(_BACKENDS), encoding="utf-8")
     suite = tmp_path / "suite" / "test_tiny.py"
@@ -196,6 +196,11 @@ def test_runner_counts_kills_survivors_and_faithful_passes(
     assert text.splitlines()[1] == "faithful wrappers: 1 of 1 pass"
     assert (tmp_path / "out" / "selftest.json").is_file()
     assert not all(v.ok for v in verdicts)
+    # progress: each entry's start and end, numbered and timed, as they happen (stderr)
+    progress = capsys.readouterr().err.splitlines()
+    for name, outcome in (("Zeroes", "KILLED"), ("Harmless", "SURVIVED"), ("Faithful", "PASSED")):
+        assert any(line.endswith(f"start {name}") for line in progress), progress
+        assert any("] +" in line and f"{outcome} {name} (" in line for line in progress)
 
 
 def test_entries_name_importable_specs() -> None:

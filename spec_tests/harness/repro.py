@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from hypothesis.vendor.pretty import pretty
 
+from spec_tests._summary import RUN, replay_note
 from spec_tests.backends import Backend
 
 __all__ = ["repro"]
@@ -15,18 +16,15 @@ __all__ = ["repro"]
 
 @contextlib.contextmanager
 def repro(backend: Backend, **fields: object) -> Iterator[None]:
-    """Attach a reproduction note (backend, the case's fields, how to rerun) to any failure."""
+    """Attach a reproduction note (backend, the case's fields, the replay command)."""
     try:
         yield
     except Exception as exc:
         test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
         lines = [f"DCP conformance failure for backend {backend.name!r} in {test}"]
         lines += [f"  {key} = {_short(value)}" for key, value in fields.items()]
-        lines.append(
-            f"  rerun: pytest --pyargs spec_tests --dcp-backend=<spec of {backend.name!r}> "
-            f"-k {test.rsplit('::', 1)[-1]!r}; with --hypothesis-profile=dcp-ci hypothesis prints "
-            "a @reproduce_failure blob above that replays this exact example"
-        )
+        if RUN.current:
+            lines.append(f"  replay: {RUN.current}  ({replay_note()})")
         exc.add_note("\n".join(lines))
         raise
 

@@ -37,6 +37,8 @@ from spec_tests import strategies as sts
 __all__ = ["TorchPlanningBug", "TorchPlanningProperties", "plans_for"]
 
 _FQN = "t"
+# Interior empty chunks have a property of their own (accepts_empty_chunks).
+_NON_EMPTY_KINDS = tuple(kind for kind in sts.LAYOUT_KINDS if kind != "empty")
 
 
 class TorchPlanningBug(AssertionError):
@@ -116,9 +118,15 @@ class TorchPlanningProperties:
 
     @given(data=st.data())
     def test_torch_save_planning_accepts_valid_layouts(self, data: st.DataObject) -> None:
-        """Every layout that covers a tensor exactly once (or replicates chunks) is accepted."""
+        """Every layout that covers a tensor exactly once (or replicates chunks) is accepted.
+
+        Every kind but ``empty``: interior zero-size chunks are the next property's, which
+        torch 2.13 fails (a listed bug). Drawn here too, they failed this property in about
+        one run in five, whenever a draw placed one (known-bugs.md #13).
+        """
         shape = data.draw(sts.shapes(min_dims=0, max_dims=3), label="shape")
-        self._accepted(shape, data.draw(sts.layouts(shape, ranks=_ranks(data)), label="layout"))
+        layout = sts.layouts(shape, ranks=_ranks(data), kinds=_NON_EMPTY_KINDS)
+        self._accepted(shape, data.draw(layout, label="layout"))
 
     @given(data=st.data())
     def test_torch_save_planning_accepts_empty_chunks(self, data: st.DataObject) -> None:

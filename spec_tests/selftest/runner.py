@@ -21,7 +21,7 @@ from pathlib import Path
 
 import spec_tests
 from spec_tests.matrix import BackendResult
-from spec_tests.runs import run_backend
+from spec_tests.runs import Progress, run_backend
 from spec_tests.selftest._wrap import Wrapped
 
 __all__ = [
@@ -151,15 +151,28 @@ def run(
     """
     out.mkdir(parents=True, exist_ok=True)
 
-    def one(entry: Entry) -> Verdict:
-        targets = [suite] if suite is not None else ["--pyargs", *suite_order(entry.family)]
-        start = time.monotonic()
-        result = run_backend(entry.spec, out, suite=targets, profile=profile, extra=["-x", *extra])
-        return judge(entry, result, time.monotonic() - start)
-
     order = sorted(entries, key=lambda e: not e.slow)  # stable: catalogue order otherwise
+    progress = Progress(len(order))
+
+    def one(numbered: tuple[int, Entry]) -> Verdict:
+        n, entry = numbered
+        targets = [suite] if suite is not None else ["--pyargs", *suite_order(entry.family)]
+        progress.say(n, f"start {entry.name}")
+        start = time.monotonic()
+        result = run_backend(
+            entry.spec,
+            out,
+            suite=targets,
+            profile=profile,
+            extra=["-x", *extra],
+            heartbeat=lambda s: progress.say(n, f"{entry.name} still running ({s:.0f} s)"),
+        )
+        verdict = judge(entry, result, time.monotonic() - start)
+        progress.say(n, f"{verdict.outcome.upper()} {entry.name} ({verdict.seconds:.0f} s)")
+        return verdict
+
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        done = dict(zip(order, pool.map(one, order), strict=True))
+        done = dict(zip(order, pool.map(one, enumerate(order, 1)), strict=True))
     verdicts = discount_shared([done[e] for e in entries])
     summary = {"ok": all(v.ok for v in verdicts), "verdicts": [asdict(v) for v in verdicts]}
     (out / "selftest.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
