@@ -38,19 +38,25 @@ from dcp_impl.errors import (
     OverwriteRefusedError,
     UnsupportedError,
 )
+from dcp_impl.filesystem import _ranklocal
 from dcp_impl.layout import Box
 from dcp_impl.store import Store, open_store
 
 __all__ = ["METADATA_FILE", "FileSystemWriter", "is_data_file"]
 
 METADATA_FILE = ".metadata.json"
-_DATA_FILE = re.compile(r"data-[0-9a-f]{32}-r[0-9]+-[0-9]+\.bin")
+_DATA_FILE = re.compile(r"data-[0-9a-f]{32}-r(?P<rank>[0-9]+)-[0-9]+\.bin")
 _METADATA_TEMP = re.compile(re.escape(f".{METADATA_FILE}.") + r".*\.tmp")
 
 
 def is_data_file(name: str) -> bool:
     """Whether ``name`` has the form of a data file this backend writes."""
     return _DATA_FILE.fullmatch(name) is not None
+
+
+def _rank_of_file(name: str) -> int | None:
+    match = _DATA_FILE.fullmatch(name)
+    return None if match is None else int(match["rank"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +121,7 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
         self.overwrite = overwrite
         self.save_id = uuid.uuid4().hex
         self._file_id = uuid.uuid4().hex
+        self._alone: int | None = None  # the rank, in a collective-free save
 
     def reset(
         self, checkpoint_id: str | os.PathLike[str] | Store | None = None, **kwargs: Any
@@ -126,11 +133,7 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
         # docstring inherited
-        if kwargs.get("use_collectives", True) is False:
-            raise UnsupportedError(
-                "FileSystemWriter: use_collectives=False (one metadata file per rank) is not "
-                "supported: expected the default collective save"
-            )
+        self._alone = _ranklocal.rank_of(type(self).__name__, kwargs)
         # Fresh names for every save, even when one writer saves twice without reset() or
         # the planner replays a cached plan: a new save never touches the committed files.
         self._file_id = uuid.uuid4().hex
@@ -148,7 +151,9 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
 
     def prepare_global_plan(self, plans: list[SavePlan], **kwargs: Any) -> list[SavePlan]:
         # docstring inherited
-        return [replace(plan, storage_data=_PlanSlot(rank)) for rank, plan in enumerate(plans)]
+        # Collective-free, each rank plans alone: its one plan is its own rank's.
+        first = 0 if self._alone is None else self._alone
+        return [replace(plan, storage_data=_PlanSlot(first + i)) for i, plan in enumerate(plans)]
 
     def write_data(
         self, plan: SavePlan, planner: SavePlanner, **kwargs: Any
@@ -191,12 +196,20 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
         metadata.storage_data = locations
         if metadata.storage_meta is None:
             metadata.storage_meta = self.storage_meta()
+        if self._alone is not None:
+            _ranklocal.commit_rank(
+                self.store, self._alone, metadata, sync=self.sync_files, supersedes=METADATA_FILE
+            )
+            _remove_superseded(self.store, {loc.path for loc in locations.values()}, self._alone)
+            return
         # Chunks that overlap or stop short of a tensor's end are refused before the commit:
         # a hole would load as whatever the destination held.
         metadata_format.validate(metadata)
         text = metadata_format.dumps(metadata)
         self.store.commit(METADATA_FILE, text.encode(), sync=self.sync_files)
         _remove_superseded(self.store, {loc.path for loc in locations.values()})
+        with contextlib.suppress(OSError):  # a collective-free save's, superseded now
+            _ranklocal.remove_rank_metadata(self.store)
 
     def storage_meta(self) -> StorageMeta | None:
         # docstring inherited
@@ -262,11 +275,13 @@ class _BucketWriter:
         pass
 
 
-def _remove_superseded(store: Store, keep: set[str]) -> None:
+def _remove_superseded(store: Store, keep: set[str], rank: int | None = None) -> None:
     """Remove our data files that ``keep`` does not name, and stale metadata temp files.
 
     Best effort: the new checkpoint is already committed, and a file left behind is
-    harmless (it is referenced by nothing and removed by the next save).
+    harmless (it is referenced by nothing and removed by the next save). ``rank`` (a
+    collective-free save) limits this to that rank's data files: the other ranks' files
+    belong to the same checkpoint.
     """
     try:
         names = store.list_files()
@@ -275,7 +290,9 @@ def _remove_superseded(store: Store, keep: set[str]) -> None:
     stale = [
         name
         for name in names
-        if (is_data_file(name) or _METADATA_TEMP.fullmatch(name) is not None) and name not in keep
+        if (is_data_file(name) or _METADATA_TEMP.fullmatch(name) is not None)
+        and name not in keep
+        and (rank is None or _rank_of_file(name) == rank)
     ]
     for name in stale:
         with contextlib.suppress(OSError):

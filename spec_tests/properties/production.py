@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import given, note
+from hypothesis import event, given, note
 from hypothesis import strategies as st
 from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
@@ -96,6 +96,7 @@ class ProductionSaveProperties:
                 harness.save(dcp_backend, location, states, collectives=False)
             if saving.refused:
                 note(f"the collective-free save was refused: {saving.error!r}")
+                event("collective-free save refused")
                 return
             for collectives in (True, False):
                 way = "global metadata" if collectives else "rank-local metadata"
@@ -104,6 +105,7 @@ class ProductionSaveProperties:
                     got = harness.load(dcp_backend, location, requests, collectives=collectives)
                 if loading.refused:
                     note(f"loading with {way} was refused: {loading.error!r}")
+                    event(f"load with {way} refused")
                     continue
                 for rank, loaded in enumerate(got):
                     check_entry(f"t on load rank {rank} ({way})", loaded["t"], value)
