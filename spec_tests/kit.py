@@ -23,6 +23,7 @@ from typing import ClassVar
 
 import pytest
 
+from spec_tests.properties.asynchronous import AsyncProperties
 from spec_tests.properties.consolidation import ConsolidationProperties
 from spec_tests.properties.contract import ContractProperties
 from spec_tests.properties.coverage import CoverageProperties
@@ -31,6 +32,7 @@ from spec_tests.properties.hostile import HostileProperties
 from spec_tests.properties.huge import HugeProperties
 from spec_tests.properties.metadata import MetadataProperties
 from spec_tests.properties.multiprocess import MultiprocessProperties
+from spec_tests.properties.production import ProductionSaveProperties
 from spec_tests.properties.resharding import ReshardingProperties
 from spec_tests.properties.roundtrip import RoundTripProperties
 from spec_tests.properties.unclaimed import UnclaimedProperties
@@ -50,6 +52,8 @@ class BackendTests(
     HostileProperties,
     ConsolidationProperties,
     MultiprocessProperties,
+    AsyncProperties,
+    ProductionSaveProperties,
     UnclaimedProperties,
     HugeProperties,
 ):
