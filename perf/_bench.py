@@ -18,7 +18,7 @@ __all__ = ["Case", "OPS", "measure", "check_loaded"]
 #: What a benchmark times; the report groups rows by (op, workload).
 OPS = (
     *("save", "save-fsync", "load", "read_metadata", "plan_load", "first_read"),
-    *("gpu-load", "copy", "mp-save", "mp-load"),
+    *("gpu-load", "copy", "mp-save", "mp-load", "plan_save", "plan_save-alone"),
 )
 
 Setup = Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]

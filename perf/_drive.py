@@ -41,7 +41,7 @@ from dcp_impl.errors import UnsupportedError
 from perf.workloads import Piece
 from spec_tests import driver
 
-__all__ = ["load", "plan_load", "save"]
+__all__ = ["load", "local_save_plans", "plan_load", "plan_save", "save"]
 
 
 def _chunk(piece: Piece) -> ChunkStorageMetadata:
@@ -144,3 +144,38 @@ def plan_load(reader: StorageReader, metadata: Metadata, state_dict: dict[str, A
     local = reader.prepare_local_plan(planner.create_local_plan())
     (plan,) = reader.prepare_global_plan(planner.create_global_plan([local]))
     return planner.finish_plan(plan)
+
+
+def local_save_plans(
+    writers: Sequence[StorageWriter], ranks: Sequence[Sequence[Piece]], *, collectives: bool
+) -> tuple[list[SavePlanner], list[SavePlan]]:
+    """Every rank's planner and local save plan, as each rank makes them before any exchange."""
+    planners: list[SavePlanner] = [_SavePlanner(pieces) for pieces in ranks]
+    plans = []
+    for rank, (writer, planner) in enumerate(zip(writers, planners, strict=True)):
+        writer.set_up_storage_writer(rank == 0, rank=rank, use_collectives=collectives)
+        plans.append(writer.prepare_local_plan(planner.create_local_plan()))
+    return planners, plans
+
+
+def plan_save(
+    writers: Sequence[StorageWriter],
+    planners: Sequence[SavePlanner],
+    plans: Sequence[SavePlan],
+    *,
+    collectives: bool,
+) -> int:
+    """The global save planning of every rank; the number of final plans.
+
+    With collectives the coordinator plans for all ranks (what it does between the gather
+    and the scatter, whose messages a simulation cannot time); without, each rank plans its
+    own plan alone, and the time is the sum over ranks (each rank's share is 1/N of it).
+    """
+    if collectives:
+        final, _ = planners[0].create_global_plan(list(plans))
+        return len(writers[0].prepare_global_plan(final))
+    count = 0
+    for writer, planner, plan in zip(writers, planners, plans, strict=True):
+        final, _ = planner.create_global_plan([plan])
+        count += len(writer.prepare_global_plan(final))
+    return count

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from spec_tests._xfails import XfailEntry, kit_entries
+from spec_tests.properties.asynchronous import AsyncProperties
 from spec_tests.properties.consolidation import ConsolidationProperties
 from spec_tests.properties.contract import ContractProperties
 from spec_tests.properties.coverage import CoverageProperties
@@ -41,6 +42,7 @@ from spec_tests.properties.hostile import HostileProperties
 from spec_tests.properties.huge import HugeProperties
 from spec_tests.properties.metadata import MetadataProperties
 from spec_tests.properties.multiprocess import MultiprocessProperties
+from spec_tests.properties.production import ProductionSaveProperties
 from spec_tests.properties.resharding import ReshardingProperties
 from spec_tests.properties.roundtrip import RoundTripProperties
 from spec_tests.properties.unclaimed import UnclaimedProperties
@@ -60,6 +62,8 @@ class BackendTests(
     HostileProperties,
     ConsolidationProperties,
     MultiprocessProperties,
+    AsyncProperties,
+    ProductionSaveProperties,
     UnclaimedProperties,
     HugeProperties,
 ):

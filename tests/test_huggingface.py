@@ -565,3 +565,22 @@ def test_destination_of_another_dtype_is_converted_as_torch_does(tmp_path: Path)
     save(tmp_path, {"w": value})
     out = load_whole(tmp_path, {"w": torch.empty(5, 3, dtype=torch.float32)})
     assert torch.equal(out["w"], value.float())
+
+
+def test_cached_save_plans_replay_an_earlier_save_id(tmp_path: Path) -> None:
+    # DefaultSavePlanner(enable_plan_caching=True) hands an unchanged save the previous
+    # save's final plans, whose Assignment carries that save's id: the files are written
+    # under it, and the commit must take them (not drop them as another save's).
+    from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
+
+    planner = type("HFCachingPlanner", (DefaultSavePlanner,), {})
+    for step in range(3):
+        state = {"w": torch.full((4, 3), float(step)), "b": torch.arange(3) + step}
+        path = tmp_path / f"step{step}"
+        writer = HuggingFaceWriter(str(path), save_distributed=True)
+        with pytest.warns(UserWarning, match="single process"):
+            dcp_save(state, storage_writer=writer, planner=planner(enable_plan_caching=True))
+        loaded = {"w": torch.zeros(4, 3), "b": torch.zeros(3, dtype=torch.int64)}
+        dcp_load(loaded, storage_reader=HuggingFaceReader(str(path)), no_dist=True)
+        assert torch.equal(loaded["w"], state["w"])
+        assert torch.equal(loaded["b"], state["b"])

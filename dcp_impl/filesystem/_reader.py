@@ -24,6 +24,7 @@ from dcp_impl import io as dio
 from dcp_impl import metadata as metadata_format
 from dcp_impl._backend import StoreReading, check_verify
 from dcp_impl.errors import CheckpointNotFoundError, InvalidMetadataError
+from dcp_impl.filesystem import _ranklocal
 from dcp_impl.filesystem._writer import METADATA_FILE
 from dcp_impl.safe_load import DEFAULT_MAX_EXPANSION, PicklePolicy, SafeGlobal
 from dcp_impl.store import Store, open_store
@@ -94,13 +95,20 @@ class FileSystemReader(StoreReading, StorageReader):
         self._metadata = None
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
-        # docstring inherited
+        """The checkpoint's metadata: ``.metadata.json``, else every rank's metadata file of a
+        collective-free save merged into one (for any ``rank=``: each rank may need chunks
+        another saved)."""
         try:
             text = self.store.read_small(METADATA_FILE, metadata_format.MAX_METADATA_BYTES)
         except FileNotFoundError as err:
-            raise CheckpointNotFoundError(
-                f"{self.store.url}: expected a committed checkpoint ({METADATA_FILE}), found none"
-            ) from err
+            merged = _ranklocal.read_merged(self.store)
+            if merged is None:
+                raise CheckpointNotFoundError(
+                    f"{self.store.url}: expected a committed checkpoint ({METADATA_FILE}, or "
+                    f"{_ranklocal.rank_metadata_file(0)}... of a collective-free save), "
+                    "found none"
+                ) from err
+            return metadata_format.with_load_id(merged, self.load_id)
         return metadata_format.with_load_id(metadata_format.loads(text), self.load_id)
 
     def set_up_storage_reader(

@@ -39,19 +39,25 @@ from dcp_impl.errors import (
     OverwriteRefusedError,
     UnsupportedError,
 )
+from dcp_impl.filesystem import _ranklocal
 from dcp_impl.layout import Box
 from dcp_impl.store import Store, commit_lock, older_save, open_store, save_stamp, stamp_of
 
 __all__ = ["METADATA_FILE", "FileSystemWriter", "is_data_file"]
 
 METADATA_FILE = ".metadata.json"
-_DATA_FILE = re.compile(r"data-[0-9a-f]{32}-r[0-9]+-[0-9]+\.bin")
+_DATA_FILE = re.compile(r"data-[0-9a-f]{32}-r(?P<rank>[0-9]+)-[0-9]+\.bin")
 _METADATA_TEMP = re.compile(re.escape(f".{METADATA_FILE}.") + r".*\.tmp")
 
 
 def is_data_file(name: str) -> bool:
     """Whether ``name`` has the form of a data file this backend writes."""
     return _DATA_FILE.fullmatch(name) is not None
+
+
+def _rank_of_file(name: str) -> int | None:
+    match = _DATA_FILE.fullmatch(name)
+    return None if match is None else int(match["rank"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +122,7 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
         self.overwrite = overwrite
         self.save_id = uuid.uuid4().hex
         self._file_id = save_stamp()
+        self._alone: int | None = None  # the rank, in a collective-free save
 
     def reset(
         self, checkpoint_id: str | os.PathLike[str] | Store | None = None, **kwargs: Any
@@ -127,11 +134,7 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
         # docstring inherited
-        if kwargs.get("use_collectives", True) is False:
-            raise UnsupportedError(
-                "FileSystemWriter: use_collectives=False (one metadata file per rank) is not "
-                "supported: expected the default collective save"
-            )
+        self._alone = _ranklocal.rank_of(type(self).__name__, kwargs)
         # Fresh names for every save, even when one writer saves twice without reset() or
         # the planner replays a cached plan: a new save never touches the committed files.
         self._file_id = save_stamp()
@@ -149,7 +152,9 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
 
     def prepare_global_plan(self, plans: list[SavePlan], **kwargs: Any) -> list[SavePlan]:
         # docstring inherited
-        return [replace(plan, storage_data=_PlanSlot(rank)) for rank, plan in enumerate(plans)]
+        # Collective-free, each rank plans alone: its one plan is its own rank's.
+        first = 0 if self._alone is None else self._alone
+        return [replace(plan, storage_data=_PlanSlot(first + i)) for i, plan in enumerate(plans)]
 
     def write_data(
         self, plan: SavePlan, planner: SavePlanner, **kwargs: Any
@@ -192,6 +197,20 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
         metadata.storage_data = locations
         if metadata.storage_meta is None:
             metadata.storage_meta = self.storage_meta()
+        if self._alone is not None:
+            keep = {loc.path for loc in locations.values()}
+            # Ranks commit one at a time, under the same lock as a collective save's commit.
+            with commit_lock(self.store):
+                _check_present(self.store, keep)
+                _ranklocal.commit_rank(
+                    self.store,
+                    self._alone,
+                    metadata,
+                    sync=self.sync_files,
+                    supersedes=METADATA_FILE,
+                )
+                _remove_superseded(self.store, keep, stamp_of(self._file_id), self._alone)
+            return
         # Chunks that overlap or stop short of a tensor's end are refused before the commit:
         # a hole would load as whatever the destination held.
         metadata_format.validate(metadata)
@@ -205,6 +224,8 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
             _check_present(self.store, keep)
             self.store.commit(METADATA_FILE, text.encode(), sync=self.sync_files)
             _remove_superseded(self.store, keep, stamp_of(self._file_id))
+            with contextlib.suppress(OSError):  # a collective-free save's, superseded now
+                _ranklocal.remove_rank_metadata(self.store)
 
     def storage_meta(self) -> StorageMeta | None:
         # docstring inherited
@@ -282,13 +303,15 @@ def _check_present(store: Store, names: set[str]) -> None:
         )
 
 
-def _remove_superseded(store: Store, keep: set[str], started: int) -> None:
+def _remove_superseded(store: Store, keep: set[str], started: int, rank: int | None = None) -> None:
     """Remove data files that ``keep`` does not name of saves that started before
     ``started`` (ns), and stale metadata temp files (run under the commit lock).
 
     Files of saves that started later belong to saves that may still commit: they stay.
     Best effort: the new checkpoint is already committed, and a file left behind is
-    harmless (it is referenced by nothing and removed by a later save).
+    harmless (it is referenced by nothing and removed by a later save). ``rank`` (a
+    collective-free save) limits this to that rank's data files: the other ranks' files
+    belong to the same checkpoint.
     """
     try:
         names = store.list_files()
@@ -302,6 +325,7 @@ def _remove_superseded(store: Store, keep: set[str], started: int) -> None:
             (is_data_file(name) and older_save(name[5:37], started))
             or _METADATA_TEMP.fullmatch(name) is not None
         )
+        and (rank is None or _rank_of_file(name) == rank)
     ]
     for name in stale:
         with contextlib.suppress(OSError):

@@ -158,6 +158,10 @@ class HuggingFaceWriter(StoreLocated, StorageWriter):
         self._retarget(checkpoint_id)
         self.data_dir = self.store.child(SHARDED_DIR) if self.enable_consolidation else self.store
         self.save_id = save_stamp()
+        # The marker this rank's files were written under: the coordinator's save id, from
+        # the plan. A caching planner replays an earlier save's final plan, and with it that
+        # save's id, so the commit takes the marker the files have, not self.save_id.
+        self._written_id: str | None = None
         self.is_coordinator = False
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
@@ -222,6 +226,7 @@ class HuggingFaceWriter(StoreLocated, StorageWriter):
                 f"{type(assignment).__name__}"
             )
         jobs = group_by_file(plan.items, assignment)
+        self._written_id = assignment.save_id
         temps = [temp_name(name, assignment.save_id) for name, _ in jobs]
         with nothing_committed(self.data_dir, temps, len(plan.items)):
             per_file = dio.parallel_map(
@@ -243,7 +248,9 @@ class HuggingFaceWriter(StoreLocated, StorageWriter):
         sidecar = dumps(committed)  # fails, before anything moves, on what the format cannot hold
         index = None if self.save_distributed else index_json(committed)
         files = {loc.path for loc in locations.values()}
-        commit(self.data_dir, self.save_id, files, sidecar, index, sync=self.sync_files)
+        written = self.save_id if self._written_id is None else self._written_id
+        commit(self.data_dir, written, files, sidecar, index, sync=self.sync_files)
+        self._written_id = None
         # The next save through this instance must not share this one's file marker.
         self.save_id = save_stamp()
         if self.enable_consolidation:

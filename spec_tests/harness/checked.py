@@ -280,6 +280,7 @@ def save(
     before_call: Hook = _noop,
     writers: Sequence[StorageWriter] | None = None,
     checkpoint_id: bool = True,
+    collectives: bool = True,
 ) -> SaveRecord:
     """Save ``states[r]`` from simulated rank ``r``; return what ``finish`` was given.
 
@@ -290,7 +291,8 @@ def save(
     to every method whose abstract signature takes ``**kwargs``; ``before_call(label, rank)``
     runs before each backend call. ``checkpoint_id=False`` calls ``reset()`` without
     ``path``, as ``dcp.save`` does when given a storage_writer and no checkpoint_id
-    (``writers`` made for ``path`` then).
+    (``writers`` made for ``path`` then). ``collectives=False`` saves as
+    ``dcp.save(..., use_collectives=False)`` does (:func:`spec_tests.driver.save`).
     """
     with threads_surface_errors(f"{backend.name} save"):
         fault = as_fault(fail_on)
@@ -298,7 +300,9 @@ def save(
         planners = [SpecSavePlanner(fault) for _ in states]
         checked = _Checked(backend.name, "writer", dict(extra_kwargs or {}), before_call)
         target = path if checkpoint_id else None
-        saved = driver.save(ws, target, planners, [dict(s) for s in states], checked)
+        saved = driver.save(
+            ws, target, planners, [dict(s) for s in states], checked, collectives=collectives
+        )
         _check_storage_metas(backend.name, path, checked.storage_metas)
         return SaveRecord(
             saved.metadata, tuple(saved.plans), tuple(tuple(r) for r in saved.results)
@@ -314,6 +318,7 @@ def load(
     fail_on: FailOn | None = None,
     readers: Sequence[StorageReader] | None = None,
     before_call: Hook = _noop,
+    collectives: bool = True,
 ) -> list[dict[str, Any]]:
     """Load ``requests[r]`` on simulated rank ``r``; return each rank's results.
 
@@ -322,12 +327,15 @@ def load(
     :data:`~spec_tests.harness.tensors.SENTINEL` bytes, so regions a backend never wrote show
     up); a :class:`~spec_tests.harness.planners.BytesRequest` yields the object. ``fail_on``
     makes ``resolve_tensor`` raise an injected fault for matching read items;
-    ``before_call(label, rank)`` runs before each backend call.
+    ``before_call(label, rank)`` runs before each backend call. ``collectives=False`` loads
+    from rank-local metadata (``read_metadata(rank=r)``).
     """
     with threads_surface_errors(f"{backend.name} load"):
         fault = as_fault(fail_on)
         rs = readers if readers is not None else [backend.make_reader(path) for _ in requests]
         planners = [SpecLoadPlanner(fault) for _ in requests]
         checked = _Checked(backend.name, "reader", dict(extra_kwargs or {}), before_call)
-        driver.load(rs, path, planners, [dict(r) for r in requests], checked)
+        driver.load(
+            rs, path, planners, [dict(r) for r in requests], checked, collectives=collectives
+        )
         return [planner.results() for planner in planners]

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.metadata import StorageMeta
 from torch.distributed.checkpoint.planner import SavePlanner
 from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 from torch.distributed.checkpoint.state_dict_saver import (
@@ -32,6 +33,7 @@ from spec_tests.verdicts import ContractViolation
 __all__ = [
     "STAGERS",
     "AsyncSave",
+    "GatedPlanner",
     "Resources",
     "scribble",
     "snapshot",
@@ -50,6 +52,30 @@ STAGERS: dict[str, StagingOptions | None] = {
 }
 
 _TIMEOUT_S = 300.0
+
+
+class GatedPlanner(harness.SpecSavePlanner):
+    """The harness's planner, whose background save starts planning only once ``gate`` is set.
+
+    The caller changes its state dict after staging and then opens the gate, so the save
+    surely runs after the change: a stager that did not copy is caught every time, not
+    when a thread switch happens to fall the right way.
+    """
+
+    def __init__(self, gate: threading.Event, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gate = gate
+
+    def set_up_planner(
+        self,
+        state_dict: dict[str, Any],
+        storage_meta: StorageMeta | None = None,
+        is_coordinator: bool = False,
+    ) -> None:
+        # docstring inherited (torch inspects this signature for storage_meta)
+        if not self.gate.wait(_TIMEOUT_S):
+            raise ContractViolation(f"the test never opened the gate within {_TIMEOUT_S:g} s")
+        super().set_up_planner(state_dict, storage_meta, is_coordinator)
 
 
 @dataclass(slots=True)

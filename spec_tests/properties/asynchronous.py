@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from torch.distributed.checkpoint.state_dict_saver import AsyncCheckpointerType
 
 from spec_tests import harness
+from spec_tests import strategies as sts
 from spec_tests._profiles import NIGHTLY, few
 from spec_tests.backends import Backend, load_backend
 from spec_tests.properties import _async
@@ -59,9 +60,15 @@ _LEAK_ELEMENTS = 1 << 19  # float32: 2 MiB a save
 
 
 def _state(data: st.DataObject, backend: Backend) -> dict[str, torch.Tensor]:
+    """1-3 contiguous tensors of claimed dtypes, none empty.
+
+    Empty tensors are left to the round-trip properties: torch's own stagers cannot stage an
+    empty float4_e2m1fn_x2 tensor (docs/known-bugs.md), whichever backend saves it.
+    """
     count = data.draw(st.integers(1, 3), label="entries")
+    shapes = sts.shapes(min_dims=1, max_dims=2).filter(lambda s: 0 not in s)
     return {
-        f"t{k}": draw_tensor(data, backend, min_dims=1, max_dims=2).contiguous()
+        f"t{k}": draw_tensor(data, backend, shape=data.draw(shapes, label="shape")).contiguous()
         for k in range(count)
     }
 
@@ -91,15 +98,24 @@ class AsyncProperties:
         """The checkpoint holds the values at the call, though they change once staged.
 
         The state dict is changed in place as soon as staging completes (as a training
-        loop's next step does); before the upload resolves a load is refused or exact, and
-        after it a fresh reader loads the values at the call exactly.
+        loop's next step does), and only then may the background save plan and write; a
+        load meanwhile is refused or exact, and after upload_completion a fresh reader loads
+        the values at the call exactly.
         """
         state = _state(data, dcp_backend)
         expected, location = _copy(state), dcp_location()
+        gate = threading.Event()
         with harness.repro(dcp_backend, stager=stager, entries=sorted(state)):
-            save = _async.start(dcp_backend.make_writer(location), location, state, stager)
+            save = _async.start(
+                dcp_backend.make_writer(location),
+                location,
+                state,
+                stager,
+                planner=_async.GatedPlanner(gate),
+            )
             save.staged()
             _async.scribble(state)
+            gate.set()
             _refused_or_exact(dcp_backend, location, expected, "before upload_completion")
             save.wait()
             check_load(dcp_backend, location, expected)
@@ -121,7 +137,10 @@ class AsyncProperties:
         location = dcp_location()
         fault = harness.Fault(lambda item: item.index.fqn == victim)
         planner = harness.SpecSavePlanner(fail_on=fault)
-        with harness.repro(dcp_backend, stager=stager, failing=victim):
+        with (
+            harness.repro(dcp_backend, stager=stager, failing=victim),
+            harness.threads_surface_errors("an async save whose resolve_data fails"),
+        ):
             save = _async.start(
                 dcp_backend.make_writer(location), location, state, stager, planner=planner
             )
@@ -148,19 +167,26 @@ class AsyncProperties:
     ) -> None:
         """A second async_save started before the first finished: each loads exactly.
 
-        Either may be refused loudly (its future raises), never lost silently.
+        The second saves the next step's values of the same entries (every byte changed),
+        as a training loop does. Either may be refused loudly (its future raises), never
+        lost silently.
         """
-        states = [_state(data, dcp_backend) for _ in range(2)]
+        first = _state(data, dcp_backend)
+        second = _copy(first)
+        _async.scribble(second)
+        states = [first, second]
         expected = [_copy(s) for s in states]
         locations = [dcp_location(), dcp_location()]
         with harness.repro(dcp_backend, entries=[sorted(s) for s in states]):
-            saves = []
+            # Both saves plan and write only once both have staged and changed their state.
+            gate, saves = threading.Event(), []
             for state, location in zip(states, locations, strict=True):
-                saves.append(
-                    _async.start(dcp_backend.make_writer(location), location, state, "own")
-                )
+                writer = dcp_backend.make_writer(location)
+                planner = _async.GatedPlanner(gate)
+                saves.append(_async.start(writer, location, state, "own", planner=planner))
                 saves[-1].staged()
                 _async.scribble(state)
+            gate.set()
             for save, location, values in zip(saves, locations, expected, strict=True):
                 with may_refuse("a save overlapping another") as outcome:
                     save.wait()

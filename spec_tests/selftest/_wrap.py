@@ -114,6 +114,12 @@ class _Located:
             self.location = os.fspath(checkpoint_id)
         self.inner.reset(checkpoint_id, **kwargs)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The class _bound made is not importable by name: async_save's PROCESS mode pickles
+        # the writer, so it is rebuilt from the wrapper class and the base's object.
+        wrapper = type(self).__bases__[0]
+        return (_rebuild, (wrapper, self.inner, self.location), dict(self.__dict__))
+
 
 class WrappedWriter(_Located, StorageWriter):
     """Forwards every StorageWriter call to ``inner``, the base backend's writer."""
@@ -203,6 +209,10 @@ def _bound(wrapper: type[Any], inner_type: type[Any]) -> type[Any]:
     return type(
         wrapper.__name__, (wrapper,), {"inner_type": inner_type, "__module__": wrapper.__module__}
     )
+
+
+def _rebuild(wrapper: type[WrappedWriter], inner: StorageWriter, location: str) -> Any:
+    return _bound(wrapper, type(inner))(inner, location)
 
 
 class Wrapped:

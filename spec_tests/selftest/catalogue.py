@@ -6,7 +6,15 @@ Each entry is a :class:`~spec_tests.selftest._wrap.Wrapped` class; its SPEC for
 
 from __future__ import annotations
 
-from spec_tests.selftest import adversity, inputs, protocol, readers, rules, writers
+from spec_tests.selftest import (
+    adversity,
+    asynchronous,
+    inputs,
+    protocol,
+    readers,
+    rules,
+    writers,
+)
 from spec_tests.selftest._wrap import Wrapped
 
 __all__ = ["BROKEN", "FAITHFUL", "FaithfulFS", "FaithfulReference", "spec_of"]
@@ -26,7 +34,7 @@ FAITHFUL: tuple[type[Wrapped], ...] = (FaithfulReference, FaithfulFS)
 
 BROKEN: tuple[type[Wrapped], ...] = tuple(
     getattr(module, name)
-    for module in (writers, readers, protocol, adversity, rules, inputs)
+    for module in (writers, readers, protocol, adversity, rules, inputs, asynchronous)
     for name in module.__all__
 )
 
