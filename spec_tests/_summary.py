@@ -164,7 +164,7 @@ class FailureSummary:
         self.failed.append(_Failed(report.nodeid, error or first_line(report), example, rerun))
         if self.maxfail and len(self.failed) >= self.maxfail and self.session is not None:
             self.stopped = True
-            self.session.shouldstop = (
+            self.session.shouldfail = (  # as --maxfail does: exit status 1, not interrupted
                 f"dcp: {len(self.failed)} properties failed (--dcp-maxfail={self.maxfail})"
             )
 
