@@ -29,6 +29,8 @@ MUTATION_CONSTRAINTS = "constraints/mutation.txt"
 
 
 def _install(session: nox.Session, extras: str) -> None:
+    # nox pipes its commands' output: unbuffered, a long run's lines arrive as they are written.
+    session.env["PYTHONUNBUFFERED"] = "1"
     session.install(TORCH)
     session.install("-c", S3_CONSTRAINTS, "-c", SUITE_CONSTRAINTS, "-e", f".[{extras}]")
 

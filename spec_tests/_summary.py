@@ -164,7 +164,7 @@ class FailureSummary:
         self.failed.append(_Failed(report.nodeid, error or first_line(report), example, rerun))
         if self.maxfail and len(self.failed) >= self.maxfail and self.session is not None:
             self.stopped = True
-            self.session.shouldstop = (
+            self.session.shouldfail = (  # as --maxfail does: exit status 1, not interrupted
                 f"dcp: {len(self.failed)} properties failed (--dcp-maxfail={self.maxfail})"
             )
 
@@ -195,14 +195,20 @@ def start_summary(config: pytest.Config, spec: str, root: str | None) -> None:
 
     seed = config.getoption("--hypothesis-seed", None)
     RUN.spec, RUN.root, RUN.seed = spec, root, None if seed is None else str(seed)
-    RUN.profile = settings.get_current_profile_name()
+    # hypothesis loads --hypothesis-profile after the suite's pytest_configure: ask the option.
+    RUN.profile = config.getoption("--hypothesis-profile", None) or (
+        settings.get_current_profile_name()
+    )
     current = settings.get_profile(RUN.profile)
     RUN.derandomized, RUN.database = current.derandomize, current.database is not None
-    if config.option.tbstyle == "auto":  # one line a frame: the example is what matters
+    report = config.getoption("--dcp-report")
+    if config.option.tbstyle == "auto" and not report:
+        # One line a frame on a terminal: the example is what matters. The matrix's logs
+        # (--dcp-report runs) keep the long tracebacks.
         config.option.tbstyle = "short"
     maxfail = config.getoption("--dcp-maxfail")
     if maxfail is None:  # -x / --maxfail are the user's own choice; the matrix wants every test
-        explicit = config.option.maxfail or config.getoption("--dcp-report")
+        explicit = config.option.maxfail or report
         maxfail = 0 if explicit else DEFAULT_MAXFAIL
     config.pluginmanager.register(FailureSummary(maxfail), "dcp_spec_summary")
 

@@ -2,7 +2,9 @@
 
 Provides the ``dcp_backend`` / ``dcp_location`` / ``dcp_backend_spec`` fixtures, the
 ``dcp_requires`` marker (capability skips) and the hooks behind expected failures
-(``_xfails``), the hypothesis profiles (``_profiles``) and ``--dcp-report`` (``_report``).
+(``_xfails``), the hypothesis profiles (``_profiles``), ``--dcp-report`` (``_report``), the
+early stop and end-of-run failure summary with replay commands (``_summary``) and how a SPEC's
+module and ``--dcp-xfails`` names are found (``_invocation``).
 
 It is loaded into every pytest run of an environment that has dcp-conformance
 installed, so importing it must stay cheap and runs that do not use the suite must

@@ -27,7 +27,7 @@ from spec_tests.harness import assert_bit_equal
 from spec_tests.harness.damage import damage
 from spec_tests.s3server import LocalS3, local_s3
 
-pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (the test extra)")
+pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (the s3 extra)")
 s3fs = pytest.importorskip("s3fs", reason="the S3 tests need s3fs (the s3 extra)")
 
 # The built-in backends whose writers and readers take s3:// URLs.
