@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 import dcp_impl
 from dcp_impl.errors import CheckpointError, CorruptCheckpointError, UnsafeFileError
@@ -30,14 +31,14 @@ KINDS = {
 
 def _save(kind: str, path: Path) -> Path:
     writer, _, _ = KINDS[kind]
-    dcp.save({"t": VALUE}, storage_writer=writer(path), no_dist=True)
+    dcp_save({"t": VALUE}, storage_writer=writer(path), no_dist=True)
     return path
 
 
 def _load(kind: str, path: Path) -> torch.Tensor:
     _, reader, _ = KINDS[kind]
     state = {"t": torch.zeros_like(VALUE)}
-    dcp.load(state, storage_reader=reader(path), no_dist=True)
+    dcp_load(state, storage_reader=reader(path), no_dist=True)
     return state["t"]
 
 
@@ -147,14 +148,14 @@ def test_store_size_and_ranges_refuse_links_out(tmp_path: Path) -> None:
 
 def test_hostile_bytes_length_is_a_typed_error(tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
-    dcp.save({"t": VALUE, "extra": {"x": 1}}, storage_writer=dcp_impl.FileSystemWriter(ckpt))
+    dcp_save({"t": VALUE, "extra": {"x": 1}}, storage_writer=dcp_impl.FileSystemWriter(ckpt))
     doc = json.loads((ckpt / ".metadata.json").read_text())
     index = doc["storage_data"]["chunk"].index(None)  # the bytes entry's row
     doc["storage_data"]["length"][index] = 2**62
     (ckpt / ".metadata.json").write_text(json.dumps(doc))
     reader = dcp_impl.FileSystemReader(ckpt)
     with pytest.raises(CheckpointException) as info:
-        dcp.load({"t": torch.zeros(12), "extra": {"x": 0}}, storage_reader=reader, no_dist=True)
+        dcp_load({"t": torch.zeros(12), "extra": {"x": 0}}, storage_reader=reader, no_dist=True)
     assert CorruptCheckpointError.__name__ in str(info.value)
     assert "declares 4611686018427387904 bytes" in str(info.value)
 
