@@ -6,7 +6,7 @@ Each entry is a :class:`~spec_tests.selftest._wrap.Wrapped` class; its SPEC for
 
 from __future__ import annotations
 
-from spec_tests.selftest import protocol, readers, writers
+from spec_tests.selftest import files, protocol, readers, writers
 from spec_tests.selftest._wrap import Wrapped
 
 __all__ = ["BROKEN", "FAITHFUL", "FaithfulFS", "FaithfulReference", "spec_of"]
@@ -25,7 +25,9 @@ class FaithfulFS(Wrapped):
 FAITHFUL: tuple[type[Wrapped], ...] = (FaithfulReference, FaithfulFS)
 
 BROKEN: tuple[type[Wrapped], ...] = tuple(
-    getattr(module, name) for module in (writers, readers, protocol) for name in module.__all__
+    getattr(module, name)
+    for module in (writers, readers, protocol, files)
+    for name in module.__all__
 )
 
 
