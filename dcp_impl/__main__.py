@@ -169,7 +169,7 @@ def _beyond_file_ends(checkpoint: Checkpoint) -> dict[MetadataIndex, str]:
     store = getattr(checkpoint.reader, "store", None)  # both readers of open_checkpoint have one
     if not isinstance(store, Store):
         return {}
-    sizes: dict[str, int | str] = {}
+    sizes: dict[str, int | None] = {}
     found: dict[MetadataIndex, str] = {}
     for index, location in locations.items():
         if not isinstance(location, metadata_format.ItemLocation):
@@ -177,16 +177,14 @@ def _beyond_file_ends(checkpoint: Checkpoint) -> dict[MetadataIndex, str]:
         if location.path not in sizes:
             try:
                 sizes[location.path] = store.size(location.path)
-            except (CheckpointError, OSError) as err:
-                sizes[location.path] = str(err)
+            except (CheckpointError, OSError):
+                sizes[location.path] = None  # the read reports it, naming the item
         size = sizes[location.path]
         end = location.offset + location.length
-        if isinstance(size, str):
-            found[index] = size
-        elif end > size:
+        if size is not None and end > size:
             found[index] = (
-                f"{store.path(location.path)}: item {index.fqn!r} expected bytes up to {end}, "
-                f"found a file of {size} bytes"
+                f"{store.path(location.path)}: item {index.fqn!r} is truncated: expected bytes "
+                f"up to {end}, found end of file at {size}"
             )
     return found
 
