@@ -14,14 +14,18 @@ code (``UnsafeCheckpointError``: it loads only with ``trust_pickle`` or ``safe_g
 docs/security.md). Nothing is ever unpickled beyond torch's weights-only rules.
 
 Exit status: 0 when all is well, 1 when ``verify`` found problems (or, with
-``--untrusted``, an entry that needs the opt-in), 2 when ``PATH`` holds no checkpoint or its
-metadata cannot be read. A new kind of checkpoint folder is added in
+``--untrusted``, an entry that needs the opt-in), 2 when ``PATH`` holds no checkpoint, its
+metadata cannot be read, or reading it fails otherwise (a ``CheckpointError`` or ``OSError``:
+a link out of the checkpoint, a special file, no permission); the problem is reported in one
+line, never as a traceback. ``verify`` compares each item's declared bytes with its file's
+size before allocating anything for it. A new kind of checkpoint folder is added in
 :func:`open_checkpoint` alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -40,10 +44,15 @@ from torch.distributed.checkpoint.storage import StorageReader
 
 from dcp_impl import dtypes
 from dcp_impl import metadata as metadata_format
-from dcp_impl.errors import CheckpointError, CheckpointNotFoundError, UnsafeCheckpointError
+from dcp_impl.errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    UnsafeCheckpointError,
+)
 from dcp_impl.filesystem import METADATA_FILE, FileSystemReader
 from dcp_impl.huggingface import HuggingFaceReader, is_huggingface_folder
-from dcp_impl.store import is_checkpoint_id, open_store
+from dcp_impl.store import Store, is_checkpoint_id, open_store
 
 __all__ = ["Checkpoint", "main", "open_checkpoint"]
 
@@ -83,7 +92,8 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 def _describe(name: str, entry: object) -> tuple[str, str, str, int, int]:
     if isinstance(entry, TensorStorageMetadata):
         itemsize = dtypes.by_torch(entry.properties.dtype).itemsize
-        nbytes = sum(torch.Size(c.sizes).numel() for c in entry.chunks) * itemsize
+        # Python integers: hostile sizes must not overflow int64 on the way to a report.
+        nbytes = sum(math.prod(c.sizes) for c in entry.chunks) * itemsize
         dtype = str(entry.properties.dtype).removeprefix("torch.")
         return name, dtype, str(tuple(entry.size)), len(entry.chunks), nbytes
     return name, "bytes", "-", 1, 0
@@ -118,7 +128,13 @@ class _Sink:
     def resolve_tensor(self, item: ReadItem) -> torch.Tensor:
         entry = self._metadata.state_dict_metadata[item.storage_index.fqn]
         assert isinstance(entry, TensorStorageMetadata)  # _read_items only makes these
-        return torch.empty(item.lengths, dtype=entry.properties.dtype)
+        try:
+            return torch.empty(item.lengths, dtype=entry.properties.dtype)
+        except (RuntimeError, MemoryError) as err:  # sizes only a hostile metadata declares
+            raise CorruptCheckpointError(
+                f"{item.storage_index.fqn!r}: expected a chunk that fits in memory, found "
+                f"sizes {tuple(item.lengths)} ({err})"
+            ) from err
 
     def commit_tensor(self, item: ReadItem, tensor: torch.Tensor) -> None:
         pass
@@ -143,6 +159,36 @@ def _read_items(md: Metadata) -> list[ReadItem]:
     return items
 
 
+def _beyond_file_ends(checkpoint: Checkpoint) -> dict[MetadataIndex, str]:
+    """The stored items whose bytes the metadata places past the end of their file, each
+    with the problem to report: checked before any buffer is allocated for them, so a
+    hostile size costs nothing."""
+    locations = checkpoint.metadata.storage_data
+    if not isinstance(locations, dict):
+        return {}
+    store = getattr(checkpoint.reader, "store", None)  # both readers of open_checkpoint have one
+    if not isinstance(store, Store):
+        return {}
+    sizes: dict[str, int | None] = {}
+    found: dict[MetadataIndex, str] = {}
+    for index, location in locations.items():
+        if not isinstance(location, metadata_format.ItemLocation):
+            continue
+        if location.path not in sizes:
+            try:
+                sizes[location.path] = store.size(location.path)
+            except (CheckpointError, OSError):
+                sizes[location.path] = None  # the read reports it, naming the item
+        size = sizes[location.path]
+        end = location.offset + location.length
+        if size is not None and end > size:
+            found[index] = (
+                f"{store.path(location.path)}: item {index.fqn!r} is truncated: expected bytes "
+                f"up to {end}, found end of file at {size}"
+            )
+    return found
+
+
 def _verify(checkpoint: Checkpoint, *, untrusted: bool = False) -> int:
     md = checkpoint.metadata
     problems: list[str] = []
@@ -154,7 +200,11 @@ def _verify(checkpoint: Checkpoint, *, untrusted: bool = False) -> int:
     reader = checkpoint.reader
     reader.set_up_storage_reader(md, True)
     items = _read_items(md)
+    beyond = _beyond_file_ends(checkpoint)
     for item in items:  # one at a time: memory stays bounded, every problem is listed
+        if item.storage_index in beyond:  # never allocated: the file cannot hold it
+            problems.append(beyond[item.storage_index])
+            continue
         try:
             reader.read_data(LoadPlan([item]), _Sink(md)).wait()  # type: ignore[arg-type]
         except UnsafeCheckpointError as err:
@@ -186,12 +236,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         checkpoint = open_checkpoint(args.path)
-    except CheckpointError as err:
+        if args.command == "inspect":
+            return _inspect(checkpoint)
+        return _verify(checkpoint, untrusted=args.untrusted)
+    except (CheckpointError, OSError) as err:  # the input's problem: a report, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.command == "inspect":
-        return _inspect(checkpoint)
-    return _verify(checkpoint, untrusted=args.untrusted)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from torch.distributed.checkpoint.metadata import MetadataIndex
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlanner, ReadItem
 
 from dcp_impl import safe_load
-from dcp_impl.errors import LayoutMismatchError
+from dcp_impl.errors import CorruptCheckpointError, LayoutMismatchError
 from dcp_impl.io._requests import ReadRequest, Target
 from dcp_impl.layout import Box
 
@@ -152,9 +152,7 @@ def read_items(
 def _target(item: ReadItem, stored: StoredItem, planner: LoadPlanner) -> Target:
     """The destination of ``item``: the planner's tensor region, or a buffer for bytes."""
     if item.type == LoadItemType.BYTE_IO:
-        return Target(
-            Box.full(stored.chunk_sizes), torch.empty(stored.chunk_sizes, dtype=torch.uint8)
-        )
+        return Target(Box.full(stored.chunk_sizes), _bytes_buffer(stored))
     sub = Box(tuple(item.storage_offsets), tuple(item.lengths))
     dest = planner.resolve_tensor(item).detach()
     if tuple(dest.shape) != sub.sizes:
@@ -163,6 +161,18 @@ def _target(item: ReadItem, stored: StoredItem, planner: LoadPlanner) -> Target:
             f"found {tuple(dest.shape)}"
         )
     return Target(sub, dest)
+
+
+def _bytes_buffer(stored: StoredItem) -> torch.Tensor:
+    """A buffer for a bytes entry of the length the metadata declares; an allocator that
+    refuses it (a hostile length) raises a typed error naming the item, not RuntimeError."""
+    try:
+        return torch.empty(stored.chunk_sizes, dtype=torch.uint8)
+    except (RuntimeError, MemoryError) as err:
+        raise CorruptCheckpointError(
+            f"{stored.path}: bytes item {stored.label} declares {stored.length} bytes: "
+            f"expected a length that fits in memory, found the allocation refused ({err})"
+        ) from err
 
 
 def _checks(stored: StoredItem, targets: Sequence[Target], verify: Verify) -> bool:

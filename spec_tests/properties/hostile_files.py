@@ -282,10 +282,12 @@ class HostileFilesProperties:
         old = {"old": torch.arange(64, dtype=torch.float32)}
         new = {f"new{i}": torch.full((256,), float(i)) for i in range(48)}
         with _tmpfs(root / "disk", 16 << 20) as disk:
+            (disk / "probe").mkdir()  # locations exist before a save, as dcp_location's do
             need = _bytes_used(disk, lambda: harness.save(dcp_backend, str(disk / "probe"), [new]))
             shutil.rmtree(disk / "probe")
             for i, free in enumerate(_free_levels(need)):
                 location = str(disk / f"ckpt-{i}")
+                os.mkdir(location)
                 with harness.repro(dcp_backend, free_bytes=free, needed_bytes=need):
                     harness.save(dcp_backend, location, [old])
                     with (

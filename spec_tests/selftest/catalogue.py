@@ -9,6 +9,7 @@ from __future__ import annotations
 from spec_tests.selftest import (
     adversity,
     asynchronous,
+    files,
     inputs,
     protocol,
     readers,
@@ -34,7 +35,7 @@ FAITHFUL: tuple[type[Wrapped], ...] = (FaithfulReference, FaithfulFS)
 
 BROKEN: tuple[type[Wrapped], ...] = tuple(
     getattr(module, name)
-    for module in (writers, readers, protocol, adversity, rules, inputs, asynchronous)
+    for module in (writers, readers, protocol, adversity, rules, inputs, asynchronous, files)
     for name in module.__all__
 )
 
