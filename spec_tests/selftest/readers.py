@@ -27,6 +27,7 @@ __all__ = [
     "CommitsDespiteReadErrors",
     "DeletesAfterFailedLoad",
     "DropsPlannerData",
+    "FindsItemsByLinearSearch",
     "ReadsFromChunkOrigin",
     "ReportsBoolAsUint8",
     "SkipsChecksums",
@@ -327,3 +328,30 @@ class DropsPlannerData(Wrapped):
 
     reader = _metadata_reader(_no_planner_data)
     family = "metadata"
+
+
+class _LinearSearch(WrappedReader):
+    def set_up_storage_reader(
+        self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any
+    ) -> None:
+        super().set_up_storage_reader(metadata, is_coordinator, *args, **kwargs)
+        self._stored = list(metadata.storage_data)
+
+    def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
+        for item in plan.items:  # "check each item is stored before reading any"
+            want = (item.storage_index.fqn, tuple(item.storage_index.offset or ()))
+            if not any((k.fqn, tuple(k.offset or ())) == want for k in self._stored):
+                raise KeyError(item.storage_index)
+        return super().read_data(plan, planner)
+
+
+class FindsItemsByLinearSearch(Wrapped):
+    """Checks each read item against a list of the stored keys, one linear search per item:
+    loading n chunks costs O(n^2) (as the chunk lookups of custom readers often do).
+
+    Family: scale (ten times the chunks must cost about ten times as much).
+    """
+
+    base = "dcp_impl-fs"
+    reader = _LinearSearch
+    family = "scale"
