@@ -202,9 +202,10 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
         # save removes only files of saves that started before it, and such a save, when
         # it commits later, finds its files gone and fails instead of committing them.
         with commit_lock(self.store):
-            _check_present(self.store, keep)
+            listed = self.store.list_files()
+            _check_present(self.store, keep, listed)
             self.store.commit(METADATA_FILE, text.encode(), sync=self.sync_files)
-            _remove_superseded(self.store, keep, stamp_of(self._file_id))
+            _remove_superseded(self.store, keep, listed, stamp_of(self._file_id))
 
     def storage_meta(self) -> StorageMeta | None:
         # docstring inherited
@@ -270,9 +271,9 @@ class _BucketWriter:
         pass
 
 
-def _check_present(store: Store, names: set[str]) -> None:
+def _check_present(store: Store, names: set[str], listed: list[str]) -> None:
     """Refuse to commit when a newer save removed some of this save's data files."""
-    missing = sorted(names - set(store.list_files()))
+    missing = sorted(names - set(listed))
     if missing:
         store.remove(names)
         raise ConcurrentSaveError(
@@ -282,18 +283,15 @@ def _check_present(store: Store, names: set[str]) -> None:
         )
 
 
-def _remove_superseded(store: Store, keep: set[str], started: int) -> None:
-    """Remove data files that ``keep`` does not name of saves that started before
-    ``started`` (ns), and stale metadata temp files (run under the commit lock).
+def _remove_superseded(store: Store, keep: set[str], names: list[str], started: int) -> None:
+    """Remove, of the files ``names`` listed before the commit, data files that ``keep`` does
+    not name of saves that started before ``started`` (ns), and stale metadata temp files
+    (run under the commit lock, so nothing else commits or removes meanwhile).
 
     Files of saves that started later belong to saves that may still commit: they stay.
     Best effort: the new checkpoint is already committed, and a file left behind is
     harmless (it is referenced by nothing and removed by a later save).
     """
-    try:
-        names = store.list_files()
-    except OSError:
-        return
     stale = [
         name
         for name in names

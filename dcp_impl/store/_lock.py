@@ -102,13 +102,15 @@ def commit_lock(
             store.remove([LOCK_NAME])
 
 
-def _read(store: Store) -> bytes | None:
+def _read(store: Store, name: str = LOCK_NAME) -> bytes | None:
+    # One ranged read (one request on an object store); a lock is a few dozen bytes.
     try:
-        return store.read_small(LOCK_NAME, _MAX_LOCK_BYTES)
+        data = store.read_range(name, 0, _MAX_LOCK_BYTES + 1)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
-        return b""  # unreadable or oversized: not a lock anyone holds properly
+    except OSError:
+        return b""  # unreadable: not a lock anyone holds properly
+    return data if len(data) <= _MAX_LOCK_BYTES else b""
 
 
 def _is_stale(held: bytes, stale_after_s: float) -> bool:
@@ -141,17 +143,10 @@ def _break(store: Store, held: bytes) -> None:
         store.rename(LOCK_NAME, aside)
     except FileNotFoundError:
         return  # another contender broke it first
-    moved = _read_aside(store, aside)
+    moved = _read(store, aside) or b""
     store.remove([aside])
     if moved != held:
         # Two contenders judged the same lock stale and the other one already took a fresh
         # lock, which this rename moved aside: put it back (it is the live one).
         with contextlib.suppress(FileExistsError):
             store.create_new(LOCK_NAME, moved)
-
-
-def _read_aside(store: Store, name: str) -> bytes:
-    try:
-        return store.read_small(name, _MAX_LOCK_BYTES)
-    except (OSError, ValueError):
-        return b""
