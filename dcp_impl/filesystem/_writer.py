@@ -201,11 +201,14 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
         # superseded files is one step among concurrent saves (docs/format.md): a newer
         # save removes only files of saves that started before it, and such a save, when
         # it commits later, finds its files gone and fails instead of committing them.
-        with commit_lock(self.store):
+        with commit_lock(self.store) as lock:
             listed = self.store.list_files()
             _check_present(self.store, keep, listed)
             self.store.commit(METADATA_FILE, text.encode(), sync=self.sync_files)
-            _remove_superseded(self.store, keep, listed, stamp_of(self._file_id))
+            for name in _superseded(keep, listed, stamp_of(self._file_id)):
+                lock.refresh()  # thousands of removals take minutes on an object store
+                with contextlib.suppress(OSError):  # best effort: left behind is harmless
+                    self.store.remove([name])
 
     def storage_meta(self) -> StorageMeta | None:
         # docstring inherited
@@ -283,16 +286,14 @@ def _check_present(store: Store, names: set[str], listed: list[str]) -> None:
         )
 
 
-def _remove_superseded(store: Store, keep: set[str], names: list[str], started: int) -> None:
-    """Remove, of the files ``names`` listed before the commit, data files that ``keep`` does
-    not name of saves that started before ``started`` (ns), and stale metadata temp files
-    (run under the commit lock, so nothing else commits or removes meanwhile).
+def _superseded(keep: set[str], names: list[str], started: int) -> list[str]:
+    """Of the files ``names`` listed before the commit, data files that ``keep`` does not
+    name of saves that started before ``started`` (ns), and stale metadata temp files (the
+    commit step runs under the lock, so nothing else commits or removes meanwhile).
 
     Files of saves that started later belong to saves that may still commit: they stay.
-    Best effort: the new checkpoint is already committed, and a file left behind is
-    harmless (it is referenced by nothing and removed by a later save).
     """
-    stale = [
+    return [
         name
         for name in names
         if name not in keep
@@ -301,6 +302,3 @@ def _remove_superseded(store: Store, keep: set[str], names: list[str], started: 
             or _METADATA_TEMP.fullmatch(name) is not None
         )
     ]
-    for name in stale:
-        with contextlib.suppress(OSError):
-            store.remove([name])

@@ -26,7 +26,7 @@ from dcp_impl.huggingface._folder import (
     temp_name,
 )
 from dcp_impl.huggingface._journal import JOURNAL_NAME, Journal
-from dcp_impl.store import Store, commit_lock, older_save, stamp_of
+from dcp_impl.store import HeldLock, Store, commit_lock, older_save, stamp_of
 
 __all__ = ["commit"]
 
@@ -43,7 +43,7 @@ def commit(
     sync: bool,
 ) -> None:
     """Commit the save ``save_id`` whose data files (final names) are ``files``."""
-    with commit_lock(directory):
+    with commit_lock(directory) as lock:
         # One listing serves the whole step: under the lock nothing else commits or removes.
         listed = directory.list_files()
         renames = {name: temp_name(name, save_id) for name in sorted(files)}
@@ -63,14 +63,15 @@ def commit(
             with contextlib.suppress(OSError):
                 directory.remove(renames.values())
             raise
-        complete(directory, journal, sync=sync)
+        complete(directory, journal, sync=sync, lock=lock)
         _remove_stale(directory, listed, stamp_of(save_id))
 
 
-def complete(directory: Store, journal: Journal, *, sync: bool) -> None:
+def complete(directory: Store, journal: Journal, *, sync: bool, lock: HeldLock) -> None:
     """Carry out a committed journal: remove, move every file into place, drop the journal."""
     directory.remove(journal.remove)
     for final, temp in journal.renames.items():
+        lock.refresh()  # a move is a copy on object stores: many large files take minutes
         directory.rename(temp, final)
     if sync:
         directory.sync()
