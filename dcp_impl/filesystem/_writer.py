@@ -197,11 +197,25 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
         metadata.storage_data = locations
         if metadata.storage_meta is None:
             metadata.storage_meta = self.storage_meta()
-        if self._alone is not None:
-            keep = {loc.path for loc in locations.values()}
-            # Ranks commit one at a time, under the same lock as a collective save's commit.
-            with commit_lock(self.store):
-                _check_present(self.store, keep)
+        keep = {loc.path for loc in locations.values()}
+        if self._alone is None:
+            # Chunks that overlap or stop short of a tensor's end are refused before the
+            # commit: a hole would load as whatever the destination held.
+            metadata_format.validate(metadata)
+            text = metadata_format.dumps(metadata)
+        # Checking that this save's files are all there, replacing the metadata and removing
+        # superseded files is one step among concurrent saves (docs/format.md): a newer
+        # save removes only files of saves that started before it, and such a save, when
+        # it commits later, finds its files gone and fails instead of committing them.
+        # Collective-free ranks commit one at a time under the same lock.
+        with commit_lock(self.store) as lock:
+            listed = self.store.list_files()
+            _check_present(self.store, keep, listed)
+            if self._alone is None:
+                self.store.commit(METADATA_FILE, text.encode(), sync=self.sync_files)
+                with contextlib.suppress(OSError):  # a collective-free save's, superseded now
+                    _ranklocal.remove_rank_metadata(self.store)
+            else:
                 _ranklocal.commit_rank(
                     self.store,
                     self._alone,
@@ -209,23 +223,10 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
                     sync=self.sync_files,
                     supersedes=METADATA_FILE,
                 )
-                _remove_superseded(self.store, keep, stamp_of(self._file_id), self._alone)
-            return
-        # Chunks that overlap or stop short of a tensor's end are refused before the commit:
-        # a hole would load as whatever the destination held.
-        metadata_format.validate(metadata)
-        text = metadata_format.dumps(metadata)
-        keep = {loc.path for loc in locations.values()}
-        # Checking that this save's files are all there, replacing the metadata and removing
-        # superseded files is one step among concurrent saves (docs/format.md): a newer
-        # save removes only files of saves that started before it, and such a save, when
-        # it commits later, finds its files gone and fails instead of committing them.
-        with commit_lock(self.store):
-            _check_present(self.store, keep)
-            self.store.commit(METADATA_FILE, text.encode(), sync=self.sync_files)
-            _remove_superseded(self.store, keep, stamp_of(self._file_id))
-            with contextlib.suppress(OSError):  # a collective-free save's, superseded now
-                _ranklocal.remove_rank_metadata(self.store)
+            for name in _superseded(keep, listed, stamp_of(self._file_id), self._alone):
+                lock.refresh()  # thousands of removals take minutes on an object store
+                with contextlib.suppress(OSError):  # best effort: left behind is harmless
+                    self.store.remove([name])
 
     def storage_meta(self) -> StorageMeta | None:
         # docstring inherited
@@ -291,9 +292,9 @@ class _BucketWriter:
         pass
 
 
-def _check_present(store: Store, names: set[str]) -> None:
+def _check_present(store: Store, names: set[str], listed: list[str]) -> None:
     """Refuse to commit when a newer save removed some of this save's data files."""
-    missing = sorted(names - set(store.list_files()))
+    missing = sorted(names - set(listed))
     if missing:
         store.remove(names)
         raise ConcurrentSaveError(
@@ -303,21 +304,18 @@ def _check_present(store: Store, names: set[str]) -> None:
         )
 
 
-def _remove_superseded(store: Store, keep: set[str], started: int, rank: int | None = None) -> None:
-    """Remove data files that ``keep`` does not name of saves that started before
-    ``started`` (ns), and stale metadata temp files (run under the commit lock).
+def _superseded(
+    keep: set[str], names: list[str], started: int, rank: int | None = None
+) -> list[str]:
+    """Of the files ``names`` listed before the commit, data files that ``keep`` does not
+    name of saves that started before ``started`` (ns), and stale metadata temp files (the
+    commit step runs under the lock, so nothing else commits or removes meanwhile).
 
     Files of saves that started later belong to saves that may still commit: they stay.
-    Best effort: the new checkpoint is already committed, and a file left behind is
-    harmless (it is referenced by nothing and removed by a later save). ``rank`` (a
-    collective-free save) limits this to that rank's data files: the other ranks' files
-    belong to the same checkpoint.
+    ``rank`` (a collective-free save) limits this to that rank's data files: the other
+    ranks' files belong to the same checkpoint.
     """
-    try:
-        names = store.list_files()
-    except OSError:
-        return
-    stale = [
+    return [
         name
         for name in names
         if name not in keep
@@ -327,6 +325,3 @@ def _remove_superseded(store: Store, keep: set[str], started: int, rank: int | N
         )
         and (rank is None or _rank_of_file(name) == rank)
     ]
-    for name in stale:
-        with contextlib.suppress(OSError):
-            store.remove([name])

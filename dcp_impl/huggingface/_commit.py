@@ -22,12 +22,11 @@ from dcp_impl.errors import ConcurrentSaveError
 from dcp_impl.huggingface._folder import (
     INDEX_NAME,
     SIDECAR_NAME,
-    held_files,
     is_ours,
     temp_name,
 )
 from dcp_impl.huggingface._journal import JOURNAL_NAME, Journal
-from dcp_impl.store import Store, commit_lock, older_save, stamp_of
+from dcp_impl.store import HeldLock, Store, commit_lock, older_save, stamp_of
 
 __all__ = ["commit"]
 
@@ -44,16 +43,18 @@ def commit(
     sync: bool,
 ) -> None:
     """Commit the save ``save_id`` whose data files (final names) are ``files``."""
-    with commit_lock(directory):
+    with commit_lock(directory) as lock:
+        # One listing serves the whole step: under the lock nothing else commits or removes.
+        listed = directory.list_files()
         renames = {name: temp_name(name, save_id) for name in sorted(files)}
         try:
-            _check_present(directory, renames)
+            _check_present(directory, renames, listed)
             if index is not None:
                 renames[INDEX_NAME] = temp_name(INDEX_NAME, save_id)
                 directory.commit(renames[INDEX_NAME], index.encode(), sync=sync)
             renames[SIDECAR_NAME] = temp_name(SIDECAR_NAME, save_id)  # moved last
             directory.commit(renames[SIDECAR_NAME], sidecar.encode(), sync=sync)
-            superseded = tuple(n for n in held_files(directory) if n not in renames)
+            superseded = tuple(n for n in sorted(listed) if is_ours(n) and n not in renames)
             journal = Journal(save_id, renames, superseded)
             if sync:
                 directory.sync()
@@ -62,24 +63,23 @@ def commit(
             with contextlib.suppress(OSError):
                 directory.remove(renames.values())
             raise
-        complete(directory, journal, sync=sync)
-        _remove_stale(directory, stamp_of(save_id))
+        complete(directory, journal, sync=sync, lock=lock)
+        _remove_stale(directory, listed, stamp_of(save_id))
 
 
-def complete(directory: Store, journal: Journal, *, sync: bool) -> None:
-    """Carry out a committed journal: remove, move into place, then drop the journal."""
+def complete(directory: Store, journal: Journal, *, sync: bool, lock: HeldLock) -> None:
+    """Carry out a committed journal: remove, move every file into place, drop the journal."""
     directory.remove(journal.remove)
-    present = set(directory.list_files())
     for final, temp in journal.renames.items():
-        if temp in present:
-            directory.rename(temp, final)
+        lock.refresh()  # a move is a copy on object stores: many large files take minutes
+        directory.rename(temp, final)
     if sync:
         directory.sync()
     directory.remove([JOURNAL_NAME])
 
 
-def _check_present(directory: Store, renames: dict[str, str]) -> None:
-    missing = sorted(set(renames.values()) - set(directory.list_files()))
+def _check_present(directory: Store, renames: dict[str, str], listed: list[str]) -> None:
+    missing = sorted(set(renames.values()) - set(listed))
     if missing:
         raise ConcurrentSaveError(
             f"{directory.url}: expected this save's {len(renames)} files before committing, "
@@ -88,11 +88,12 @@ def _check_present(directory: Store, renames: dict[str, str]) -> None:
         )
 
 
-def _remove_stale(directory: Store, started: int) -> None:
-    """Remove temporary files of saves that started before ``started`` (ns): they never
-    commit (step 1). Temporary files of newer saves stay: those saves may still commit."""
+def _remove_stale(directory: Store, listed: list[str], started: int) -> None:
+    """Remove, of the files ``listed`` before the commit, temporary files of saves that
+    started before ``started`` (ns): they never commit (step 1). Temporary files of newer
+    saves stay: those saves may still commit."""
     stale = []
-    for name in directory.list_files():
+    for name in listed:
         match = _TEMP.fullmatch(name)
         if match and is_ours(match["name"]) and older_save(match["save"], started):
             stale.append(name)

@@ -28,7 +28,14 @@ from dcp_impl.io._write import ItemWriter, StoredRange
 from dcp_impl.store._base import Store
 from dcp_impl.store._fsspec import FsspecStore
 from dcp_impl.store._local import LocalStore
-from dcp_impl.store._lock import LOCK_NAME, commit_lock, older_save, save_stamp, stamp_of
+from dcp_impl.store._lock import (
+    LOCK_NAME,
+    HeldLock,
+    commit_lock,
+    older_save,
+    save_stamp,
+    stamp_of,
+)
 from dcp_impl.store._registry import (
     StoreFactory,
     is_checkpoint_id,
@@ -51,6 +58,7 @@ __all__ = [
     "ItemWriter",
     "StoredRange",
     "LOCK_NAME",
+    "HeldLock",
     "commit_lock",
     "older_save",
     "save_stamp",

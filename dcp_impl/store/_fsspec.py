@@ -164,7 +164,9 @@ class FsspecStore(Store):
         # docstring inherited
         # Object stores copy server-side, then delete: not atomic, so callers remove the
         # commit marker before renaming (docs/object-stores.md).
-        self.fs.mv(self._key(source), self._key(target))
+        # One copy and one delete (fs.mv lists the source first: a request more per move).
+        self.fs.cp_file(self._key(source), self._key(target))
+        self.fs.rm_file(self._key(source))
 
     def remove(self, names: Iterable[str]) -> None:
         # docstring inherited

@@ -24,6 +24,7 @@ from dcp_impl.errors import ConcurrentSaveError
 from dcp_impl.store._base import Store
 
 __all__ = [
+    "HeldLock",
     "LOCK_NAME",
     "STALE_AFTER_S",
     "WAIT_S",
@@ -35,8 +36,8 @@ __all__ = [
 
 LOCK_NAME = ".dcp-commit.lock"
 STALE_AFTER_S = 300.0
-"""A lock this old is stale whoever holds it: a commit step takes milliseconds to seconds
-(renames, removals), never minutes."""
+"""A lock this old is stale whoever holds it: a commit step takes milliseconds to seconds,
+and a longer one (many large objects to move) refreshes its lock every minute."""
 WAIT_S = 60.0
 """How long a contender waits for a live lock before it gives up loudly."""
 _POLL_S = 0.01
@@ -68,19 +69,45 @@ def older_save(save_id: str, started: int) -> bool:
     return stamp < started or stamp > time.time_ns() + _FUTURE_NS
 
 
+class HeldLock:
+    """The commit lock, held: :meth:`refresh` during a long commit step keeps it live."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._token = uuid.uuid4().hex
+        self.record = self._record()
+        self._since = time.monotonic()
+
+    def _record(self) -> bytes:
+        doc = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+        return json.dumps({**doc, "token": self._token}).encode()
+
+    def refresh(self) -> None:
+        """Rewrite the lock's time if it is a minute old, so that a commit step longer than
+        :data:`STALE_AFTER_S` (moving many large objects) is never taken for a dead one."""
+        if time.monotonic() - self._since < _REFRESH_S:
+            return
+        record = self._record()
+        try:
+            self._store.commit(LOCK_NAME, record, sync=False)
+        except OSError:
+            return  # best effort: the commit step goes on, its lock merely ages
+        self.record, self._since = record, time.monotonic()
+
+
+_REFRESH_S = 60.0
+
+
 @contextlib.contextmanager
 def commit_lock(
     store: Store, *, wait_s: float = WAIT_S, stale_after_s: float = STALE_AFTER_S
-) -> Iterator[None]:
+) -> Iterator[HeldLock]:
     """Hold the commit lock of ``store`` for the body (see the module docstring)."""
-    token = uuid.uuid4().hex
-    record = json.dumps(
-        {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "token": token}
-    ).encode()
+    lock = HeldLock(store)
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            store.create_new(LOCK_NAME, record)
+            store.create_new(LOCK_NAME, lock.record)
             break
         except FileExistsError:
             held = _read(store)
@@ -96,19 +123,21 @@ def commit_lock(
                 ) from None
             time.sleep(_POLL_S)
     try:
-        yield
+        yield lock
     finally:
-        if _read(store) == record:  # never remove a lock that was broken and taken since
+        if _read(store) == lock.record:  # never remove a lock that was broken and taken since
             store.remove([LOCK_NAME])
 
 
-def _read(store: Store) -> bytes | None:
+def _read(store: Store, name: str = LOCK_NAME) -> bytes | None:
+    # One ranged read (one request on an object store); a lock is a few dozen bytes.
     try:
-        return store.read_small(LOCK_NAME, _MAX_LOCK_BYTES)
+        data = store.read_range(name, 0, _MAX_LOCK_BYTES + 1)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
-        return b""  # unreadable or oversized: not a lock anyone holds properly
+    except OSError:
+        return b""  # unreadable: not a lock anyone holds properly
+    return data if len(data) <= _MAX_LOCK_BYTES else b""
 
 
 def _is_stale(held: bytes, stale_after_s: float) -> bool:
@@ -117,7 +146,7 @@ def _is_stale(held: bytes, stale_after_s: float) -> bool:
         host, pid, since = doc["host"], int(doc["pid"]), float(doc["time"])
     except (ValueError, KeyError, TypeError):
         return True
-    if time.time() - since > stale_after_s:
+    if abs(time.time() - since) > stale_after_s:  # a clock far ahead is no excuse either
         return True
     return host == socket.gethostname() and not _alive(pid)
 
@@ -141,17 +170,10 @@ def _break(store: Store, held: bytes) -> None:
         store.rename(LOCK_NAME, aside)
     except FileNotFoundError:
         return  # another contender broke it first
-    moved = _read_aside(store, aside)
+    moved = _read(store, aside) or b""
     store.remove([aside])
     if moved != held:
         # Two contenders judged the same lock stale and the other one already took a fresh
         # lock, which this rename moved aside: put it back (it is the live one).
         with contextlib.suppress(FileExistsError):
             store.create_new(LOCK_NAME, moved)
-
-
-def _read_aside(store: Store, name: str) -> bytes:
-    try:
-        return store.read_small(name, _MAX_LOCK_BYTES)
-    except (OSError, ValueError):
-        return b""
