@@ -56,6 +56,7 @@ def failing_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         "--dcp-backend=_large_fault:LastByteOfLargeItems",
         f"--dcp-root={root}",
         "--hypothesis-profile=dcp-ci",
+        "--dcp-maxfail=0",  # every large property must report, not the first three
         "-k",
         "large or boundaries",
         "-p",
@@ -82,7 +83,7 @@ def test_the_large_properties_fail_with_their_repro(failing_run: dict[str, objec
         failed = rf"FAILED spec_tests/test_\w+\.py::\w+::{re.escape(name)}"
         assert re.search(failed, out), f"{name} not reported failing\n{out[-3000:]}"
     assert out.count("DCP conformance failure for backend 'LastByteOfLargeItems'") >= len(LARGE)
-    assert "rerun: pytest --pyargs spec_tests" in out
+    assert "replay: python -m pytest --pyargs spec_tests" in out
 
 
 def test_peak_memory_stays_within_the_bound(failing_run: dict[str, object]) -> None:

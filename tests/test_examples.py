@@ -140,4 +140,4 @@ def test_one_file_backend_reshards(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_inprocess(
         "-p", "no:cacheprovider", "--hypothesis-profile=dcp-ci", "-W", "ignore", "-q"
     )
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=7)
