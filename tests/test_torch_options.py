@@ -121,8 +121,9 @@ class _Transform(ZStandard):
 def test_values_we_cannot_honour_are_refused_at_construction(
     tmp_path: Path, cls: type, kwargs: dict[str, Any], error: type[Exception], words: str
 ) -> None:
-    with pytest.raises(error, match=words):
+    with pytest.raises(error, match=words) as raised:
         cls(tmp_path, **kwargs)
+    assert str(raised.value).startswith(f"{cls.__name__}: ")  # the subject comes first
     assert list(tmp_path.iterdir()) == []
 
 

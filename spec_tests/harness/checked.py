@@ -175,6 +175,11 @@ def _check_results(rank: int, plan: SavePlan, written: object) -> None:
         raise ContractViolation(
             f"rank {rank} write_data future gave {written!r}: expected list[WriteResult]"
         )
+    sizes = [w.size_in_bytes for w in written]
+    if not all(type(n) is int and n >= 0 for n in sizes):  # torch declares it an int
+        raise ContractViolation(
+            f"rank {rank}: WriteResult.size_in_bytes expected ints >= 0, got {sizes!r}"
+        )
     wanted = Counter(index_key(item.index) for item in plan.items)
     got = Counter(index_key(w.index) for w in written)
     if wanted != got:

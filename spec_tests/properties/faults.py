@@ -13,6 +13,7 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 
+from dcp_impl.layout import Box
 from spec_tests import harness, layouts
 from spec_tests import strategies as sts
 from spec_tests._profiles import few
@@ -95,6 +96,33 @@ class FaultProperties:
     ) -> None:
         """Truncated stored data raises on load (or leaves every value exact)."""
         self._damaged(dcp_backend, dcp_location, data, "truncate", seed)
+
+    @pytest.mark.dcp_requires("integrity")
+    @given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+    def test_corruption_detected_in_any_destination(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject, seed: int
+    ) -> None:
+        """A flipped bit raises on a load into strided destinations, and of a sub-box where
+        resharding is claimed (or every loaded value is exact).
+
+        Those loads take other read paths than a whole item into a plain tensor (mapped or
+        staged bytes, copies out of them): a check made on one path only lets the others
+        serve damaged bytes.
+        """
+        value = draw_tensor(data, dcp_backend, shape=(64, 64))
+        location = dcp_location()
+        with harness.repro(dcp_backend, dtype=value.dtype, damage="corrupt", seed=seed):
+            harness.save(dcp_backend, location, [{"t": value}])
+            _damage(dcp_backend, location, "corrupt", random.Random(seed))
+            boxes = [Box.full((64, 64))]
+            if claims(dcp_backend, "reshard"):
+                boxes.append(Box((data.draw(st.integers(0, 63), label="row"), 0), (1, 64)))
+            for box in boxes:
+                with may_refuse("loading damaged data") as outcome:
+                    request = request_for(value, [box], strided=True)
+                    got = harness.load(dcp_backend, location, [{"t": request}])[0]
+                if outcome.error is None:
+                    check_entry("t (after damage: must raise or be exact)", got["t"], value, [box])
 
     def _damaged(
         self, backend: Backend, dcp_location: Location, data: st.DataObject, how: str, seed: int
