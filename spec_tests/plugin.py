@@ -1,10 +1,10 @@
 """pytest plugin of the DCP conformance suite (entry point ``dcp_spec``, active in every run).
 
 Provides the ``dcp_backend`` / ``dcp_location`` / ``dcp_backend_spec`` fixtures, the
-``dcp_requires`` marker (capability skips) and the hooks behind expected failures
-(``_xfails``), the hypothesis profiles (``_profiles``), ``--dcp-report`` (``_report``), the
-early stop and end-of-run failure summary with replay commands (``_summary``) and how a SPEC's
-module and ``--dcp-xfails`` names are found (``_invocation``).
+``dcp_requires`` marker (capability skips) and the hooks behind the options (``_options``),
+expected failures (``_xfails``), the hypothesis profiles (``_profiles``), ``--dcp-report``
+(``_report``), the early stop and end-of-run failure summary with replay commands
+(``_summary``) and how a SPEC's module and ``--dcp-xfails`` names are found (``_invocation``).
 
 It is loaded into every pytest run of an environment that has dcp-conformance
 installed, so importing it must stay cheap and runs that do not use the suite must
@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from spec_tests._invocation import check_xfail_names, load_from
+from spec_tests._options import DEFAULT_BACKEND, ENV_VAR, add_options
 from spec_tests._profiles import PROFILES, register_profiles
-from spec_tests._summary import DEFAULT_MAXFAIL, header_lines, short_repr, start_summary
+from spec_tests._summary import header_lines, short_repr, start_summary
 from spec_tests._xfails import (
     ENTRY,
     NO_SHRINK,
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
     from spec_tests.matrix import Recorder
     from spec_tests.s3server import LocalS3
 
-ENV_VAR = "DCP_SPEC_BACKEND"
-DEFAULT_BACKEND = "reference"
 PACKAGE_DIR = Path(__file__).resolve().parent
 XFAILS_DIR = PACKAGE_DIR / "xfails"
 
@@ -85,55 +84,7 @@ _STATE = pytest.StashKey[_State]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("dcp", "DCP storage-backend conformance")
-    group.addoption(
-        "--dcp-backend",
-        default=None,
-        metavar="SPEC",
-        help=f"backend under test: a built-in name or module:attr (env {ENV_VAR}; "
-        f"default {DEFAULT_BACKEND})",
-    )
-    group.addoption(
-        "--dcp-xfails-file",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="TOML file of [[xfail]] entries (test, reason, issue) for your backend; repeatable",
-    )
-    group.addoption(
-        "--dcp-xfails",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a built-in expected-failure list (spec_tests/xfails/NAME.toml), e.g. torch-fs for "
-        "a backend built on torch's FileSystemWriter/Reader; repeatable",
-    )
-    group.addoption(
-        "--dcp-maxfail",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"stop the suite after N failed properties (default {DEFAULT_MAXFAIL} unless -x, "
-        "--maxfail or --dcp-report; 0: never)",
-    )
-    group.addoption(
-        "--dcp-strict-xfails",
-        action="store_true",
-        help="fail the run when an expected-failure entry matches no collected test",
-    )
-    group.addoption(
-        "--dcp-root",
-        default=None,
-        metavar="URL",
-        help="create checkpoint locations under URL: a local directory or an fsspec URL such as "
-        "s3://bucket/prefix (default: a temporary directory)",
-    )
-    group.addoption(
-        "--dcp-report",
-        default=None,
-        metavar="PATH",
-        help="write a JSON file with every test's outcome (used by python -m spec_tests matrix)",
-    )
+    add_options(parser)
 
 
 @pytest.hookimpl(tryfirst=True)  # profiles must exist before hypothesis loads --hypothesis-profile
