@@ -23,6 +23,7 @@ from typing import ClassVar
 
 import pytest
 
+from spec_tests.properties.configuration import ConfigurationProperties
 from spec_tests.properties.consolidation import ConsolidationProperties
 from spec_tests.properties.contract import ContractProperties
 from spec_tests.properties.coverage import CoverageProperties
@@ -45,6 +46,7 @@ class BackendTests(
     MetadataProperties,
     CoverageProperties,
     ContractProperties,
+    ConfigurationProperties,
     FaultProperties,
     WorkerFailureProperties,
     HostileProperties,
