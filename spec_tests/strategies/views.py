@@ -124,19 +124,22 @@ def _conj_neg(t: torch.Tensor) -> torch.Tensor:
 
 
 @functools.cache
-def _supports(op: str, dtype: torch.dtype) -> bool:
-    """Whether torch makes (and resolves) ``op`` views of ``dtype`` on the CPU.
+def _works(kind: str, dtype: torch.dtype) -> bool:
+    """Whether torch makes (and resolves) ``kind`` views of ``dtype`` with their lazy bits.
 
     The values are kept, but for NaN payloads where torch negates through a wider dtype
     (complex32, complex negation quiet signalling NaNs): the view itself is the oracle.
     """
+    chosen = VIEWS[kind]
     probe = torch.zeros(2 * dt.by_torch(dtype).itemsize, dtype=torch.uint8).view(dtype)
     try:
-        view = (_neg if op == "neg" else _conj)(probe)
+        view = chosen.make(probe)
         view.resolve_conj().resolve_neg()
     except (RuntimeError, NotImplementedError, TypeError):
         return False
-    return view.is_neg() if op == "neg" else view.is_conj()  # reals have no conj bit
+    return ("conj" not in chosen.needs or view.is_conj()) and (
+        "neg" not in chosen.needs or view.is_neg()
+    )  # reals have no conj bit: conj() is the tensor itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +163,7 @@ class ViewKind:
             return False
         if self.exact_dims is not None and tensor.ndim != self.exact_dims:
             return False
-        return all(_supports(op, tensor.dtype) for op in self.needs)
+        return not self.needs or _works(self.name, tensor.dtype)
 
 
 #: The view kinds, simplest first (``sampled_from`` shrinks toward the front).
