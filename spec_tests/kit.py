@@ -33,18 +33,22 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from spec_tests._xfails import XfailEntry, kit_entries
+from spec_tests.properties.adversity import AdversityProperties
 from spec_tests.properties.asynchronous import AsyncProperties
+from spec_tests.properties.configuration import ConfigurationProperties
 from spec_tests.properties.consolidation import ConsolidationProperties
 from spec_tests.properties.contract import ContractProperties
 from spec_tests.properties.coverage import CoverageProperties
 from spec_tests.properties.faults import FaultProperties
 from spec_tests.properties.hostile import HostileProperties
+from spec_tests.properties.hostile_files import HostileFilesProperties
 from spec_tests.properties.huge import HugeProperties
 from spec_tests.properties.metadata import MetadataProperties
 from spec_tests.properties.multiprocess import MultiprocessProperties
 from spec_tests.properties.production import ProductionSaveProperties
 from spec_tests.properties.resharding import ReshardingProperties
 from spec_tests.properties.roundtrip import RoundTripProperties
+from spec_tests.properties.scale import ScaleProperties
 from spec_tests.properties.unclaimed import UnclaimedProperties
 from spec_tests.properties.workers import WorkerFailureProperties
 
@@ -57,9 +61,13 @@ class BackendTests(
     MetadataProperties,
     CoverageProperties,
     ContractProperties,
+    ConfigurationProperties,
     FaultProperties,
     WorkerFailureProperties,
     HostileProperties,
+    HostileFilesProperties,
+    AdversityProperties,
+    ScaleProperties,
     ConsolidationProperties,
     MultiprocessProperties,
     AsyncProperties,

@@ -27,6 +27,7 @@ from torch.distributed.checkpoint.planner import (
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
+from spec_tests.backends import builtin
 from spec_tests.harness import bytes_of
 from spec_tests.selftest._wrap import (
     LoadPlannerProxy,
@@ -287,16 +288,20 @@ class _ReinitOnNewLocation(WrappedWriter):
 
 
 class ResetDropsOptions(Wrapped):
-    """``dcp_impl-fs-threads`` whose writer, reset to a location other than its own, rebuilds
-    itself from the path alone: the next checkpoint is written with the default options (one
-    file per rank instead of one per writer thread).
+    """``dcp_impl-fs`` built with ``thread_count=4`` whose writer, reset to a location other
+    than its own, rebuilds itself from the path alone: the next checkpoint is written with the
+    default options (one file per rank instead of one per writer thread).
 
     Family: configuration (a writer reset to a new location saves as a fresh one).
     """
 
-    base = "dcp_impl-fs-threads"
+    base = "dcp_impl-fs"
     writer = _ReinitOnNewLocation
     family = "configuration"
+
+    def inner_writer(self, path: str) -> StorageWriter:
+        # docstring inherited
+        return builtin("dcp_impl-fs-threads").make_writer(path)
 
 
 # --- objects beyond weights_only ----------------------------------------------------------------
