@@ -16,7 +16,6 @@ import gc
 import pickle
 import statistics
 import time
-import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ from torch.distributed.checkpoint.metadata import (
 )
 
 from dcp_impl import metadata
+from perf.hostile_metadata import peak
 
 __all__ = ["SCALES", "Row", "scale_metadata", "compare", "main"]
 
@@ -89,16 +89,6 @@ def _timed(call: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def _peak(call: Callable[[], Any]) -> int:
-    gc.collect()
-    tracemalloc.start()
-    try:
-        call()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def compare(md: Metadata, rounds: int) -> tuple[list[Row], dict[str, int]]:
     """Interleaved medians of ``rounds`` rounds per call, peaks, and the two documents' sizes."""
     pickled = pickle.dumps(md)
@@ -115,7 +105,7 @@ def compare(md: Metadata, rounds: int) -> tuple[list[Row], dict[str, int]]:
             times[0].append(_timed(theirs))
             times[1].append(_timed(ours))
         medians = [statistics.median(t) for t in times]
-        rows.append(Row(op, medians[0], medians[1], _peak(theirs), _peak(ours)))
+        rows.append(Row(op, medians[0], medians[1], peak(theirs), peak(ours)))
     return rows, {"pickle": len(pickled), "dcp_impl": len(text)}
 
 

@@ -32,6 +32,8 @@ from spec_tests.capabilities import CAPABILITIES
 
 __all__ = [
     "LoadPlannerProxy",
+    "done",
+    "planner_with",
     "SavePlannerProxy",
     "Wrapped",
     "WrappedReader",
@@ -286,3 +288,21 @@ class Wrapped:
     def inner_reader(self, path: str) -> StorageReader:
         """The base backend's reader (a bug may build it with other options)."""
         return self.base_backend().make_reader(path)
+
+
+def done(value: Any) -> Future[Any]:
+    """A future already resolved to ``value`` (what a synchronous ``write_data`` returns)."""
+    future: Future[Any] = Future()
+    future.set_result(value)
+    return future
+
+
+def planner_with(proxy: type[SavePlannerProxy]) -> type[WrappedWriter]:
+    """A writer class that hands its base writer ``proxy(planner)`` instead of the planner."""
+
+    class _Writer(WrappedWriter):
+        def save_planner(self, planner: SavePlanner) -> SavePlanner:
+            # docstring inherited
+            return proxy(planner)
+
+    return _Writer

@@ -22,17 +22,11 @@ from torch.distributed.checkpoint.storage import WriteResult
 from torch.futures import Future
 
 from dcp_impl.metadata import ItemLocation
-from spec_tests.selftest._wrap import Wrapped, WrappedReader, WrappedWriter
+from spec_tests.selftest._wrap import Wrapped, WrappedReader, WrappedWriter, done
 
 __all__ = ["CachesMetadataByPath", "FixedDataFileNames", "PrecleansOtherSavesFiles"]
 
 _DATA = re.compile(r"data-[0-9a-f]{32}-r\d+-\d+\.bin")
-
-
-def _done(value: Any) -> Future[Any]:
-    future: Future[Any] = Future()
-    future.set_result(value)
-    return future
 
 
 def _paths(results: list[list[WriteResult]]) -> set[str]:
@@ -86,7 +80,7 @@ class _FixedNames(WrappedWriter):
                 rank_file = location.path.split("-", 2)[2]  # r<rank>-<k>.bin
                 renamed[location.path] = f"data-{'0' * 32}-{rank_file}"
                 fs.mv(f"{root}/{location.path}", f"{root}/{renamed[location.path]}")
-        return _done(
+        return done(
             [
                 dataclasses.replace(
                     r,

@@ -35,6 +35,8 @@ from spec_tests.selftest._wrap import (
     Wrapped,
     WrappedReader,
     WrappedWriter,
+    done,
+    planner_with,
 )
 
 __all__ = [
@@ -48,21 +50,6 @@ __all__ = [
     "StorageFromItsStart",
     "UnknownClassesAsDicts",
 ]
-
-
-def _done(value: Any) -> Future[Any]:
-    future: Future[Any] = Future()
-    future.set_result(value)
-    return future
-
-
-def _planner_with(proxy: type[SavePlannerProxy]) -> type[WrappedWriter]:
-    class _Writer(WrappedWriter):
-        def save_planner(self, planner: SavePlanner) -> SavePlanner:
-            # docstring inherited
-            return proxy(planner)
-
-    return _Writer
 
 
 # --- views whose storage is not their values ----------------------------------------------------
@@ -86,7 +73,7 @@ class StorageFromItsStart(Wrapped):
     """
 
     base = "dcp_impl-fs"
-    writer = _planner_with(_FromStorageStart)
+    writer = planner_with(_FromStorageStart)
     family = "roundtrip"
 
 
@@ -112,7 +99,7 @@ class IgnoresConjNegBits(Wrapped):
     """
 
     base = "dcp_impl-fs"
-    writer = _planner_with(_RawMemory)
+    writer = planner_with(_RawMemory)
     family = "roundtrip"
 
 
@@ -146,7 +133,7 @@ class _DedupWriter(WrappedWriter):
         ).wait()
         by_index = {r.index: r for r in written}
         extra = [dataclasses.replace(by_index[src.index], index=item.index) for item, src in copies]
-        return _done(written + extra)
+        return done(written + extra)
 
 
 class DedupsByStorage(Wrapped):
@@ -177,7 +164,7 @@ class _HashKeyed(WrappedWriter):
         objects: dict[str, Any] = {}
         for result in written:  # a later item with the same key replaces the earlier object
             objects[_short_key(result.index)] = result.storage_data
-        return _done(
+        return done(
             [dataclasses.replace(r, storage_data=objects[_short_key(r.index)]) for r in written]
         )
 
@@ -211,7 +198,7 @@ class _PairedByName(WrappedWriter):
             listed = sorted(results, key=lambda r: _name_of(r.index.offset))
             ordered = sorted(results, key=lambda r: tuple(r.index.offset or ()))
             stored.update({id(c): o.storage_data for c, o in zip(ordered, listed, strict=True)})
-        return _done(
+        return done(
             [
                 dataclasses.replace(r, storage_data=stored.get(id(r), r.storage_data))
                 for r in written

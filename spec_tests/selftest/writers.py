@@ -19,7 +19,7 @@ from torch.futures import Future
 from dcp_impl.dtypes import by_torch
 from spec_tests.harness import bytes_of
 from spec_tests.reference import StoredItem
-from spec_tests.selftest._wrap import SavePlannerProxy, Wrapped, WrappedWriter
+from spec_tests.selftest._wrap import SavePlannerProxy, Wrapped, WrappedWriter, done, planner_with
 
 __all__ = [
     "Complex128AsComplex64",
@@ -39,23 +39,6 @@ __all__ = [
 ]
 
 _MiB = 1 << 20
-
-
-def _done(value: Any) -> Future[Any]:
-    future: Future[Any] = Future()
-    future.set_result(value)
-    return future
-
-
-def _planner_with(proxy: type[SavePlannerProxy]) -> type[WrappedWriter]:
-    """A writer class that hands its base writer ``proxy(planner)`` instead of the planner."""
-
-    class _Writer(WrappedWriter):
-        def save_planner(self, planner: SavePlanner) -> SavePlanner:
-            # docstring inherited
-            return proxy(planner)
-
-    return _Writer
 
 
 # --- failures swallowed -------------------------------------------------------------------------
@@ -107,7 +90,7 @@ class _WorkerPerItem(WrappedWriter):
             worker.start()
         for worker in workers:
             worker.join()
-        return _done(slots)
+        return done(slots)
 
 
 class WorkerErrorLost(Wrapped):
@@ -153,7 +136,7 @@ class SidecarThreadRaises(Wrapped):
 class _NoResults(WrappedWriter):
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
         self.inner.write_data(plan, planner).wait()
-        return _done([])  # the list of results is built... and never returned
+        return done([])  # the list of results is built... and never returned
 
 
 class ForgetsWriteResults(Wrapped):
@@ -169,7 +152,7 @@ class ForgetsWriteResults(Wrapped):
 class _LosesLast(WrappedWriter):
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
         results = self.inner.write_data(plan, planner).wait()
-        return _done(results[: max(1, len(results) - 1)])  # off by one when joining
+        return done(results[: max(1, len(results) - 1)])  # off by one when joining
 
 
 class LosesLastResult(Wrapped):
@@ -186,7 +169,7 @@ class LosesLastResult(Wrapped):
 class _Duplicates(WrappedWriter):
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
         results = self.inner.write_data(plan, planner).wait()
-        return _done(results + results[:1])  # a retried first file reported twice
+        return done(results + results[:1])  # a retried first file reported twice
 
 
 class DuplicatesAResult(Wrapped):
@@ -223,7 +206,7 @@ class NaNCanonicalized(Wrapped):
     Family: roundtrip (bit-exact values).
     """
 
-    writer = _planner_with(_Canonical)
+    writer = planner_with(_Canonical)
     family = "roundtrip"
 
 
@@ -249,7 +232,7 @@ class SavesStorageOrder(Wrapped):
     """
 
     base = "dcp_impl-fs"
-    writer = _planner_with(_StorageOrder)
+    writer = planner_with(_StorageOrder)
     family = "roundtrip"
 
 
@@ -271,7 +254,7 @@ class PieceShiftOver16MiB(Wrapped):
     Family: roundtrip (sizes past every buffer: tensors over 16 MiB).
     """
 
-    writer = _planner_with(_PieceShift)
+    writer = planner_with(_PieceShift)
     family = "roundtrip"
 
 
@@ -289,7 +272,7 @@ class TruncatesLargeObjects(Wrapped):
     Family: roundtrip (non-tensor entries of every size).
     """
 
-    writer = _planner_with(_SmallObjects)
+    writer = planner_with(_SmallObjects)
     family = "roundtrip"
 
 
@@ -317,7 +300,7 @@ class DropsSecondChunk(Wrapped):
     a silent loss, not a refusal. Family: loud refusal of unclaimed capabilities.
     """
 
-    writer = _planner_with(_SecondChunk)
+    writer = planner_with(_SecondChunk)
     unclaimed: ClassVar[frozenset[str]] = frozenset({"multi-chunk"})
     family = "unclaimed"
 
@@ -335,7 +318,7 @@ class DropsNonTensorEntries(Wrapped):
     Family: loud refusal of unclaimed capabilities.
     """
 
-    writer = _planner_with(_OnlyTensors)
+    writer = planner_with(_OnlyTensors)
     unclaimed: ClassVar[frozenset[str]] = frozenset({"bytes"})
     family = "unclaimed"
 
@@ -354,7 +337,7 @@ class Complex128AsComplex64(Wrapped):
     It does not claim ``dtype:complex128``. Family: loud refusal of unclaimed capabilities.
     """
 
-    writer = _planner_with(_Complex64)
+    writer = planner_with(_Complex64)
     unclaimed: ClassVar[frozenset[str]] = frozenset({"dtype:complex128"})
     family = "unclaimed"
 
@@ -383,6 +366,6 @@ class Float8ViaUint8(Wrapped):
     """
 
     base = "dcp_impl-fs"
-    writer = _planner_with(_Uint8)
+    writer = planner_with(_Uint8)
     unclaimed: ClassVar[frozenset[str]] = frozenset(f"dtype:{str(d)[6:]}" for d in _FLOAT8)
     family = "unclaimed"
