@@ -7,10 +7,18 @@ from __future__ import annotations
 import json
 
 import pytest
+from _perf import perf_module
 
 from dcp_impl import metadata as mf
 from dcp_impl.errors import InvalidMetadataError
-from perf.hostile_metadata import DOCUMENTS, LAYOUTS, boxes_of, layout_metadata, peak, scaling
+
+_hostile = perf_module("hostile_metadata")
+DOCUMENTS = _hostile.DOCUMENTS
+LAYOUTS = _hostile.LAYOUTS
+boxes_of = _hostile.boxes_of
+layout_metadata = _hostile.layout_metadata
+peak = _hostile.peak
+scaling = _hostile.scaling
 
 PEAK_PER_DOCUMENT_BYTE = 50
 """docs/format.md's bound: ``loads`` traces at most this many bytes per document byte."""

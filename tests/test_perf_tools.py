@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
+from _perf import perf_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,24 +19,8 @@ from spec_tests.harness import region
 _ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str) -> ModuleType:
-    # perf/ is a folder of the repository, not an installed package (pyproject installs
-    # dcp_impl and spec_tests only): the package is registered from the checkout, then its
-    # modules import one another as usual.
-    if "perf" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "perf", _ROOT / "perf" / "__init__.py", submodule_search_locations=[str(_ROOT / "perf")]
-        )
-        assert spec is not None
-        assert spec.loader is not None
-        package = importlib.util.module_from_spec(spec)
-        sys.modules["perf"] = package
-        spec.loader.exec_module(package)
-    return importlib.import_module(f"perf.{name}")
-
-
-report = _load("report")
-workloads = _load("workloads")
+report = perf_module("report")
+workloads = perf_module("workloads")
 
 GB = 10**9
 
@@ -257,7 +239,7 @@ def test_split_covers_every_tensor(name: str, save: bool) -> None:
 
 
 def test_bytes_check_measures_both_readers(capsys: pytest.CaptureFixture[str]) -> None:
-    bytes_check = _load("bytes_check")
+    bytes_check = perf_module("bytes_check")
     entries = bytes_check.small_entries(12)
     assert len(entries) == 13
     assert isinstance(entries["weight"], torch.Tensor)
