@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, find, settings
+from hypothesis import HealthCheck, Phase, find, settings
 from torch.distributed.checkpoint._nested_dict import flatten_state_dict
 
 from dcp_impl import dtypes as dt
@@ -147,7 +147,9 @@ def test_drawn_state_dicts_reach_256_entries() -> None:
     def big(state: dict[str, Any]) -> bool:
         return len(flatten_state_dict(state)[0]) >= 256
 
-    find(sts.state_dicts(max_entries=256, allow_bytes=False), big, settings=_FIND)
+    # Found, not shrunk: shrinking a 256-entry state dict is a minute of work proving nothing.
+    found_only = settings(_FIND, phases=[Phase.generate])
+    find(sts.state_dicts(max_entries=256, allow_bytes=False), big, settings=found_only)
 
 
 # --- long tensors, many chunks ------------------------------------------------------------------
