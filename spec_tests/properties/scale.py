@@ -6,8 +6,10 @@ not claim ``multi-chunk``, many one-element tensors), at ``n`` and at ``10 n``. 
 metadata, planning the load and loading it must then take at most :data:`TIME_RATIO` times
 as long at ``10 n`` as at ``n``, and trace at most :data:`MEMORY_RATIO` times the memory: a
 linear backend takes at most 10 times, a quadratic one (a linear search per chunk, a list
-copied per item) up to 100. Each time is the best of two runs, against noise; sizes grow
-under the nightly profile.
+copied per item) up to 100. Each time is the best of two runs, against noise, and a time
+ratio over the bound is measured again (up to :data:`ATTEMPTS` times) before it is a
+violation: a shared machine can stretch one measurement, but a quadratic cost is over the
+bound every time. Sizes grow under the nightly profile.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from spec_tests.backends import Backend, claims
 from spec_tests.properties._common import Location, claimed
 from spec_tests.verdicts import ContractViolation
 
-__all__ = ["MEMORY_RATIO", "TIME_RATIO", "ScaleProperties", "sizes"]
+__all__ = ["ATTEMPTS", "MEMORY_RATIO", "TIME_RATIO", "ScaleProperties", "sizes"]
 
 TIME_RATIO = 15.0
 """Most times as long as 10 times the chunks may take to read and load. Linear costs plus a
@@ -36,6 +38,10 @@ fixed part scale by at most 10 (the built-ins measured 8 to 11); one linear sear
 already scales by 20."""
 MEMORY_RATIO = 15.0
 """Most times the traced memory 10 times the chunks may take (linear: at most 10)."""
+ATTEMPTS = 3
+"""Measurements of the time ratio before one over :data:`TIME_RATIO` is a violation. Under
+``--jobs=2`` on two cores a linear backend once measured 16x (CPU time counts the worker
+threads' spinning, which contention stretches); it was under 11x on the next measurement."""
 _CI_CHUNKS = 200
 _NIGHTLY_CHUNKS = 2_000
 
@@ -98,7 +104,7 @@ class ScaleProperties:
     ) -> None:
         """Ten times the chunks cost at most :data:`TIME_RATIO` times the time and
         :data:`MEMORY_RATIO` times the traced memory to read the metadata, plan and load."""
-        runs = []
+        loads, peaks = [], []
         for n in sizes():
             path = dcp_location()
             state, requests = _state(dcp_backend, n)
@@ -106,19 +112,24 @@ class ScaleProperties:
             load = lambda path=path, requests=requests: _read_and_load(  # noqa: E731
                 dcp_backend, path, requests
             )
-            peak = _peak(load)  # also warms: first-use imports and caches are no scaling
-            runs.append((n, _best_seconds(load), peak))
-        (small, t_small, m_small), (large, t_large, m_large) = runs
+            peaks.append(_peak(load))  # also warms: first-use imports and caches are no scaling
+            loads.append(load)
+        (small, large), (m_small, m_large) = sizes(), peaks
         with harness.repro(dcp_backend, chunks=(small, large)):
-            if t_large > TIME_RATIO * t_small:
-                raise ContractViolation(
-                    f"read_metadata + load planning + load of {large} chunks took "
-                    f"{t_large:.3f} s, {t_large / t_small:.0f}x the {t_small:.3f} s of {small} "
-                    f"chunks: expected at most {TIME_RATIO:.0f}x (linear: ~10x)"
-                )
             if m_large > MEMORY_RATIO * m_small:
                 raise ContractViolation(
                     f"read_metadata + load planning + load of {large} chunks traced "
                     f"{m_large} bytes at peak, {m_large / m_small:.0f}x the {m_small} of "
                     f"{small} chunks: expected at most {MEMORY_RATIO:.0f}x (linear: ~10x)"
+                )
+            for _ in range(ATTEMPTS):
+                t_small, t_large = (_best_seconds(load) for load in loads)
+                if t_large <= TIME_RATIO * t_small:
+                    break
+            else:
+                raise ContractViolation(
+                    f"read_metadata + load planning + load of {large} chunks took "
+                    f"{t_large:.3f} s, {t_large / t_small:.0f}x the {t_small:.3f} s of {small} "
+                    f"chunks (over {TIME_RATIO:.0f}x in each of {ATTEMPTS} measurements): "
+                    f"expected at most {TIME_RATIO:.0f}x (linear: ~10x)"
                 )
