@@ -28,10 +28,10 @@ SUITE_CONSTRAINTS = "constraints/suite.txt"
 MUTATION_CONSTRAINTS = "constraints/mutation.txt"
 
 
-def _install(session: nox.Session, extras: str) -> None:
+def _install(session: nox.Session, extras: str, torch: str = TORCH) -> None:
     # nox pipes its commands' output: unbuffered, a long run's lines arrive as they are written.
     session.env["PYTHONUNBUFFERED"] = "1"
-    session.install(TORCH)
+    session.install(torch)
     session.install("-c", S3_CONSTRAINTS, "-c", SUITE_CONSTRAINTS, "-e", f".[{extras}]")
 
 
@@ -83,6 +83,34 @@ def mutation(session: nox.Session) -> None:
     _install(session, "test")
     session.install("-c", MUTATION_CONSTRAINTS, "mutmut")
     session.run("python", "tools/mutation.py", "run", *session.posargs)
+
+
+#: The torch releases users run, oldest first: the compat session's parameters. Only 2.13.0 has a
+#: CPU build on the package index we install from; the others come as its CUDA builds (about
+#: 5 GiB each with their dependencies), which run the suite on CPU all the same.
+TORCH_RELEASES = ("2.11.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0")
+COMPAT_RUNS = "compat-results"
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("release", TORCH_RELEASES)
+def compat(session: nox.Session, release: str) -> None:
+    """The conformance matrix (dcp-ci, as CI runs it) on one torch release, in its own venv:
+    ``compat-results/torch-RELEASE/``. A backend failing there does not stop the session; the
+    merge (``nox -s compat_report``) says what differs from release to release."""
+    _install(session, "test", torch=f"torch=={release}")
+    session.run(
+        "python",
+        "-m",
+        "spec_tests",
+        "matrix",
+        "--profile=dcp-ci",
+        "--jobs=2",
+        f"--out={COMPAT_RUNS}/torch-{release}",
+        "--",
+        *session.posargs,
+        success_codes=[0, 1],
+    )
 
 
 PERF_RUN = "perf/results/local/latest.json"
