@@ -3,12 +3,18 @@
 An entry names a test (node-id globs), why it fails and, ideally, the failure it expects
 (``raises``: exception class names; ``match``: a regex over the failure's whole chain). A
 listed test that fails any other way is a real failure, so a known bug cannot hide a new one.
-Cheap to import (the plugin loads it in every pytest run): stdlib and pytest only.
+An entry may name the torch releases it applies to (``torch = ">=2.11,<2.15"``, a PEP 440
+specifier set): on any other release it is not listed at all, so a bug fixed in a later torch
+passes there as a plain pass rather than an unexpected one.
+Cheap to import (the plugin loads it in every pytest run): stdlib, pytest and packaging (a
+dependency of pytest) only; the torch release is read from its installed metadata, not by
+importing torch.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import importlib.metadata
 import re
 import tomllib
 from collections.abc import Mapping
@@ -17,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
 
 from spec_tests.verdicts import chain, text_of
 
@@ -27,6 +35,7 @@ __all__ = [
     "NO_SHRINK",
     "entry_of",
     "expect",
+    "for_torch",
     "kit_class",
     "kit_classes",
     "judged",
@@ -54,6 +63,17 @@ class XfailEntry:
     # Exception class names or module.qualnames, any one of them anywhere in the chain.
     raises: tuple[str, ...] | None = None
     match: str | None = None  # a regex searched in the failure's text (chain, messages, notes)
+    torch: str | None = None  # the torch releases with the bug, a PEP 440 specifier set
+
+    def applies_to(self, torch_release: str) -> bool:
+        """Whether the entry lists its tests on ``torch_release`` (e.g. ``2.13.0+cpu``).
+
+        Pre-releases and nightlies count (``2.16.0.dev20270101`` is inside ``>=2.11``), and a
+        local label (``+cpu``) is ignored, as PEP 440 says.
+        """
+        if self.torch is None:
+            return True
+        return SpecifierSet(self.torch).contains(Version(torch_release), prereleases=True)
 
     @property
     def names_error(self) -> bool:
@@ -152,17 +172,34 @@ def entry_of(entry: dict[str, Any], where: str, source: str) -> XfailEntry:
         or not (raises is None or isinstance(raises, tuple))
     ):
         raise pytest.UsageError(
-            f"{where}: expected string keys test, reason and optional issue, match, raises (a "
-            f"string or a list of them) and strict (a bool), got {entry!r}"
+            f"{where}: expected string keys test, reason and optional issue, match, torch, raises "
+            f"(a string or a list of them) and strict (a bool), got {entry!r}"
         )
     try:
         re.compile(entry.get("match", ""))
     except re.error as err:
         raise pytest.UsageError(f"{where}: match {entry['match']!r} is not a regex: {err}") from err
+    try:
+        SpecifierSet(entry.get("torch", ""))
+    except InvalidSpecifier as err:
+        raise pytest.UsageError(
+            f"{where}: torch {entry['torch']!r}: expected a PEP 440 specifier set such as "
+            f"'>=2.11,<2.15', got {err}"
+        ) from err
     return XfailEntry(source=source, **entry)
 
 
-_ENTRY_KEYS = frozenset({"test", "reason", "issue", "raises", "match", "strict"})
+def for_torch(entries: list[XfailEntry], torch_release: str | None = None) -> list[XfailEntry]:
+    """The entries that apply to ``torch_release`` (default: the installed torch's)."""
+    release = torch_release or importlib.metadata.version("torch")
+    try:
+        Version(release)
+    except InvalidVersion as err:
+        raise pytest.UsageError(f"torch release {release!r} is not a PEP 440 version") from err
+    return [e for e in entries if e.applies_to(release)]
+
+
+_ENTRY_KEYS = frozenset({"test", "reason", "issue", "raises", "match", "strict", "torch"})
 _NOT_STR = frozenset({"raises", "strict"})
 
 
@@ -222,5 +259,5 @@ def kit_classes(items: list[pytest.Item]) -> dict[type | None, list[XfailEntry]]
     for item in items:
         cls = kit_class(item)
         if cls is not None and cls not in found:
-            found[cls] = list(cls.dcp_xfail_entries())  # type: ignore[attr-defined]
+            found[cls] = for_torch(list(cls.dcp_xfail_entries()))  # type: ignore[attr-defined]
     return found

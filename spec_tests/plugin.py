@@ -32,6 +32,7 @@ from spec_tests._xfails import (
     NO_SHRINK,
     XfailEntry,
     expect,
+    for_torch,
     judged,
     kit_class,
     kit_classes,
@@ -277,9 +278,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     named = [state.spec, "torch", *config.getoption("--dcp-xfails")]
     for builtin_file in dict.fromkeys(XFAILS_DIR / f"{name}.toml" for name in named):
         if in_suite and builtin_file.is_file():
-            state.entries += read_xfails(builtin_file)
+            state.entries += for_torch(read_xfails(builtin_file))
     for path in config.getoption("--dcp-xfails-file"):
-        state.entries += read_xfails(Path(path))
+        state.entries += for_torch(read_xfails(Path(path)))
     kits = kit_classes(items)
     if not state.entries and not kits:
         return

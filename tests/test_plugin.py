@@ -509,6 +509,49 @@ def test_xfail_entry_not_strict_reports_an_unexpected_pass(fake: pytest.Pytester
     result.assert_outcomes(xpassed=1, failed=1)
 
 
+def test_xfail_entry_applies_only_to_the_torch_releases_it_names(fake: pytest.Pytester) -> None:
+    # test_broken's entry is for releases long gone: it fails plainly. test_param[1] passes, and
+    # its entry (a bug "fixed" before this torch) is not listed here: a plain pass, no XPASS.
+    path = _xfails(
+        fake,
+        """
+        [[xfail]]
+        test = "test_fake.py::test_broken"
+        reason = "only old torch"
+        torch = "<2.0"
+
+        [[xfail]]
+        test = "test_fake.py::test_param[1]"
+        reason = "fixed since 2.0"
+        torch = "<2.0"
+
+        [[xfail]]
+        test = "test_fake.py::test_param[2]"
+        reason = "every torch since 2.0"
+        torch = ">=2.0"
+        """,
+    )
+    args = (f"--dcp-xfails-file={path}", "--hypothesis-profile=dcp-ci", "-k", "broken or param")
+    fake.runpytest(*args).assert_outcomes(passed=1, failed=1, xfailed=1)
+
+
+def test_torch_specifier_matches_local_builds_and_nightlies() -> None:
+    from spec_tests._xfails import XfailEntry
+
+    entry = XfailEntry(test="t", reason="r", source="s", torch=">=2.11,<2.15")
+    assert entry.applies_to("2.13.0+cpu")
+    assert entry.applies_to("2.15.0.dev20260101") is False
+    assert entry.applies_to("2.15.0") is False
+    assert XfailEntry(test="t", reason="r", source="s").applies_to("1.0")
+
+
+def test_xfail_with_a_bad_torch_specifier_is_a_usage_error(fake: pytest.Pytester) -> None:
+    path = _xfails(fake, '[[xfail]]\ntest = "t"\nreason = "r"\ntorch = "2.11 or newer"\n')
+    result = fake.runpytest(f"--dcp-xfails-file={path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*torch '2.11 or newer': expected a PEP 440 specifier set*"])
+
+
 def test_suite_properties_take_the_profile_loaded_when_they_run() -> None:
     # @given captures the default settings at import; the plugin rebinds them at setup, so a
     # property imported before --hypothesis-profile is loaded still runs under that profile.
