@@ -113,6 +113,29 @@ def compat(session: nox.Session, release: str) -> None:
     )
 
 
+# The third-party backends' releases (see the file).
+THIRDPARTY_CONSTRAINTS = "constraints/thirdparty.txt"
+
+
+@nox.session(python=PYTHON)
+def nightly(session: nox.Session) -> None:
+    """Nightly, never in CI: every long check into one results folder (``python -m nightly``).
+
+    In order: the matrix at dcp-nightly size on every built-in, the third-party backends on the
+    local S3 server, the multi-process repeat test, the self-test, the benchmarks gated on
+    perf/baselines/, a 41-minute mutation sample. Writes ``nightly-results/<UTC time>/`` (or
+    ``-- --out DIR``) with summary.md on top; ``-- --previous DIR`` names what regressed since
+    that night. Exits non-zero on any unexpected failure or regression.
+    """
+    _install(session, "test,perf,s3")
+    session.install("-c", MUTATION_CONSTRAINTS, "mutmut")
+    # torch pinned in the same command: s3torchconnector must not bring another torch.
+    session.install(
+        "-c", THIRDPARTY_CONSTRAINTS, "-c", S3_CONSTRAINTS, "s3torchconnector[dcp]", TORCH
+    )
+    session.run("python", "-m", "nightly", *session.posargs)
+
+
 PERF_RUN = "perf/results/local/latest.json"
 
 
