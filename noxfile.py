@@ -136,6 +136,14 @@ def nightly(session: nox.Session) -> None:
     session.run("python", "-m", "nightly", *session.posargs)
 
 
+@nox.session(python=PYTHON)
+def compat_report(session: nox.Session) -> None:
+    """After ``nox -s compat``: copy each release's matrix.json under docs/compatibility/ and
+    generate docs/compatibility.md and the release column of docs/known-bugs.md from them."""
+    session.install("packaging")
+    session.run("python", "-m", "nightly.compat", f"--runs={COMPAT_RUNS}", *session.posargs)
+
+
 PERF_RUN = "perf/results/local/latest.json"
 
 

@@ -71,7 +71,8 @@ def _standing(backend: dict[str, Any]) -> tuple[bool, int]:
 
 def _matrix_changes(before: dict[str, Any], now: dict[str, Any]) -> Regressions:
     old = {b["backend"]: b for b in before["backends"]}
-    verdicts, better = [], []
+    verdicts: list[str] = []
+    better: list[str] = []
     for b in now["backends"]:
         was = old.get(b["backend"])
         if was is None or was["verdict"] == b["verdict"]:
