@@ -53,14 +53,29 @@ def _previous(text: str) -> Path:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m nightly", description=__doc__.split("\n")[0])
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    parser.add_argument("--out", type=Path, default=Path("nightly-results") / stamp)
+    parser.add_argument(
+        "--out", type=Path, default=Path("nightly-results") / stamp, help="default: %(default)s"
+    )
     parser.add_argument("--previous", type=_previous, help="an earlier night's results folder")
-    parser.add_argument("--stages", type=_stages, default=tuple(STAGES), help="default: all")
+    parser.add_argument(
+        "--stages",
+        type=_stages,
+        default=tuple(STAGES),
+        help=f"comma-separated, from {','.join(STAGES)}; 'none': only the summary (default: all)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="matrix backends at a time")
-    parser.add_argument("--backend", action="append", default=[], help="matrix built-ins")
-    parser.add_argument("--matrix-args", type=shlex.split, default=[], help="pytest args")
-    parser.add_argument("--perf-args", type=shlex.split, default=[], help="benchmark args")
-    parser.add_argument("--perf-baseline", type=Path, default=PERF_BASELINE)
+    parser.add_argument(
+        "--backend", action="append", default=[], help="a built-in for the matrix (default: all)"
+    )
+    parser.add_argument(
+        "--matrix-args", type=shlex.split, default=[], help="pytest arguments of both matrices"
+    )
+    parser.add_argument(
+        "--perf-args", type=shlex.split, default=[], help="pytest arguments of the benchmarks"
+    )
+    parser.add_argument(
+        "--perf-baseline", type=Path, default=PERF_BASELINE, help="default: %(default)s"
+    )
     parser.add_argument(
         "--mutation-args",
         type=shlex.split,

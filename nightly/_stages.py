@@ -110,6 +110,7 @@ def _thirdparty(options: Options) -> StageResult:
     command += [f"--backend={spec}" for spec in THIRDPARTY]
     with local_s3() as s3:
         pytest_args = [f"--dcp-root={s3.url('nightly')}", f"--dcp-xfails-file={THIRDPARTY_XFAILS}"]
+        pytest_args += options.matrix_args
         result = _run("thirdparty", options, [[*command, "--", *pytest_args]])
     publish_matrix(options.out)
     return result
