@@ -7,6 +7,7 @@ registry works before (or without) those classes. :data:`BUILTINS` maps each bui
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -74,6 +75,15 @@ class TorchFS:
         return FileSystemReader(path)
 
 
+def _torch_fsspec() -> Any:
+    # torch 2.15 made the module public and deprecated the private name (importing it warns,
+    # an error under the suite's filterwarnings); torch 2.11 to 2.14 have only the private one.
+    try:
+        return importlib.import_module("torch.distributed.checkpoint.fsspec_filesystem")
+    except ModuleNotFoundError:
+        return importlib.import_module("torch.distributed.checkpoint._fsspec_filesystem")
+
+
 @dataclass(frozen=True, slots=True)
 class TorchFsspec:
     """torch's FsspecWriter / FsspecReader: its filesystem backend over any fsspec URL.
@@ -94,15 +104,11 @@ class TorchFsspec:
 
     def make_writer(self, path: str) -> StorageWriter:
         # docstring inherited
-        from torch.distributed.checkpoint._fsspec_filesystem import FsspecWriter
-
-        return FsspecWriter(path)
+        return _torch_fsspec().FsspecWriter(path)
 
     def make_reader(self, path: str) -> StorageReader:
         # docstring inherited
-        from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader
-
-        return FsspecReader(path)
+        return _torch_fsspec().FsspecReader(path)
 
 
 @dataclass(frozen=True, slots=True)
