@@ -141,14 +141,17 @@ def bug_releases(runs: Runs, row: str) -> str:
 
     The row names its properties (``module::test``) and backends (or "every run"); a release
     has the bug when one of those cells fails, as listed or not, and is free of it when every
-    one of them holds (``xpass``: an entry that no longer fails).
+    one of them holds (``xpass``: an entry that no longer fails). A backend that could not run
+    on a release counts for neither.
     """
     cells = [c.strip() for c in row.strip().strip("|").split("|")]
     props = _PROPERTY.findall(cells[2])
     backends = _BACKEND.findall(cells[3])
     has, free = [], []
     for release, matrix in runs.items():
-        names = backends or [b["backend"] for b in matrix["backends"]]
+        # A backend that could not run at all (an import error) says nothing about the bug.
+        ran = {b["backend"] for b in matrix["backends"] if b["error"] is None}
+        names = [b for b in backends or ran if b in ran]
         outcomes = {_outcome(matrix, p, b) for p in props for b in names}
         if outcomes & _HAS_BUG:
             has.append(release)

@@ -8,7 +8,7 @@ from typing import Any
 
 from _perf import checkout_module
 
-from spec_tests.matrix import BackendResult, TestRecord, aggregate, to_json
+from spec_tests.matrix import BackendResult, TestRecord, aggregate, failed_run, to_json
 
 compat = checkout_module("nightly", "compat")
 
@@ -56,6 +56,12 @@ def test_a_bug_every_release_has_or_none_has() -> None:
         == "none of 2.11.0 to 2.14.1"
     )
     assert compat.bug_releases(_runs("skip", "skip", "skip", "skip"), ROW) == "not reached"
+
+
+def test_a_backend_that_could_not_run_says_nothing_about_a_bug() -> None:
+    runs = _runs("xfail", "xfail", "pass", "pass")
+    runs["2.14.1"] = to_json(aggregate([failed_run("torch-hf", "ImportError: no module")]))
+    assert compat.bug_releases(runs, ROW) == "2.11.0 to 2.12.1"
 
 
 def test_generated_documents_come_from_the_copied_runs(tmp_path: Path) -> None:
