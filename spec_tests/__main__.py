@@ -32,22 +32,8 @@ from spec_tests.matrix import (
 )
 from spec_tests.runs import Progress, run_backend
 
-DEFAULT_BACKENDS = (
-    "reference",
-    "dcp_impl-fs",
-    "dcp_impl-fs-threads",
-    "dcp_impl-fs-async",
-    "dcp_impl-hf",
-    "dcp_impl-hf-defaults",
-    "dcp_impl-hf-consolidated",
-    "torch-fs",
-    "torch-fs-threads",
-    "torch-fs-async",
-    "torch-hf",
-    "torch-hf-defaults",
-    "torch-hf-consolidated",
-    "torch-fsspec",
-)
+# Every built-in, the reference first (it is the yardstick the others are read against).
+DEFAULT_BACKENDS = ("reference", *(name for name in BUILTIN_NAMES if name != "reference"))
 
 
 def columns(specs: Sequence[str]) -> list[str]:
