@@ -43,7 +43,7 @@ from spec_tests.properties._common import (
     check_load,
     draw_tensor,
 )
-from spec_tests.properties.faults import _check_generation, _generation, _killed_itself
+from spec_tests.properties._generations import check_generation, generation, killed_itself
 from spec_tests.ranks import check_ranks, run_ranks, spawn_ranks
 from spec_tests.verdicts import ContractViolation, may_refuse
 
@@ -272,7 +272,7 @@ class AsyncProperties:
         seed = data.draw(st.integers(0, 2**16), label="seed")
         location = dcp_location()
         with harness.repro(dcp_backend, spec=dcp_backend_spec, delay=delay, seed=seed):
-            harness.save(dcp_backend, location, [_generation(seed, "old")])
+            harness.save(dcp_backend, location, [generation(seed, "old")])
             (child,) = spawn_ranks(
                 killed_async_save,
                 1,
@@ -284,9 +284,9 @@ class AsyncProperties:
                 group=None,
             )
             note(child.describe())
-            if not _killed_itself(child):
+            if not killed_itself(child):
                 check_ranks([child])
-            _check_generation(dcp_backend, location, seed)
+            check_generation(dcp_backend, location, seed)
 
 
 _PROCESS_STAGERS = ("own", "default-shm-async")
@@ -324,7 +324,7 @@ def killed_async_save(
 ) -> None:
     """Child process: async_save the new generation; SIGKILL itself ``delay`` s after staging."""
     backend: Any = load_backend(spec)
-    save = _async.start(backend.make_writer(location), location, _generation(seed, "new"), "own")
+    save = _async.start(backend.make_writer(location), location, generation(seed, "new"), "own")
     save.staged()
     threading.Timer(delay, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
     save.wait()
