@@ -1,5 +1,5 @@
-"""What the dcp_impl.io tests share: items stored in a data file, read requests for them,
-and the openers and preadv recorders that show how they are read."""
+"""What the tests of reading share: items stored in a data file, read requests for them,
+sub-boxes to read, and the openers and preadv recorders that show how they are read."""
 
 from __future__ import annotations
 
