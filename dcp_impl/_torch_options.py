@@ -12,9 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+from torch.distributed._shard.sharded_tensor.api import ShardedTensor
 from torch.distributed.checkpoint.filesystem import SerializationFormat
 from torch.distributed.checkpoint.staging import BlockingAsyncStager
+from torch.distributed.tensor import DTensor
 
+from dcp_impl.dtypes import copy_bits
 from dcp_impl.errors import UnsupportedError
 
 __all__ = [
@@ -45,10 +49,14 @@ def check_copy_ahead(owner: str, value: int) -> None:
 
 class BlockingStaging:
     """``dcp.async_save``'s AsyncStager protocol as torch's ``FileSystemWriter`` provides it: a
-    blocking copy of the state dict to CPU, kept in pinned buffers between saves with
-    ``cache_staged_state_dict`` (torch's public ``BlockingAsyncStager`` does the work).
+    blocking copy of the state dict to CPU, kept in (pinned, where CUDA is) buffers between
+    saves with ``cache_staged_state_dict``.
 
-    A subclass calls :meth:`_set_up_staging` from its constructor.
+    Plain tensors are copied bit for bit by dcp_impl (:func:`dcp_impl.dtypes.copy_bits`), so
+    staging copies whatever a save can store: torch's own staging cannot make a 0-d tensor of
+    a bits or float4 dtype (docs/known-bugs.md). A DTensor or ShardedTensor is staged by torch's
+    ``BlockingAsyncStager``, which knows their layouts; other values pass as they are, as
+    torch's do. A subclass calls :meth:`_set_up_staging` from its constructor.
     """
 
     # A member of torch's AsyncStager protocol, which isinstance() checks for.
@@ -56,24 +64,50 @@ class BlockingStaging:
 
     def _set_up_staging(self, cache_staged_state_dict: bool) -> None:
         self.cache_staged_state_dict = cache_staged_state_dict
-        self._stager = BlockingAsyncStager(cache_staged_state_dict=cache_staged_state_dict)
+        # The staged buffers by their key path, reused while shape and dtype match.
+        self._staged: dict[tuple[object, ...], torch.Tensor] = {}
 
     @property
     def should_synchronize_after_execute(self) -> bool:
         """Whether ``async_save`` calls :meth:`synchronize_staging` after saving (never)."""
-        return self._stager.should_synchronize_after_execute
+        return self._synchronize_after_execute
 
     def stage(self, state_dict: dict[str, Any]) -> dict[str, Any]:
         """A CPU copy of ``state_dict`` for ``async_save`` to write while training goes on."""
-        return self._stager.stage(state_dict)
+        staged: dict[str, Any] = self._stage(state_dict, ())
+        return staged
 
     def synchronize_staging(self) -> None:
         """Nothing to wait for: staging blocks."""
-        self._stager.synchronize_staging()
 
     def close(self) -> None:
         """Release the staging cache."""
-        self._stager.close()
+        self._staged.clear()
+
+    def _stage(self, value: Any, path: tuple[object, ...]) -> Any:
+        if isinstance(value, DTensor | ShardedTensor):
+            return BlockingAsyncStager().stage({"value": value})["value"]
+        if isinstance(value, torch.Tensor):
+            return self._copy(value, path)
+        if isinstance(value, dict):
+            return {k: self._stage(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            items = [self._stage(v, (*path, i)) for i, v in enumerate(value)]
+            return items if isinstance(value, list) else type(value)(items)
+        return value
+
+    def _copy(self, tensor: torch.Tensor, path: tuple[object, ...]) -> torch.Tensor:
+        out = self._staged.get(path) if self.cache_staged_state_dict else None
+        if out is None or out.shape != tensor.shape or out.dtype != tensor.dtype:
+            out = torch.empty(
+                tensor.shape,
+                dtype=tensor.dtype,
+                pin_memory=self.cache_staged_state_dict and torch.cuda.is_available(),
+            )
+            if self.cache_staged_state_dict:
+                self._staged[path] = out
+        copy_bits(out, tensor)
+        return out
 
 
 def check_extensions(owner: str, extensions: Sequence[object] | None) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from spec_tests.backends import BUILTIN_NAMES, BackendSpecError, configurations, load_backend
 from spec_tests.matrix import (
     BackendResult,
     aggregate,
@@ -31,18 +32,29 @@ from spec_tests.matrix import (
 )
 from spec_tests.runs import Progress, run_backend
 
-DEFAULT_BACKENDS = (
-    "reference",
-    "dcp_impl-fs",
-    "dcp_impl-fs-threads",
-    "dcp_impl-hf",
-    "dcp_impl-hf-consolidated",
-    "torch-fs",
-    "torch-fs-threads",
-    "torch-hf",
-    "torch-hf-consolidated",
-    "torch-fsspec",
-)
+# Every built-in, the reference first (it is the yardstick the others are read against).
+DEFAULT_BACKENDS = ("reference", *(name for name in BUILTIN_NAMES if name != "reference"))
+
+
+def columns(specs: Sequence[str]) -> list[str]:
+    """The specs the matrix runs, one per column: a backend with named configurations becomes
+    ``SPEC[CONFIG]`` for each of them.
+
+    A built-in name is one configuration already (its family's others are built-ins of their
+    own), and ``SPEC[CONFIG]`` picks one; a SPEC that does not resolve is kept, for its run to
+    report why.
+    """
+    out: list[str] = []
+    for spec in specs:
+        if spec in BUILTIN_NAMES or spec.endswith("]"):
+            out.append(spec)
+            continue
+        try:
+            named = configurations(load_backend(spec), spec=spec)
+        except BackendSpecError:
+            named = {}
+        out.extend([f"{spec}[{config}]" for config in named] or [spec])
+    return list(dict.fromkeys(out))
 
 
 def _summary(result: BackendResult) -> str:
@@ -55,7 +67,7 @@ def matrix_command(args: argparse.Namespace, extra: list[str]) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     suite = ["--pyargs", "spec_tests"] if args.suite is None else [args.suite]
-    specs = args.backend or DEFAULT_BACKENDS
+    specs = columns(args.backend or DEFAULT_BACKENDS)
     progress = Progress(len(specs))
 
     def one(numbered: tuple[int, str]) -> BackendResult:
@@ -97,7 +109,8 @@ def _parser() -> argparse.ArgumentParser:
         "--backend",
         action="append",
         metavar="SPEC",
-        help=f"built-in name or module:attr; repeatable (default: {', '.join(DEFAULT_BACKENDS)})",
+        help="built-in name or module:attr, each of its named configurations a column "
+        f"(SPEC[CONFIG] for one); repeatable (default: {', '.join(DEFAULT_BACKENDS)})",
     )
     matrix.add_argument(
         "--out",

@@ -129,16 +129,35 @@ class ExpectedFailure(Exception):
     """A listed test failed the way its entry says (pytest's xfail ``raises=`` target)."""
 
 
-def read_xfails(path: Path) -> list[XfailEntry]:
-    """Parse an expected-failures TOML file; a malformed one is a usage error."""
+def read_xfails(path: Path, *, _within: tuple[Path, ...] = ()) -> list[XfailEntry]:
+    """Parse an expected-failures TOML file; a malformed one is a usage error.
+
+    A top-level ``include = ["base.toml"]`` (paths relative to the file) adds another file's
+    entries after the file's own: a configuration that has every bug of its base configuration
+    says so once, and restates (its own entry matches first) one that differs for it.
+    """
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise pytest.UsageError(f"xfails file {path}: cannot read: {err}") from err
-    return [
+    includes = raw.get("include", [])
+    if set(raw) - {"xfail", "include"} or not (
+        isinstance(includes, list) and all(isinstance(i, str) for i in includes)
+    ):
+        raise pytest.UsageError(
+            f"xfails file {path}: expected [[xfail]] tables and an optional include (a list of "
+            f"file names), got the keys {sorted(raw)} and include = {includes!r}"
+        )
+    entries = [
         entry_of(dict(e), f"xfails file {path}: entry {n}", str(path))
         for n, e in enumerate(raw.get("xfail", []))
     ]
+    for name in includes:
+        target = path.parent / name
+        if target.resolve() in (p.resolve() for p in (*_within, path)):
+            raise pytest.UsageError(f"xfails file {path}: include {name!r} includes itself")
+        entries += read_xfails(target, _within=(*_within, path))
+    return entries
 
 
 def kit_entries(xfails: Mapping[str, str | Mapping[str, Any]], source: str) -> list[XfailEntry]:

@@ -4,7 +4,8 @@ A backend is any object with ``name``, ``capabilities`` (a frozenset of names
 from :data:`CAPABILITIES`, or None for "claims every capability"),
 ``make_writer(path)`` and ``make_reader(path)``; optional members are listed in
 :data:`OPTIONAL_MEMBERS`. The suite selects one with
-``--dcp-backend=SPEC`` where SPEC is a built-in name or ``module:attr``;
+``--dcp-backend=SPEC`` where SPEC is a built-in name or ``module:attr``, optionally followed
+by ``[CONFIG]``, one of the backend's named configurations (:func:`configurations`);
 :func:`load_backend` resolves a SPEC, :func:`builtin` returns a built-in.
 
 The vocabulary lives in :mod:`spec_tests.capabilities`, the built-ins in
@@ -28,6 +29,7 @@ from spec_tests.builtins import (
     TorchHFConsolidated,
 )
 from spec_tests.capabilities import (
+    ASYNC_MODES,
     CAPABILITIES,
     claimed_dtypes,
     claims,
@@ -41,8 +43,10 @@ __all__ = [
     "BackendSpecError",
     "CAPABILITIES",
     "BUILTIN_NAMES",
+    "DEFAULTS",
     "OPTIONAL_MEMBERS",
     "builtin",
+    "configurations",
     "load_backend",
     "probe",
     "claims",
@@ -98,7 +102,22 @@ OPTIONAL_MEMBERS: dict[str, str] = {
         "cleanup(path): free what the backend holds for a location the suite is done with "
         "(called before the suite removes the location; an in-memory store frees it)"
     ),
+    "configurations": (
+        "configurations() -> Mapping[str, Backend]: the backend's named configurations, "
+        "'defaults' (its writer and reader constructed with no options) among them, each a "
+        "backend with a name of its own; SPEC[CONFIG] selects one, and the matrix runs each "
+        "as a column"
+    ),
+    "async_save": (
+        "async_save: 'thread' or 'process' (or None): every save the suite makes goes as "
+        "dcp.async_save in that mode presents it to the backend: staged by the writer (if an "
+        "AsyncStager) or torch's DefaultStager, the writer pickled in 'process' mode, the "
+        "caller's tensors changed once staged, the storage calls on another thread"
+    ),
 }
+
+#: The configuration every ``configurations()`` mapping must name.
+DEFAULTS = "defaults"
 
 
 class BackendSpecError(ValueError):
@@ -122,11 +141,65 @@ def builtin(name: str) -> Backend:
 
 
 def load_backend(spec: str) -> Backend:
-    """Resolve a SPEC: a built-in name, or ``module:attr`` (an object or a zero-argument callable).
+    """Resolve a SPEC: a built-in name, or ``module:attr`` (an object or a zero-argument callable),
+    either followed by ``[CONFIG]`` to pick one of the backend's named configurations.
 
     Raises BackendSpecError naming what is wrong: an unknown built-in (listing them), a module
-    that cannot be imported, a missing attribute, or an object lacking the Backend members.
+    that cannot be imported, a missing attribute, an object lacking the Backend members, or a
+    configuration the backend does not name (listing those it does).
     """
+    base, config = _split_config(spec)
+    if config is None:
+        return _load(spec)
+    configs = configurations(_load(base), spec=base)
+    if config not in configs:
+        raise BackendSpecError(
+            f"backend spec {spec!r}: no configuration {config!r}: expected one of "
+            f"{', '.join(configs) or '(none: the backend has no configurations member)'}"
+        )
+    return configs[config]
+
+
+def configurations(backend: Backend, *, spec: str | None = None) -> dict[str, Backend]:
+    """The backend's named configurations (its optional ``configurations()``), each validated.
+
+    Empty for a backend without the member. Raises BackendSpecError when the mapping lacks
+    :data:`DEFAULTS`, or a configuration is no backend or repeats another's name.
+    """
+    member = getattr(backend, "configurations", None)
+    if member is None:
+        return {}
+    where = spec or backend.name
+    found = dict(member())
+    if DEFAULTS not in found:
+        raise BackendSpecError(
+            f"backend spec {where!r}: configurations() must name {DEFAULTS!r} (the writer and "
+            f"reader constructed with no options); found {', '.join(found) or 'none'}"
+        )
+    out = {
+        name: _validated(f"{where}[{name}]", _instantiate(f"{where}[{name}]", obj))
+        for name, obj in found.items()
+    }
+    names = [b.name for b in out.values()]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise BackendSpecError(
+            f"backend spec {where!r}: configurations share the name(s) {repeated}: each needs "
+            "its own (the matrix's columns and expected-failure files go by name)"
+        )
+    return out
+
+
+def _split_config(spec: str) -> tuple[str, str | None]:
+    if not spec.endswith("]"):
+        return spec, None
+    base, bracket, config = spec[:-1].rpartition("[")
+    if not bracket or not base or not config:
+        raise BackendSpecError(f"backend spec {spec!r}: expected SPEC[CONFIG], both non-empty")
+    return base, config
+
+
+def _load(spec: str) -> Backend:
     if ":" not in spec:
         return builtin(spec)
     module_name, _, attr_path = spec.partition(":")
@@ -192,6 +265,12 @@ def _validated(spec: str, obj: object) -> Backend:
                 f"backend spec {spec!r}: backend {obj.name!r} claims unknown capabilities "
                 f"{unknown}: expected names from spec_tests.backends.CAPABILITIES"
             )
+    mode = getattr(obj, "async_save", None)
+    if mode is not None and mode not in ASYNC_MODES:
+        raise BackendSpecError(
+            f"backend spec {spec!r}: async_save must be None or one of {', '.join(ASYNC_MODES)}; "
+            f"got {mode!r}"
+        )
     return obj
 
 

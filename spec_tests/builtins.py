@@ -61,6 +61,11 @@ class TorchFS:
         repr=False,
     )
     thread_count: int = 1  # torch-fs-threads: 4 writer threads per rank
+    async_save: str | None = None  # torch-fs-async: saves as dcp.async_save's PROCESS mode
+
+    def configurations(self) -> dict[str, Backend]:
+        """torch-fs, torch-fs-threads and torch-fs-async."""
+        return _family("torch-fs")
 
     def make_writer(self, path: str) -> StorageWriter:
         # docstring inherited
@@ -102,6 +107,10 @@ class TorchFsspec:
         repr=False,
     )
 
+    def configurations(self) -> dict[str, Backend]:
+        """torch-fsspec only: it is constructed with no options."""
+        return _family("torch-fsspec")
+
     def make_writer(self, path: str) -> StorageWriter:
         # docstring inherited
         return _torch_fsspec().FsspecWriter(path)
@@ -117,13 +126,20 @@ class TorchHF:
 
     name: str = "torch-hf"
     capabilities: frozenset[str] | None = field(default_factory=_torch_hf_caps, repr=False)
+    # save_distributed=True gives each rank its own shard file (with its chunk offsets). False
+    # is the constructor's default (torch-hf-defaults): whole tensors, as one rank saves them.
+    distributed: bool = True
+
+    def configurations(self) -> dict[str, Backend]:
+        """torch-hf-defaults, torch-hf and torch-hf-consolidated."""
+        return _family("torch-hf")
 
     def make_writer(self, path: str) -> StorageWriter:
         # docstring inherited
         from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageWriter
 
-        # save_distributed=True gives each rank its own shard file (with its chunk offsets);
-        # without it every rank would write the same file name.
+        if not self.distributed:
+            return HuggingFaceStorageWriter(path)
         return HuggingFaceStorageWriter(path, save_distributed=True)
 
     def make_reader(self, path: str) -> StorageReader:
@@ -140,6 +156,11 @@ class DcpImplFS:
     name: str = "dcp_impl-fs"
     capabilities: frozenset[str] | None = None
     thread_count: int = 1  # dcp_impl-fs-threads: 4 writer threads per rank
+    async_save: str | None = None  # dcp_impl-fs-async: saves as dcp.async_save's PROCESS mode
+
+    def configurations(self) -> dict[str, Backend]:
+        """dcp_impl-fs, dcp_impl-fs-threads and dcp_impl-fs-async."""
+        return _family("dcp_impl-fs")
 
     def make_writer(self, path: str) -> StorageWriter:
         # docstring inherited
@@ -169,14 +190,19 @@ class DcpImplHF:
     capabilities: frozenset[str] | None = field(
         default_factory=lambda: _safetensors_dtype_caps() | GENERAL_CAPS, repr=False
     )
+    # As for torch-hf: each rank writes its own shard file with its chunks' offsets. The
+    # default (dcp_impl-hf-defaults) holds whole tensors only, and refuses anything else.
+    distributed: bool = True
+
+    def configurations(self) -> dict[str, Backend]:
+        """dcp_impl-hf-defaults, dcp_impl-hf and dcp_impl-hf-consolidated."""
+        return _family("dcp_impl-hf")
 
     def make_writer(self, path: str) -> StorageWriter:
         # docstring inherited
         import dcp_impl
 
-        # As for torch-hf: each rank writes its own shard file with its chunks' offsets; the
-        # default (whole tensors, rank-0 style) cannot hold multi-rank or multi-chunk saves.
-        return dcp_impl.HuggingFaceWriter(path, save_distributed=True)
+        return dcp_impl.HuggingFaceWriter(path, save_distributed=self.distributed)
 
     def make_reader(self, path: str) -> StorageReader:
         # docstring inherited
@@ -214,6 +240,10 @@ class TorchHFConsolidated:
     capabilities: frozenset[str] | None = field(default_factory=_torch_hf_caps, repr=False)
     threads: int = 4
 
+    def configurations(self) -> dict[str, Backend]:
+        """The torch-hf family's: this is its consolidated configuration."""
+        return _family("torch-hf")
+
     def make_writer(self, path: str) -> StorageWriter:
         # docstring inherited
         from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageWriter
@@ -248,6 +278,10 @@ class DcpImplHFConsolidated:
     )
     threads: int = 4
 
+    def configurations(self) -> dict[str, Backend]:
+        """The dcp_impl-hf family's: this is its consolidated configuration."""
+        return _family("dcp_impl-hf")
+
     def make_writer(self, path: str) -> StorageWriter:
         # docstring inherited
         import dcp_impl
@@ -277,15 +311,53 @@ def _reference() -> Backend:
     return ReferenceBackend()
 
 
+# The constructor defaults of the HF writers: whole tensors only, so one rank, one chunk each.
+_HF_DEFAULTS_CAPS = frozenset({"multi-rank", "multi-chunk", "multiprocess"})
+
 BUILTINS: dict[str, Callable[[], Backend]] = {
     "dcp_impl-fs": DcpImplFS,
     "dcp_impl-fs-threads": lambda: DcpImplFS("dcp_impl-fs-threads", thread_count=4),
+    "dcp_impl-fs-async": lambda: DcpImplFS("dcp_impl-fs-async", async_save="process"),
     "dcp_impl-hf": DcpImplHF,
+    "dcp_impl-hf-defaults": lambda: DcpImplHF(
+        "dcp_impl-hf-defaults",
+        _safetensors_dtype_caps() | (GENERAL_CAPS - _HF_DEFAULTS_CAPS),
+        distributed=False,
+    ),
     "dcp_impl-hf-consolidated": DcpImplHFConsolidated,
     "torch-fs": TorchFS,
     "torch-fs-threads": lambda: TorchFS("torch-fs-threads", thread_count=4),
+    "torch-fs-async": lambda: TorchFS("torch-fs-async", async_save="process"),
     "torch-hf": TorchHF,
+    "torch-hf-defaults": lambda: TorchHF(
+        "torch-hf-defaults", _torch_hf_caps() - _HF_DEFAULTS_CAPS, distributed=False
+    ),
     "torch-hf-consolidated": TorchHFConsolidated,
     "torch-fsspec": TorchFsspec,
     "reference": _reference,
 }
+
+# Each family's named configurations (the optional Backend member), as built-in names.
+_FAMILIES: dict[str, dict[str, str]] = {
+    "dcp_impl-fs": {
+        "defaults": "dcp_impl-fs",
+        "threads": "dcp_impl-fs-threads",
+        "async": "dcp_impl-fs-async",
+    },
+    "dcp_impl-hf": {
+        "defaults": "dcp_impl-hf-defaults",
+        "distributed": "dcp_impl-hf",
+        "consolidated": "dcp_impl-hf-consolidated",
+    },
+    "torch-fs": {"defaults": "torch-fs", "threads": "torch-fs-threads", "async": "torch-fs-async"},
+    "torch-hf": {
+        "defaults": "torch-hf-defaults",
+        "distributed": "torch-hf",
+        "consolidated": "torch-hf-consolidated",
+    },
+    "torch-fsspec": {"defaults": "torch-fsspec"},
+}
+
+
+def _family(name: str) -> dict[str, Backend]:
+    return {config: BUILTINS[builtin]() for config, builtin in _FAMILIES[name].items()}

@@ -18,7 +18,14 @@ if TYPE_CHECKING:
 
     from spec_tests.backends import Backend
 
-__all__ = ["CAPABILITIES", "DTYPE_CAPS", "GENERAL_CAPS", "claimed_dtypes", "claims"]
+__all__ = [
+    "ASYNC_MODES",
+    "CAPABILITIES",
+    "DTYPE_CAPS",
+    "GENERAL_CAPS",
+    "claimed_dtypes",
+    "claims",
+]
 
 
 _GENERAL_CAPABILITIES: dict[str, str] = {
@@ -54,6 +61,10 @@ CAPABILITIES: dict[str, str] = {
 
 DTYPE_CAPS = frozenset(f"dtype:{row.name}" for row in DTYPES)
 GENERAL_CAPS = frozenset(_GENERAL_CAPABILITIES)
+
+#: The values a backend's optional ``async_save`` member may take besides None: the
+#: ``dcp.async_save`` modes whose view of the backend the suite plays (spec_tests.harness.staged).
+ASYNC_MODES = ("thread", "process")
 
 
 def claims(backend: Backend, capability: str) -> bool:

@@ -270,12 +270,19 @@ def _in_package(item: pytest.Item) -> bool:
     return Path(item.path).resolve().is_relative_to(PACKAGE_DIR)
 
 
+def _builtin_name(state: _State) -> str:
+    # A built-in family's configuration picked as SPEC[CONFIG] is the built-in of its name.
+    if "[" in state.spec and state.backend is not None:
+        return state.backend.name
+    return state.spec
+
+
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselection, so entries see every collected test
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     state = config.stash[_STATE]
     in_suite = any(_in_package(item) for item in items)
     # torch.toml lists torch's own bugs (the torch_planning properties): every run has them.
-    named = [state.spec, "torch", *config.getoption("--dcp-xfails")]
+    named = [_builtin_name(state), "torch", *config.getoption("--dcp-xfails")]
     for builtin_file in dict.fromkeys(XFAILS_DIR / f"{name}.toml" for name in named):
         if in_suite and builtin_file.is_file():
             state.entries += for_torch(read_xfails(builtin_file))
@@ -287,10 +294,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     used: set[int] = set()
     kit_used: set[int] = set()
     ids = {item.nodeid: _suite_nodeid(item) for item in items}
+    # A catch-all entry (test = "*") judges only the tests no entry names.
+    specific_first = sorted(state.entries, key=lambda e: e.test == "*")
     for item in items:
         # A kit class's own entries name its tests by function name, and come first.
         candidates = [(e, item.name, kit_used) for e in kits.get(kit_class(item), ())]
-        candidates += [(e, ids[item.nodeid], used) for e in state.entries]
+        candidates += [(e, ids[item.nodeid], used) for e in specific_first]
         for entry, name, seen in candidates:
             if entry.matches(name):
                 expect(item, entry)

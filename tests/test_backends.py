@@ -22,12 +22,14 @@ from spec_tests import backends
 from spec_tests.backends import (
     BUILTIN_NAMES,
     CAPABILITIES,
+    DEFAULTS,
     OPTIONAL_MEMBERS,
     Backend,
     BackendSpecError,
     builtin,
     claimed_dtypes,
     claims,
+    configurations,
     load_backend,
 )
 
@@ -59,19 +61,53 @@ def test_builtins_satisfy_the_protocol(name: str) -> None:
     assert backend.capabilities is None or backend.capabilities <= CAPABILITIES.keys()
 
 
-def test_builtin_names_are_the_ten_documented() -> None:
+def test_builtin_names_are_the_fourteen_documented() -> None:
     assert set(BUILTIN_NAMES) == {
         "dcp_impl-fs",
         "dcp_impl-fs-threads",
+        "dcp_impl-fs-async",
         "dcp_impl-hf",
+        "dcp_impl-hf-defaults",
         "dcp_impl-hf-consolidated",
         "torch-fs",
         "torch-fs-threads",
+        "torch-fs-async",
         "torch-hf",
+        "torch-hf-defaults",
         "torch-hf-consolidated",
         "torch-fsspec",
         "reference",
     }
+
+
+def test_every_builtin_but_the_reference_is_a_named_configuration() -> None:
+    named = {}
+    for name in BUILTIN_NAMES:
+        for config, backend in configurations(builtin(name)).items():
+            named.setdefault(backend.name, set()).add(config)
+    assert set(named) == set(BUILTIN_NAMES) - {"reference"}
+    assert all(len(configs) == 1 for configs in named.values())  # one name, one configuration
+    for family in ("dcp_impl-fs", "dcp_impl-hf", "torch-fs", "torch-hf", "torch-fsspec"):
+        assert DEFAULTS in configurations(builtin(family))
+
+
+def test_defaults_configurations_construct_with_no_options(tmp_path: Path) -> None:
+    # What most users run: the writer as its constructor's defaults make it.
+    torch_hf = builtin("torch-hf-defaults").make_writer(str(tmp_path))
+    assert isinstance(torch_hf, HuggingFaceStorageWriter)
+    assert not torch_hf.save_distributed
+    assert not builtin("dcp_impl-hf-defaults").make_writer(str(tmp_path)).save_distributed  # type: ignore[attr-defined]
+    assert load_backend("torch-fs[defaults]").name == "torch-fs"
+    for name in ("torch-hf-defaults", "dcp_impl-hf-defaults"):
+        assert not claims(builtin(name), "multi-rank")
+        assert not claims(builtin(name), "multi-chunk")
+
+
+def test_async_configurations_save_as_process_mode() -> None:
+    for name in ("torch-fs-async", "dcp_impl-fs-async"):
+        assert builtin(name).async_save == "process"  # type: ignore[attr-defined]
+        assert builtin(name).capabilities == builtin(name.removesuffix("-async")).capabilities
+    assert "async_save" in OPTIONAL_MEMBERS
 
 
 def test_configurations_users_run_are_built_in(tmp_path: Path) -> None:
@@ -99,7 +135,8 @@ def test_consolidating_builtins_say_where_the_output_is(name: str) -> None:
 
 def test_unknown_builtin_lists_the_builtins() -> None:
     with pytest.raises(
-        BackendSpecError, match="expected one of dcp_impl-fs, dcp_impl-fs-threads, dcp_impl-hf"
+        BackendSpecError,
+        match="expected one of dcp_impl-fs, dcp_impl-fs-threads, dcp_impl-fs-async",
     ):
         builtin("s3")
     with pytest.raises(BackendSpecError, match="'s3' is not a built-in"):
@@ -208,6 +245,15 @@ def user_module(tmp_path: Path) -> Iterator[str]:
                 name = "half"
                 capabilities = None
                 def make_writer(self, path): return None
+            class Configured(Store):
+                def configurations(self):
+                    return {"defaults": Store, "fast": ReferenceBackend(name="store-fast")}
+            class NoDefaults(Store):
+                def configurations(self): return {"fast": Store()}
+            class SameNames(Store):
+                def configurations(self): return {"defaults": Store(), "fast": Store()}
+            class Later(Store):
+                async_save = "later"
             """
         )
     )
@@ -227,6 +273,12 @@ def test_module_attr_specs(user_module: str, attr: str, expected: str) -> None:
     assert backend.name == expected
 
 
+def test_a_configuration_is_picked_by_name(user_module: str) -> None:
+    assert load_backend(f"{user_module}:Configured[fast]").name == "store-fast"
+    assert load_backend(f"{user_module}:Configured[defaults]").name == "store"
+    assert load_backend("torch-hf[defaults]").name == "torch-hf-defaults"
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -237,6 +289,12 @@ def test_module_attr_specs(user_module: str, attr: str, expected: str) -> None:
         ("{m}:NoReader", r"lacks Backend member\(s\) make_reader"),
         ("{m}:", "expected module:attr"),
         ("not_a_module_xyz:thing", "cannot import module 'not_a_module_xyz'"),
+        ("{m}:Configured[slow]", "no configuration 'slow': expected one of defaults, fast"),
+        ("{m}:Store[fast]", "no configuration 'fast': expected one of .none"),
+        ("{m}:NoDefaults[fast]", "configurations.. must name 'defaults'.*found fast"),
+        ("{m}:SameNames[fast]", r"configurations share the name\(s\) \['store'\]"),
+        ("{m}:Later", "async_save must be None or one of thread, process; got 'later'"),
+        ("torch-fs[]", r"expected SPEC\[CONFIG\], both non-empty"),
     ],
 )
 def test_bad_specs_say_what_is_wrong(user_module: str, spec: str, message: str) -> None:
@@ -257,3 +315,16 @@ def test_docs_table_lists_every_capability() -> None:
         assert f"| `{cap}` |" in guide, cap
     for row in DTYPES:
         assert f"`{row.name}`" in guide, row.name
+
+
+def test_the_matrix_runs_each_named_configuration_as_a_column(user_module: str) -> None:
+    from spec_tests.__main__ import DEFAULT_BACKENDS, columns
+
+    configured = f"{user_module}:Configured"
+    assert columns([configured, "torch-fs", f"{configured}[fast]", "no_such_module:X"]) == [
+        f"{configured}[defaults]",
+        f"{configured}[fast]",
+        "torch-fs",  # a built-in is one configuration: its family's others are built-ins too
+        "no_such_module:X",  # kept, for its run to say why it does not load
+    ]
+    assert set(columns(DEFAULT_BACKENDS)) == set(BUILTIN_NAMES)

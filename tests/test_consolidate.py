@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from _hf import Backend, sample
 from safetensors.torch import load_file
-from test_huggingface import Backend, sample
 
 from dcp_impl import dtypes
 from dcp_impl.errors import LayoutMismatchError

@@ -248,7 +248,8 @@ def test_resharded_read_of_short_runs_copies_from_the_mapping(
     assert _raw(dest) == _raw(full[5:8, 14:18])
     assert [i for i, _ in planner.committed] == items
     # Runs of 4 bytes: copied out of the mapped file (only their pages are touched), with no
-    # read call. Which bytes preadv takes when a source cannot map is tested in test_io.
+    # read call. Which bytes preadv takes when a source cannot map is tested in test_io.py and
+    # test_io_runs.py.
     assert counts == []
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from _hf import Backend, sample
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from test_huggingface import Backend, sample
 from torch.distributed.checkpoint._consolidate_hf_safetensors import consolidate_safetensors_files
 from torch.distributed.checkpoint.hf_storage import (
     HuggingFaceStorageReader,

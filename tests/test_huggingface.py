@@ -10,12 +10,12 @@ import io
 import json
 import os
 import traceback
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from _hf import Backend, sample
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
@@ -47,32 +47,6 @@ from spec_tests.ranks import run_ranks
 
 SAFETENSORS_DTYPES = [row.torch_dtype for row in dtypes.DTYPES if row.safetensors]
 OTHER_DTYPES = [row.torch_dtype for row in dtypes.DTYPES if not row.safetensors]
-
-
-class Backend:
-    """The harness' backend protocol over our classes (writers/readers also given explicitly)."""
-
-    name = "dcp_impl-hf"
-    capabilities: frozenset[str] | None = None
-
-    def __init__(self, **writer_kwargs: Any) -> None:
-        self.writer_kwargs = {"sync_files": False, **writer_kwargs}
-
-    def make_writer(self, path: str) -> HuggingFaceWriter:
-        return HuggingFaceWriter(path, **self.writer_kwargs)
-
-    def make_reader(self, path: str) -> HuggingFaceReader:
-        return HuggingFaceReader(path)
-
-
-def sample(dtype: torch.dtype, shape: Sequence[int], seed: int = 0) -> torch.Tensor:
-    """Deterministic values of any dtype, every bit pattern allowed (NaN payloads, -0.0)."""
-    gen = torch.Generator().manual_seed(seed)
-    nbytes = int(torch.Size(shape).numel()) * dtypes.by_torch(dtype).itemsize
-    raw = torch.randint(0, 256, (nbytes,), dtype=torch.uint8, generator=gen)
-    if dtype == torch.bool:
-        raw = raw % 2
-    return raw.view(dtype).reshape(shape)
 
 
 def save(path: Path, state: dict[str, Any], **kwargs: Any) -> None:

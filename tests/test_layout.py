@@ -8,6 +8,7 @@ import math
 import re
 
 import pytest
+from _reads import sub_boxes
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -38,19 +39,9 @@ shapes = st.lists(st.integers(0, 5), min_size=0, max_size=3).map(tuple)
 
 
 @st.composite
-def boxes_in(draw: st.DrawFn, shape: tuple[int, ...]) -> Box:
-    offsets, sizes = [], []
-    for n in shape:
-        start = draw(st.integers(0, n))
-        offsets.append(start)
-        sizes.append(draw(st.integers(0, n - start)))
-    return Box(tuple(offsets), tuple(sizes))
-
-
-@st.composite
 def shape_and_boxes(draw: st.DrawFn, max_boxes: int = 5) -> tuple[tuple[int, ...], list[Box]]:
     shape = draw(shapes)
-    return shape, draw(st.lists(boxes_in(shape), max_size=max_boxes))
+    return shape, draw(st.lists(sub_boxes(shape), max_size=max_boxes))
 
 
 def test_zero_dim_box_holds_one_element() -> None:
@@ -118,7 +109,7 @@ def test_holes_are_exactly_the_uncovered_elements(case: tuple[tuple[int, ...], l
 
 @given(shapes, st.data())
 def test_out_of_bounds_matches_model(shape: tuple[int, ...], data: st.DataObject) -> None:
-    box = data.draw(boxes_in(tuple(n + 2 for n in shape)))
+    box = data.draw(sub_boxes(tuple(n + 2 for n in shape)))
     expected = not box.is_empty and not points(box) <= points(Box.full(shape))
     if box.is_empty:
         expected = any(o > n for o, n in zip(box.offsets, shape, strict=True))
@@ -131,7 +122,7 @@ def test_plan_reads_covers_request_exactly_once(
     case: tuple[tuple[int, ...], list[Box]], data: st.DataObject
 ) -> None:
     shape, saved = case
-    request = data.draw(boxes_in(shape))
+    request = data.draw(sub_boxes(shape))
     owners = {p: [i for i, b in enumerate(saved) if p in points(b)] for p in points(request)}
     if not all(owners.values()):
         with pytest.raises(LayoutMismatchError, match="not covered") as info:
@@ -180,7 +171,7 @@ def test_plan_reads_prefers_the_first_replica() -> None:
 def test_byte_span_holds_the_sub_box(
     shape: tuple[int, ...], data: st.DataObject, itemsize: int
 ) -> None:
-    sub = data.draw(boxes_in(shape))
+    sub = data.draw(sub_boxes(shape))
     start, length, exact = byte_span(shape, sub, itemsize)
     if sub.is_empty:
         assert (length, exact) == (0, True)

@@ -222,6 +222,70 @@ def test_malformed_xfails_file_is_a_usage_error(fake: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*expected string keys test, reason*"])
 
 
+def test_an_xfails_file_includes_its_base_and_may_restate_an_entry(fake: pytest.Pytester) -> None:
+    (fake.path / "base.toml").write_text(
+        textwrap.dedent(
+            """
+            [[xfail]]
+            test = "test_fake.py::test_broken"
+            reason = "base: any failure"
+            [[xfail]]
+            test = "test_fake.py::test_param[2]"
+            reason = "base: a message this configuration does not give"
+            match = 'never said'
+            """
+        ),
+        encoding="utf-8",
+    )
+    path = _xfails(
+        fake,
+        """
+        include = ["base.toml"]
+        [[xfail]]
+        test = "test_fake.py::test_param[2]"
+        reason = "restated: the configuration's own entry matches first"
+        match = 'assert 2 == 1'
+        """,
+    )
+    result = fake.runpytest(f"--dcp-xfails-file={path}", "-k", "broken or param")
+    result.assert_outcomes(passed=1, xfailed=2)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('include = ["xfails.toml"]\n', "*include 'xfails.toml' includes itself*"),
+        ('include = "base.toml"\n', "*optional include (a list of file names)*"),
+        ('includes = ["base.toml"]\n', "*got the keys ?'includes'?*"),
+    ],
+)
+def test_a_bad_include_is_a_usage_error(fake: pytest.Pytester, body: str, message: str) -> None:
+    result = fake.runpytest(f"--dcp-xfails-file={_xfails(fake, body)}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_a_catch_all_entry_judges_only_the_tests_no_entry_names(fake: pytest.Pytester) -> None:
+    path = _xfails(
+        fake,
+        """
+        [[xfail]]
+        test = "*"
+        reason = "any test may meet this bug"
+        match = 'broken on purpose'
+        strict = false
+        [[xfail]]
+        test = "test_fake.py::test_param[2]"
+        reason = "named: judged by its own entry"
+        match = 'assert 2 == 1'
+        """,
+    )
+    result = fake.runpytest(f"--dcp-xfails-file={path}", "-k", "broken or param")
+    # test_broken by the catch-all, test_param[2] by its own entry (the catch-all's match would
+    # call its failure unexpected), test_param[1] passes (a non-strict entry's unexpected pass).
+    result.assert_outcomes(xfailed=2, xpassed=1)
+
+
 def test_builtin_xfails_apply_only_to_the_suite_package(
     fake: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

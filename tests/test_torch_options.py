@@ -31,6 +31,7 @@ from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 import dcp_impl.huggingface
 from dcp_impl import FileSystemReader, FileSystemWriter, HuggingFaceReader, HuggingFaceWriter
+from dcp_impl.dtypes import DTYPES, DtypeInfo, raw_bytes
 from dcp_impl.errors import OverwriteRefusedError, UnsupportedError
 from dcp_impl.filesystem import is_data_file
 
@@ -155,22 +156,46 @@ def test_writer_is_async_saves_stager(tmp_path: Path) -> None:
         assert torch.equal(out[key], value), key
 
 
-@pytest.mark.parametrize("cache", [False, True])
-def test_staging_is_torchs(tmp_path: Path, cache: bool) -> None:
-    # Whatever torch's writer does here (a pinned cache needs an accelerator), ours does.
-    state = {"a": torch.arange(4.0), "n": 3}
+def test_staging_is_torchs(tmp_path: Path) -> None:
+    state = {"a": torch.arange(4.0), "n": 3, "nested": {"b": [torch.ones(2, 3).t(), "x"]}}
 
-    def outcome(writer: Any) -> object:
-        try:
-            staged = writer.stage(state)
-            return {k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in staged.items()}
-        except Exception as err:
-            return (type(err), str(err))
+    def outcome(value: Any) -> object:
+        if isinstance(value, dict):
+            return {k: outcome(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [outcome(v) for v in value]
+        return value.tolist() if isinstance(value, torch.Tensor) else value
 
-    ours = FileSystemWriter(tmp_path, cache_staged_state_dict=cache)
-    theirs = TorchFSWriter(str(tmp_path), cache_staged_state_dict=cache)
-    assert outcome(ours) == outcome(theirs)
+    ours = FileSystemWriter(tmp_path)
+    theirs = TorchFSWriter(str(tmp_path))
+    assert outcome(ours.stage(state)) == outcome(theirs.stage(state))
     assert ours.should_synchronize_after_execute == theirs.should_synchronize_after_execute
+
+
+@pytest.mark.parametrize("row", DTYPES, ids=lambda row: row.name)
+def test_staging_copies_every_dtype_shape_and_view(tmp_path: Path, row: DtypeInfo) -> None:
+    # torch's own staging cannot make a 0-d bits or float4 tensor (docs/known-bugs.md).
+    base = torch.arange(64, dtype=torch.uint8).view(row.torch_dtype)
+    views = {"flat": base, "scalar": base[0], "strided": base.reshape(2, -1).t()}
+    if row.torch_dtype.is_complex and row.torch_dtype is not torch.complex32:
+        views["conj"] = base.conj()
+    staged = FileSystemWriter(tmp_path).stage(views)
+    expected = {k: raw_bytes(v).clone() for k, v in views.items()}
+    base.view(torch.uint8).bitwise_xor_(1)  # training goes on: the staged copy must not see it
+    for key, value in staged.items():
+        assert value.dtype == row.torch_dtype, key
+        assert value.shape == views[key].shape, key
+        assert torch.equal(raw_bytes(value), expected[key]), key
+
+
+def test_cached_staging_reuses_its_buffers(tmp_path: Path) -> None:
+    writer = FileSystemWriter(tmp_path, cache_staged_state_dict=True)
+    first = writer.stage({"a": torch.zeros(3), "b": torch.zeros(2)})
+    second = writer.stage({"a": torch.ones(3), "b": torch.ones(4)})
+    assert second["a"].data_ptr() == first["a"].data_ptr()  # same shape: the same buffer
+    assert second["b"].data_ptr() != first["b"].data_ptr()  # new shape: a new one
+    assert second["a"].tolist() == [1.0] * 3
+    assert second["b"].tolist() == [1.0] * 4
 
 
 def test_single_file_per_rank_false_writes_one_file_per_item(tmp_path: Path) -> None:

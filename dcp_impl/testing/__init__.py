@@ -1,4 +1,4 @@
-"""Test kits for people who extend dcp_impl (needs pytest and hypothesis: the ``test`` extra).
+"""Test kits for people who extend dcp_impl (they need pytest, which the ``test`` extra installs).
 
 :class:`StoreTests` checks a :class:`dcp_impl.store.Store` implementation against the
 contract the backends rely on; subclass it in your own test file::

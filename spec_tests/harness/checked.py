@@ -30,6 +30,7 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, W
 
 from spec_tests import driver
 from spec_tests.backends import Backend
+from spec_tests.harness import staged
 from spec_tests.harness.planners import (
     FailOn,
     Request,
@@ -305,9 +306,13 @@ def save(
         planners = [SpecSavePlanner(fault) for _ in states]
         checked = _Checked(backend.name, "writer", dict(extra_kwargs or {}), before_call)
         target = path if checkpoint_id else None
-        saved = driver.save(
-            ws, target, planners, [dict(s) for s in states], checked, collectives=collectives
-        )
+
+        def run(ws: Sequence[StorageWriter], states: list[dict[str, Any]]) -> driver.Saved:
+            return driver.save(ws, target, planners, states, checked, collectives=collectives)
+
+        mode = staged.async_mode(backend)
+        plain = [dict(s) for s in states]
+        saved = run(ws, plain) if mode is None else staged.save(mode, ws, plain, run)
         _check_storage_metas(backend.name, path, checked.storage_metas)
         return SaveRecord(
             saved.metadata, tuple(saved.plans), tuple(tuple(r) for r in saved.results)

@@ -43,7 +43,7 @@ from spec_tests.properties._common import (
     check_load,
     draw_tensor,
 )
-from spec_tests.properties.faults import _check_generation, _generation, _killed_itself
+from spec_tests.properties._generations import check_generation, generation, killed_itself
 from spec_tests.ranks import check_ranks, run_ranks, spawn_ranks
 from spec_tests.verdicts import ContractViolation, may_refuse
 
@@ -56,6 +56,8 @@ __all__ = ["AsyncProperties", "killed_async_save", "process_mode_saves"]
 LEAK_SAVES = 50
 LEAK_SAVES_CI = 10
 LEAK_BOUNDS = {"rss_bytes": 48 << 20, "fds": 4, "threads": 4, "shm": 4}
+#: The leak check's stagers: the writer, and torch's with shared memory and a staging thread.
+LEAK_STAGERS = ("own", "default-shm-async")
 _LEAK_ELEMENTS = 1 << 19  # float32: 2 MiB a save
 
 
@@ -196,22 +198,27 @@ class AsyncProperties:
                     check_load(dcp_backend, location, values)
 
     @pytest.mark.dcp_requires("async")
-    def test_async_saves_do_not_leak(self, dcp_backend: Backend, dcp_location: Location) -> None:
+    @pytest.mark.parametrize("stager", LEAK_STAGERS)
+    def test_async_saves_do_not_leak(
+        self, dcp_backend: Backend, dcp_location: Location, stager: str
+    ) -> None:
         """50 async saves in a row: RSS, descriptors, threads and shm grow within bounds.
 
         Each save goes to a new location (a training job's rotating checkpoint ids), moves
-        2 MiB, and every checkpoint then loads exactly. 10 saves outside dcp-nightly.
+        2 MiB, and every checkpoint then loads exactly. 10 saves outside dcp-nightly. Staged
+        by the writer (``own``) and by torch's shared-memory, background ``DefaultStager``,
+        whose segments and staging threads are what a save would leak.
         """
         saves = LEAK_SAVES if settings.get_current_profile_name() == NIGHTLY else LEAK_SAVES_CI
         locations = [dcp_location() for _ in range(saves + 2)]
         values = [torch.full((_LEAK_ELEMENTS,), float(i)) for i in range(len(locations))]
-        with harness.repro(dcp_backend, saves=saves, bounds=LEAK_BOUNDS):
+        with harness.repro(dcp_backend, saves=saves, stager=stager, bounds=LEAK_BOUNDS):
             before = None
             for i, location in enumerate(locations):
                 if i == 2:  # after two warm-up saves: pools and caches made once are made
                     before = _async.snapshot()
                 state = {"t": values[i].clone()}
-                save = _async.start(dcp_backend.make_writer(location), location, state, "own")
+                save = _async.start(dcp_backend.make_writer(location), location, state, stager)
                 save.wait()
                 del save, state
             after = _async.snapshot()
@@ -265,7 +272,7 @@ class AsyncProperties:
         seed = data.draw(st.integers(0, 2**16), label="seed")
         location = dcp_location()
         with harness.repro(dcp_backend, spec=dcp_backend_spec, delay=delay, seed=seed):
-            harness.save(dcp_backend, location, [_generation(seed, "old")])
+            harness.save(dcp_backend, location, [generation(seed, "old")])
             (child,) = spawn_ranks(
                 killed_async_save,
                 1,
@@ -277,9 +284,9 @@ class AsyncProperties:
                 group=None,
             )
             note(child.describe())
-            if not _killed_itself(child):
+            if not killed_itself(child):
                 check_ranks([child])
-            _check_generation(dcp_backend, location, seed)
+            check_generation(dcp_backend, location, seed)
 
 
 _PROCESS_STAGERS = ("own", "default-shm-async")
@@ -317,7 +324,7 @@ def killed_async_save(
 ) -> None:
     """Child process: async_save the new generation; SIGKILL itself ``delay`` s after staging."""
     backend: Any = load_backend(spec)
-    save = _async.start(backend.make_writer(location), location, _generation(seed, "new"), "own")
+    save = _async.start(backend.make_writer(location), location, generation(seed, "new"), "own")
     save.staged()
     threading.Timer(delay, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
     save.wait()

@@ -27,7 +27,8 @@ from spec_tests.properties._common import (
     request_for,
     sharded_save,
 )
-from spec_tests.ranks import RankOutcome, check_ranks, spawn_ranks
+from spec_tests.properties._generations import check_generation, generation, killed_itself
+from spec_tests.ranks import check_ranks, spawn_ranks
 from spec_tests.verdicts import ContractViolation, may_refuse
 
 __all__ = ["FaultProperties"]
@@ -199,41 +200,14 @@ class FaultProperties:
         seed = data.draw(st.integers(0, 2**16), label="seed")
         location = dcp_location()
         with harness.repro(dcp_backend, spec=dcp_backend_spec, kill=kill, seed=seed):
-            harness.save(dcp_backend, location, [_generation(seed, "old")])
+            harness.save(dcp_backend, location, [generation(seed, "old")])
             (child,) = spawn_ranks(
                 killed_save, 1, dcp_backend_spec, location, kill, seed, timeout=120, group=None
             )
             note(child.describe())
-            if not _killed_itself(child):
+            if not killed_itself(child):
                 check_ranks([child])  # it raised, or ended some other way before reporting
-            _check_generation(dcp_backend, location, seed)
-
-
-def _generation(seed: int, which: str) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed + (which == "new"))
-    value = torch.randint(0, 256, (64, 257), dtype=torch.uint8, generator=gen)
-    return {"t": value, f"only_{which}": value[0].clone()}
-
-
-def _check_generation(backend: Backend, location: str, seed: int) -> None:
-    reader = backend.make_reader(location)
-    harness.call("reset", reader.reset, location)
-    entries = set(harness.call("read_metadata", reader.read_metadata).state_dict_metadata)
-    for which in ("old", "new"):
-        state = _generation(seed, which)
-        if entries == set(state):
-            got = harness.load(backend, location, [{k: request_for(v) for k, v in state.items()}])[
-                0
-            ]
-            for fqn, value in state.items():
-                check_entry(f"{fqn} (metadata says the {which} save is committed)", got[fqn], value)
-            return
-    raise ContractViolation(f"after a killed save: entries {sorted(entries)} are neither save's")
-
-
-def _killed_itself(child: RankOutcome) -> bool:
-    """Whether the child died by its own SIGKILL, before it could report (not the runner's)."""
-    return not child.reported and not child.killed and child.exitcode == -signal.SIGKILL
+            check_generation(dcp_backend, location, seed)
 
 
 def killed_save(
@@ -257,4 +231,4 @@ def killed_save(
     if isinstance(kill, float):
         threading.Timer(kill, die).start()
     backend: Any = load_backend(spec)
-    harness.save(backend, location, [_generation(seed, "new")], before_call=maybe_die)
+    harness.save(backend, location, [generation(seed, "new")], before_call=maybe_die)
