@@ -152,15 +152,18 @@ def bug_releases(runs: Runs, row: str) -> str:
         # A backend that could not run at all (an import error) says nothing about the bug.
         ran = {b["backend"] for b in matrix["backends"] if b["error"] is None}
         names = [b for b in backends or ran if b in ran]
-        outcomes = {_outcome(matrix, p, b) for p in props for b in names}
+        outcomes = {_outcome(matrix, p, b) for p in props for b in names} - {"-"}
         if outcomes & _HAS_BUG:
             has.append(release)
         elif outcomes and outcomes <= _NO_BUG:
             free.append(release)
     releases = list(runs)
-    if not has:
-        return f"none of {span(releases, releases)}" if free else "not reached"
-    return span(releases, has)
+    if has:
+        return span(releases, has)
+    if free:
+        return f"none of {span(releases, releases)}"
+    seen = any(_outcome(m, p, b) != "-" for m in runs.values() for p in props for b in backends)
+    return "not reached (skipped)" if seen else "not in these runs"
 
 
 _COLUMN = "torch releases with it"

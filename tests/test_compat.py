@@ -55,7 +55,13 @@ def test_a_bug_every_release_has_or_none_has() -> None:
         compat.bug_releases(_runs("pass", "xpass", "pass", "pass"), ROW)
         == "none of 2.11.0 to 2.14.1"
     )
-    assert compat.bug_releases(_runs("skip", "skip", "skip", "skip"), ROW) == "not reached"
+    assert (
+        compat.bug_releases(_runs("skip", "skip", "skip", "skip"), ROW) == "not reached (skipped)"
+    )
+    other = ROW.replace("`torch-hf`", "`torch-hf-defaults`")  # a backend the runs did not have
+    assert (
+        compat.bug_releases(_runs("xfail", "xfail", "xfail", "xfail"), other) == "not in these runs"
+    )
 
 
 def test_a_backend_that_could_not_run_says_nothing_about_a_bug() -> None:
