@@ -367,7 +367,7 @@ def test_reads_fetch_only_the_requested_byte_ranges(
 
     monkeypatch.setattr(os, "preadv", counting)
     request = harness.TensorRequest(torch.float32, (64, 256), (Box((16, 0), (8, 256)),))
-    reader = HuggingFaceReader(tmp_path)  # default verify="whole": partial reads are not widened
+    reader = HuggingFaceReader(tmp_path, verify="whole")  # partial reads are not widened
     (got,) = harness.load(Backend(), str(tmp_path), [{"w": request}], readers=[reader])
     harness.assert_bit_equal(got["w"][0], value[16:24], what="w rows 16..23")
     assert sum(read) == 8 * 256 * 4
@@ -454,7 +454,7 @@ def test_corrupted_data_is_reported_not_loaded(tmp_path: Path) -> None:
         load_whole(tmp_path, {"w": torch.empty(16)})
 
 
-def test_verify_true_checks_whole_items_even_for_partial_reads(tmp_path: Path) -> None:
+def test_partial_reads_check_the_whole_item_unless_verify_is_whole(tmp_path: Path) -> None:
     value = torch.arange(64.0).reshape(8, 8)
     save(tmp_path, {"w": value})
     path = tmp_path / "model.safetensors"
@@ -462,11 +462,12 @@ def test_verify_true_checks_whole_items_even_for_partial_reads(tmp_path: Path) -
     blob[-1] ^= 0xFF  # the last row, which the partial load below does not ask for
     path.write_bytes(bytes(blob))
     request = {"w": harness.TensorRequest(torch.float32, (8, 8), (Box((0, 0), (2, 8)),))}
-    (got,) = harness.load(Backend(), str(tmp_path), [request])
+    for reader in (HuggingFaceReader(tmp_path), HuggingFaceReader(tmp_path, verify=True)):
+        with pytest.raises(CorruptCheckpointError, match="fails its checksum"):
+            harness.load(Backend(), str(tmp_path), [request], readers=[reader])
+    ranges_only = HuggingFaceReader(tmp_path, verify="whole")
+    (got,) = harness.load(Backend(), str(tmp_path), [request], readers=[ranges_only])
     assert torch.equal(got["w"][0], value[:2])
-    strict = HuggingFaceReader(tmp_path, verify=True)
-    with pytest.raises(CorruptCheckpointError, match="fails its checksum"):
-        harness.load(Backend(), str(tmp_path), [request], readers=[strict])
 
 
 def test_missing_folder_is_not_found(tmp_path: Path) -> None:

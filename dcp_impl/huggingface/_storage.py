@@ -279,9 +279,9 @@ class HuggingFaceReader(StoreReading, StorageReader):
         thread_count: items read in parallel (default: 2 for local folders, more for object
             stores: ``Store.read_threads``).
         verify: which stored checksums (folders written by this backend) are checked before
-            any byte is used. ``"whole"`` (default): items a load reads whole; a partial
-            (resharded) read fetches only its byte ranges, unverified. ``True``: every item,
-            reading whole items for partial loads. ``False``: none.
+            any byte is used. ``True`` (default): every item, reading the whole item for a
+            partial (resharded) load. ``"whole"``: items a load reads whole; a partial read
+            fetches only its byte ranges, unverified. ``False``: none.
         trust_pickle: hand non-tensor entries to the load planner (whose ``torch.load`` runs
             any code they carry) unchecked. Default False: each must load under
             ``torch.load(weights_only=True)`` rules or raises ``UnsafeCheckpointError``
@@ -299,7 +299,7 @@ class HuggingFaceReader(StoreReading, StorageReader):
         path: str | os.PathLike[str] | Store,
         thread_count: int | None = None,
         *,
-        verify: dio.Verify = "whole",
+        verify: dio.Verify = True,
         trust_pickle: bool = False,
         safe_globals: Sequence[SafeGlobal] = (),
         max_bytes_expansion: float = DEFAULT_MAX_EXPANSION,
