@@ -116,8 +116,17 @@ def _thirdparty(options: Options) -> StageResult:
     return result
 
 
+# The tests marked nightly: the multiprocess properties 20 times in a row, the suite under 20
+# random seeds on reference, and each built-in's verdict under 20 seeds against its dcp-ci one.
+REPEAT_TESTS = (
+    "tests/test_multiprocess_repeat.py",
+    "tests/test_suite_repeat.py",
+    "tests/test_verdict_seeds.py",
+)
+
+
 def _repeat(options: Options) -> StageResult:
-    command = _python("-m", "pytest", "tests/test_multiprocess_repeat.py", "--nightly", "-q")
+    command = _python("-m", "pytest", *REPEAT_TESTS, "--nightly", "-q")
     return _run("repeat", options, [[*command, "-p", "no:cacheprovider"]])
 
 
