@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from nightly._stages import StageResult
+from perf.report import DEFAULT_THRESHOLD, compare, load_rows, score
+from spec_tests.matrix import FAILING
 
 __all__ = ["Regressions", "regressions", "render_summary"]
 
-_FAILING = frozenset({"error", "fail", "xpass"})
 _HELD = frozenset({"pass", "refuses"})
-#: The perf gate's default: a ratio more than 10% below the previous one.
-PERF_THRESHOLD = 0.10
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +44,7 @@ def _matrix(folder: Path) -> dict[str, Any] | None:
 
 
 def _worse(before: str, now: str) -> bool:
-    return (now in _FAILING and before not in _FAILING) or (before in _HELD and now == "xfail")
+    return (now in FAILING and before not in FAILING) or (before in _HELD and now == "xfail")
 
 
 def _cells(matrix: dict[str, Any]) -> dict[tuple[str, str], str]:
@@ -99,10 +98,7 @@ def _matrix_changes(before: dict[str, Any], now: dict[str, Any]) -> Regressions:
 
 
 def _perf_changes(before: Path, now: Path) -> tuple[str, ...]:
-    from perf._compare import compare
-    from perf._rows import read_document, rows_from, score
-
-    old, new = (score(rows_from(read_document(p), str(p))) for p in (before, now))
+    old, new = (score(load_rows(p)) for p in (before, now))
     return tuple(
         f"`{c.key}`: "
         + (
@@ -110,7 +106,7 @@ def _perf_changes(before: Path, now: Path) -> tuple[str, ...]:
             if c.gated_on_ratio
             else f"median {c.median_before * 1e3:.3g} ms → {c.median_now * 1e3:.3g} ms"
         )
-        for c in compare(old, new, PERF_THRESHOLD)
+        for c in compare(old, new, DEFAULT_THRESHOLD)
         if c.failed
     )
 
@@ -133,7 +129,7 @@ _SECTIONS = (
     ("verdicts", "Verdicts changed"),
     ("properties", "Properties that got worse"),
     ("failures", "New unexpected failures"),
-    ("perf", f"Benchmarks slower than the previous night's (beyond {PERF_THRESHOLD:.0%})"),
+    ("perf", f"Benchmarks slower than the previous night's (beyond {DEFAULT_THRESHOLD:.0%})"),
 )
 
 

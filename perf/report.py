@@ -52,9 +52,14 @@ __all__ = [
     "compare",
     "format_comparison",
     "write_chart",
+    "DEFAULT_THRESHOLD",
     "parse_threshold",
     "main",
 ]
+
+
+#: The gate's allowed slowdown: a ratio more than 10% below the baseline's is a regression.
+DEFAULT_THRESHOLD = 0.10
 
 
 def parse_threshold(text: str) -> float:
@@ -82,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--threshold",
         type=parse_threshold,
-        default=0.10,
+        default=DEFAULT_THRESHOLD,
         help="allowed slowdown, e.g. 10%% (default)",
     )
     parser.add_argument("--chart", type=Path, help="PNG path (default: next to RESULTS, same name)")

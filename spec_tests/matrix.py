@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "FAILING",
     "OUTCOMES",
     "BackendResult",
     "Cell",
@@ -42,7 +43,8 @@ __all__ = [
 OUTCOMES: tuple[str, ...] = ("error", "fail", "xpass", "xfail", "refuses", "pass", "skip")
 #: Module stem of the properties that test torch's own code (the same for every backend).
 TORCH_GROUP = "torch_planning"
-_FAILING = frozenset({"error", "fail", "xpass"})
+#: The outcomes that fail a backend: a test failed, errored or passed against its entry.
+FAILING = frozenset({"error", "fail", "xpass"})
 REPORT_FORMAT = 1
 
 
@@ -93,7 +95,7 @@ class BackendResult:
         return (
             self.error is not None
             or self.exitstatus != 0
-            or bool(_FAILING & {t.outcome for t in self.tests})
+            or bool(FAILING & {t.outcome for t in self.tests})
         )
 
 
@@ -126,7 +128,7 @@ def verdict(result: BackendResult) -> str:
 def counts_line(result: BackendResult) -> str:
     """``12 passed, 3 known failures, 0 unexpected, 5 skipped, 2 refuses`` (its own tests)."""
     counts = Counter(t.outcome for t in result.backend_tests)
-    unexpected = sum(counts[o] for o in _FAILING) + (result.error is not None)
+    unexpected = sum(counts[o] for o in FAILING) + (result.error is not None)
     return (
         f"{counts['pass']} passed, {counts['xfail']} known failures, {unexpected} unexpected, "
         f"{counts['skip']} skipped, {counts['refuses']} refuses"
@@ -341,7 +343,7 @@ def _problems(matrix: Matrix) -> list[str]:
             out.append(f"- **{result.backend}**: did not run: {_one_line(result.error)}")
             continue
         for test in result.tests:
-            if test.outcome in _FAILING:
+            if test.outcome in FAILING:
                 label = "unexpectedly passed" if test.outcome == "xpass" else test.outcome
                 out.append(
                     f"- **{result.backend}** `{test.nodeid}` {label}: {_one_line(test.reason)}"
@@ -350,7 +352,7 @@ def _problems(matrix: Matrix) -> list[str]:
             f"- **{result.backend}**: xfail entry matches nothing: {e}"
             for e in result.unmatched_xfails
         ]
-        if result.exitstatus != 0 and not any(t.outcome in _FAILING for t in result.tests):
+        if result.exitstatus != 0 and not any(t.outcome in FAILING for t in result.tests):
             out.append(f"- **{result.backend}**: pytest exited with status {result.exitstatus}")
     return out
 
@@ -382,7 +384,7 @@ def to_json(matrix: Matrix) -> dict[str, Any]:
                 "capabilities": None if r.capabilities is None else list(r.capabilities),
                 "totals": r.totals,
                 "unmatched_xfails": list(r.unmatched_xfails),
-                "problems": [asdict(t) for t in r.tests if t.outcome in _FAILING],
+                "problems": [asdict(t) for t in r.tests if t.outcome in FAILING],
             }
             for r in matrix.backends
         ],
