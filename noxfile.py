@@ -28,6 +28,10 @@ SUITE_CONSTRAINTS = "constraints/suite.txt"
 MUTATION_CONSTRAINTS = "constraints/mutation.txt"
 
 
+# The conformance matrix as CI runs it (the conformance session; compat runs it per release).
+CI_MATRIX = ("python", "-m", "spec_tests", "matrix", "--profile=dcp-ci", "--jobs=2")
+
+
 def _install(session: nox.Session, extras: str, torch: str = TORCH) -> None:
     # nox pipes its commands' output: unbuffered, a long run's lines arrive as they are written.
     session.env["PYTHONUNBUFFERED"] = "1"
@@ -48,16 +52,7 @@ def conformance(session: nox.Session) -> None:
     """The conformance matrix over every built-in backend (arguments after -- go to its pytest
     runs), then the suite's self-test against its catalogue of broken backends."""
     _install(session, "test")
-    session.run(
-        "python",
-        "-m",
-        "spec_tests",
-        "matrix",
-        "--profile=dcp-ci",
-        "--jobs=2",
-        "--",
-        *session.posargs,
-    )
+    session.run(*CI_MATRIX, "--", *session.posargs)
     session.run("python", "-m", "spec_tests", "selftest")
 
 
@@ -99,18 +94,8 @@ def compat(session: nox.Session, release: str) -> None:
     ``compat-results/torch-RELEASE/``. A backend failing there does not stop the session; the
     merge (``nox -s compat_report``) says what differs from release to release."""
     _install(session, "test", torch=f"torch=={release}")
-    session.run(
-        "python",
-        "-m",
-        "spec_tests",
-        "matrix",
-        "--profile=dcp-ci",
-        "--jobs=2",
-        f"--out={COMPAT_RUNS}/torch-{release}",
-        "--",
-        *session.posargs,
-        success_codes=[0, 1],
-    )
+    out = f"--out={COMPAT_RUNS}/torch-{release}"
+    session.run(*CI_MATRIX, out, "--", *session.posargs, success_codes=[0, 1])
 
 
 # The third-party backends' releases (see the file).
@@ -122,8 +107,9 @@ def nightly(session: nox.Session) -> None:
     """Nightly, never in CI: every long check into one results folder (``python -m nightly``).
 
     In order: the matrix at dcp-nightly size on every built-in, the third-party backends on the
-    local S3 server, the multi-process repeat test, the self-test, the benchmarks gated on
-    perf/baselines/, a 41-minute mutation sample. Writes ``nightly-results/<UTC time>/`` (or
+    local S3 server, the repeat tests (multi-process properties; the suite and each built-in's
+    verdict under 20 seeds), the self-test, the benchmarks gated on perf/baselines/, a 41-minute
+    mutation sample. Writes ``nightly-results/<UTC time>/`` (or
     ``-- --out DIR``) with summary.md on top; ``-- --previous DIR`` names what regressed since
     that night. Exits non-zero on any unexpected failure or regression.
     """
