@@ -138,9 +138,7 @@ class TorchHF:
         # docstring inherited
         from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageWriter
 
-        if not self.distributed:
-            return HuggingFaceStorageWriter(path)
-        return HuggingFaceStorageWriter(path, save_distributed=True)
+        return HuggingFaceStorageWriter(path, save_distributed=self.distributed)
 
     def make_reader(self, path: str) -> StorageReader:
         # docstring inherited
