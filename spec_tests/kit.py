@@ -43,6 +43,7 @@ from spec_tests.properties.faults import FaultProperties
 from spec_tests.properties.hostile import HostileProperties
 from spec_tests.properties.hostile_files import HostileFilesProperties
 from spec_tests.properties.huge import HugeProperties
+from spec_tests.properties.loads import LoadProperties
 from spec_tests.properties.metadata import MetadataProperties
 from spec_tests.properties.multiprocess import MultiprocessProperties
 from spec_tests.properties.production import ProductionSaveProperties
@@ -61,6 +62,7 @@ class BackendTests(
     MetadataProperties,
     CoverageProperties,
     ContractProperties,
+    LoadProperties,
     ConfigurationProperties,
     FaultProperties,
     WorkerFailureProperties,

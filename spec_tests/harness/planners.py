@@ -57,6 +57,7 @@ __all__ = [
     "FailOn",
     "Fault",
     "InjectedFault",
+    "MissingEntry",
     "Request",
     "SpecLoadPlanner",
     "SpecSavePlanner",
@@ -250,7 +251,7 @@ class SpecLoadPlanner(LoadPlanner):
         entries = self.metadata.state_dict_metadata
         for fqn, request in self.requests.items():
             if fqn not in entries:
-                raise ContractViolation(
+                raise MissingEntry(
                     f"read_metadata has no entry {fqn!r}; it has {sorted(entries)[:20]}"
                 )
             stored = entries[fqn]
@@ -323,6 +324,14 @@ class SpecLoadPlanner(LoadPlanner):
     def results(self) -> dict[str, Any]:
         """The loaded entries: destination tensors per requested box, objects for bytes."""
         return {**self.buffers, **self.loaded}
+
+
+class MissingEntry(ContractViolation):
+    """``read_metadata`` lists no entry that a load asks for.
+
+    A violation where the checkpoint is whole. Where a property removed part of it, this is
+    how the load fails loudly: DCP's default planner raises for a missing key too.
+    """
 
 
 def _bytes_item(fqn: str) -> ReadItem:

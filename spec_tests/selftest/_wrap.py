@@ -34,6 +34,7 @@ __all__ = [
     "LoadPlannerProxy",
     "done",
     "planner_with",
+    "RemappedPlanner",
     "SavePlannerProxy",
     "Wrapped",
     "WrappedReader",
@@ -101,6 +102,27 @@ class LoadPlannerProxy(LoadPlanner):
     def commit_tensor(self, read_item: ReadItem, tensor: torch.Tensor) -> None:
         # docstring inherited
         self.inner.commit_tensor(read_item, tensor)
+
+
+class RemappedPlanner(LoadPlannerProxy):
+    """Hands the base reader moved ReadItems, and the planner back the items it planned."""
+
+    def __init__(self, inner: LoadPlanner, moved: list[ReadItem], planned: list[ReadItem]) -> None:
+        super().__init__(inner)
+        # By identity: ReadItems that differ only in dest_index.index compare equal.
+        self.planned = {id(m): p for m, p in zip(moved, planned, strict=True)}
+
+    def resolve_tensor(self, read_item: ReadItem) -> torch.Tensor:
+        # docstring inherited
+        return self.inner.resolve_tensor(self.planned[id(read_item)])
+
+    def commit_tensor(self, read_item: ReadItem, tensor: torch.Tensor) -> None:
+        # docstring inherited
+        self.inner.commit_tensor(self.planned[id(read_item)], tensor)
+
+    def load_bytes(self, read_item: ReadItem, value: Any) -> None:
+        # docstring inherited
+        self.inner.load_bytes(self.planned[id(read_item)], value)
 
 
 class _Located:

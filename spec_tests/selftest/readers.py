@@ -21,7 +21,7 @@ from torch.distributed.checkpoint.storage import StorageReader
 from torch.futures import Future
 
 from dcp_impl.filesystem import METADATA_FILE, FileSystemReader
-from spec_tests.selftest._wrap import LoadPlannerProxy, Wrapped, WrappedReader
+from spec_tests.selftest._wrap import LoadPlannerProxy, RemappedPlanner, Wrapped, WrappedReader
 
 __all__ = [
     "CommitsDespiteReadErrors",
@@ -80,24 +80,6 @@ class ZerosReadsOver4MiB(Wrapped):
     family = "roundtrip"
 
 
-class _Remapped(LoadPlannerProxy):
-    """Hands the base reader moved ReadItems, and the planner back the items it planned."""
-
-    def __init__(self, inner: LoadPlanner, moved: list[ReadItem], planned: list[ReadItem]) -> None:
-        super().__init__(inner)
-        # By identity: ReadItems that differ only in dest_index.index compare equal.
-        self.planned = {id(m): p for m, p in zip(moved, planned, strict=True)}
-
-    def resolve_tensor(self, read_item: ReadItem) -> torch.Tensor:
-        return self.inner.resolve_tensor(self.planned[id(read_item)])
-
-    def commit_tensor(self, read_item: ReadItem, tensor: torch.Tensor) -> None:
-        self.inner.commit_tensor(self.planned[id(read_item)], tensor)
-
-    def load_bytes(self, read_item: ReadItem, value: Any) -> None:
-        self.inner.load_bytes(self.planned[id(read_item)], value)
-
-
 def _moving(move: Callable[[tuple[int, ...]], tuple[int, ...]]) -> type[WrappedReader]:
     """A reader class whose reads start at ``move(storage_offsets)`` instead."""
 
@@ -107,7 +89,7 @@ def _moving(move: Callable[[tuple[int, ...]], tuple[int, ...]]) -> type[WrappedR
                 dataclasses.replace(i, storage_offsets=torch.Size(move(tuple(i.storage_offsets))))
                 for i in plan.items
             ]
-            proxy = _Remapped(planner, moved, plan.items)
+            proxy = RemappedPlanner(planner, moved, plan.items)
             return self.inner.read_data(dataclasses.replace(plan, items=moved), proxy)
 
     return _Reader

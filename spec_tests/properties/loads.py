@@ -1,0 +1,172 @@
+"""Spec section 18: loads as jobs do them.
+
+A checkpoint is rarely loaded exactly as it was saved:
+
+* an evaluation or fine-tuning job loads the model's entries from a training checkpoint that
+  also holds optimizer state, and asks for them in its own order: a load of **any subset in
+  any order** returns exactly those entries (a reader that pairs read items with stored items
+  by position, or reads what was not asked for, fails);
+* a trainer keeps **one reader** and points it at each checkpoint it loads (``dcp.load``
+  resets it): what it found in one checkpoint must not answer for the next (a reader that
+  keeps its file index or metadata across ``reset`` loads the old checkpoint's bytes);
+* a file of the checkpoint is **gone or empty** (a partial copy, a lifecycle rule on a
+  bucket, a full disk during a copy): the load raises, or returns exactly what was saved;
+  it never completes with the destination left as it was, zeros, or a short read's tail.
+
+Each named case is tried in every run: the last entry alone, every entry in reverse order,
+and each stored file both removed and emptied.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from spec_tests import harness
+from spec_tests import strategies as sts
+from spec_tests.backends import Backend, claims
+from spec_tests.properties._common import (
+    Location,
+    check_entry,
+    check_load,
+    claimed,
+    draw_tensor,
+    flat,
+    pattern,
+    request_for,
+)
+from spec_tests.properties.hostile_files import local_root, stored_files
+from spec_tests.verdicts import ContractViolation, may_refuse
+
+__all__ = ["LoadProperties", "other_bits"]
+
+#: How a stored file is damaged, each tried on every file: removed, or cut to no bytes.
+_GONE: sts.NamedCases[Callable[[Path], None]] = sts.NamedCases(
+    {"removed": os.unlink, "emptied": lambda path: os.truncate(path, 0)}
+)
+
+
+def other_bits(value: torch.Tensor) -> torch.Tensor:
+    """``value`` with the lowest bit of every byte flipped: same dtype and shape, every byte
+    different, and still a valid value of every dtype (``bool`` included)."""
+    raw = harness.as_bytes(value.contiguous()) ^ 1
+    return raw.view(value.dtype).reshape(value.shape) if value.numel() else value.clone()
+
+
+def _plain(value: Any) -> Any:
+    """A tensor as a fresh contiguous tensor of its values (no lazy bits, no shared memory)."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    return value.resolve_conj().resolve_neg().clone(memory_format=torch.contiguous_format)
+
+
+def _load_subset(backend: Backend, location: str, entries: dict[str, Any], keys: list[str]) -> None:
+    """Load ``keys`` (in that order) and check each against ``entries``."""
+    requests = {key: request_for(entries[key]) for key in keys}
+    loaded = harness.load(backend, location, [requests])[0]
+    for key in keys:
+        check_entry(f"{key} (loading only {len(keys)} of {len(entries)} entries)",
+                    loaded[key], entries[key])  # fmt: skip
+
+
+class LoadProperties:
+    """Loads of part of a checkpoint, through a reused reader, and with a stored file gone."""
+
+    @given(data=st.data())
+    def test_any_subset_in_any_order(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """Some of the saved entries, asked for in another order, load back exactly (and
+        nothing else is committed); the last entry alone and every entry reversed are tried
+        in every example."""
+        state = data.draw(
+            sts.state_dicts(
+                allowed=claimed(dcp_backend),
+                allow_bytes=claims(dcp_backend, "bytes"),
+                max_entries=24,
+            ),
+            label="state dict",
+        )
+        # Plain tensors: the views of every kind are the round-trip properties' business; here
+        # they would only hide a load-side bug behind a backend's known save-side ones.
+        entries = {key: _plain(value) for key, value in flat(state).items()}
+        keys = list(entries)
+        drawn = data.draw(
+            st.lists(st.sampled_from(keys), min_size=1, max_size=len(keys), unique=True),
+            label="entries loaded, in order",
+        )
+        location = dcp_location()
+        with harness.repro(dcp_backend, saved=keys, loaded=drawn):
+            harness.save(dcp_backend, location, [entries])
+            for subset in (drawn, keys[-1:], keys[::-1]):
+                _load_subset(dcp_backend, location, entries, subset)
+
+    @given(data=st.data())
+    def test_one_reader_for_several_checkpoints(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """One reader instance loads checkpoint A, then B (same names, shapes and dtypes,
+        every byte different), then A again: each load returns that checkpoint's values."""
+        value = draw_tensor(data, dcp_backend, max_dims=3)
+        first = {"t": value}
+        second = {"t": other_bits(value)}
+        if claims(dcp_backend, "bytes"):
+            first["step"], second["step"] = 1, 2  # type: ignore[assignment]
+        a, b = dcp_location(), dcp_location()
+        with harness.repro(dcp_backend, dtype=value.dtype, shape=tuple(value.shape)):
+            harness.save(dcp_backend, a, [first])
+            harness.save(dcp_backend, b, [second])
+            reader = dcp_backend.make_reader(a)
+            for location, state in ((a, first), (b, second), (a, first)):
+                check_load(dcp_backend, location, state, readers=[reader])
+
+    def test_missing_or_empty_file_raises_or_loads_exactly(
+        self, dcp_backend: Backend, dcp_location: Location
+    ) -> None:
+        """Each stored file in turn removed, and cut to no bytes: the load raises or returns
+        exactly what was saved. (Only local files can be damaged: URL roots skip.)"""
+        dtypes = claimed(dcp_backend)
+        dtype = torch.float32 if torch.float32 in dtypes else dtypes[0]
+        state: dict[str, Any] = {"a": pattern(dtype, (16, 8)), "b": pattern(dtype, (3, 5))}
+        if claims(dcp_backend, "bytes"):
+            state["step"] = "epoch 3 " + "x" * 64
+        location = dcp_location()
+        root = local_root(location)
+        with harness.repro(dcp_backend, dtype=dtype):
+            harness.save(dcp_backend, location, [state])
+            for path in stored_files(root):
+                kept = path.read_bytes()
+                for damage, cut in _GONE:
+                    cut(path)
+                    try:
+                        _raises_or_exact(
+                            dcp_backend, location, state, f"{path.relative_to(root)} {damage}"
+                        )
+                    finally:
+                        path.write_bytes(kept)
+
+
+def _raises_or_exact(backend: Backend, location: str, state: dict[str, Any], what: str) -> None:
+    """Load ``state`` back: raising is fine, completing with other values is a violation."""
+    requests = {key: request_for(value) for key, value in state.items()}
+    try:
+        with may_refuse(f"loading where {what}") as outcome:
+            loaded = harness.load(backend, location, [requests])[0]
+    except harness.MissingEntry:
+        return  # the metadata lost the entry: DCP's planner raises, so the load is loud
+    if outcome.refused:
+        return
+    for key, value in state.items():
+        try:
+            check_entry(key, loaded[key], value)
+        except ContractViolation as verdict:
+            raise ContractViolation(
+                f"{what}: the load completed with values other than those saved ({verdict}); "
+                "expected it to raise or to return exactly what was saved"
+            ) from verdict
