@@ -21,7 +21,7 @@ from typing import Any
 import _inflight
 import pytest
 import torch
-from _reads import assert_filled, chunk_values, read_request, store_chunk, sub_boxes
+from _reads import assert_filled, chunk_values, read_request, sub_boxes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -149,6 +149,9 @@ class _Recording:
         self._file.close()
 
 
+SHAPES = [(20, 30), (30, 20), (600, 300)]  # 1.2 KiB, 1.2 KiB, 351 KiB of bfloat16
+
+
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -156,15 +159,18 @@ class _Recording:
 def test_capped_reads_fill_their_targets_exactly(
     tmp_path: Path, data: st.DataObject, verify: bool, mapped: bool, threads: int
 ) -> None:
+    # Two small items (coalesced into one read) and one larger than a thread's share, in one file.
+    path = tmp_path / f"{uuid.uuid4().hex}.bin"  # a fresh file per example
+    values = [chunk_values(shape, torch.bfloat16, seed=i) for i, shape in enumerate(SHAPES)]
+    with dio.DataFileWriter(path, sync=False) as out:
+        out.write_bytes(b"header")
+        stored = [out.write_tensor(chunk) for chunk in values]
     chunks, requests = [], []
-    for i in range(3):
-        chunk = chunk_values((600, 300), torch.bfloat16, seed=i)  # 351 KiB each
-        path = tmp_path / f"{uuid.uuid4().hex}.bin"  # a fresh file per example
-        stored = store_chunk(path, chunk)
+    for i, (chunk, where) in enumerate(zip(values, stored, strict=True)):
         subs = [data.draw(sub_boxes(tuple(chunk.shape)), label=f"sub {i}") for _ in range(2)]
         targets = [dio.Target(s, torch.zeros(s.sizes, dtype=chunk.dtype)) for s in subs]
         chunks.append((chunk, targets))
-        requests.append(read_request(path, stored, chunk, *targets))
+        requests.append(read_request(path, where, chunk, *targets))
     _Recording.calls = []
     dio.read_into(
         requests,

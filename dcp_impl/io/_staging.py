@@ -82,7 +82,9 @@ class Staging:
     first frees everything this thread holds idle (``drop_idle``), copies waited for. Host
     (unpinned) buffers then use one slot (their copies are complete when made) and are
     mapped memory of their own, given back to the system when freed: from the C heap, freed
-    buffers stay resident (glibc keeps them for reuse, per thread).
+    buffers stay resident (glibc keeps them for reuse, per thread). Pinned buffers come from
+    torch's caching host allocator, which also keeps freed blocks: the budget bounds those in
+    use.
     """
 
     def __init__(
