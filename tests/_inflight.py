@@ -26,6 +26,7 @@ from torch.distributed.checkpoint.metadata import (
 )
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
+from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 import dcp_impl
 from spec_tests import driver
@@ -37,20 +38,20 @@ ITEM = ROWS * ROWS * 4
 """Bytes of one stored item (4 MiB); the checkpoint is ``TENSORS`` of them (256 MiB)."""
 
 
-def state(seed: int = 0) -> dict[str, torch.Tensor]:
-    """The saved values."""
-    gen = torch.Generator().manual_seed(seed)
-    return {f"t{i:02d}": torch.rand(ROWS, ROWS, generator=gen) for i in range(TENSORS)}
+def state(tensors: int = TENSORS) -> dict[str, torch.Tensor]:
+    """The saved values: ``tensors`` matrices."""
+    gen = torch.Generator().manual_seed(0)
+    return {f"t{i:03d}": torch.rand(ROWS, ROWS, generator=gen) for i in range(tensors)}
 
 
-def save(path: str, backend: str) -> None:
+def save(path: str, backend: str, tensors: int = TENSORS) -> None:
     """Save :func:`state` to ``path`` with ``backend`` (``fs`` or ``hf``)."""
     writer: Any
     if backend == "fs":
         writer = dcp_impl.FileSystemWriter(path, sync_files=False)
     else:
         writer = dcp_impl.HuggingFaceWriter(path, sync_files=False)
-    torch.distributed.checkpoint.save(state(), storage_writer=writer, no_dist=True)
+    dcp_save(state(tensors), storage_writer=writer, no_dist=True)
 
 
 class _Halves(LoadPlanner):
@@ -110,6 +111,7 @@ def main() -> None:
     parser.add_argument("path")
     parser.add_argument("--backend", choices=["fs", "hf"], default="fs")
     parser.add_argument("--cap", type=int, default=None)
+    parser.add_argument("--tensors", type=int, default=TENSORS, help="as the save had")
     args = parser.parse_args()
     reader: Any
     if args.backend == "fs":
@@ -117,13 +119,14 @@ def main() -> None:
     else:
         reader = dcp_impl.HuggingFaceReader(args.path, max_inflight_bytes=args.cap)
     halves = {
-        f"t{i:02d}": [torch.full((ROWS, ROWS // 2), -1.0) for _ in range(2)] for i in range(TENSORS)
+        f"t{i:03d}": [torch.full((ROWS, ROWS // 2), -1.0) for _ in range(2)]
+        for i in range(args.tensors)
     }
     Path("/proc/self/clear_refs").write_text("5")  # the peak from here on
     start = _status("VmRSS")
     driver.load([reader], args.path, [_Halves(halves)])
     peak = _status("VmHWM")
-    exact = all(torch.equal(torch.cat(halves[k], dim=1), v) for k, v in state().items())
+    exact = all(torch.equal(torch.cat(halves[k], dim=1), v) for k, v in state(args.tensors).items())
     print(json.dumps({"start": start, "peak": peak, "exact": exact}))
 
 
