@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{size / 2**20:.0f} MiB bf16x64 row-sharded, {args.rounds} rounds, {device}; "
         "aggregate GB/s (median), (eff.) = GB/s / (procs x GB/s at 1 process)"
     )
-    print(format_scaling(rows(results, size, device)))
+    moved = sum(spec.nbytes for spec in bf16x64_specs(size))  # size, rounded to whole rows
+    print(format_scaling(rows(results, moved, device)))
     if args.root is None:
         shutil.rmtree(root, ignore_errors=True)
 
