@@ -52,6 +52,7 @@ class StoreReading(StoreLocated):
     thread_count: int | None
     verify: dio.Verify
     pickle_policy: PicklePolicy
+    max_inflight_bytes: int | None = None
 
     def _read_all(
         self,
@@ -67,6 +68,7 @@ class StoreReading(StoreLocated):
             thread_count=self.thread_count,
             verify=self.verify,
             deliver_bytes=functools.partial(deliver_bytes, self.pickle_policy),
+            max_inflight_bytes=self.max_inflight_bytes,
         )
         future: Future[None] = Future()
         future.set_result(None)

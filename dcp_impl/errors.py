@@ -14,6 +14,7 @@ __all__ = [
     "ConcurrentSaveError",
     "CorruptCheckpointError",
     "InvalidMetadataError",
+    "InvalidOptionError",
     "LayoutMismatchError",
     "OverwriteRefusedError",
     "StorageFaultError",
@@ -84,3 +85,8 @@ class StorageFaultError(CheckpointError, OSError):
     """The storage refused an operation on a checkpoint file: no space left, too many open
     files, permission denied, a missing bucket. ``errno`` is the failure's; the message
     names the file and what to do about it."""
+
+
+class InvalidOptionError(CheckpointError, ValueError):
+    """A writer's or reader's option has a value it cannot take (the message names the
+    option, the values it takes and the one given)."""

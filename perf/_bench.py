@@ -13,7 +13,7 @@ from perf.report import KINDS
 from perf.workloads import Piece
 from spec_tests.harness import assert_bit_equal, region
 
-__all__ = ["Case", "OPS", "measure", "check_loaded"]
+__all__ = ["Case", "OPS", "measure", "record", "check_loaded"]
 
 #: What a benchmark times; the report groups rows by (op, workload).
 OPS = (
@@ -34,11 +34,13 @@ class Case:
     kind: str
     nbytes: int  # bytes moved per round; 0 where throughput means nothing (metadata)
     device: str = "cpu"
+    procs: int = 1  # processes that moved them together (the mp-* operations)
 
     def __post_init__(self) -> None:
-        if self.op not in OPS or self.kind not in KINDS or self.nbytes < 0:
+        if self.op not in OPS or self.kind not in KINDS or self.nbytes < 0 or self.procs < 1:
             raise ValueError(
-                f"benchmark case: expected op in {OPS}, kind in {KINDS}, nbytes >= 0; got {self}"
+                f"benchmark case: expected op in {OPS}, kind in {KINDS}, nbytes >= 0, "
+                f"procs >= 1; got {self}"
             )
 
 
@@ -56,8 +58,7 @@ def measure(
     Returns the last round's result (the only one with ``--benchmark-disable``),
     so that the caller can check it is correct.
     """
-    benchmark.extra_info.update(dataclasses.asdict(case))
-    benchmark.group = f"{case.op} {case.workload} ({case.device})"  # pytest-benchmark's tables
+    _label(benchmark, case)
     timed = target
     if case.device.startswith("cuda"):
 
@@ -72,9 +73,36 @@ def measure(
     result = benchmark.pedantic(
         timed, setup=setup, teardown=teardown, rounds=rounds, iterations=1, warmup_rounds=1
     )
+    _throughput(benchmark, case)
+    return result
+
+
+def record(benchmark: Any, case: Case, seconds: Sequence[float]) -> None:
+    """Store ``seconds``, rounds timed elsewhere, as the benchmark's rounds, labelled as
+    :func:`measure` labels its own: for times only the measured code can take (rounds of
+    several processes, each timed inside the ranks between barriers)."""
+    _label(benchmark, case)
+    if benchmark.disabled:
+        return
+    if not seconds:
+        raise ValueError(f"benchmark {case}: expected timed rounds, got none")
+    # pytest-benchmark times only what it calls; pedantic() stores each of its rounds this
+    # way (BenchmarkFixture._make_stats, then update: pytest-benchmark 4 and 5).
+    stats = benchmark._make_stats(1)
+    for duration in seconds:
+        stats.update(duration)
+    benchmark._mode = "rounds timed inside the ranks"  # used: no "fixture not used" warning
+    _throughput(benchmark, case)
+
+
+def _label(benchmark: Any, case: Case) -> None:
+    benchmark.extra_info.update(dataclasses.asdict(case))
+    benchmark.group = f"{case.op} {case.workload} ({case.device})"  # pytest-benchmark's tables
+
+
+def _throughput(benchmark: Any, case: Case) -> None:
     if benchmark.stats is not None and case.nbytes:  # None when timing is disabled
         benchmark.extra_info["gbps"] = case.nbytes / benchmark.stats.stats.median / 1e9
-    return result
 
 
 def check_loaded(source: dict[str, torch.Tensor], ranks: Sequence[Sequence[Piece]]) -> None:

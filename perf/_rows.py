@@ -48,6 +48,7 @@ class Row:
     nbytes: int
     device: str
     median: float  # seconds
+    procs: int = 1  # processes that moved ``nbytes`` together (mp-* operations)
 
     def __post_init__(self) -> None:
         if self.kind not in KIND_ORDER:
@@ -105,7 +106,14 @@ def _row(bench: dict[str, object]) -> Row | None:
         nbytes,
         str(info.get("device", "cpu")),
         float(stats["median"]),
+        _procs(key, info.get("procs", 1)),
     )
+
+
+def _procs(key: str, value: object) -> int:
+    if type(value) is not int or value < 1:
+        raise ReportError(f"{key}: expected extra_info.procs, an integer >= 1; got {value!r}")
+    return value
 
 
 def rows_from(document: object, source: str) -> list[Row]:

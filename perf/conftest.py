@@ -23,6 +23,10 @@ DEFAULT_BACKENDS = ("dcp_impl-fs", "dcp_impl-hf", "torch-fs", "torch-hf")
 #: The same on a URL --perf-root: torch's own backend for URLs instead of its local-only two.
 URL_BACKENDS = ("dcp_impl-fs", "dcp_impl-hf", "torch-fsspec")
 _DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+#: Process counts of the multi-process benchmarks; the smoke run (timing disabled) skips 4,
+#: which on a 2-core machine only adds minutes of oversubscribed processes.
+MEASURED_PROCS = (1, 2, 4)
+SMOKE_PROCS = (1, 2)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,6 +51,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write the benchmarks' checkpoints under URL: a local directory or an fsspec URL "
         "such as s3://bucket/perf (default: pytest's temporary directory); on a URL, benchmarks "
         "of local files and memory only (baselines, memcpy) are skipped",
+    )
+    group.addoption(
+        "--perf-procs",
+        default=None,
+        help="comma-separated process counts of the multi-process benchmarks (default: "
+        f"{','.join(map(str, MEASURED_PROCS))}; {','.join(map(str, SMOKE_PROCS))} with "
+        "--benchmark-disable)",
     )
     group.addoption(
         "--perf-drop-caches",
@@ -103,17 +114,41 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 _ROOTED = frozenset({"perf_location", "checkpoints"})
 
 
+def _backend_specs(config: pytest.Config) -> list[str]:
+    root = config.getoption("--perf-root")
+    default = URL_BACKENDS if root and locations.is_url(root) else DEFAULT_BACKENDS
+    chosen = config.getoption("--perf-backends") or ",".join(default)
+    specs = [s.strip() for s in chosen.split(",") if s.strip()]
+    extra = config.getoption("--dcp-backend")  # registered by the spec_tests plugin
+    if extra and extra not in specs:
+        specs.append(extra)
+    return specs
+
+
+def _procs(config: pytest.Config) -> list[int]:
+    chosen = config.getoption("--perf-procs")
+    if chosen is None:
+        return list(SMOKE_PROCS if config.getoption("benchmark_disable") else MEASURED_PROCS)
+    try:
+        counts = [int(p) for p in chosen.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise pytest.UsageError(f"--perf-procs: expected counts >= 1 such as 1,2,4, got {chosen}")
+    return counts
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend_spec" in metafunc.fixturenames:
-        config = metafunc.config
-        root = config.getoption("--perf-root")
-        default = URL_BACKENDS if root and locations.is_url(root) else DEFAULT_BACKENDS
-        chosen = config.getoption("--perf-backends") or ",".join(default)
-        specs = [s.strip() for s in chosen.split(",") if s.strip()]
-        extra = config.getoption("--dcp-backend")  # registered by the spec_tests plugin
-        if extra and extra not in specs:
-            specs.append(extra)
-        metafunc.parametrize("backend_spec", specs)
+        metafunc.parametrize("backend_spec", _backend_specs(metafunc.config))
+    if "procs" in metafunc.fixturenames:
+        metafunc.parametrize("procs", _procs(metafunc.config))
+
+
+@pytest.fixture(scope="session")
+def backend_specs(pytestconfig: pytest.Config) -> list[str]:
+    """Every backend spec this run measures (what ``backend_spec`` takes, all at once)."""
+    return _backend_specs(pytestconfig)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,12 @@ reference measured in the same run (a backend against the best baseline of its
 operation and workload, a baseline against the hardware limit), because a
 ratio survives a noisy or slower machine and a raw time does not. Raw medians
 are the secondary signal, and the only one for rows without a reference.
+
+Multi-process rows (``mp-save`` / ``mp-load``, perf/test_multiprocess.py) also carry
+the process count that moved the bytes together; the report prints them once more as
+a scaling table: aggregate GB/s per backend and process count, and the scaling
+efficiency ``GB/s at N / (N x GB/s at 1)``. They have no same-run reference, so the
+gate compares their raw medians.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from perf._rows import (
     rows_from,
     score,
 )
+from perf._scaling import efficiency, format_scaling
 
 __all__ = [
     "KINDS",
@@ -52,6 +59,8 @@ __all__ = [
     "compare",
     "format_comparison",
     "write_chart",
+    "efficiency",
+    "format_scaling",
     "DEFAULT_THRESHOLD",
     "parse_threshold",
     "main",
@@ -98,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         current = score(rows_from(document, str(args.results)))
         print(describe_run(document, str(args.results)))
         print(format_table(current))
+        scaling = format_scaling(s.row for s in current)
+        if scaling is not None:
+            print("\nmulti-process scaling: aggregate GB/s, (eff.) = GB/s / (procs x GB/s at 1)")
+            print(scaling)
         if not args.no_chart:
             chart = args.chart or args.results.with_suffix(".png")
             write_chart(current, chart)

@@ -10,6 +10,7 @@ LEAVES = {
     errors.CheckpointNotFoundError: FileNotFoundError,
     errors.CorruptCheckpointError: ValueError,
     errors.InvalidMetadataError: ValueError,
+    errors.InvalidOptionError: ValueError,
     errors.UnknownDtypeError: ValueError,
     errors.LayoutMismatchError: ValueError,
     errors.UnsupportedError: TypeError,

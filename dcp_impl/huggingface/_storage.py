@@ -291,6 +291,13 @@ class HuggingFaceReader(StoreReading, StorageReader):
         max_bytes_expansion: the objects a checked entry unpickles into may take this many
             times its stored size in memory (plus 1 MiB), else ``UnsafeCheckpointError``
             (default ``dcp_impl.safe_load.DEFAULT_MAX_EXPANSION``, 128).
+        max_inflight_bytes: a cap on the host memory a load holds in flight beyond the
+            state dict's tensors: staging and coalesced read buffers, scratch, the copies an
+            object store's reads make, pinned buffers for CUDA (at least 1 MiB; default None,
+            no cap). Reads wait for memory in turn and are cut to fit, files are read
+            instead of mapped (mapped pages count in resident memory), so the load's peak
+            stays within the cap plus one buffer (a stored item read whole to be verified,
+            where it is larger than the cap). Slower where the cap is small.
         storage_options: passed to fsspec for URLs (credentials, endpoint).
     """
 
@@ -304,11 +311,14 @@ class HuggingFaceReader(StoreReading, StorageReader):
         safe_globals: Sequence[SafeGlobal] = (),
         max_bytes_expansion: float = DEFAULT_MAX_EXPANSION,
         storage_options: Mapping[str, Any] | None = None,
+        max_inflight_bytes: int | None = None,
     ) -> None:
         super().__init__()
         if thread_count is not None:
             check_count(type(self).__name__, "thread_count", thread_count)
         check_verify(type(self).__name__, verify)
+        dio.check_max_inflight(type(self).__name__, max_inflight_bytes)
+        self.max_inflight_bytes = max_inflight_bytes
         self.pickle_policy = PicklePolicy(trust_pickle, tuple(safe_globals), max_bytes_expansion)
         self.thread_count = thread_count
         self.verify = verify

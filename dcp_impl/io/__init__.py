@@ -23,7 +23,10 @@ Nothing here knows a checkpoint format; a backend maps its metadata onto these p
   buffers and copied non-blocking on a side stream while the next read proceeds, unless the
   source is :class:`DeviceReadable` (GPU-direct storage), which fills them itself. With
   ``coalesce`` (object stores), neighbouring items are fetched by one read and served from
-  a staging buffer.
+  a staging buffer. With ``max_inflight_bytes``, every buffer a read allocates is taken
+  from one budget under that cap (waiting in turn), source reads and coalesced spans are
+  cut to each thread's share, and files are read instead of mapped: the reads hold at most
+  the cap plus one buffer beyond the targets.
 * A :class:`Source` is one open stored file that :func:`read_into` asks for byte ranges;
   an :data:`Opener` (a store's ``opener``) makes one from a path (:class:`LocalFile`,
   ``os.preadv``, for local files). :func:`open_regular` is the one way a local checkpoint
@@ -57,6 +60,7 @@ forbids. A mismatch, a short file or a missing file raises ``CorruptCheckpointEr
 the file and the item; when ``read_into`` raises, the destinations' contents are unspecified.
 """
 
+from dcp_impl.io._budget import MIN_INFLIGHT_BYTES, check_max_inflight
 from dcp_impl.io._checksum import CHECKSUM_ALGORITHM, checksum
 from dcp_impl.io._files import open_regular, read_at_most, storage_fault
 from dcp_impl.io._load import (
@@ -104,6 +108,8 @@ __all__ = [
     "ReadRequest",
     "DeviceCopier",
     "read_into",
+    "MIN_INFLIGHT_BYTES",
+    "check_max_inflight",
     "Source",
     "Mappable",
     "DeviceReadable",

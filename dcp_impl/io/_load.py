@@ -22,6 +22,7 @@ from torch.distributed.checkpoint.planner import LoadItemType, LoadPlanner, Read
 
 from dcp_impl import safe_load
 from dcp_impl.errors import CorruptCheckpointError, LayoutMismatchError
+from dcp_impl.io._budget import check_max_inflight
 from dcp_impl.io._requests import ReadRequest, Target
 from dcp_impl.layout import Box
 
@@ -98,7 +99,8 @@ class RequestReader(Protocol):
     def read(
         self, requests: Sequence[ReadRequest], *, thread_count: int | None = None, verify: bool
     ) -> None:
-        """Fill the targets of ``requests`` (see :func:`~dcp_impl.io.read_into`)."""
+        """Fill the targets of ``requests`` (see :func:`~dcp_impl.io.read_into`); with a
+        cap, also takes ``max_inflight_bytes=`` (as :meth:`dcp_impl.store.Store.read`)."""
         ...
 
 
@@ -111,6 +113,7 @@ def read_items(
     thread_count: int | None = None,
     verify: Verify = True,
     deliver_bytes: BytesSink = checked_bytes,
+    max_inflight_bytes: int | None = None,
 ) -> None:
     """Load ``items`` (one rank's LoadPlan) through ``planner``: resolve each destination,
     read every stored item once into all its destinations with ``reader``, then hand the
@@ -126,7 +129,11 @@ def read_items(
         verify: which checksums are checked (:data:`Verify`).
         deliver_bytes: hands the bytes entries to the planner (default: :func:`checked_bytes`;
             :func:`load_bytes` hands them over unchecked).
+        max_inflight_bytes: a cap on the host memory the reads hold in buffers beyond the
+            destinations (None: none); passed to ``reader.read`` only when set. Bytes
+            entries are destinations here: all are held until delivered together.
     """
+    check_max_inflight("read_items", max_inflight_bytes)
     stored: dict[MetadataIndex, StoredItem] = {}
     grouped: dict[MetadataIndex, list[Target]] = {}
     byte_items: list[tuple[ReadItem, torch.Tensor]] = []
@@ -143,7 +150,8 @@ def read_items(
         stored[key].request(tuple(targets), checksum=_checks(stored[key], targets, verify))
         for key, targets in grouped.items()
     ]
-    reader.read(requests, thread_count=thread_count, verify=bool(verify))
+    cap = {} if max_inflight_bytes is None else {"max_inflight_bytes": max_inflight_bytes}
+    reader.read(requests, thread_count=thread_count, verify=bool(verify), **cap)
     deliver_bytes(planner, [(item, dest.numpy().tobytes()) for item, dest in byte_items])
     for item, dest in tensors:
         planner.commit_tensor(item, dest)

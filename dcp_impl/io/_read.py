@@ -10,6 +10,7 @@ import torch
 from dcp_impl import dtypes
 from dcp_impl.errors import CorruptCheckpointError
 from dcp_impl.io import _runs
+from dcp_impl.io._budget import Budget, check_max_inflight, plan_threads, sliced_preadv
 from dcp_impl.io._checksum import Digest, checksum
 from dcp_impl.io._pool import parallel_map
 from dcp_impl.io._requests import (
@@ -48,6 +49,7 @@ def read_into(
     copier: Callable[[], DeviceCopier] | None = None,
     opener: Opener = LocalFile,
     coalesce: int = 0,
+    max_inflight_bytes: int | None = None,
 ) -> None:
     """Fill every target of every request; return once all bytes are in place.
 
@@ -66,7 +68,18 @@ def read_into(
         coalesce: neighbouring requests of one file whose bytes (and the gaps between them)
             span at most this many bytes are fetched by one read into a staging buffer and
             served from it; for stores where each read is a round trip (object stores).
+        max_inflight_bytes: a cap on the host memory the reads hold beyond the targets
+            (staging buffers, coalesced spans, scratch, the copies a source makes of what it
+            reads): reads wait for memory in turn, files are read instead of mapped, and
+            coalesced spans and source reads are cut to fit. Held bytes stay within the cap,
+            or one buffer larger than the cap held alone. None: no cap.
     """
+    check_max_inflight("read_into", max_inflight_bytes)
+    budget = part = None
+    if max_inflight_bytes is not None:
+        budget = Budget(max_inflight_bytes)
+        thread_count, part = plan_threads(max_inflight_bytes, thread_count)
+        coalesce = min(coalesce, part)
     ordered = sorted(requests, key=lambda r: (r.path, r.offset))
     batches = _batches(ordered, coalesce)
     pin = torch.cuda.is_available() and any(
@@ -80,9 +93,13 @@ def read_into(
             pin=pin,
             opener=opener,
             copier=copier() if copier is not None else None,
+            budget=budget,
+            part=part,
         )
 
-    parallel_map(batches, make_worker, thread_count=thread_count)
+    # Each thread's share for the copy its source may make of one read (of ``part`` bytes).
+    with Budget.reserving(budget, min(thread_count, len(batches)) * (part or 0)):
+        parallel_map(batches, make_worker, thread_count=thread_count)
 
 
 def _batches(ordered: Sequence[ReadRequest], limit: int) -> list[list[ReadRequest]]:
@@ -113,13 +130,17 @@ class _Reader:
         pin: bool,
         opener: Opener,
         copier: DeviceCopier | None,
+        budget: Budget | None = None,
+        part: int | None = None,
     ) -> None:
         self._verify = verify
         self._stage_all = stage_all
         self._opener = opener
         self._sources: OrderedDict[str, Source] = OrderedDict()
         self._maps: dict[str, memoryview | None] = {}
-        self._staging = Staging(pin)
+        self._budget = budget
+        self._part = part
+        self._staging = Staging(pin, budget, self._drop_idle)
         self._scratch = bytearray()
         self._injected = copier
         self._copiers: dict[torch.device, DeviceCopier] = {}
@@ -136,7 +157,7 @@ class _Reader:
         end = max(r.offset + r.length for r in batch)
         slot, staged = self._staging.take(end - start)
         whole = byte_view(staged)
-        done = self._open(batch[0]).preadv([whole], start)
+        done = self._preadv(self._open(batch[0]), [whole], start)
         for request in batch:
             if request.offset + request.length > start + done:
                 raise truncated(request, request.offset + request.length, start + done)
@@ -213,17 +234,25 @@ class _Reader:
                 if runs.length >= _runs.MIN_RUN:
                     pieces += runs.pieces(byte_view(target.dest), request.offset)
                     continue
-            slot, staged = self._staging.take(length)
-            self._pread(request, [byte_view(staged)], request.offset + start)
-            view = sub_view(request, staged, target, base=start, start=start)
-            self._copy_out(slot, target, view)
+            self._read_staged(request, target, start, length)
         if pieces:
             self._read_pieces(request, sorted(pieces, key=lambda piece: piece[0]))
+
+    def _read_staged(self, request: ReadRequest, target: Target, start: int, length: int) -> None:
+        """Read the sub-box's enclosing span (``length`` bytes from chunk byte ``start``)
+        into a staging buffer and copy the sub-box out."""
+        slot, staged = self._staging.take(length)
+        self._pread(request, [byte_view(staged)], request.offset + start)
+        view = sub_view(request, staged, target, base=start, start=start)
+        self._copy_out(slot, target, view)
 
     def _read_pieces(self, request: ReadRequest, pieces: list[_runs.Piece]) -> None:
         """Fill the sorted ``pieces``; bytes between them that fit ``MAX_GAP`` go to scratch."""
         gap = min(_runs.largest_gap(pieces), _runs.MAX_GAP)
         if len(self._scratch) < gap:
+            self._drop_scratch()
+            if self._budget is not None:
+                self._budget.acquire(gap, self._drop_idle)
             self._scratch = bytearray(gap)
         scratch = memoryview(self._scratch)[:gap]
         for offset, buffers in _runs.vectored(pieces, scratch):
@@ -257,6 +286,8 @@ class _Reader:
         target is in host memory (device copies go through pinned staging instead)."""
         if self._stage_all or any(t.dest.device.type != "cpu" for t in targets):
             return None
+        if self._budget is not None:  # mapped pages stay resident until unmapped: uncapped
+            return None
         whole = self._maps.get(request.path, ...)
         if whole is ...:
             source = self._open(request)
@@ -282,9 +313,27 @@ class _Reader:
     def _pread(self, request: ReadRequest, buffers: list[memoryview], offset: int) -> None:
         """Fill ``buffers`` from ``offset`` of the request's file, or report the truncation."""
         total = sum(len(b) for b in buffers)
-        done = self._open(request).preadv(buffers, offset)
+        done = self._preadv(self._open(request), buffers, offset)
         if done < total:
             raise truncated(request, offset + total, offset + done)
+
+    def _preadv(self, source: Source, buffers: list[memoryview], offset: int) -> int:
+        """``source.preadv``; under a cap, a source that may copy what it reads (all but
+        local files, which read straight into the buffers) is asked for at most ``part``
+        bytes a call: the thread's reserved share."""
+        if self._part is None or isinstance(source, Mappable):
+            return source.preadv(buffers, offset)
+        return sliced_preadv(source, buffers, offset, self._part)
+
+    def _drop_idle(self) -> None:
+        """Free the buffers this thread holds idle, before it waits for the budget."""
+        self._staging.drop()
+        self._drop_scratch()
+
+    def _drop_scratch(self) -> None:
+        size, self._scratch = len(self._scratch), bytearray()
+        if self._budget is not None:
+            self._budget.release(size)
 
     def _open(self, request: ReadRequest) -> Source:
         source = self._sources.get(request.path)
@@ -333,6 +382,8 @@ class _Reader:
 
     def close(self) -> None:
         try:
+            self._staging.drop()
+            self._drop_scratch()
             copiers = list(self._copiers.values())
             if self._injected is not None:
                 copiers.append(self._injected)

@@ -101,17 +101,25 @@ class Store(abc.ABC):
         return _RangeSource(self, path[len(prefix) :])
 
     def read(
-        self, requests: Sequence[ReadRequest], *, thread_count: int | None = None, verify: bool
+        self,
+        requests: Sequence[ReadRequest],
+        *,
+        thread_count: int | None = None,
+        verify: bool,
+        max_inflight_bytes: int | None = None,
     ) -> None:
         """Fill the targets of ``requests`` (paths as :meth:`path` gives them): see
         :func:`~dcp_impl.io.read_into`, run with :meth:`opener` and :attr:`coalesce` on
-        ``thread_count`` threads (default :attr:`read_threads`)."""
+        ``thread_count`` threads (default :attr:`read_threads`), holding at most
+        ``max_inflight_bytes`` of host memory in buffers (None: no cap). An override must
+        keep that cap: readers pass it only when one is set."""
         read_into(
             requests,
             thread_count=thread_count or self.read_threads,
             verify=verify,
             opener=self.opener,
             coalesce=self.coalesce,
+            max_inflight_bytes=max_inflight_bytes,
         )
 
     def same_place(self, other: Store) -> bool:
