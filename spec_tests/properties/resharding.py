@@ -100,29 +100,35 @@ class ReshardingProperties:
         self, dcp_backend: Backend, dcp_location: Location
     ) -> None:
         """Chunks at row offsets of one, two and three digits, and column offsets 2 and 10,
-        load back: on one rank where ``multi-chunk`` is claimed, else one chunk per rank.
+        load back: all on one rank where ``multi-chunk`` is claimed, and one per rank over 12
+        ranks where ``multi-rank`` is.
 
         Named, so every run has offsets whose order as strings ("10" < "100" < "9") is not
-        their order as numbers; where ``reshard`` is claimed, boxes across chunks load too.
+        their order as numbers, and rank numbers of two digits ("10" < "2" as strings: a
+        backend that orders or names ranks' files or plans as text mixes them up); where
+        ``reshard`` is claimed, boxes across chunks load too.
         """
-        boxes = _digit_boxes()
+        layouts = []
         if claims(dcp_backend, "multi-chunk"):
-            per_rank: list[list[Box]] = [boxes]
-        elif claims(dcp_backend, "multi-rank"):
-            per_rank = [[box] for box in boxes]
-        else:
+            layouts.append([_digit_boxes()])
+        if claims(dcp_backend, "multi-rank"):
+            layouts.append([[box] for box in _rank_boxes()])
+        if not layouts:
             pytest.skip(f"backend {dcp_backend.name!r} claims neither multi-chunk nor multi-rank")
         dtypes = claimed(dcp_backend)
         dtype = next((d for d in dtypes if by_torch(d).itemsize >= 2), dtypes[0])
         value = pattern(dtype, _DIGIT_SHAPE)
-        layout = sts.SaveLayout(_DIGIT_SHAPE, tuple(map(tuple, per_rank)), "guillotine")
-        with harness.repro(dcp_backend, dtype=dtype, layout=layout):
-            location = dcp_location()
-            sharded_save(dcp_backend, location, "w", value, layout)
-            load_boxes(dcp_backend, location, "w", value, per_rank)
-            if claims(dcp_backend, "reshard"):
-                across = [Box.full(_DIGIT_SHAPE), Box((8, 1), (95, 10)), Box((99, 0), (29, 11))]
-                load_boxes(dcp_backend, location, "w", value, [across], strided=True)
+        for per_rank in layouts:
+            layout = sts.SaveLayout(_DIGIT_SHAPE, tuple(map(tuple, per_rank)), "guillotine")
+            with harness.repro(dcp_backend, dtype=dtype, layout=layout):
+                location = dcp_location()
+                sharded_save(dcp_backend, location, "w", value, layout)
+                load_boxes(dcp_backend, location, "w", value, per_rank)
+                if claims(dcp_backend, "reshard"):
+                    across = [
+                        Box.full(_DIGIT_SHAPE), Box((8, 1), (95, 10)), Box((99, 0), (29, 11))
+                    ]  # fmt: skip
+                    load_boxes(dcp_backend, location, "w", value, [across], strided=True)
 
     @pytest.mark.dcp_requires("reshard", "multi-rank")
     def test_reshard_large(self, dcp_backend: Backend, dcp_location: Location) -> None:
@@ -171,4 +177,17 @@ def _digit_boxes() -> list[Box]:
     boxes = [Box((a, 0), (b - a, cols)) for a, b in itertools.pairwise(DIGIT_CUTS)]
     last = DIGIT_CUTS[-1]
     boxes += [Box((last, a), (rows - last, b - a)) for a, b in itertools.pairwise((0, 2, 10, cols))]
+    return boxes
+
+
+def _rank_boxes() -> list[Box]:
+    """12 chunks, one per rank: the rows between :data:`DIGIT_CUTS`, the first rows cut at
+    column 6 and the last at columns 2, 4 and 10 (so ranks 10 and 11 hold data)."""
+    rows, cols = _DIGIT_SHAPE
+    first, last = DIGIT_CUTS[1], DIGIT_CUTS[-1]
+    boxes = [Box((0, a), (first, b - a)) for a, b in itertools.pairwise((0, 6, cols))]
+    boxes += [Box((a, 0), (b - a, cols)) for a, b in itertools.pairwise(DIGIT_CUTS[1:])]
+    boxes += [
+        Box((last, a), (rows - last, b - a)) for a, b in itertools.pairwise((0, 2, 4, 10, cols))
+    ]
     return boxes

@@ -41,6 +41,7 @@ from spec_tests.selftest._wrap import (
 
 __all__ = [
     "ChunksPairedByName",
+    "PlansInTextOrder",
     "DedupsByStorage",
     "IgnoresConjNegBits",
     "ResetDropsOptions",
@@ -220,6 +221,26 @@ class ChunksPairedByName(Wrapped):
 
 
 # --- storage_meta and a writer reused through reset ---------------------------------------------
+
+
+class _TextOrdered(WrappedWriter):
+    def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
+        # "A stable order for the coordinator's work": the plans sorted by rank as text, and
+        # handed back in that order, so from 10 ranks on, rank 2 is given rank 10's plan.
+        order = sorted(range(len(plans)), key=str)
+        return self.inner.prepare_global_plan([plans[rank] for rank in order])
+
+
+class PlansInTextOrder(Wrapped):
+    """Returns the global plan's per-rank plans sorted by rank number as text.
+
+    Up to 10 ranks the text order is the numeric one; from rank 10 on, ranks get each other's
+    plans. Family: resharding (12 ranks, rank numbers of two digits).
+    """
+
+    base = "dcp_impl-fs"
+    writer = _TextOrdered
+    family = "resharding"
 
 
 class _IdAtConstruction(WrappedWriter):
