@@ -25,7 +25,7 @@ from spec_tests import strategies as sts
 from spec_tests.backends import builtin
 from spec_tests.properties._common import pattern
 from spec_tests.properties.configuration import ConfigurationProperties, stored_names
-from spec_tests.properties.resharding import DIGIT_CUTS
+from spec_tests.properties.resharding import DIGIT_CUTS, ReshardingProperties
 from spec_tests.selftest import inputs
 from spec_tests.selftest.catalogue import BROKEN, FaithfulFS
 from spec_tests.verdicts import ContractViolation
@@ -244,6 +244,13 @@ def test_reset_that_drops_options_is_caught(locations: Callable[[], str]) -> Non
     ConfigurationProperties().test_reset_keeps_configuration(
         builtin("dcp_impl-hf-consolidated"), locations
     )
+
+
+def test_plans_handed_back_in_text_order_are_caught(locations: Callable[[], str]) -> None:
+    digits = ReshardingProperties().test_chunk_offsets_of_every_digit_count
+    with pytest.raises(OSError, match="a chunk this rank does not hold"):
+        digits(inputs.PlansInTextOrder(), locations)
+    digits(FaithfulFS(), locations)
 
 
 # --- objects beyond weights_only ----------------------------------------------------------------
