@@ -20,9 +20,11 @@ from torch.futures import Future
 
 from spec_tests.backends import Backend, builtin
 from spec_tests.probe import probe_claims
+from spec_tests.properties.roundtrip import RoundTripProperties
 from spec_tests.properties.unclaimed import LOAD_SIDE, Attempt
 from spec_tests.selftest import readers, rules
 from spec_tests.selftest._wrap import Wrapped, WrappedReader
+from spec_tests.selftest.catalogue import FaithfulFS
 from spec_tests.strategies import NamedCases
 from spec_tests.verdicts import ContractViolation
 
@@ -70,6 +72,22 @@ def test_only_load_side_capabilities_may_refuse_at_load() -> None:
 
     attempt()
     assert refused == [True]
+
+
+@pytest.mark.parametrize("case", ["nothing", "only objects", "only empty tensors"])
+def test_an_empty_save_that_commits_nothing_is_caught(tmp_path: Path, case: str) -> None:
+    counter = iter(range(100))
+
+    def location() -> str:
+        made = tmp_path / str(next(counter))
+        made.mkdir()
+        return str(made)
+
+    empty = RoundTripProperties().test_checkpoints_without_tensor_bytes
+    empty(FaithfulFS(), location, case)
+    if case == "nothing":  # the other cases write items, so this writer commits them
+        with pytest.raises(FileNotFoundError, match="expected a committed checkpoint"):
+            empty(rules.CommitsNothingForNoItems(), location, case)
 
 
 def test_unclaimed_dtypes_property_kills_a_backend_that_cannot_load_what_it_saved() -> None:

@@ -86,6 +86,29 @@ class RoundTripProperties:
             with harness.repro(dcp_backend, dtype=value.dtype, shape=shape, case=label):
                 roundtrip(dcp_backend, dcp_location(), {"t": value})
 
+    @pytest.mark.parametrize("case", ["nothing", "only objects", "only empty tensors"])
+    def test_checkpoints_without_tensor_bytes(
+        self, dcp_backend: Backend, dcp_location: Location, case: str
+    ) -> None:
+        """A checkpoint of nothing, of non-tensor entries only, or of empty tensors only (an
+        optimizer before its first step, a model not yet materialized): the save raises, or
+        the load returns exactly what was saved (committed means loadable)."""
+        empty = pattern(claimed(dcp_backend)[0], (0, 4))
+        states: dict[str, dict[str, object]] = {
+            "nothing": {},
+            "only objects": {"param_groups": [{"lr": 0.1, "params": [0, 1]}], "step": 0},
+            "only empty tensors": {"w": empty, "b": empty[:, :0]},
+        }
+        state = states[case]
+        if case == "only objects" and not claims(dcp_backend, "bytes"):
+            pytest.skip(f"backend {dcp_backend.name!r} does not claim bytes")
+        location = dcp_location()
+        with harness.repro(dcp_backend, case=case):
+            with may_refuse(f"saving a checkpoint of {case}") as saving:
+                harness.save(dcp_backend, location, [state])
+            if not saving.refused:
+                check_load(dcp_backend, location, state)
+
     @given(data=st.data())
     def test_noncontiguous_tensors(
         self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject

@@ -16,12 +16,14 @@ from typing import Any
 import torch
 from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner
+from torch.distributed.checkpoint.storage import WriteResult
 from torch.futures import Future
 
 from dcp_impl.errors import UnsafeCheckpointError
 from spec_tests.selftest._wrap import Wrapped, WrappedReader, WrappedWriter
 
 __all__ = [
+    "CommitsNothingForNoItems",
     "LoadsUnsafeEntriesAsNone",
     "SavesDtypesItCannotLoad",
     "ValidateRaisesOnURLs",
@@ -150,3 +152,23 @@ class ValidateRaisesOnURLs(Wrapped):
     writer = _LocalOnlyWriter
     reader = _LocalOnlyReader
     family = "contract"
+
+
+class _NothingToCommit(WrappedWriter):
+    def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
+        # "No items were written, so there is nothing to commit."
+        if any(results):
+            super().finish(metadata, results)
+
+
+class CommitsNothingForNoItems(Wrapped):
+    """A save of an empty state dict succeeds and commits no metadata: its load then fails.
+
+    Committed means loadable: an optimizer before its first step, or a rank's empty shard
+    of everything, is a state a job saves. Family: roundtrip (checkpoints without tensor
+    bytes).
+    """
+
+    base = "dcp_impl-fs"
+    writer = _NothingToCommit
+    family = "roundtrip"
