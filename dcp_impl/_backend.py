@@ -15,11 +15,11 @@ from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner
 from torch.futures import Future
 
 from dcp_impl import io as dio
-from dcp_impl.errors import WriteFailedError
+from dcp_impl.errors import InvalidOptionError, WriteFailedError
 from dcp_impl.safe_load import PicklePolicy, deliver_bytes
 from dcp_impl.store import Store, is_checkpoint_id, open_store
 
-__all__ = ["StoreLocated", "StoreReading", "check_verify", "nothing_committed"]
+__all__ = ["StoreLocated", "StoreReading", "check_flag", "check_verify", "nothing_committed"]
 
 CheckpointId = str | os.PathLike[str] | Store
 
@@ -53,6 +53,7 @@ class StoreReading(StoreLocated):
     verify: dio.Verify
     pickle_policy: PicklePolicy
     max_inflight_bytes: int | None = None
+    convert_dtypes: bool = False
 
     def _read_all(
         self,
@@ -69,10 +70,17 @@ class StoreReading(StoreLocated):
             verify=self.verify,
             deliver_bytes=functools.partial(deliver_bytes, self.pickle_policy),
             max_inflight_bytes=self.max_inflight_bytes,
+            convert_dtypes=self.convert_dtypes,
         )
         future: Future[None] = Future()
         future.set_result(None)
         return future
+
+
+def check_flag(owner: str, name: str, value: object) -> None:
+    """Refuse a boolean option that is not a bool (``"no"`` and ``0`` are not)."""
+    if not isinstance(value, bool):
+        raise InvalidOptionError(f"{owner}: {name} expected True or False, got {value!r}")
 
 
 def check_verify(owner: str, value: object) -> None:

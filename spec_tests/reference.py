@@ -243,6 +243,11 @@ class ReferenceReader(StorageReader):
                 f"{item.storage_index}: planner target has shape {tuple(target.shape)}, "
                 f"expected the read lengths {lengths}"
             )
+        if target.dtype != chunk.dtype:
+            raise LayoutMismatchError(
+                f"{item.storage_index}: planner target has dtype {target.dtype}, expected the "
+                f"stored {chunk.dtype}: a load never converts"
+            )
         # copy_ through a detached alias (the target may require grad); the planner gets back
         # the very tensor it resolved, as commit_tensor's contract says.
         copy_bits(target.detach(), region)

@@ -23,11 +23,12 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
-from dcp_impl import dtypes, metadata
+from dcp_impl import FileSystemReader, dtypes, metadata
 from dcp_impl.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
     InvalidMetadataError,
+    InvalidOptionError,
     LayoutMismatchError,
     UnsupportedError,
     WriteFailedError,
@@ -535,11 +536,22 @@ def test_gloo_two_processes_save_and_reshard_load(tmp_path: Path) -> None:
     assert len(list((tmp_path / "dist").glob("shard-*.safetensors"))) == 2
 
 
-def test_destination_of_another_dtype_is_converted_as_torch_does(tmp_path: Path) -> None:
+def test_destination_of_another_dtype_is_converted_only_when_asked(tmp_path: Path) -> None:
     value = torch.randn(5, 3).to(torch.bfloat16)
     save(tmp_path, {"w": value})
-    out = load_whole(tmp_path, {"w": torch.empty(5, 3, dtype=torch.float32)})
+    like = {"w": torch.empty(5, 3, dtype=torch.float32)}
+    with pytest.raises(CheckpointException, match="a load never converts"):
+        load_whole(tmp_path, like)
+    out = load_whole(tmp_path, like, convert_dtypes=True)  # as torch's reader always does
     assert torch.equal(out["w"], value.float())
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_convert_dtypes_takes_a_bool(tmp_path: Path, value: object) -> None:
+    with pytest.raises(InvalidOptionError, match="convert_dtypes expected True or False"):
+        HuggingFaceReader(tmp_path, convert_dtypes=value)  # type: ignore[arg-type]
+    with pytest.raises(InvalidOptionError, match="convert_dtypes expected True or False"):
+        FileSystemReader(tmp_path, convert_dtypes=value)  # type: ignore[arg-type]
 
 
 def test_cached_save_plans_replay_an_earlier_save_id(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from torch.futures import Future
 from dcp_impl import _torch_options as options
 from dcp_impl import io as dio
 from dcp_impl import metadata as metadata_format
-from dcp_impl._backend import StoreReading, check_verify
+from dcp_impl._backend import StoreReading, check_flag, check_verify
 from dcp_impl.errors import CheckpointNotFoundError, InvalidMetadataError
 from dcp_impl.filesystem import _ranklocal
 from dcp_impl.filesystem._writer import METADATA_FILE
@@ -65,6 +65,9 @@ class FileSystemReader(StoreReading, StorageReader):
             instead of mapped (mapped pages count in resident memory), so the load's peak
             stays within the cap plus one buffer (a stored item read whole to be verified,
             where it is larger than the cap). Slower where the cap is small.
+        convert_dtypes: copy stored tensors into state dict tensors of another dtype,
+            converting them (torch's readers always do, silently: pytorch#187138). Default
+            False: such a destination raises ``LayoutMismatchError`` before any byte is read.
         storage_options: passed to fsspec for URLs (credentials, endpoint).
     """
 
@@ -80,6 +83,7 @@ class FileSystemReader(StoreReading, StorageReader):
         max_bytes_expansion: float = DEFAULT_MAX_EXPANSION,
         storage_options: Mapping[str, Any] | None = None,
         max_inflight_bytes: int | None = None,
+        convert_dtypes: bool = False,
     ) -> None:
         super().__init__()
         options.check_extension_registry(type(self).__name__, _extension_registry)
@@ -88,6 +92,8 @@ class FileSystemReader(StoreReading, StorageReader):
         check_verify(type(self).__name__, verify)
         dio.check_max_inflight(type(self).__name__, max_inflight_bytes)
         self.max_inflight_bytes = max_inflight_bytes
+        check_flag(type(self).__name__, "convert_dtypes", convert_dtypes)
+        self.convert_dtypes = convert_dtypes
         self.pickle_policy = PicklePolicy(trust_pickle, tuple(safe_globals), max_bytes_expansion)
         self.storage_options = storage_options
         self.store = open_store(path, storage_options)

@@ -36,7 +36,13 @@ from torch.futures import Future
 
 from dcp_impl import dtypes
 from dcp_impl import io as dio
-from dcp_impl._backend import StoreLocated, StoreReading, check_verify, nothing_committed
+from dcp_impl._backend import (
+    StoreLocated,
+    StoreReading,
+    check_flag,
+    check_verify,
+    nothing_committed,
+)
 from dcp_impl._torch_options import check_count
 from dcp_impl.errors import (
     ConcurrentSaveError,
@@ -298,6 +304,9 @@ class HuggingFaceReader(StoreReading, StorageReader):
             instead of mapped (mapped pages count in resident memory), so the load's peak
             stays within the cap plus one buffer (a stored item read whole to be verified,
             where it is larger than the cap). Slower where the cap is small.
+        convert_dtypes: copy stored tensors into state dict tensors of another dtype,
+            converting them (torch's readers always do, silently: pytorch#187138). Default
+            False: such a destination raises ``LayoutMismatchError`` before any byte is read.
         storage_options: passed to fsspec for URLs (credentials, endpoint).
     """
 
@@ -312,6 +321,7 @@ class HuggingFaceReader(StoreReading, StorageReader):
         max_bytes_expansion: float = DEFAULT_MAX_EXPANSION,
         storage_options: Mapping[str, Any] | None = None,
         max_inflight_bytes: int | None = None,
+        convert_dtypes: bool = False,
     ) -> None:
         super().__init__()
         if thread_count is not None:
@@ -319,6 +329,8 @@ class HuggingFaceReader(StoreReading, StorageReader):
         check_verify(type(self).__name__, verify)
         dio.check_max_inflight(type(self).__name__, max_inflight_bytes)
         self.max_inflight_bytes = max_inflight_bytes
+        check_flag(type(self).__name__, "convert_dtypes", convert_dtypes)
+        self.convert_dtypes = convert_dtypes
         self.pickle_policy = PicklePolicy(trust_pickle, tuple(safe_globals), max_bytes_expansion)
         self.thread_count = thread_count
         self.verify = verify

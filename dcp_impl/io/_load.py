@@ -114,6 +114,7 @@ def read_items(
     verify: Verify = True,
     deliver_bytes: BytesSink = checked_bytes,
     max_inflight_bytes: int | None = None,
+    convert_dtypes: bool = False,
 ) -> None:
     """Load ``items`` (one rank's LoadPlan) through ``planner``: resolve each destination,
     read every stored item once into all its destinations with ``reader``, then hand the
@@ -132,6 +133,8 @@ def read_items(
         max_inflight_bytes: a cap on the host memory the reads hold in buffers beyond the
             destinations (None: none); passed to ``reader.read`` only when set. Bytes
             entries are destinations here: all are held until delivered together.
+        convert_dtypes: let a destination of another dtype than the stored one be filled by
+            conversion; by default it raises ``LayoutMismatchError`` before any read.
     """
     check_max_inflight("read_items", max_inflight_bytes)
     stored: dict[MetadataIndex, StoredItem] = {}
@@ -142,7 +145,7 @@ def read_items(
         key = item.storage_index
         if key not in stored:
             stored[key] = locate(key)
-        target = _target(item, stored[key], planner)
+        target = _target(item, stored[key], planner, convert_dtypes)
         grouped.setdefault(key, []).append(target)
         is_bytes = item.type == LoadItemType.BYTE_IO
         (byte_items if is_bytes else tensors).append((item, target.dest))
@@ -157,7 +160,9 @@ def read_items(
         planner.commit_tensor(item, dest)
 
 
-def _target(item: ReadItem, stored: StoredItem, planner: LoadPlanner) -> Target:
+def _target(
+    item: ReadItem, stored: StoredItem, planner: LoadPlanner, convert_dtypes: bool
+) -> Target:
     """The destination of ``item``: the planner's tensor region, or a buffer for bytes."""
     if item.type == LoadItemType.BYTE_IO:
         return Target(Box.full(stored.chunk_sizes), _bytes_buffer(stored))
@@ -167,6 +172,15 @@ def _target(item: ReadItem, stored: StoredItem, planner: LoadPlanner) -> Target:
         raise LayoutMismatchError(
             f"tensor {item.dest_index.fqn!r}: destination region expected shape {sub.sizes}, "
             f"found {tuple(dest.shape)}"
+        )
+    if dest.dtype != stored.dtype and not convert_dtypes:
+        # torch's readers convert here with copy_, silently losing precision when the
+        # destination is narrower (pytorch#187138); converting is the caller's decision.
+        raise LayoutMismatchError(
+            f"tensor {item.dest_index.fqn!r}: destination expected dtype {stored.dtype} (the "
+            f"stored one), found {dest.dtype}; a load never converts: load into a "
+            f"{stored.dtype} tensor and convert it with .to({dest.dtype}), or pass "
+            "convert_dtypes=True"
         )
     return Target(sub, dest)
 

@@ -108,12 +108,17 @@ def as_fault(fail_on: FailOn | None) -> Fault | None:
 
 @dataclass(frozen=True, slots=True)
 class TensorRequest:
-    """Load these boxes of a tensor of ``shape`` and ``dtype`` (into strided buffers if asked)."""
+    """Load these boxes of a tensor of ``shape`` and ``dtype`` (into strided buffers if asked).
+
+    ``dest_dtype`` hands the backend destinations of another dtype than the stored one (a
+    property checking that a load refuses to convert); by default they are of ``dtype``.
+    """
 
     dtype: torch.dtype
     shape: tuple[int, ...]
     boxes: tuple[Box, ...]
     noncontiguous: bool = False
+    dest_dtype: torch.dtype | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +363,7 @@ def _check_tensor_entry(fqn: str, stored: object, request: TensorRequest) -> Non
 def _destination(request: TensorRequest, box: Box) -> torch.Tensor:
     """A SENTINEL-filled buffer for ``box``; transposed storage when asked for."""
     sizes = box.sizes[::-1] if request.noncontiguous else box.sizes
-    buffer = torch.empty(sizes, dtype=request.dtype)
+    buffer = torch.empty(sizes, dtype=request.dest_dtype or request.dtype)
     buffer.view(torch.uint8).fill_(SENTINEL) if buffer.ndim else buffer.reshape(1).view(
         torch.uint8
     ).fill_(SENTINEL)

@@ -9,6 +9,8 @@ A checkpoint is rarely loaded exactly as it was saved:
 * a trainer keeps **one reader** and points it at each checkpoint it loads (``dcp.load``
   resets it): what it found in one checkpoint must not answer for the next (a reader that
   keeps its file index or metadata across ``reset`` loads the old checkpoint's bytes);
+* a job loads into tensors of **another dtype** than the checkpoint holds (a bf16 model and
+  an fp32 checkpoint): the load raises, never converts;
 * a file of the checkpoint is **gone or empty** (a partial copy, a lifecycle rule on a
   bucket, a full disk during a copy): the load raises, or returns exactly what was saved;
   it never completes with the destination left as it was, zeros, or a short read's tail.
@@ -24,10 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dcp_impl.layout import Box
 from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
@@ -45,6 +49,18 @@ from spec_tests.properties.hostile_files import local_root, stored_files
 from spec_tests.verdicts import ContractViolation, may_refuse
 
 __all__ = ["LoadProperties", "other_bits"]
+
+#: Destinations of another dtype than the stored one (stored, destination): narrower, the same
+#: size (where a reader that lands bytes directly reinterprets them), another format of the
+#: same size, and wider (lossless, still a conversion nobody asked the checkpoint for).
+_OTHER_DTYPES = sts.NamedCases(
+    {
+        "float32 into bfloat16": (torch.float32, torch.bfloat16),
+        "float32 into int32": (torch.float32, torch.int32),
+        "float16 into bfloat16": (torch.float16, torch.bfloat16),
+        "bfloat16 into float32": (torch.bfloat16, torch.float32),
+    }
+)
 
 #: How a stored file is damaged, each tried on every file: removed, or cut to no bytes.
 _GONE: sts.NamedCases[Callable[[Path], None]] = sts.NamedCases(
@@ -150,6 +166,34 @@ class LoadProperties:
                         )
                     finally:
                         path.write_bytes(kept)
+
+    def test_destination_of_another_dtype_raises(
+        self, dcp_backend: Backend, dcp_location: Location
+    ) -> None:
+        """A load whose destination has another dtype than the checkpoint stores raises: it
+        never converts (a fine-tuning job's bf16 model loading an fp32 checkpoint would lose
+        precision with no error, pytorch#187138). Every named pair of dtypes in every run."""
+        tried = 0
+        for label, (stored, dest) in _OTHER_DTYPES:
+            if stored not in claimed(dcp_backend):
+                continue
+            tried += 1
+            value = pattern(stored, (4, 3))
+            location = dcp_location()
+            with harness.repro(dcp_backend, case=label):
+                harness.save(dcp_backend, location, [{"t": value}])
+                whole = (Box.full((4, 3)),)
+                request = harness.TensorRequest(stored, (4, 3), whole, dest_dtype=dest)
+                with may_refuse(f"loading a {stored} entry into a {dest} tensor") as outcome:
+                    loaded = harness.load(dcp_backend, location, [{"t": request}])[0]
+                if not outcome.refused:
+                    raise ContractViolation(
+                        f"{label}: the load completed, converting the stored {stored} values "
+                        f"into the {dest} destination ({loaded['t'][0].flatten()[:4].tolist()}); "
+                        "expected it to raise: a load never converts dtypes"
+                    )
+        if not tried:
+            pytest.skip(f"backend {dcp_backend.name!r} claims none of float32, float16, bfloat16")
 
 
 def _raises_or_exact(backend: Backend, location: str, state: dict[str, Any], what: str) -> None:

@@ -10,13 +10,19 @@ import dataclasses
 import os
 from typing import Any
 
+import torch
 from torch.distributed.checkpoint.metadata import Metadata
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
 from torch.futures import Future
 
-from spec_tests.selftest._wrap import RemappedPlanner, Wrapped, WrappedReader
+from spec_tests.selftest._wrap import LoadPlannerProxy, RemappedPlanner, Wrapped, WrappedReader
 
-__all__ = ["KeepsFirstCheckpointAfterReset", "MissingFileReadsAsZeros", "ReadsStoredItemsInOrder"]
+__all__ = [
+    "ConvertsToDestinationDtype",
+    "KeepsFirstCheckpointAfterReset",
+    "MissingFileReadsAsZeros",
+    "ReadsStoredItemsInOrder",
+]
 
 
 class _Paired(WrappedReader):
@@ -104,4 +110,50 @@ class MissingFileReadsAsZeros(Wrapped):
 
     base = "dcp_impl-fs"
     reader = _SparseFiles
+    family = "loads"
+
+
+class _Converted(LoadPlannerProxy):
+    """Reads each tensor in its stored dtype, then copies it into the planner's destination."""
+
+    def __init__(self, inner: LoadPlanner, metadata: Metadata) -> None:
+        super().__init__(inner)
+        self.metadata = metadata
+        self.staged: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def resolve_tensor(self, read_item: ReadItem) -> torch.Tensor:
+        target = self.inner.resolve_tensor(read_item)
+        entry = self.metadata.state_dict_metadata[read_item.storage_index.fqn]
+        stored = entry.properties.dtype  # type: ignore[union-attr]
+        if target.dtype == stored:
+            return target
+        staged = torch.empty(target.shape, dtype=stored)
+        self.staged[id(read_item)] = (staged, target)
+        return staged
+
+    def commit_tensor(self, read_item: ReadItem, tensor: torch.Tensor) -> None:
+        staged, target = self.staged.pop(id(read_item), (tensor, tensor))
+        if target is not staged:
+            target.copy_(staged)  # "the model's dtype wins", as torch's readers do
+        self.inner.commit_tensor(read_item, target)
+
+
+class _Converting(WrappedReader):
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        self.metadata = self.inner.read_metadata(*args, **kwargs)
+        return self.metadata
+
+    def load_planner(self, planner: LoadPlanner) -> LoadPlanner:
+        return _Converted(planner, self.metadata)
+
+
+class ConvertsToDestinationDtype(Wrapped):
+    """Converts stored tensors into destinations of another dtype, as torch's readers do
+    (pytorch#187138): a bf16 model loading an fp32 checkpoint loses precision, no error.
+
+    Family: loads (a destination of another dtype).
+    """
+
+    base = "dcp_impl-fs"
+    reader = _Converting
     family = "loads"
