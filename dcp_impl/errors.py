@@ -12,10 +12,13 @@ __all__ = [
     "CheckpointError",
     "CheckpointNotFoundError",
     "ConcurrentSaveError",
+    "InvalidOptionError",
     "CorruptCheckpointError",
     "InvalidMetadataError",
     "LayoutMismatchError",
     "OverwriteRefusedError",
+    "SharedReadError",
+    "SharedReadTimeoutError",
     "StorageFaultError",
     "UnknownDtypeError",
     "UnsafeCheckpointError",
@@ -84,3 +87,19 @@ class StorageFaultError(CheckpointError, OSError):
     """The storage refused an operation on a checkpoint file: no space left, too many open
     files, permission denied, a missing bucket. ``errno`` is the failure's; the message
     names the file and what to do about it."""
+
+
+class InvalidOptionError(CheckpointError, ValueError):
+    """A writer or reader was constructed with an option value it does not take; raised at
+    construction, before anything is read or written."""
+
+
+class SharedReadError(CheckpointError, RuntimeError):
+    """A load that shares reads between the ranks of one host (``share_reads``) could not
+    take an item from the rank that reads it: that rank failed or died, or the shared
+    segment was removed. The message names the item, the rank and what happened to it."""
+
+
+class SharedReadTimeoutError(SharedReadError, TimeoutError):
+    """A rank waited longer than ``share_timeout`` seconds for an item another rank of its
+    host reads from storage and publishes."""

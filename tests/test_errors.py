@@ -19,6 +19,9 @@ LEAVES = {
     errors.ConcurrentSaveError: RuntimeError,
     errors.UnsafeFileError: OSError,
     errors.StorageFaultError: OSError,
+    errors.InvalidOptionError: ValueError,
+    errors.SharedReadError: RuntimeError,
+    errors.SharedReadTimeoutError: TimeoutError,
 }
 
 
