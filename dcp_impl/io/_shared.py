@@ -52,7 +52,9 @@ __all__ = ["SharedReader"]
 
 _POLL_FIRST = 0.001  # seconds between looks at the segment, doubling up to _POLL_MAX
 _POLL_MAX = 0.005
-_STAGE = 16 << 20  # bytes an owner stages at once: its peers take them while it reads on
+_STAGE = 64 << 20  # bytes an owner stages at once: its peers take them while it reads on
+_SMALL = 16 << 20  # ready items of fewer bytes are taken on the calling thread: a pool's
+# thread starts cost more than they save there (measured, perf/README.md)
 _ALIGN = 64  # staged items start at multiples of this many bytes
 _MAX_MESSAGE = 4096  # characters of a failed rank's error its peers quote
 
@@ -207,7 +209,8 @@ class _Segment:
             ready = [slot for slot in pending if os.path.exists(self.slot(slot))]
             if ready:
                 requests = [_from_slot(pending.pop(s)[1], self.slot(s)) for s in ready]
-                read_into(requests, thread_count=thread_count, verify=verify, opener=opener)
+                threads = thread_count if sum(r.length for r in requests) >= _SMALL else 1
+                read_into(requests, thread_count=threads, verify=verify, opener=opener)
                 delay = _POLL_FIRST
                 continue
             self._check_peers(pending)
