@@ -82,20 +82,26 @@ class StoreReading(StoreLocated):
         turn (each ``read_data`` before any wait) can then wait for each other's items."""
         share = plan.storage_data if isinstance(plan.storage_data, dio.SharePlan) else None
         reader: dio.RequestReader = self.store
+        shared: dio.SharedReader | None = None
         if share is not None:
             shared = dio.SharedReader(self.store, share, self.share_timeout)
             reader, locate = shared, shared.locating(locate)
 
         def work() -> None:
-            dio.read_items(
-                plan.items,
-                planner,
-                locate,
-                reader,
-                thread_count=self.thread_count,
-                verify=self.verify,
-                deliver_bytes=functools.partial(deliver_bytes, self.pickle_policy),
-            )
+            try:
+                dio.read_items(
+                    plan.items,
+                    planner,
+                    locate,
+                    reader,
+                    thread_count=self.thread_count,
+                    verify=self.verify,
+                    deliver_bytes=functools.partial(deliver_bytes, self.pickle_policy),
+                )
+            except BaseException as err:
+                if shared is not None:
+                    shared.abandon(err)  # a failure before reading: peers must not wait
+                raise
             if check is not None:
                 check()
 

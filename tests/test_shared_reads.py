@@ -72,11 +72,15 @@ def _load(readers: list[Any], where: Path | Store, outs: list[dict[str, Any]]) -
 
 
 def _futures(
-    readers: list[Any], path: Path | Store, outs: list[dict[str, Any]], keep: int = -1
+    readers: list[Any],
+    path: Path | Store,
+    outs: list[dict[str, Any]],
+    keep: int = -1,
+    planners: list[DefaultLoadPlanner] | None = None,
 ) -> list[Any]:
     """DCP's load steps over ``readers`` (rank 0 coordinates); ``read_data`` on every rank,
     or only on rank ``keep``: the futures."""
-    planners = [DefaultLoadPlanner() for _ in readers]
+    planners = planners or [DefaultLoadPlanner() for _ in readers]
     local = []
     for rank, (reader, planner, out) in enumerate(zip(readers, planners, outs, strict=True)):
         reader.reset(path if isinstance(path, Store) else str(path))
@@ -299,3 +303,28 @@ def test_a_missing_owner_times_out_with_a_typed_error(tmp_path: Path) -> None:
     (future,) = _futures(readers, tmp_path / "c", [_blank(state) for _ in range(2)], keep=1)
     with pytest.raises(SharedReadTimeoutError, match=r"from rank 0: expected it published"):
         future.wait()
+
+
+class _Unresolvable(DefaultLoadPlanner):
+    """A planner whose destinations cannot be resolved: its rank fails before it reads."""
+
+    def resolve_tensor(self, read_item: ReadItem) -> torch.Tensor:
+        raise RuntimeError("no destination for " + read_item.dest_index.fqn)
+
+
+def test_a_rank_failing_before_it_reads_fails_its_peers_at_once(tmp_path: Path) -> None:
+    state = _state(4)
+    _save(tmp_path / "c", state)
+    readers = [
+        dcp_impl.FileSystemReader(tmp_path / "c", share_reads="shm", share_timeout=120)
+        for _ in range(2)
+    ]
+    planners = [_Unresolvable(), DefaultLoadPlanner()]  # rank 0 owns about half the items
+    outs = [_blank(state) for _ in range(2)]
+    outcomes = _outcomes(_futures(readers, tmp_path / "c", outs, planners=planners))
+    assert isinstance(outcomes[0], RuntimeError)
+    assert "no destination" in str(outcomes[0])
+    # Its peer learns it from the segment, not from the timeout.
+    assert isinstance(outcomes[1], SharedReadError)
+    assert not isinstance(outcomes[1], SharedReadTimeoutError)
+    assert "rank 0 failed: RuntimeError: no destination" in str(outcomes[1])

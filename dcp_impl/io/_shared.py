@@ -78,6 +78,7 @@ class SharedReader:
         self._timeout = timeout
         self._root = root
         self._places: dict[tuple[str, int, int], MetadataIndex] = {}
+        self._left = False
 
     def locating(self, locate: Locate) -> Locate:
         """``locate``, remembering where each shared item is (requests name places)."""
@@ -106,8 +107,9 @@ class SharedReader:
         if not shared:
             self._reader.read(local, thread_count=thread_count, verify=verify)
             return
-        segment = _Segment(os.path.join(self._root, self._share.key), self._share)
+        segment = self._segment()
         error: BaseException | None = None
+        self._left = True  # whatever happens next, this rank leaves the segment below
         try:
             segment.join()
             mine = [(slot, r) for slot, (owner, r) in shared.items() if owner == segment.rank]
@@ -122,6 +124,20 @@ class SharedReader:
             raise
         finally:
             segment.leave(error)
+
+    def abandon(self, error: BaseException) -> None:
+        """Say that this rank failed before it read (its plan could not be resolved, say),
+        so that peers waiting for its items fail now instead of at the timeout."""
+        if self._left or not self._share.owners:
+            return
+        self._left = True
+        segment = self._segment()
+        with contextlib.suppress(OSError):
+            segment.join()
+        segment.leave(error)
+
+    def _segment(self) -> _Segment:
+        return _Segment(os.path.join(self._root, self._share.key), self._share)
 
 
 class _Segment:
