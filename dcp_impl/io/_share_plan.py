@@ -26,6 +26,7 @@ from dcp_impl.errors import InvalidOptionError, UnsupportedError
 
 __all__ = [
     "SHM_ROOT",
+    "DEFAULT_SHARE_TIMEOUT",
     "ShareReads",
     "HostTag",
     "SharePlan",
