@@ -14,6 +14,7 @@ from spec_tests.selftest import (
     protocol,
     readers,
     rules,
+    sharing,
     writers,
 )
 from spec_tests.selftest._wrap import Wrapped
@@ -35,7 +36,17 @@ FAITHFUL: tuple[type[Wrapped], ...] = (FaithfulReference, FaithfulFS)
 
 BROKEN: tuple[type[Wrapped], ...] = tuple(
     getattr(module, name)
-    for module in (writers, readers, protocol, adversity, rules, inputs, asynchronous, files)
+    for module in (
+        writers,
+        readers,
+        protocol,
+        adversity,
+        rules,
+        inputs,
+        asynchronous,
+        files,
+        sharing,
+    )
     for name in module.__all__
 )
 
