@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 
 from torch.distributed.checkpoint.planner import LoadPlan
+from torch.distributed.checkpoint.storage import StorageReader
 
+from dcp_impl.filesystem import FileSystemReader
 from dcp_impl.io import SharePlan
 from spec_tests.selftest._wrap import Wrapped, WrappedReader
 
@@ -43,6 +45,10 @@ class SharesChunksByName(Wrapped):
     Family: resharding (a load into another layout must give every rank its own values).
     """
 
-    base = "dcp_impl-fs-shared-reads"
+    base = "dcp_impl-fs"
     reader = _ByName
     family = "resharding"
+
+    def inner_reader(self, path: str) -> StorageReader:
+        """dcp_impl-fs's reader with shared reads on (``dcp_impl-fs-shared-reads``'s)."""
+        return FileSystemReader(path, share_reads="shm")
