@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -47,34 +48,85 @@ class StoreLocated:
 
 
 class StoreReading(StoreLocated):
-    """A reader's plan served by the one read pipeline (:func:`dcp_impl.io.read_items`)."""
+    """A reader's plan served by the one read pipeline (:func:`dcp_impl.io.read_items`),
+    with the shared reads of ``share_reads`` (:mod:`dcp_impl.io._shared`) where it is on."""
 
     thread_count: int | None
     verify: dio.Verify
     pickle_policy: PicklePolicy
     max_inflight_bytes: int | None = None
     convert_dtypes: bool = False
+    share_reads: dio.ShareReads = None
+    share_timeout: float = dio.DEFAULT_SHARE_TIMEOUT
+
+    def _share_local(self, plan: LoadPlan) -> LoadPlan:
+        """``prepare_local_plan``: with shared reads, tell the coordinator this rank's host."""
+        return plan if self.share_reads is None else dio.mark_host(plan)
+
+    def _share_global(
+        self, plans: list[LoadPlan], locate: Callable[[MetadataIndex], dio.StoredItem]
+    ) -> list[LoadPlan]:
+        """``prepare_global_plan``: with shared reads, an owner for each item several ranks
+        of a host need."""
+        if self.share_reads is None:
+            return plans
+        return dio.share_plans(plans, lambda index: locate(index).length)
 
     def _read_all(
         self,
         plan: LoadPlan,
         planner: LoadPlanner,
         locate: Callable[[MetadataIndex], dio.StoredItem],
+        check: Callable[[], None] | None = None,
     ) -> Future[None]:
-        dio.read_items(
-            plan.items,
-            planner,
-            locate,
-            self.store,
-            thread_count=self.thread_count,
-            verify=self.verify,
-            deliver_bytes=functools.partial(deliver_bytes, self.pickle_policy),
-            max_inflight_bytes=self.max_inflight_bytes,
-            convert_dtypes=self.convert_dtypes,
-        )
+        """Read ``plan`` (then run ``check``). A rank with shared items reads on a thread of
+        its own and the future completes when it is done: ranks that one process plays in
+        turn (each ``read_data`` before any wait) can then wait for each other's items."""
+        share = plan.storage_data if isinstance(plan.storage_data, dio.SharePlan) else None
+        reader: dio.RequestReader = self.store
+        shared: dio.SharedReader | None = None
+        if share is not None:
+            shared = dio.SharedReader(self.store, share, self.share_timeout)
+            reader, locate = shared, shared.locating(locate)
+
+        def work() -> None:
+            try:
+                dio.read_items(
+                    plan.items,
+                    planner,
+                    locate,
+                    reader,
+                    thread_count=self.thread_count,
+                    verify=self.verify,
+                    deliver_bytes=functools.partial(deliver_bytes, self.pickle_policy),
+                    max_inflight_bytes=self.max_inflight_bytes,
+                    convert_dtypes=self.convert_dtypes,
+                )
+            except BaseException as err:
+                if shared is not None:
+                    shared.abandon(err)  # a failure before reading: peers must not wait
+                raise
+            if check is not None:
+                check()
+
         future: Future[None] = Future()
-        future.set_result(None)
+        if share is None:
+            work()
+            future.set_result(None)
+            return future
+        threading.Thread(
+            target=_complete, args=(future, work), name=f"dcp_impl-shared-r{share.rank}"
+        ).start()
         return future
+
+
+def _complete(future: Future[None], work: Callable[[], None]) -> None:
+    try:
+        work()
+    except BaseException as err:  # the caller's wait raises it
+        future.set_exception(err)  # type: ignore[arg-type]  # torch's stub says None
+    else:
+        future.set_result(None)
 
 
 def check_flag(owner: str, name: str, value: object) -> None:

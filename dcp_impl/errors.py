@@ -17,6 +17,8 @@ __all__ = [
     "InvalidOptionError",
     "LayoutMismatchError",
     "OverwriteRefusedError",
+    "SharedReadError",
+    "SharedReadTimeoutError",
     "StorageFaultError",
     "UnknownDtypeError",
     "UnsafeCheckpointError",
@@ -88,5 +90,16 @@ class StorageFaultError(CheckpointError, OSError):
 
 
 class InvalidOptionError(CheckpointError, ValueError):
-    """A writer's or reader's option has a value it cannot take (the message names the
-    option, the values it takes and the one given)."""
+    """A writer or reader was constructed with an option value it does not take; raised at
+    construction, before anything is read or written."""
+
+
+class SharedReadError(CheckpointError, RuntimeError):
+    """A load that shares reads between the ranks of one host (``share_reads``) could not
+    take an item from the rank that reads it: that rank failed or died, or the shared
+    segment was removed. The message names the item, the rank and what happened to it."""
+
+
+class SharedReadTimeoutError(SharedReadError, TimeoutError):
+    """A rank waited longer than ``share_timeout`` seconds for an item another rank of its
+    host reads from storage and publishes."""

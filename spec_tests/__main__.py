@@ -21,7 +21,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from spec_tests.backends import BUILTIN_NAMES, BackendSpecError, configurations, load_backend
+from spec_tests.backends import (
+    BUILTIN_NAMES,
+    OPT_IN,
+    BackendSpecError,
+    configurations,
+    load_backend,
+)
 from spec_tests.matrix import (
     BackendResult,
     aggregate,
@@ -32,8 +38,12 @@ from spec_tests.matrix import (
 )
 from spec_tests.runs import Progress, run_backend
 
-# Every built-in, the reference first (it is the yardstick the others are read against).
-DEFAULT_BACKENDS = ("reference", *(name for name in BUILTIN_NAMES if name != "reference"))
+# Every built-in but the opt-in ones, the reference first (it is the yardstick the others are
+# read against).
+DEFAULT_BACKENDS = (
+    "reference",
+    *(name for name in BUILTIN_NAMES if name != "reference" and name not in OPT_IN),
+)
 
 
 def columns(specs: Sequence[str]) -> list[str]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from spec_tests.builtins import (
     BUILTINS,
+    OPT_IN,
     DcpImplFS,
     DcpImplHF,
     DcpImplHFConsolidated,
@@ -43,6 +44,7 @@ __all__ = [
     "BackendSpecError",
     "CAPABILITIES",
     "BUILTIN_NAMES",
+    "OPT_IN",
     "DEFAULTS",
     "OPTIONAL_MEMBERS",
     "builtin",

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILTINS",
+    "OPT_IN",
     "DcpImplFS",
     "DcpImplHF",
     "DcpImplHFConsolidated",
@@ -155,9 +156,11 @@ class DcpImplFS:
     capabilities: frozenset[str] | None = None
     thread_count: int = 1  # dcp_impl-fs-threads: 4 writer threads per rank
     async_save: str | None = None  # dcp_impl-fs-async: saves as dcp.async_save's PROCESS mode
+    share_reads: str | None = None  # dcp_impl-fs-shared-reads: ranks share reads through /dev/shm
 
     def configurations(self) -> dict[str, Backend]:
-        """dcp_impl-fs, dcp_impl-fs-threads and dcp_impl-fs-async."""
+        """dcp_impl-fs, dcp_impl-fs-threads, dcp_impl-fs-async and (opt-in, see
+        :data:`OPT_IN`) dcp_impl-fs-shared-reads."""
         return _family("dcp_impl-fs")
 
     def make_writer(self, path: str) -> StorageWriter:
@@ -170,13 +173,13 @@ class DcpImplFS:
         # docstring inherited
         import dcp_impl
 
-        return dcp_impl.FileSystemReader(path)
+        return dcp_impl.FileSystemReader(path, share_reads=self.share_reads)  # type: ignore[arg-type]
 
     def trusting_reader(self, path: str) -> StorageReader:
         """The reader with ``trust_pickle=True``: non-tensor entries reach the planner unchecked."""
         import dcp_impl
 
-        return dcp_impl.FileSystemReader(path, trust_pickle=True)
+        return dcp_impl.FileSystemReader(path, trust_pickle=True, share_reads=self.share_reads)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +319,7 @@ BUILTINS: dict[str, Callable[[], Backend]] = {
     "dcp_impl-fs": DcpImplFS,
     "dcp_impl-fs-threads": lambda: DcpImplFS("dcp_impl-fs-threads", thread_count=4),
     "dcp_impl-fs-async": lambda: DcpImplFS("dcp_impl-fs-async", async_save="process"),
+    "dcp_impl-fs-shared-reads": lambda: DcpImplFS("dcp_impl-fs-shared-reads", share_reads="shm"),
     "dcp_impl-hf": DcpImplHF,
     "dcp_impl-hf-defaults": lambda: DcpImplHF(
         "dcp_impl-hf-defaults",
@@ -335,12 +339,18 @@ BUILTINS: dict[str, Callable[[], Backend]] = {
     "reference": _reference,
 }
 
+OPT_IN: frozenset[str] = frozenset({"dcp_impl-fs-shared-reads"})
+"""Built-ins the matrix runs only where they are named (``--backend``), never by default:
+each is one option of a family the default matrix runs already, and CI's time is spent.
+``--dcp-backend=dcp_impl-fs[shared-reads]`` selects the one there is."""
+
 # Each family's named configurations (the optional Backend member), as built-in names.
 _FAMILIES: dict[str, dict[str, str]] = {
     "dcp_impl-fs": {
         "defaults": "dcp_impl-fs",
         "threads": "dcp_impl-fs-threads",
         "async": "dcp_impl-fs-async",
+        "shared-reads": "dcp_impl-fs-shared-reads",
     },
     "dcp_impl-hf": {
         "defaults": "dcp_impl-hf-defaults",

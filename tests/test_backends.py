@@ -23,6 +23,7 @@ from spec_tests.backends import (
     BUILTIN_NAMES,
     CAPABILITIES,
     DEFAULTS,
+    OPT_IN,
     OPTIONAL_MEMBERS,
     Backend,
     BackendSpecError,
@@ -61,11 +62,12 @@ def test_builtins_satisfy_the_protocol(name: str) -> None:
     assert backend.capabilities is None or backend.capabilities <= CAPABILITIES.keys()
 
 
-def test_builtin_names_are_the_fourteen_documented() -> None:
+def test_builtin_names_are_the_fifteen_documented() -> None:
     assert set(BUILTIN_NAMES) == {
         "dcp_impl-fs",
         "dcp_impl-fs-threads",
         "dcp_impl-fs-async",
+        "dcp_impl-fs-shared-reads",
         "dcp_impl-hf",
         "dcp_impl-hf-defaults",
         "dcp_impl-hf-consolidated",
@@ -327,4 +329,5 @@ def test_the_matrix_runs_each_named_configuration_as_a_column(user_module: str) 
         "torch-fs",  # a built-in is one configuration: its family's others are built-ins too
         "no_such_module:X",  # kept, for its run to say why it does not load
     ]
-    assert set(columns(DEFAULT_BACKENDS)) == set(BUILTIN_NAMES)
+    assert set(columns(DEFAULT_BACKENDS)) == set(BUILTIN_NAMES) - OPT_IN
+    assert load_backend("dcp_impl-fs[shared-reads]").name in OPT_IN  # named, it runs

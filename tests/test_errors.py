@@ -20,6 +20,9 @@ LEAVES = {
     errors.ConcurrentSaveError: RuntimeError,
     errors.UnsafeFileError: OSError,
     errors.StorageFaultError: OSError,
+    errors.InvalidOptionError: ValueError,
+    errors.SharedReadError: RuntimeError,
+    errors.SharedReadTimeoutError: TimeoutError,
 }
 
 

@@ -145,10 +145,12 @@ def test_names_bytes_and_objects_round_trip(tmp_path: Path) -> None:
     ]
 
 
-def test_load_converts_to_destination_dtype(tmp_path: Path) -> None:
+def test_load_converts_to_destination_dtype_only_when_asked(tmp_path: Path) -> None:
     _save({"w": torch.arange(4, dtype=torch.float32)}, tmp_path)
     out = {"w": torch.zeros(4, dtype=torch.float64)}
-    _load(out, tmp_path)
+    with pytest.raises(CheckpointException, match="a load never converts"):
+        _load(out, tmp_path)
+    _load(out, tmp_path, convert_dtypes=True)
     assert out["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
 
 

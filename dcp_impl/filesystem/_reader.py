@@ -69,6 +69,14 @@ class FileSystemReader(StoreReading, StorageReader):
             converting them (torch's readers always do, silently: pytorch#187138). Default
             False: such a destination raises ``LayoutMismatchError`` before any byte is read.
         storage_options: passed to fsspec for URLs (credentials, endpoint).
+        share_reads: ``"shm"``: in a multi-process load, a stored item that several ranks of
+            one host need (replicated state, a chunk a reshard splits) is read from storage
+            once, by one of them, and the others take it from the host's shared memory
+            (``/dev/shm``), verified as reads from storage are. Each rank's ``read_data``
+            then waits for the items its peers read; no collective is added. Default None:
+            every rank reads what it needs itself. See docs/architecture.md.
+        share_timeout: with ``share_reads``, seconds a rank waits for an item a peer reads
+            before :class:`~dcp_impl.errors.SharedReadTimeoutError` (default 600).
     """
 
     def __init__(
@@ -84,9 +92,14 @@ class FileSystemReader(StoreReading, StorageReader):
         storage_options: Mapping[str, Any] | None = None,
         max_inflight_bytes: int | None = None,
         convert_dtypes: bool = False,
+        share_reads: dio.ShareReads = None,
+        share_timeout: float = dio.DEFAULT_SHARE_TIMEOUT,
     ) -> None:
         super().__init__()
         options.check_extension_registry(type(self).__name__, _extension_registry)
+        dio.check_share_reads(type(self).__name__, share_reads, share_timeout)
+        self.share_reads = share_reads
+        self.share_timeout = share_timeout
         if thread_count is not None:
             options.check_count(type(self).__name__, "thread_count", thread_count)
         check_verify(type(self).__name__, verify)
@@ -140,21 +153,24 @@ class FileSystemReader(StoreReading, StorageReader):
 
     def prepare_local_plan(self, plan: LoadPlan, **kwargs: Any) -> LoadPlan:
         # docstring inherited
-        return plan
+        return self._share_local(plan)
 
     def prepare_global_plan(self, plans: list[LoadPlan], **kwargs: Any) -> list[LoadPlan]:
         # docstring inherited
-        return plans
+        if self.share_reads is None:
+            return plans
+        return self._share_global(plans, self._locator())
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner, **kwargs: Any) -> Future[None]:
         # docstring inherited
+        return self._read_all(plan, planner, self._locator())
+
+    def _locator(self) -> dio.Locate:
         if self._metadata is None:
             raise RuntimeError("read_data called before set_up_storage_reader")
         metadata = self._metadata
         chunks = _Chunks()
-        return self._read_all(
-            plan, planner, lambda index: _locate(self.store, metadata, chunks, index)
-        )
+        return lambda index: _locate(self.store, metadata, chunks, index)
 
 
 def _locate(

@@ -308,6 +308,14 @@ class HuggingFaceReader(StoreReading, StorageReader):
             converting them (torch's readers always do, silently: pytorch#187138). Default
             False: such a destination raises ``LayoutMismatchError`` before any byte is read.
         storage_options: passed to fsspec for URLs (credentials, endpoint).
+        share_reads: ``"shm"``: in a multi-process load, a stored item that several ranks of
+            one host need (replicated weights, a tensor a reshard splits) is read from storage
+            once, by one of them, and the others take it from the host's shared memory
+            (``/dev/shm``), verified as reads from storage are. Each rank's ``read_data``
+            then waits for the items its peers read; no collective is added. Default None:
+            every rank reads what it needs itself. See docs/architecture.md.
+        share_timeout: with ``share_reads``, seconds a rank waits for an item a peer reads
+            before :class:`~dcp_impl.errors.SharedReadTimeoutError` (default 600).
     """
 
     def __init__(
@@ -322,6 +330,8 @@ class HuggingFaceReader(StoreReading, StorageReader):
         storage_options: Mapping[str, Any] | None = None,
         max_inflight_bytes: int | None = None,
         convert_dtypes: bool = False,
+        share_reads: dio.ShareReads = None,
+        share_timeout: float = dio.DEFAULT_SHARE_TIMEOUT,
     ) -> None:
         super().__init__()
         if thread_count is not None:
@@ -331,6 +341,10 @@ class HuggingFaceReader(StoreReading, StorageReader):
         self.max_inflight_bytes = max_inflight_bytes
         check_flag(type(self).__name__, "convert_dtypes", convert_dtypes)
         self.convert_dtypes = convert_dtypes
+
+        dio.check_share_reads(type(self).__name__, share_reads, share_timeout)
+        self.share_reads = share_reads
+        self.share_timeout = share_timeout
         self.pickle_policy = PicklePolicy(trust_pickle, tuple(safe_globals), max_bytes_expansion)
         self.thread_count = thread_count
         self.verify = verify
@@ -362,19 +376,21 @@ class HuggingFaceReader(StoreReading, StorageReader):
 
     def prepare_local_plan(self, plan: LoadPlan, *args: Any, **kwargs: Any) -> LoadPlan:
         # docstring inherited
-        return plan
+        return self._share_local(plan)
 
     def prepare_global_plan(
         self, plans: list[LoadPlan], *args: Any, **kwargs: Any
     ) -> list[LoadPlan]:
         # docstring inherited
-        return plans
+        return self._share_global(plans, self._locate)
 
     def read_data(
         self, plan: LoadPlan, planner: LoadPlanner, *args: Any, **kwargs: Any
     ) -> Future[None]:
         # docstring inherited
-        future = self._read_all(plan, planner, self._locate)
+        return self._read_all(plan, planner, self._locate, self._check_unchanged)
+
+    def _check_unchanged(self) -> None:
         # The file names are fixed: a save that committed while this load read may have
         # replaced some of its files, whatever ``verify`` says (docs/huggingface.md).
         if self._seen is not None and _commit_state(self.store) != self._seen:
@@ -382,7 +398,6 @@ class HuggingFaceReader(StoreReading, StorageReader):
                 f"{self.store.url}: expected the folder unchanged while loading, found a save "
                 "committed meanwhile; the loaded values may mix two saves: load again"
             )
-        return future
 
     def _locate(self, index: MetadataIndex) -> dio.StoredItem:
         stored = self._stored.get(index)

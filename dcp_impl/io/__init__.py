@@ -40,6 +40,12 @@ Nothing here knows a checkpoint format; a backend maps its metadata onto these p
   :class:`StoredRange` per item: its byte offset, length and checksum, hashed on a helper
   thread while the bytes are written. :func:`atomic_write` commits a small file (temp file
   in the same directory, optional fsync, ``os.replace``, fsync of the directory).
+* Shared reads (``share_reads="shm"`` on the readers): :func:`mark_host` tags a rank's local
+  plan with its :class:`HostTag`; :func:`share_plans`, on the coordinator, gives each stored
+  item several ranks of one host need an owner (a :class:`SharePlan` per rank, in the plan's
+  ``storage_data``); a :class:`SharedReader` wraps the store in ``read_items``: owners read
+  their items from storage once into the host's shared memory (:data:`SHM_ROOT`), the others
+  take them from there, verified as reads from storage are.
 * :func:`parallel_map` runs work on a thread pool, one worker per thread: workers pull items
   in order, the first failure stops new work and is re-raised in the caller with its
   original traceback.
@@ -76,6 +82,17 @@ from dcp_impl.io._load import (
 from dcp_impl.io._pool import Worker, parallel_map
 from dcp_impl.io._read import read_into
 from dcp_impl.io._requests import ReadRequest, Target
+from dcp_impl.io._share_plan import (
+    DEFAULT_SHARE_TIMEOUT,
+    SHM_ROOT,
+    HostTag,
+    SharePlan,
+    ShareReads,
+    check_share_reads,
+    mark_host,
+    share_plans,
+)
+from dcp_impl.io._shared import SharedReader
 from dcp_impl.io._sources import DeviceReadable, LocalFile, Mappable, Opener, Source
 from dcp_impl.io._staging import DeviceCopier
 from dcp_impl.io._write import (
@@ -120,4 +137,13 @@ __all__ = [
     "storage_fault",
     "Worker",
     "parallel_map",
+    "ShareReads",
+    "SHM_ROOT",
+    "DEFAULT_SHARE_TIMEOUT",
+    "HostTag",
+    "SharePlan",
+    "SharedReader",
+    "check_share_reads",
+    "mark_host",
+    "share_plans",
 ]

@@ -15,8 +15,12 @@ contract the backends rely on; subclass it in your own test file::
 
         def get(self, store, name):        # bypass the store: read a file back
             ...
+
+:class:`CountingStore` wraps a store and records every data byte range a load reads (from
+every process of a multi-process load, into one log file), to prove what it takes from storage.
 """
 
+from dcp_impl.testing._counting import CountingStore, ReadRecord
 from dcp_impl.testing._store import StoreTests
 
-__all__ = ["StoreTests"]
+__all__ = ["StoreTests", "CountingStore", "ReadRecord"]

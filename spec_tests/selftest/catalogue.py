@@ -15,6 +15,7 @@ from spec_tests.selftest import (
     protocol,
     readers,
     rules,
+    sharing,
     writers,
 )
 from spec_tests.selftest._wrap import Wrapped
@@ -36,7 +37,18 @@ FAITHFUL: tuple[type[Wrapped], ...] = (FaithfulReference, FaithfulFS)
 
 BROKEN: tuple[type[Wrapped], ...] = tuple(
     getattr(module, name)
-    for module in (writers, readers, protocol, adversity, rules, inputs, asynchronous, files, loads)
+    for module in (
+        writers,
+        readers,
+        protocol,
+        adversity,
+        rules,
+        inputs,
+        asynchronous,
+        files,
+        loads,
+        sharing,
+    )
     for name in module.__all__
 )
 
