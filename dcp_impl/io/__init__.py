@@ -57,7 +57,16 @@ forbids. A mismatch, a short file or a missing file raises ``CorruptCheckpointEr
 the file and the item; when ``read_into`` raises, the destinations' contents are unspecified.
 """
 
-from dcp_impl.io._checksum import CHECKSUM_ALGORITHM, checksum
+from dcp_impl.io._checksum import (
+    CHECKSUM_ALGORITHM,
+    CHECKSUM_TEXT,
+    MAX_PIECE_SIZE,
+    MIN_PIECE_SIZE,
+    PIECE_SIZE,
+    Checksums,
+    checksum,
+    piece_checksum,
+)
 from dcp_impl.io._files import open_regular, read_at_most, storage_fault
 from dcp_impl.io._load import (
     BytesSink,
@@ -93,7 +102,13 @@ __all__ = [
     "load_bytes",
     "Verify",
     "CHECKSUM_ALGORITHM",
+    "CHECKSUM_TEXT",
+    "PIECE_SIZE",
+    "MIN_PIECE_SIZE",
+    "MAX_PIECE_SIZE",
+    "Checksums",
     "checksum",
+    "piece_checksum",
     "atomic_write",
     "fsync_dir",
     "StoredRange",

@@ -9,8 +9,8 @@ import torch
 
 from dcp_impl import dtypes
 from dcp_impl.errors import CorruptCheckpointError
-from dcp_impl.io import _runs
-from dcp_impl.io._checksum import Digest, checksum
+from dcp_impl.io import _runs, _verified
+from dcp_impl.io._checksum import Digest
 from dcp_impl.io._pool import parallel_map
 from dcp_impl.io._requests import (
     ReadRequest,
@@ -37,6 +37,11 @@ _HASH_PIECE = 1 << 20
 """A verified read lands and hashes an item in pieces this big, each hashed while still in
 cache instead of read from memory again (perf/README.md, "Measurements behind dcp_impl's I/O
 constants")."""
+_BAND = 4 << 20
+"""A verified sub-box read from a mapped file checks and copies blocks of about this many
+bytes: each block's pieces are hashed, then copied out while they are still in cache."""
+_STAGED_BAND = 16 << 20
+"""The same where the file cannot be mapped: the staging buffer holds a block's pieces."""
 
 
 def read_into(
@@ -154,7 +159,9 @@ class _Reader:
             self._read_spans(request, targets)
 
     def _read_verified(self, request: ReadRequest, targets: list[Target]) -> None:
-        """Check the whole item, then hand out its bytes."""
+        """Hand out the item's bytes, each only after the piece holding it passed its check:
+        straight into a whole direct destination as it lands, else block by block (only
+        the pieces the targets touch are read and hashed)."""
         first = targets[0]
         if (
             len(targets) == 1
@@ -165,19 +172,63 @@ class _Reader:
             return
         mapped = self._mapped(request, targets)
         if mapped is not None:
-            self._serve(request, targets, mapped, None)
-            return
-        slot, staged = self._staging.take(request.length)
-        self._pread(request, [byte_view(staged)], request.offset)
-        self._serve(request, targets, staged, slot)
+            self._copy_checked_in_place(request, targets, mapped)
+        else:
+            self._copy_checked_staged(request, targets)
+
+    def _copy_checked_in_place(
+        self, request: ReadRequest, targets: list[Target], item: torch.Tensor
+    ) -> None:
+        """Copy the targets out of ``item`` (the mapped file's bytes), checking each piece in
+        place once, just before the first block that needs it is copied."""
+        pieces = request.pieces
+        assert pieces is not None  # only requests with a checksum are read verified
+        itemsize = dtypes.by_torch(request.dtype).itemsize
+        view = byte_view(item)
+        checked: set[int] = set()
+        for target in targets:
+            for block in _verified.blocks(request.chunk_sizes, target.sub, itemsize, _BAND):
+                start, length, _ = byte_span(request.chunk_sizes, block, itemsize)
+                for k in pieces.touching(start, start + length):
+                    if k not in checked:
+                        begin, stop = pieces.span(k)
+                        _verified.check_piece(request, pieces, k, view[begin:stop])
+                        checked.add(k)
+                dest = _verified.dest_block(target.dest, target.sub, block)
+                source = sub_view(request, item, Target(block, dest), start=start)
+                dtypes.copy_bits(dest, source)
+
+    def _copy_checked_staged(self, request: ReadRequest, targets: list[Target]) -> None:
+        """Read the pieces each block touches into a staging buffer, check them, and copy
+        the block out of it: at most about one band plus two pieces in memory at a time."""
+        pieces = request.pieces
+        assert pieces is not None  # only requests with a checksum are read verified
+        itemsize = dtypes.by_torch(request.dtype).itemsize
+        for target in targets:
+            for block in _verified.blocks(request.chunk_sizes, target.sub, itemsize, _STAGED_BAND):
+                start, length, _ = byte_span(request.chunk_sizes, block, itemsize)
+                touched = pieces.touching(start, start + length)
+                base = pieces.span(touched[0])[0]
+                base -= base % itemsize  # the staged bytes are viewed as the item's dtype
+                end = pieces.span(touched[-1])[1]
+                end += -end % itemsize
+                slot, staged = self._staging.take(end - base)
+                window = byte_view(staged)
+                self._pread(request, [window], request.offset + base)
+                for k in touched:
+                    begin, stop = pieces.span(k)
+                    _verified.check_piece(request, pieces, k, window[begin - base : stop - base])
+                dest = _verified.dest_block(target.dest, target.sub, block)
+                source = sub_view(request, staged, Target(block, dest), base=base, start=start)
+                self._copy_out(slot, Target(block, dest), source)
 
     def _serve(
         self, request: ReadRequest, targets: list[Target], item: torch.Tensor, slot: int | None
     ) -> None:
         """Check the item's bytes ``item`` (with ``verify``), then copy the targets out of it:
         directly, or as copies that read the staging buffer of ``slot``."""
-        if self._verify and request.checksum is not None:
-            self._check(request, byte_view(item))
+        if self._verify and request.pieces is not None:
+            self._check_all(request, byte_view(item))
         for target in targets:
             source = sub_view(request, item, target)
             if slot is None:
@@ -310,26 +361,34 @@ class _Reader:
     def _pread_checked(self, request: ReadRequest, view: memoryview) -> None:
         """Read the whole item into ``view`` and check it, hashing each piece as it lands
         (while it is still in cache) instead of reading the item from memory again."""
-        digest = Digest()
+        pieces = request.pieces
+        assert pieces is not None  # only requests with a checksum are read verified
         # Only where reads are cheap (local, mappable files): elsewhere each read is a round trip.
-        step = _HASH_PIECE if isinstance(self._open(request), Mappable) else max(len(view), 1)
-        for start in range(0, len(view), step):
-            piece = view[start : start + step]
-            self._pread(request, [piece], request.offset + start)
-            digest.update(piece)
-        self._compare(request, digest.checksum())
+        if not isinstance(self._open(request), Mappable):
+            self._pread(request, [view], request.offset)
+            self._check_all(request, view)
+            return
+        for k in range(pieces.count):
+            start, stop = pieces.span(k)
+            if stop - start <= _HASH_PIECE:
+                piece = view[start:stop]
+                self._pread(request, [piece], request.offset + start)
+                _verified.check_piece(request, pieces, k, piece)
+                continue
+            digest = Digest()  # a long piece (a whole-item checksum): hashed step by step
+            for step in range(start, stop, _HASH_PIECE):
+                part = view[step : min(step + _HASH_PIECE, stop)]
+                self._pread(request, [part], request.offset + step)
+                digest.update(part)
+            _verified.check_digest(request, pieces, k, digest.hexdigest())
 
-    def _check(self, request: ReadRequest, view: memoryview) -> None:
-        self._compare(request, checksum(view))
-
-    @staticmethod
-    def _compare(request: ReadRequest, found: str) -> None:
-        if found != request.checksum:
-            raise CorruptCheckpointError(
-                f"{request.path}: item {request.label} at bytes "
-                f"[{request.offset}, {request.offset + request.length}) fails its checksum: "
-                f"expected {request.checksum}, found {found}"
-            )
+    def _check_all(self, request: ReadRequest, view: memoryview) -> None:
+        """Check every piece of the item whose bytes are ``view``."""
+        pieces = request.pieces
+        assert pieces is not None
+        for k in range(pieces.count):
+            start, stop = pieces.span(k)
+            _verified.check_piece(request, pieces, k, view[start:stop])
 
     def close(self) -> None:
         try:
