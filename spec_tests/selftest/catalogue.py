@@ -11,6 +11,7 @@ from spec_tests.selftest import (
     asynchronous,
     files,
     inputs,
+    pieces,
     protocol,
     readers,
     rules,
@@ -35,7 +36,17 @@ FAITHFUL: tuple[type[Wrapped], ...] = (FaithfulReference, FaithfulFS)
 
 BROKEN: tuple[type[Wrapped], ...] = tuple(
     getattr(module, name)
-    for module in (writers, readers, protocol, adversity, rules, inputs, asynchronous, files)
+    for module in (
+        writers,
+        readers,
+        protocol,
+        adversity,
+        rules,
+        inputs,
+        asynchronous,
+        files,
+        pieces,
+    )
     for name in module.__all__
 )
 
