@@ -62,8 +62,9 @@ def read_into(
     Args:
         requests: the stored items to read and the targets each fills.
         thread_count: parallel reading threads.
-        verify: check each item's checksum before any of its bytes is used (see the
-            package's docstring for what is read then).
+        verify: check the checksum of each piece of an item before any of its bytes is
+            used: only the pieces a read touches (see the package's docstring for what is
+            read then).
         stage_all: send every target through the staging buffers (so that CPU tests
             exercise the CUDA path).
         copier: replaces the device copy, one per thread (for the same tests).
