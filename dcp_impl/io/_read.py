@@ -24,7 +24,7 @@ from dcp_impl.io._requests import (
 from dcp_impl.io._sources import DeviceReadable, LocalFile, Mappable, Opener, Source
 from dcp_impl.io._staging import CudaCopier, DeviceCopier, Staging, SyncCopier
 from dcp_impl.io._write import byte_view
-from dcp_impl.layout import Box, byte_span
+from dcp_impl.layout import byte_span
 
 __all__ = ["read_into", "MAX_OPEN_FILES"]
 
@@ -161,21 +161,28 @@ class _Reader:
 
     def _read_verified(self, request: ReadRequest, targets: list[Target]) -> None:
         """Hand out the item's bytes, each only after the piece holding it passed its check:
-        straight into a whole direct destination as it lands, else block by block (only
-        the pieces the targets touch are read and hashed)."""
+        straight into a direct destination of one exact byte span as it lands, else block
+        by block (only the pieces the targets touch are read and hashed)."""
         first = targets[0]
-        if (
-            len(targets) == 1
-            and first.sub == Box.full(request.chunk_sizes)
-            and self._is_direct(request, first)
-        ):
-            self._pread_checked(request, byte_view(first.dest))
-            return
+        if len(targets) == 1 and self._is_direct(request, first):
+            itemsize = dtypes.by_torch(request.dtype).itemsize
+            start, length, exact = byte_span(request.chunk_sizes, first.sub, itemsize)
+            whole = length == request.length
+            if exact and (whole or self._spans_pieces(request)):
+                self._pread_checked(request, byte_view(first.dest), start)
+                return
         mapped = self._mapped(request, targets)
         if mapped is not None:
             self._copy_checked_in_place(request, targets, mapped)
         else:
             self._copy_checked_staged(request, targets)
+
+    def _spans_pieces(self, request: ReadRequest) -> bool:
+        """Whether a span of the item is best read piece by piece: its pieces are small
+        (not one whole-item checksum) and reads are cheap (local, mappable files)."""
+        pieces = request.pieces
+        assert pieces is not None
+        return pieces.piece_size is not None and isinstance(self._open(request), Mappable)
 
     def _copy_checked_in_place(
         self, request: ReadRequest, targets: list[Target], item: torch.Tensor
@@ -359,29 +366,47 @@ class _Reader:
         self._maps.pop(path, None)  # the mapping's view goes before its source closes
         source.close()
 
-    def _pread_checked(self, request: ReadRequest, view: memoryview) -> None:
-        """Read the whole item into ``view`` and check it, hashing each piece as it lands
-        (while it is still in cache) instead of reading the item from memory again."""
+    def _pread_checked(self, request: ReadRequest, view: memoryview, start: int = 0) -> None:
+        """Read the item's bytes ``[start, start + len(view))`` into ``view`` and check every
+        piece they touch, hashing each piece as it lands (while it is still in cache)
+        instead of reading it from memory again. A piece the span cuts through (at most
+        two) is read whole into scratch, checked, and the span's part copied out."""
         pieces = request.pieces
         assert pieces is not None  # only requests with a checksum are read verified
         # Only where reads are cheap (local, mappable files): elsewhere each read is a round trip.
         if not isinstance(self._open(request), Mappable):
-            self._pread(request, [view], request.offset)
+            self._pread(request, [view], request.offset)  # the whole item (_read_verified)
             self._check_all(request, view)
             return
-        for k in range(pieces.count):
-            start, stop = pieces.span(k)
-            if stop - start <= _HASH_PIECE:
-                piece = view[start:stop]
-                self._pread(request, [piece], request.offset + start)
-                _verified.check_piece(request, pieces, k, piece)
+        stop = start + len(view)
+        for k in pieces.touching(start, stop):
+            begin, end = pieces.span(k)
+            if start <= begin and end <= stop:
+                self._pread_piece(request, k, view[begin - start : end - start])
                 continue
-            digest = Digest()  # a long piece (a whole-item checksum): hashed step by step
-            for step in range(start, stop, _HASH_PIECE):
-                part = view[step : min(step + _HASH_PIECE, stop)]
-                self._pread(request, [part], request.offset + step)
-                digest.update(part)
-            _verified.check_digest(request, pieces, k, digest.hexdigest())
+            if len(self._scratch) < end - begin:
+                self._scratch = bytearray(end - begin)
+            piece = memoryview(self._scratch)[: end - begin]
+            self._pread_piece(request, k, piece)
+            low, high = max(begin, start), min(end, stop)
+            view[low - start : high - start] = piece[low - begin : high - begin]
+
+    def _pread_piece(self, request: ReadRequest, k: int, view: memoryview) -> None:
+        """Read piece ``k`` into ``view`` and check it, a long one (a whole-item checksum)
+        hashed step by step as it lands."""
+        pieces = request.pieces
+        assert pieces is not None
+        begin = pieces.span(k)[0]
+        if len(view) <= _HASH_PIECE:
+            self._pread(request, [view], request.offset + begin)
+            _verified.check_piece(request, pieces, k, view)
+            return
+        digest = Digest()
+        for step in range(0, len(view), _HASH_PIECE):
+            part = view[step : step + _HASH_PIECE]
+            self._pread(request, [part], request.offset + begin + step)
+            digest.update(part)
+        _verified.check_digest(request, pieces, k, digest.hexdigest())
 
     def _check_all(self, request: ReadRequest, view: memoryview) -> None:
         """Check every piece of the item whose bytes are ``view``."""
