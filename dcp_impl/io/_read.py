@@ -10,7 +10,6 @@ import torch
 from dcp_impl import dtypes
 from dcp_impl.errors import CorruptCheckpointError
 from dcp_impl.io import _runs, _verified
-from dcp_impl.io._checksum import Digest
 from dcp_impl.io._pool import parallel_map
 from dcp_impl.io._requests import (
     ReadRequest,
@@ -33,10 +32,6 @@ MAX_OPEN_FILES = 32
 next. Requests are read sorted by file, so a checkpoint of many files (more than the process
 may open: ``ulimit -n``) is read opening each file about once per thread."""
 
-_HASH_PIECE = 1 << 20
-"""A verified read lands and hashes an item in pieces this big, each hashed while still in
-cache instead of read from memory again (perf/README.md, "Measurements behind dcp_impl's I/O
-constants")."""
 _BAND = 4 << 20
 """A verified sub-box read from a mapped file checks and copies blocks of about this many
 bytes: each block's pieces are hashed, then copied out while they are still in cache."""
@@ -236,7 +231,7 @@ class _Reader:
         """Check the item's bytes ``item`` (with ``verify``), then copy the targets out of it:
         directly, or as copies that read the staging buffer of ``slot``."""
         if self._verify and request.pieces is not None:
-            self._check_all(request, byte_view(item))
+            _verified.check_all(request, byte_view(item))
         for target in targets:
             source = sub_view(request, item, target)
             if slot is None:
@@ -282,9 +277,7 @@ class _Reader:
     def _read_pieces(self, request: ReadRequest, pieces: list[_runs.Piece]) -> None:
         """Fill the sorted ``pieces``; bytes between them that fit ``MAX_GAP`` go to scratch."""
         gap = min(_runs.largest_gap(pieces), _runs.MAX_GAP)
-        if len(self._scratch) < gap:
-            self._scratch = bytearray(gap)
-        scratch = memoryview(self._scratch)[:gap]
+        scratch = self._scratch_of(gap)
         for offset, buffers in _runs.vectored(pieces, scratch):
             self._pread(request, buffers, offset)
 
@@ -367,54 +360,26 @@ class _Reader:
         source.close()
 
     def _pread_checked(self, request: ReadRequest, view: memoryview, start: int = 0) -> None:
-        """Read the item's bytes ``[start, start + len(view))`` into ``view`` and check every
-        piece they touch, hashing each piece as it lands (while it is still in cache)
-        instead of reading it from memory again. A piece the span cuts through (at most
-        two) is read whole into scratch, checked, and the span's part copied out."""
-        pieces = request.pieces
-        assert pieces is not None  # only requests with a checksum are read verified
+        """Read the item's bytes ``[start, start + len(view))`` into ``view``, checking every
+        piece they touch as it lands (:func:`_verified.pread_checked`)."""
         # Only where reads are cheap (local, mappable files): elsewhere each read is a round trip.
         if not isinstance(self._open(request), Mappable):
             self._pread(request, [view], request.offset)  # the whole item (_read_verified)
-            self._check_all(request, view)
+            _verified.check_all(request, view)
             return
-        stop = start + len(view)
-        for k in pieces.touching(start, stop):
-            begin, end = pieces.span(k)
-            if start <= begin and end <= stop:
-                self._pread_piece(request, k, view[begin - start : end - start])
-                continue
-            if len(self._scratch) < end - begin:
-                self._scratch = bytearray(end - begin)
-            piece = memoryview(self._scratch)[: end - begin]
-            self._pread_piece(request, k, piece)
-            low, high = max(begin, start), min(end, stop)
-            view[low - start : high - start] = piece[low - begin : high - begin]
+        _verified.pread_checked(
+            request,
+            view,
+            start,
+            lambda buffer, at: self._pread(request, [buffer], at),
+            self._scratch_of,
+        )
 
-    def _pread_piece(self, request: ReadRequest, k: int, view: memoryview) -> None:
-        """Read piece ``k`` into ``view`` and check it, a long one (a whole-item checksum)
-        hashed step by step as it lands."""
-        pieces = request.pieces
-        assert pieces is not None
-        begin = pieces.span(k)[0]
-        if len(view) <= _HASH_PIECE:
-            self._pread(request, [view], request.offset + begin)
-            _verified.check_piece(request, pieces, k, view)
-            return
-        digest = Digest()
-        for step in range(0, len(view), _HASH_PIECE):
-            part = view[step : step + _HASH_PIECE]
-            self._pread(request, [part], request.offset + begin + step)
-            digest.update(part)
-        _verified.check_digest(request, pieces, k, digest.hexdigest())
-
-    def _check_all(self, request: ReadRequest, view: memoryview) -> None:
-        """Check every piece of the item whose bytes are ``view``."""
-        pieces = request.pieces
-        assert pieces is not None
-        for k in range(pieces.count):
-            start, stop = pieces.span(k)
-            _verified.check_piece(request, pieces, k, view[start:stop])
+    def _scratch_of(self, nbytes: int) -> memoryview:
+        """The reused scratch buffer, at least ``nbytes`` long (its contents are garbage)."""
+        if len(self._scratch) < nbytes:
+            self._scratch = bytearray(nbytes)
+        return memoryview(self._scratch)[:nbytes]
 
     def close(self) -> None:
         try:
