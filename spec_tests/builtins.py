@@ -58,7 +58,7 @@ class TorchFS:
     # the planner unchecked (and unpickles .metadata itself, pytorch#189308).
     capabilities: frozenset[str] | None = field(
         default=frozenset(c for c in DTYPE_CAPS if not c.startswith("dtype:bits"))
-        | (GENERAL_CAPS - {"integrity", "atomic-commit", "safe-load"}),
+        | (GENERAL_CAPS - {"integrity", "integrity-pieces", "atomic-commit", "safe-load"}),
         repr=False,
     )
     thread_count: int = 1  # torch-fs-threads: 4 writer threads per rank
@@ -104,7 +104,7 @@ class TorchFsspec:
     # which does not make atomic-commit any more attainable.
     capabilities: frozenset[str] | None = field(
         default=frozenset(c for c in DTYPE_CAPS if not c.startswith("dtype:bits"))
-        | (GENERAL_CAPS - {"integrity", "atomic-commit", "safe-load"}),
+        | (GENERAL_CAPS - {"integrity", "integrity-pieces", "atomic-commit", "safe-load"}),
         repr=False,
     )
 

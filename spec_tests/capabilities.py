@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ASYNC_MODES",
+    "PIECE_REACH",
     "CAPABILITIES",
     "DTYPE_CAPS",
     "GENERAL_CAPS",
@@ -38,6 +39,11 @@ _GENERAL_CAPABILITIES: dict[str, str] = {
     ),
     "overwrite": "a save over a committed checkpoint replaces it",
     "integrity": "corrupted or truncated stored data is detected and raises instead of loading",
+    "integrity-pieces": (
+        "with integrity: a read of part of a stored chunk checks only the stored bytes near the "
+        "ones it returns, so damage more than PIECE_REACH (1 MiB) away from all of them does not "
+        "fail it (checksums over pieces of at most 1 MiB, each checked on its own)"
+    ),
     "atomic-commit": (
         "a save killed at any point leaves the previous checkpoint loadable "
         "and never exposes a mixed one"
@@ -61,6 +67,10 @@ CAPABILITIES: dict[str, str] = {
 
 DTYPE_CAPS = frozenset(f"dtype:{row.name}" for row in DTYPES)
 GENERAL_CAPS = frozenset(_GENERAL_CAPABILITIES)
+
+#: How far from every byte a partial read returns damage must lie for ``integrity-pieces`` to
+#: promise that the read does not fail: the largest piece a checksum may cover.
+PIECE_REACH = 1 << 20
 
 #: The values a backend's optional ``async_save`` member may take besides None: the
 #: ``dcp.async_save`` modes whose view of the backend the suite plays (spec_tests.harness.staged).

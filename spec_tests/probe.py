@@ -3,13 +3,13 @@
 Each data capability is tried on a small example through the suite's own harness
 (:mod:`spec_tests.harness`, the properties' helpers): every dtype of the table, ``bytes``,
 ``multi-chunk``, ``multi-rank``, ``reshard``, ``overwrite``, ``metadata-exact``, and
-``integrity`` where a damage can be applied (a ``corrupt``/``truncate`` hook or stored
-files), and ``safe-load``. A capability holds when its example round-trips exactly (for
-``integrity``: when every damaged load raises; for ``safe-load``: when loading an entry whose
-unpickling would run code does not run it). ``atomic-commit``, ``multiprocess`` and
-``async`` need killed or real processes (or torch's async_save machinery) and are not
-probed: claim them only if the backend is designed for them, and let the suite's
-properties judge. One passing try is evidence, not proof: the suite is.
+``integrity`` where a damage can be applied (a ``corrupt``/``truncate`` hook or stored files),
+and ``safe-load``. A capability holds when its example round-trips exactly (for ``integrity``:
+when every damaged load raises; for ``safe-load``: when loading an entry whose unpickling would
+run code does not run it). ``atomic-commit``, ``multiprocess`` and ``async`` need killed or real
+processes (or torch's async_save machinery), and ``integrity-pieces`` damage placed in a chunk
+of several MiB, so they are not probed: claim them only if the backend is designed for them, and
+let the suite's properties judge. One passing try is evidence, not proof: the suite is.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from spec_tests.verdicts import may_refuse
 __all__ = ["NOT_PROBED", "Trial", "probe_claims", "probe_command", "render"]
 
 #: Capabilities a probe cannot try in one process on a small example.
-NOT_PROBED = ("atomic-commit", "multiprocess", "async")
+NOT_PROBED = ("atomic-commit", "multiprocess", "async", "integrity-pieces")
 
 
 @dataclass(frozen=True, slots=True)

@@ -264,7 +264,12 @@ class ReferenceReader(StorageReader):
 # store lives and dies with its process, so "killed mid-save, previous checkpoint still
 # loadable" cannot be observed from another process); multiprocess (the store is per-process,
 # so real ranks in separate processes cannot share a checkpoint).
-_REFERENCE_CAPS = frozenset(CAPABILITIES) - {"integrity", "atomic-commit", "multiprocess"}
+_REFERENCE_CAPS = frozenset(CAPABILITIES) - {
+    "integrity",
+    "integrity-pieces",
+    "atomic-commit",
+    "multiprocess",
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,9 +45,12 @@ def chunk_values(shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -> t
     return torch.randint(0, high, (n,), dtype=torch.uint8, generator=g).view(dtype).reshape(shape)
 
 
-def store_chunk(path: Path, chunk: torch.Tensor) -> dio.StoredRange:
-    """``chunk`` written to a new data file at ``path``, after a few other bytes."""
-    with dio.DataFileWriter(path, sync=False) as out:
+def store_chunk(
+    path: Path, chunk: torch.Tensor, *, piece_size: int = dio.PIECE_SIZE
+) -> dio.StoredRange:
+    """``chunk`` written to a new data file at ``path``, after a few other bytes, with one
+    checksum digest per ``piece_size`` bytes."""
+    with dio.DataFileWriter(path, sync=False, piece_size=piece_size) as out:
         out.write_bytes(b"header")  # items need not start at offset 0
         return out.write_tensor(chunk)
 

@@ -42,6 +42,7 @@ GENERAL = {
     "metadata-exact",
     "overwrite",
     "integrity",
+    "integrity-pieces",
     "atomic-commit",
     "multiprocess",
     "async",
@@ -157,10 +158,11 @@ def test_none_claims_everything() -> None:
     assert claimed_dtypes(fs) == [row.torch_dtype for row in DTYPES]
 
 
-def test_reference_claims_all_but_three() -> None:
+def test_reference_claims_all_but_four() -> None:
     reference = builtin("reference")
     assert reference.capabilities == frozenset(CAPABILITIES) - {
         "integrity",
+        "integrity-pieces",
         "atomic-commit",
         "multiprocess",
     }
@@ -189,7 +191,7 @@ def test_torch_fs_lacks_integrity_atomic_commit_and_bits(name: str) -> None:
     bits = {f"dtype:{row.name}" for row in DTYPES if row.name.startswith("bits")}
     assert len(bits) == 5
     unclaimed = {cap for cap in CAPABILITIES if not claims(fs, cap)}
-    assert unclaimed == {"integrity", "atomic-commit", "safe-load"} | bits
+    assert unclaimed == {"integrity", "integrity-pieces", "atomic-commit", "safe-load"} | bits
 
 
 def test_torch_backends_make_torch_storage(tmp_path: Path) -> None:

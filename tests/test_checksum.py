@@ -1,22 +1,36 @@
-"""dcp_impl.io._checksum: one checksum however the bytes are fed."""
+"""dcp_impl.io._checksum: one checksum however the bytes are fed; piece checksums."""
 
 from __future__ import annotations
 
 import itertools
 import threading
-from unittest import mock
 
 import pytest
 import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dcp_impl.errors import InvalidMetadataError
 from dcp_impl.io import _checksum
-from dcp_impl.io._checksum import Digest, write_hashed
+from dcp_impl.io._checksum import (
+    MAX_PIECE_SIZE,
+    MIN_PIECE_SIZE,
+    Checksums,
+    Digest,
+    piece_checksum,
+    write_hashed,
+)
 
 
 def _expected(data: bytes) -> str:
     return f"xxh3_64:{xxhash.xxh3_64(data).hexdigest()}"
+
+
+def _expected_pieces(data: bytes, piece: int) -> str:
+    if len(data) <= piece:
+        return _expected(data)
+    digests = [xxhash.xxh3_64(data[i : i + piece]).hexdigest() for i in range(0, len(data), piece)]
+    return f"xxh3_64@{piece}:{''.join(digests)}"
 
 
 @given(data=st.binary(max_size=300), cuts=st.lists(st.integers(0, 300), max_size=4))
@@ -28,35 +42,35 @@ def test_digest_of_pieces_is_the_digest_of_the_whole(data: bytes, cuts: list[int
     assert digest.checksum() == _expected(data)
 
 
-@given(size=st.integers(0, 70), piece=st.integers(1, 16))
-def test_write_hashed_writes_everything_in_order_and_hashes_it(size: int, piece: int) -> None:
+@given(size=st.integers(0, 70), piece=st.integers(1, 16), step=st.integers(1, 40))
+def test_write_hashed_writes_everything_in_order_and_hashes_it(
+    size: int, piece: int, step: int
+) -> None:
     data = bytes(range(size))
     written: list[bytes] = []
-    with mock.patch.object(_checksum, "PIECE", piece):
-        found = write_hashed(memoryview(data), lambda p: written.append(bytes(p)))
-    assert found == _expected(data)
+    found = write_hashed(memoryview(data), lambda p: written.append(bytes(p)), piece, step=step)
+    assert found == _expected_pieces(data, piece)
+    assert found == piece_checksum(data, piece)
     assert b"".join(written) == data
     if size > piece:
-        assert all(len(p) <= piece for p in written)
+        assert all(len(p) <= max(piece, step) for p in written)
 
 
 def test_write_hashed_hashes_beside_the_writer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_checksum, "PIECE", 4)
     threads: set[str] = set()
-    real = Digest.update
+    real = _checksum._digest
 
-    def update(self: Digest, data: memoryview | bytes) -> None:
+    def digest(data: memoryview | bytes) -> str:
         threads.add(threading.current_thread().name)
-        real(self, data)
+        return real(data)
 
-    monkeypatch.setattr(Digest, "update", update)
-    write_hashed(memoryview(b"0123456789"), lambda p: None)
+    monkeypatch.setattr(_checksum, "_digest", digest)
+    write_hashed(memoryview(b"0123456789"), lambda p: None, 2, step=4)
     assert len(threads) == 1
     assert next(iter(threads)).startswith("dcp_impl-hash")
 
 
-def test_a_failing_write_stops_and_propagates(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_checksum, "PIECE", 4)
+def test_a_failing_write_stops_and_propagates() -> None:
     calls: list[bytes] = []
 
     def write(piece: memoryview) -> None:
@@ -65,5 +79,44 @@ def test_a_failing_write_stops_and_propagates(monkeypatch: pytest.MonkeyPatch) -
             raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError, match="No space left"):
-        write_hashed(memoryview(b"0123456789abcdef"), write)
+        write_hashed(memoryview(b"0123456789abcdef"), write, 4, step=4)
     assert calls == [b"0123", b"4567"]
+
+
+@given(length=st.integers(0, 5 * MIN_PIECE_SIZE), extra=st.integers(0, 3))
+def test_piece_checksums_parse_back(length: int, extra: int) -> None:
+    piece = MIN_PIECE_SIZE + extra
+    data = bytes(i % 251 for i in range(length))
+    parsed = Checksums.parse(piece_checksum(data, piece), length)
+    assert parsed.count == max(1, -(-length // piece))
+    for k in range(parsed.count):
+        start, stop = parsed.span(k)
+        assert parsed.found(data[start:stop]) == parsed.digest(k)
+    assert parsed.touching(0, length) == range(parsed.count if length else 0)
+
+
+def test_touching_names_only_the_pieces_of_a_byte_range() -> None:
+    parsed = Checksums.parse(piece_checksum(bytes(10 * 4096), 4096), 10 * 4096)
+    assert parsed.touching(4095, 4097) == range(2)
+    assert parsed.touching(4096, 8192) == range(1, 2)
+    assert parsed.touching(5, 5) == range(0)
+
+
+@pytest.mark.parametrize(
+    ("text", "length", "match"),
+    [
+        ("xxh3_64@4096:" + "0" * 16, 3 * 4096, "expected 3 digests"),
+        ("xxh3_64@4096:" + "0" * 40, 3 * 4096, "expected 3 digests"),
+        ("xxh3_64@0:" + "0" * 16, 10, "expected"),
+        ("xxh3_64@4095:" + "0" * 16, 10, r"piece size in \[4096"),
+        (f"xxh3_64@{MAX_PIECE_SIZE * 2}:" + "0" * 16, 10, "piece size in"),
+        ("xxh3_64@99999999999999999999:00", 10, "expected"),
+        ("xxh3_64@4096:" + "0" * 16, 2**63 - 1, "expected 2251799813685248 digests"),
+        ("xxh3_64@4096:0G", 10, "expected"),
+        ("XXH3:00", 10, "expected"),
+        ("xxh3_64:" + "0" * 129, 10, "at most 128"),
+    ],
+)
+def test_hostile_checksum_texts_are_typed_errors(text: str, length: int, match: str) -> None:
+    with pytest.raises(InvalidMetadataError, match=match):
+        Checksums.parse(text, length)

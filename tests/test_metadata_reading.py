@@ -85,10 +85,10 @@ def test_rule_format_name() -> None:
 
 def test_rule_format_version() -> None:
     rejects(
-        edited(lambda d: d.update(format_version=3)),
+        edited(lambda d: d.update(format_version=4)),
         "$.format_version",
-        "expected one of [1, 2]",
-        "found 3",
+        "expected one of [1, 2, 3]",
+        "found 4",
         "newer dcp_impl",
     )
     rejects(
@@ -97,7 +97,7 @@ def test_rule_format_version() -> None:
     rejects(edited(lambda d: d.update(format_version=True)), "$.format_version", "found true")
     rejects(edited(lambda d: d.update(format_version="1")), "$.format_version", "found string '1'")
     # a newer version is reported as such even when it adds keys this reader does not know
-    rejects(edited(lambda d: d.update(format_version=3, extra=1)), "$.format_version", "newer")
+    rejects(edited(lambda d: d.update(format_version=4, extra=1)), "$.format_version", "newer")
     # each version's own shape: a version-1 body under version 2 is refused, and the reverse
     rejects(sample_doc_v1() | {"format_version": 2}, '$.state_dict_metadata["w.0"].chunks')
     rejects(sample_doc() | {"format_version": 1}, '$.state_dict_metadata["w.0"].chunks')

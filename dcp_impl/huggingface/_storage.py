@@ -285,9 +285,11 @@ class HuggingFaceReader(StoreReading, StorageReader):
         thread_count: items read in parallel (default: 2 for local folders, more for object
             stores: ``Store.read_threads``).
         verify: which stored checksums (folders written by this backend) are checked before
-            any byte is used. ``True`` (default): every item, reading the whole item for a
-            partial (resharded) load. ``"whole"``: items a load reads whole; a partial read
-            fetches only its byte ranges, unverified. ``False``: none.
+            any byte is used. ``True`` (default): every piece (1 MiB of an item,
+            docs/format.md rule D15) any byte is taken from; a partial (resharded) load
+            reads and hashes the pieces it touches, and only those (the whole item where
+            the sidecar holds whole-item checksums). ``"whole"``: items a load reads whole;
+            a partial read fetches only its byte ranges, unverified. ``False``: none.
         trust_pickle: hand non-tensor entries to the load planner (whose ``torch.load`` runs
             any code they carry) unchecked. Default False: each must load under
             ``torch.load(weights_only=True)`` rules or raises ``UnsafeCheckpointError``

@@ -54,20 +54,32 @@ Where a checkpoint's files live is a :class:`dcp_impl.store.Store`: backends mak
 directories, write data files, commit, list and remove files only through a store, and read
 through ``Store.read`` (``read_into`` with the store's opener and coalescing).
 
-Checksums are ``"xxh3_64:<16 hex digits>"`` (:func:`checksum`). With ``verify=True``,
-:func:`read_into` never lets a byte of an item reach a destination unverified: an item read
-whole into one direct destination is hashed piece by piece as it lands; any other read of an
-item with a checksum (a partial read included) hashes the whole item first (in place in the
-mapping, or read whole into a staging buffer), and only then copies out. The direct run
-reads above serve ``verify=False`` and items without a checksum: hashing in file order while
-reading runs would need a scratch buffer per gap instead of one reused one, and a mismatch
-found after the runs landed would have already written unverified bytes, which the guarantee
-forbids. A mismatch, a short file or a missing file raises ``CorruptCheckpointError`` naming
-the file and the item; when ``read_into`` raises, the destinations' contents are unspecified.
+Checksums have one ``xxh3_64`` digest per piece of an item (:func:`piece_checksum`,
+:class:`Checksums`: ``"xxh3_64@1048576:<16 hex digits per MiB>"``, or ``"xxh3_64:<16 hex
+digits>"`` for an item of one piece, which is also what version-2 checkpoints hold for every
+item). With ``verify=True``, :func:`read_into` never lets a byte of an item reach a destination
+before the piece holding it passed its check: an item read whole into one direct destination
+is checked piece by piece as it lands; any other read of an item with a checksum (a partial
+read included) is cut into blocks of a few MiB in file order, and each block's pieces are
+checked (in place in the mapping, each once; or read into a bounded staging buffer) before the
+block is copied out. Pieces a read does not touch are neither read nor hashed. The direct run
+reads above serve ``verify=False`` and items without a checksum: a mismatch found after runs
+landed would have already written unverified bytes, which the guarantee forbids. A mismatch,
+a short file or a missing file raises ``CorruptCheckpointError`` naming the file and the
+item; when ``read_into`` raises, the destinations' contents are unspecified.
 """
 
 from dcp_impl.io._budget import MIN_INFLIGHT_BYTES, check_max_inflight
-from dcp_impl.io._checksum import CHECKSUM_ALGORITHM, checksum
+from dcp_impl.io._checksum import (
+    CHECKSUM_ALGORITHM,
+    CHECKSUM_TEXT,
+    MAX_PIECE_SIZE,
+    MIN_PIECE_SIZE,
+    PIECE_SIZE,
+    Checksums,
+    checksum,
+    piece_checksum,
+)
 from dcp_impl.io._files import open_regular, read_at_most, storage_fault
 from dcp_impl.io._load import (
     BytesSink,
@@ -114,7 +126,13 @@ __all__ = [
     "load_bytes",
     "Verify",
     "CHECKSUM_ALGORITHM",
+    "CHECKSUM_TEXT",
+    "PIECE_SIZE",
+    "MIN_PIECE_SIZE",
+    "MAX_PIECE_SIZE",
+    "Checksums",
     "checksum",
+    "piece_checksum",
     "atomic_write",
     "fsync_dir",
     "StoredRange",

@@ -37,8 +37,9 @@ __all__ = [
 ]
 
 Verify = bool | Literal["whole"]
-"""Which checksums a load checks: all (True), none (False), or ``"whole"``: those of items
-some destination takes whole (a partial read then fetches only its byte ranges)."""
+"""Which checksums a load checks: all (True: each piece a read touches), none (False), or
+``"whole"``: those of items some destination takes whole (a partial read then fetches only
+its byte ranges)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,8 @@ import torch
 
 from dcp_impl import dtypes
 from dcp_impl.errors import CorruptCheckpointError
-from dcp_impl.io import _runs
+from dcp_impl.io import _runs, _verified
 from dcp_impl.io._budget import Budget, check_max_inflight, plan_threads, sliced_preadv
-from dcp_impl.io._checksum import Digest, checksum
 from dcp_impl.io._pool import parallel_map
 from dcp_impl.io._requests import (
     ReadRequest,
@@ -25,7 +24,7 @@ from dcp_impl.io._requests import (
 from dcp_impl.io._sources import DeviceReadable, LocalFile, Mappable, Opener, Source
 from dcp_impl.io._staging import CudaCopier, DeviceCopier, Staging, SyncCopier
 from dcp_impl.io._write import byte_view
-from dcp_impl.layout import Box, byte_span
+from dcp_impl.layout import byte_span
 
 __all__ = ["read_into", "MAX_OPEN_FILES"]
 
@@ -34,10 +33,11 @@ MAX_OPEN_FILES = 32
 next. Requests are read sorted by file, so a checkpoint of many files (more than the process
 may open: ``ulimit -n``) is read opening each file about once per thread."""
 
-_HASH_PIECE = 1 << 20
-"""A verified read lands and hashes an item in pieces this big, each hashed while still in
-cache instead of read from memory again (perf/README.md, "Measurements behind dcp_impl's I/O
-constants")."""
+_BAND = 4 << 20
+"""A verified sub-box read from a mapped file checks and copies blocks of about this many
+bytes: each block's pieces are hashed, then copied out while they are still in cache."""
+_STAGED_BAND = 16 << 20
+"""The same where the file cannot be mapped: the staging buffer holds a block's pieces."""
 
 
 def read_into(
@@ -59,8 +59,9 @@ def read_into(
     Args:
         requests: the stored items to read and the targets each fills.
         thread_count: parallel reading threads.
-        verify: check each item's checksum before any of its bytes is used (see the
-            package's docstring for what is read then).
+        verify: check the checksum of each piece of an item before any of its bytes is
+            used: only the pieces a read touches (see the package's docstring for what is
+            read then).
         stage_all: send every target through the staging buffers (so that CPU tests
             exercise the CUDA path).
         copier: replaces the device copy, one per thread (for the same tests).
@@ -175,30 +176,83 @@ class _Reader:
             self._read_spans(request, targets)
 
     def _read_verified(self, request: ReadRequest, targets: list[Target]) -> None:
-        """Check the whole item, then hand out its bytes."""
+        """Hand out the item's bytes, each only after the piece holding it passed its check:
+        straight into a direct destination of one exact byte span as it lands, else block
+        by block (only the pieces the targets touch are read and hashed)."""
         first = targets[0]
-        if (
-            len(targets) == 1
-            and first.sub == Box.full(request.chunk_sizes)
-            and self._is_direct(request, first)
-        ):
-            self._pread_checked(request, byte_view(first.dest))
-            return
+        if len(targets) == 1 and self._is_direct(request, first):
+            itemsize = dtypes.by_torch(request.dtype).itemsize
+            start, length, exact = byte_span(request.chunk_sizes, first.sub, itemsize)
+            whole = length == request.length
+            if exact and (whole or self._spans_pieces(request)):
+                self._pread_checked(request, byte_view(first.dest), start)
+                return
         mapped = self._mapped(request, targets)
         if mapped is not None:
-            self._serve(request, targets, mapped, None)
-            return
-        slot, staged = self._staging.take(request.length)
-        self._pread(request, [byte_view(staged)], request.offset)
-        self._serve(request, targets, staged, slot)
+            self._copy_checked_in_place(request, targets, mapped)
+        else:
+            self._copy_checked_staged(request, targets)
+
+    def _spans_pieces(self, request: ReadRequest) -> bool:
+        """Whether a span of the item is best read piece by piece: its pieces are small
+        (not one whole-item checksum) and reads are cheap (local, mappable files)."""
+        pieces = request.pieces
+        assert pieces is not None
+        return pieces.piece_size is not None and isinstance(self._open(request), Mappable)
+
+    def _copy_checked_in_place(
+        self, request: ReadRequest, targets: list[Target], item: torch.Tensor
+    ) -> None:
+        """Copy the targets out of ``item`` (the mapped file's bytes), checking each piece in
+        place once, just before the first block that needs it is copied."""
+        pieces = request.pieces
+        assert pieces is not None  # only requests with a checksum are read verified
+        itemsize = dtypes.by_torch(request.dtype).itemsize
+        view = byte_view(item)
+        checked: set[int] = set()
+        for target in targets:
+            for block in _verified.blocks(request.chunk_sizes, target.sub, itemsize, _BAND):
+                start, length, _ = byte_span(request.chunk_sizes, block, itemsize)
+                for k in pieces.touching(start, start + length):
+                    if k not in checked:
+                        begin, stop = pieces.span(k)
+                        _verified.check_piece(request, pieces, k, view[begin:stop])
+                        checked.add(k)
+                dest = _verified.dest_block(target.dest, target.sub, block)
+                source = sub_view(request, item, Target(block, dest), start=start)
+                dtypes.copy_bits(dest, source)
+
+    def _copy_checked_staged(self, request: ReadRequest, targets: list[Target]) -> None:
+        """Read the pieces each block touches into a staging buffer, check them, and copy
+        the block out of it: at most about one band plus two pieces in memory at a time."""
+        pieces = request.pieces
+        assert pieces is not None  # only requests with a checksum are read verified
+        itemsize = dtypes.by_torch(request.dtype).itemsize
+        for target in targets:
+            for block in _verified.blocks(request.chunk_sizes, target.sub, itemsize, _STAGED_BAND):
+                start, length, _ = byte_span(request.chunk_sizes, block, itemsize)
+                touched = pieces.touching(start, start + length)
+                base = pieces.span(touched[0])[0]
+                base -= base % itemsize  # the staged bytes are viewed as the item's dtype
+                end = pieces.span(touched[-1])[1]
+                end += -end % itemsize
+                slot, staged = self._staging.take(end - base)
+                window = byte_view(staged)
+                self._pread(request, [window], request.offset + base)
+                for k in touched:
+                    begin, stop = pieces.span(k)
+                    _verified.check_piece(request, pieces, k, window[begin - base : stop - base])
+                dest = _verified.dest_block(target.dest, target.sub, block)
+                source = sub_view(request, staged, Target(block, dest), base=base, start=start)
+                self._copy_out(slot, Target(block, dest), source)
 
     def _serve(
         self, request: ReadRequest, targets: list[Target], item: torch.Tensor, slot: int | None
     ) -> None:
         """Check the item's bytes ``item`` (with ``verify``), then copy the targets out of it:
         directly, or as copies that read the staging buffer of ``slot``."""
-        if self._verify and request.checksum is not None:
-            self._check(request, byte_view(item))
+        if self._verify and request.pieces is not None:
+            _verified.check_all(request, byte_view(item))
         for target in targets:
             source = sub_view(request, item, target)
             if slot is None:
@@ -249,12 +303,7 @@ class _Reader:
     def _read_pieces(self, request: ReadRequest, pieces: list[_runs.Piece]) -> None:
         """Fill the sorted ``pieces``; bytes between them that fit ``MAX_GAP`` go to scratch."""
         gap = min(_runs.largest_gap(pieces), _runs.MAX_GAP)
-        if len(self._scratch) < gap:
-            self._drop_scratch()
-            if self._budget is not None:
-                self._budget.acquire(gap, self._drop_idle)
-            self._scratch = bytearray(gap)
-        scratch = memoryview(self._scratch)[:gap]
+        scratch = self._scratch_of(gap)
         for offset, buffers in _runs.vectored(pieces, scratch):
             self._pread(request, buffers, offset)
 
@@ -356,29 +405,30 @@ class _Reader:
         self._maps.pop(path, None)  # the mapping's view goes before its source closes
         source.close()
 
-    def _pread_checked(self, request: ReadRequest, view: memoryview) -> None:
-        """Read the whole item into ``view`` and check it, hashing each piece as it lands
-        (while it is still in cache) instead of reading the item from memory again."""
-        digest = Digest()
+    def _pread_checked(self, request: ReadRequest, view: memoryview, start: int = 0) -> None:
+        """Read the item's bytes ``[start, start + len(view))`` into ``view``, checking every
+        piece they touch as it lands (:func:`_verified.pread_checked`)."""
         # Only where reads are cheap (local, mappable files): elsewhere each read is a round trip.
-        step = _HASH_PIECE if isinstance(self._open(request), Mappable) else max(len(view), 1)
-        for start in range(0, len(view), step):
-            piece = view[start : start + step]
-            self._pread(request, [piece], request.offset + start)
-            digest.update(piece)
-        self._compare(request, digest.checksum())
+        if not isinstance(self._open(request), Mappable):
+            self._pread(request, [view], request.offset)  # the whole item (_read_verified)
+            _verified.check_all(request, view)
+            return
+        _verified.pread_checked(
+            request,
+            view,
+            start,
+            lambda buffer, at: self._pread(request, [buffer], at),
+            self._scratch_of,
+        )
 
-    def _check(self, request: ReadRequest, view: memoryview) -> None:
-        self._compare(request, checksum(view))
-
-    @staticmethod
-    def _compare(request: ReadRequest, found: str) -> None:
-        if found != request.checksum:
-            raise CorruptCheckpointError(
-                f"{request.path}: item {request.label} at bytes "
-                f"[{request.offset}, {request.offset + request.length}) fails its checksum: "
-                f"expected {request.checksum}, found {found}"
-            )
+    def _scratch_of(self, nbytes: int) -> memoryview:
+        """The reused scratch buffer, at least ``nbytes`` long (its contents are garbage)."""
+        if len(self._scratch) < nbytes:
+            self._drop_scratch()
+            if self._budget is not None:
+                self._budget.acquire(nbytes, self._drop_idle)
+            self._scratch = bytearray(nbytes)
+        return memoryview(self._scratch)[:nbytes]
 
     def close(self) -> None:
         try:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from dcp_impl import dtypes
 from dcp_impl.errors import CorruptCheckpointError, InvalidMetadataError
-from dcp_impl.io._checksum import CHECKSUM_ALGORITHM
+from dcp_impl.io._checksum import CHECKSUM_ALGORITHM, Checksums
 from dcp_impl.layout import Box, byte_span
 
 __all__ = [
@@ -43,8 +43,9 @@ class Target:
 class ReadRequest:
     """One stored item (a row-major chunk at ``[offset, offset + length)`` of ``path``).
 
-    ``label`` names the item in error messages; ``checksum`` (as :func:`checksum`) is
-    checked when the item is read with ``verify=True``, and skipped when None.
+    ``label`` names the item in error messages; ``checksum`` (the checksum text, one digest
+    per piece: :func:`piece_checksum`) is checked when the item is read with ``verify=True``,
+    and skipped when None; ``pieces`` is that text parsed.
     """
 
     path: str
@@ -55,6 +56,7 @@ class ReadRequest:
     targets: tuple[Target, ...]
     checksum: str | None = None
     label: str = ""
+    pieces: Checksums | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         expected = Box.full(self.chunk_sizes).numel * dtypes.by_torch(self.dtype).itemsize
@@ -64,11 +66,18 @@ class ReadRequest:
                 f"{self.dtype} chunk of sizes {self.chunk_sizes} at offset >= 0, "
                 f"found {self.length} bytes at offset {self.offset}"
             )
-        if self.checksum is not None and not self.checksum.startswith(f"{CHECKSUM_ALGORITHM}:"):
+        if self.checksum is None:
+            return
+        try:
+            pieces = Checksums.parse(self.checksum, self.length)
+        except InvalidMetadataError as err:
+            raise InvalidMetadataError(f"{self.path}: item {self.label}: checksum: {err}") from err
+        if pieces.algorithm != CHECKSUM_ALGORITHM or pieces.width != 16:
             raise InvalidMetadataError(
-                f"{self.path}: item {self.label}: checksum {self.checksum!r} is not "
-                f"'{CHECKSUM_ALGORITHM}:<hex>'"
+                f"{self.path}: item {self.label}: checksum {self.checksum!r:.80} is not "
+                f"'{CHECKSUM_ALGORITHM}:<16 hex digits per piece>'"
             )
+        object.__setattr__(self, "pieces", pieces)
 
 
 def is_direct(dest: torch.Tensor) -> bool:

@@ -12,7 +12,7 @@ import torch
 
 from dcp_impl import dtypes
 from dcp_impl.errors import UnsupportedError
-from dcp_impl.io._checksum import CHECKSUM_ALGORITHM, checksum, write_hashed
+from dcp_impl.io._checksum import CHECKSUM_ALGORITHM, PIECE_SIZE, checksum, write_hashed
 from dcp_impl.io._files import storage_fault
 
 __all__ = [
@@ -70,7 +70,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, sync: bool = True
 
 @dataclass(frozen=True, slots=True)
 class StoredRange:
-    """Where :class:`DataFileWriter` put one item: bytes ``[offset, offset + length)``."""
+    """Where :class:`DataFileWriter` put one item: bytes ``[offset, offset + length)``, and
+    their checksum text (one digest per piece: :func:`~dcp_impl.io.piece_checksum`)."""
 
     offset: int
     length: int
@@ -104,10 +105,14 @@ def byte_view(tensor: torch.Tensor) -> memoryview:
 class ItemWriter:
     """Appends items to one new stored file, one :class:`StoredRange` per item; use as a
     context manager: leaving the ``with`` block normally closes (commits) the file, leaving it
-    by an exception discards it. Subclasses store the bytes (:meth:`_put`)."""
+    by an exception discards it. Subclasses store the bytes (:meth:`_put`).
 
-    def __init__(self, path: str) -> None:
+    Each item's checksum has one digest per ``piece_size`` bytes (``PIECE_SIZE``, 1 MiB, by
+    default), so that a read of part of an item checks only the pieces it touches."""
+
+    def __init__(self, path: str, *, piece_size: int = PIECE_SIZE) -> None:
         self.path = path
+        self.piece_size = piece_size
         self._offset = 0
 
     def write_tensor(self, tensor: torch.Tensor) -> StoredRange:
@@ -118,7 +123,8 @@ class ItemWriter:
         """Append raw bytes."""
         self._require_open()
         view = memoryview(data).cast("B")
-        stored = StoredRange(self._offset, len(view), write_hashed(view, self._put))
+        digests = write_hashed(view, self._put, self.piece_size)
+        stored = StoredRange(self._offset, len(view), digests)
         self._offset += len(view)
         return stored
 
@@ -154,8 +160,10 @@ class DataFileWriter(ItemWriter):
     removes the file instead.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, sync: bool = True) -> None:
-        super().__init__(os.fspath(path))
+    def __init__(
+        self, path: str | os.PathLike[str], *, sync: bool = True, piece_size: int = PIECE_SIZE
+    ) -> None:
+        super().__init__(os.fspath(path), piece_size=piece_size)
         self._sync = sync
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:  # 0o666 less the umask, as ``open`` creates files

@@ -32,6 +32,7 @@ from dcp_impl.metadata._values import (
     checked_locations,
     checksum,
     file_path,
+    whole_checksum,
 )
 
 __all__ = ["CHUNK_TABLE_KEYS", "STORAGE_KEYS", "decode_chunks", "decode_storage", "counts_ok"]
@@ -106,9 +107,13 @@ def decode_chunks(node: object, ndim: int) -> list[ChunkStorageMetadata]:
 
 
 def decode_storage(
-    node: object, entries: Mapping[str, TensorStorageMetadata | BytesStorageMetadata]
+    node: object,
+    entries: Mapping[str, TensorStorageMetadata | BytesStorageMetadata],
+    *,
+    pieces: bool = True,
 ) -> dict[MetadataIndex, ItemLocation] | None:
-    """The storage columns: one value per item in each, keys referring to entries and chunks."""
+    """The storage columns: one value per item in each, keys referring to entries and chunks.
+    ``pieces``: whether piece checksums may appear (version 3 on, rule D15)."""
     if node is None:
         return None
     obj = json_object(node, STORAGE_KEYS)
@@ -137,7 +142,7 @@ def decode_storage(
     _counts(file, ".file", below=len(files), what=_ref(".files", len(files)))
     _counts(offset, ".offset")
     _counts(length, ".length")
-    _checksums(sums)
+    _checksums(sums, length, pieces)
     keys = _keys(list(entries.items()), entry, chunk, index)
     out = dict(
         zip(
@@ -151,13 +156,16 @@ def decode_storage(
     return out
 
 
-def _checksums(sums: list[Any]) -> None:
+def _checksums(sums: list[Any], lengths: list[int], pieces: bool) -> None:
     present = [s for s in sums if s is not None]
     if set(map(type, present)) <= _STR_ONLY and all(map(CHECKSUM.fullmatch, present)):
-        return
-    for i, value in enumerate(sums):
+        return  # whole-item checksums only: one C-level pass
+    for i, (value, length) in enumerate(zip(sums, lengths, strict=True)):
         try:
-            checksum(value)
+            if pieces:
+                checksum(value, length)
+            else:
+                whole_checksum(value)
         except Problem as problem:
             raise problem.at(f"[{i}]").at(".checksum") from None
 

@@ -1,10 +1,11 @@
-"""Decoding: a parsed metadata document (version 1 or 2) -> ``Metadata``.
+"""Decoding: a parsed metadata document (version 1, 2 or 3) -> ``Metadata``.
 
 :func:`decode` checks that every object has exactly the keys docs/format.md gives it and
 every value its type and range, raising a :class:`Problem` at the JSON path of the first bad
 value. The two versions differ only in a tensor's ``chunks`` and in ``storage_data``: version
-1 writes one object per chunk and per item (decoded here), version 2 columns
-(:mod:`dcp_impl.metadata._columns`). :func:`parse` (:mod:`dcp_impl.metadata._parse`) comes first.
+1 writes one object per chunk and per item (decoded here), versions 2 and 3 columns
+(:mod:`dcp_impl.metadata._columns`); version 3 adds piece checksums (rule D15).
+:func:`parse` (:mod:`dcp_impl.metadata._parse`) comes first.
 """
 
 from __future__ import annotations
@@ -47,11 +48,12 @@ from dcp_impl.metadata._values import (
     path_item,
     string,
     string_at,
+    whole_checksum,
 )
 
 __all__ = ["decode", "parse"]
 
-_READS = (1, FORMAT_VERSION)  # every version a dcp_impl ever wrote (docs/format.md §1.5)
+_READS = (1, 2, FORMAT_VERSION)  # every version a dcp_impl ever wrote (docs/format.md §1.5)
 _TOP_KEYS = frozenset(
     {"format", "format_version", "version", "state_dict_metadata"}
     | {"planner_data", "storage_data", "storage_meta"}
@@ -87,7 +89,10 @@ def decode(doc: object) -> Metadata:
     entries = field(
         lambda node: _entries(node, version), top["state_dict_metadata"], ".state_dict_metadata"
     )
-    storage = _storage_data if version == 1 else lambda node: decode_storage(node, entries)
+    pieces = version >= 3
+    storage = (
+        _storage_data if version == 1 else lambda node: decode_storage(node, entries, pieces=pieces)
+    )
     return Metadata(
         state_dict_metadata=entries,
         planner_data=field(_planner_data, top["planner_data"], ".planner_data"),
@@ -215,6 +220,8 @@ def _storage_item(node: object) -> tuple[MetadataIndex, ItemLocation]:
         step = ".location"
         loc = json_object(obj["location"], _LOCATION_KEYS)
         location = ItemLocation(loc["path"], loc["offset"], loc["length"], loc["checksum"])
+        step = ".location.checksum"
+        whole_checksum(location.checksum)  # piece checksums came with version 3
     except Problem as problem:
         raise problem.at(step) from None
     except InvalidMetadataError as err:

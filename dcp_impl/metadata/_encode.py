@@ -1,4 +1,4 @@
-"""Encoding: a torch ``Metadata`` -> the JSON-ready document of docs/format.md (version 2).
+"""Encoding: a torch ``Metadata`` -> the JSON-ready document of docs/format.md (version 3).
 
 :func:`encode` checks every value on the way (a custom planner_data object or a
 storage value other than :class:`ItemLocation` is a :class:`Problem` at its path);

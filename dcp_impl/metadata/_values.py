@@ -19,6 +19,7 @@ from typing import Any, TypeVar, cast
 import torch
 
 from dcp_impl.errors import InvalidMetadataError
+from dcp_impl.io import CHECKSUM_TEXT, Checksums
 
 __all__ = [
     "FORMAT_NAME",
@@ -45,6 +46,7 @@ __all__ = [
     "check_chunk",
     "file_path",
     "checksum",
+    "whole_checksum",
     "CHECKSUM",
     "member",
     "field",
@@ -53,7 +55,7 @@ __all__ = [
 ]
 
 FORMAT_NAME = "dcp_impl.metadata"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MAX_NDIM = 64
 """Most dimensions a tensor or chunk may have (torch itself allows 64)."""
 MAX_INT = 2**63 - 1  # every size, offset and index must fit an int64
@@ -76,7 +78,8 @@ EXPECTED_LAYOUT = f"a layout in {sorted(LAYOUTS)}"
 EXPECTED_MEMORY_FORMAT = f"a memory format in {sorted(MEMORY_FORMATS)}"
 
 CHECKSUM = re.compile(r"[a-z][a-z0-9_]{0,31}:[0-9a-f]{1,128}")
-"""What a checksum string matches in full: ``"<algorithm>:<lowercase hex digest>"``."""
+"""What a whole-item checksum matches in full: ``"<algorithm>:<lowercase hex digest>"`` (the
+only form before version 3; version 3 also has piece checksums, rule D15)."""
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _DRIVE = re.compile(r"[A-Za-z]:")
 _BAD_PARTS = frozenset({"", ".", ".."})
@@ -99,7 +102,9 @@ class ItemLocation:
     length: int
     """Byte length of the item."""
     checksum: str | None = None
-    """``"<algorithm>:<lowercase hex digest>"``, e.g. ``"xxh3_64:0123456789abcdef"``, or None."""
+    """None, a whole-item checksum ``"<algorithm>:<lowercase hex digest>"`` (e.g.
+    ``"xxh3_64:0123456789abcdef"``), or piece checksums ``"<algorithm>@<piece size>:<digest
+    1>...<digest n>"``, one digest per piece of the item (docs/format.md, rule D15)."""
 
     def __post_init__(self) -> None:
         try:
@@ -246,11 +251,31 @@ def file_path(value: object) -> str:
     return name
 
 
-def checksum(value: object) -> str | None:
-    """None or a checksum string (rule D13)."""
+def whole_checksum(value: object) -> str | None:
+    """None or a whole-item checksum string (rule D13; all that versions 1 and 2 hold)."""
     if value is not None and not CHECKSUM.fullmatch(string(value)):
         raise Problem('null or "<algorithm>:<lowercase hex>"', value)
     return value  # type: ignore[return-value]
+
+
+def checksum(value: object, length: int) -> str | None:
+    """None, a whole-item checksum, or the piece checksums of an item of ``length`` bytes
+    (rules D13, D15)."""
+    if value is None:
+        return None
+    text = string(value)
+    if CHECKSUM.fullmatch(text):
+        return text
+    if not CHECKSUM_TEXT.fullmatch(text):
+        raise Problem(
+            'null, "<algorithm>:<lowercase hex>" or "<algorithm>@<piece size>:<lowercase hex>"',
+            value,
+        )
+    try:
+        Checksums.parse(text, length)
+    except InvalidMetadataError as err:
+        raise Problem(f"{err}", None, raw=True) from None
+    return text
 
 
 def _check_location(path: object, offset: object, length: object, checksum_: object) -> None:
@@ -262,7 +287,7 @@ def _check_location(path: object, offset: object, length: object, checksum_: obj
         step = ".length"
         count(length)
         step = ".checksum"
-        checksum(checksum_)
+        checksum(checksum_, length)  # type: ignore[arg-type]
     except Problem as problem:
         raise problem.at(step) from None
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from spec_tests.backends import Backend
 
-__all__ = ["DAMAGES", "damage", "data_files"]
+__all__ = ["DAMAGES", "damage", "data_files", "flip_stored"]
 
 #: The kinds of damage :func:`damage` applies.
 DAMAGES = ("corrupt", "truncate")
@@ -58,3 +58,27 @@ def damage(backend: Backend, location: str, how: str, rng: random.Random) -> str
         raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
     fs.pipe_file(target, bytes(raw))
     return f"{how}d {target}"
+
+
+def flip_stored(location: str, needle: bytes, bit: int) -> str | None:
+    """Flip bit ``bit`` of the one stored copy of ``needle`` among the location's data files.
+
+    Returns what was done, or None where ``needle`` is not found exactly once (a backend that
+    transforms what it stores, or bytes that happen to repeat).
+    """
+    fs, files = data_files(location)
+    found = []
+    for path in files:
+        raw = fs.cat_file(path)
+        at = raw.find(needle)
+        if at >= 0:
+            found.append((path, raw, at))
+            if raw.find(needle, at + 1) >= 0:
+                return None
+    if len(found) != 1:
+        return None
+    path, raw, at = found[0]
+    changed = bytearray(raw)
+    changed[at + bit // 8] ^= 1 << (bit % 8)
+    fs.pipe_file(path, bytes(changed))
+    return f"bit {bit} of the bytes at offset {at} of {path}"

@@ -19,6 +19,7 @@ from spec_tests import strategies as sts
 from spec_tests._profiles import few
 from spec_tests.backends import Backend, claims
 from spec_tests.harness.damage import damage
+from spec_tests.properties import _pieces
 from spec_tests.properties._common import (
     Location,
     assert_nothing_committed,
@@ -41,6 +42,17 @@ def _load_raises_or_exact(backend: Backend, location: str, value: torch.Tensor) 
         note(f"load raised {type(outcome.error).__name__}: {outcome.error}")
         return
     check_entry("t (after damage: must raise or be exact)", got["t"], value)
+
+
+def _load_box_raises_or_exact(
+    backend: Backend, location: str, value: torch.Tensor, box: Box
+) -> None:
+    with may_refuse("loading damaged data") as outcome:
+        got = harness.load(backend, location, [{"t": request_for(value, [box])}])[0]
+    if outcome.error is not None:
+        note(f"load of {box} raised {type(outcome.error).__name__}: {outcome.error}")
+        return
+    check_entry("t (after damage: must raise or be exact)", got["t"], value, [box])
 
 
 def _damage(backend: Backend, location: str, how: str, rng: random.Random) -> None:
@@ -124,6 +136,67 @@ class FaultProperties:
                     got = harness.load(dcp_backend, location, [{"t": request}])[0]
                 if outcome.error is None:
                     check_entry("t (after damage: must raise or be exact)", got["t"], value, [box])
+
+    @pytest.mark.dcp_requires("integrity", "reshard")
+    @few(10)
+    @given(data=st.data())
+    def test_damage_inside_a_sub_box_fails_it(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """A flipped bit in the stored bytes of an element a sub-box read returns makes the
+        read raise (or return every value exact): at the box's first element, its last, and
+        one between, in a 4 MiB chunk.
+
+        A reader that checks only some of the pieces a read spans (the one it starts in,
+        say) passes whole reads and small chunks, but serves damage in the others.
+        """
+        value = _pieces.unique_values(data, dcp_backend)
+        box = _pieces.row_box(data, max_rows=256)
+        (row, col), (rows, cols) = box.offsets, box.sizes
+        between = (
+            data.draw(st.integers(row, row + rows - 1), label="damaged row"),
+            data.draw(st.integers(col, col + cols - 1), label="damaged column"),
+        )
+        bit = data.draw(st.integers(0, 63), label="bit")
+        location = dcp_location()
+        with harness.repro(dcp_backend, dtype=value.dtype, box=box, bit=bit):
+            harness.save(dcp_backend, location, [{"t": value}])
+            for at in ((row, col), between, (row + rows - 1, col + cols - 1)):
+                with _pieces.flipped(location, value, *at, bit):
+                    _load_box_raises_or_exact(dcp_backend, location, value, box)
+
+    @pytest.mark.dcp_requires("integrity", "integrity-pieces", "reshard")
+    @few(10)
+    @given(data=st.data())
+    def test_damage_outside_a_sub_box_spares_it(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """A flipped bit more than ``PIECE_REACH`` (1 MiB) from every byte a sub-box read
+        returns does not fail the read: it loads exactly; a read of the damaged element
+        itself still raises (or is exact).
+
+        Checksums over whole chunks fail this (a column of a large chunk needs all of it):
+        the ``integrity-pieces`` capability claims it.
+        """
+        value = _pieces.unique_values(data, dcp_backend)
+        box = _pieces.row_box(data, max_rows=64)
+        row = data.draw(st.sampled_from(_pieces.far_rows(box)), label="damaged row")
+        col = data.draw(st.integers(0, _pieces.COLS - 1), label="damaged column")
+        bit = data.draw(st.integers(0, 63), label="bit")
+        location = dcp_location()
+        with harness.repro(dcp_backend, dtype=value.dtype, box=box, damaged=(row, col), bit=bit):
+            harness.save(dcp_backend, location, [{"t": value}])
+            with _pieces.flipped(location, value, row, col, bit):
+                with may_refuse("loading a sub-box away from damaged data") as outcome:
+                    got = harness.load(dcp_backend, location, [{"t": request_for(value, [box])}])
+                if outcome.error is not None:
+                    raise ContractViolation(
+                        f"damage at element [{row}, {col}], more than {_pieces.PIECE_REACH} "
+                        f"bytes from every byte of box {box}, failed its read: "
+                        f"{type(outcome.error).__name__}: {outcome.error}"
+                    ) from outcome.error
+                check_entry("t (damage elsewhere)", got[0]["t"], value, [box])
+                _load_box_raises_or_exact(dcp_backend, location, value, Box((row, col), (1, 1)))
 
     def _damaged(
         self, backend: Backend, dcp_location: Location, data: st.DataObject, how: str, seed: int

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 __all__ = ["S3TorchConnector", "backend"]
 
 _DEFAULT_REGION = "us-east-1"
-_UNCLAIMED = frozenset({"integrity", "atomic-commit", "safe-load", "async", "multiprocess"})
+_UNCLAIMED = frozenset(
+    {"integrity", "integrity-pieces", "atomic-commit", "safe-load", "async", "multiprocess"}
+)
 
 
 @dataclass(frozen=True, slots=True)
