@@ -258,13 +258,13 @@ def test_coalesced_reads_check_and_name_each_item(tmp_path: Path) -> None:
 def test_batches_partition_requests_in_order_within_the_limit(
     spans: list[tuple[str, int, int]], limit: int
 ) -> None:
-    from dcp_impl.io._read import _batches
+    from dcp_impl.io._requests import coalesced
 
     ordered = sorted(
         (dio.ReadRequest(p, o, 4 * n, (n,), torch.float32, ()) for p, o, n in spans),
         key=lambda r: (r.path, r.offset),
     )
-    batches = _batches(ordered, limit)
+    batches = coalesced(ordered, limit)
     assert [r for batch in batches for r in batch] == ordered
     for batch in batches:
         assert len({r.path for r in batch}) == 1

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from dcp_impl.io._sources import Source
 
 __all__ = [
+    "Scratch",
     "Budget",
     "MIN_INFLIGHT_BYTES",
     "SLICE_MIN",
@@ -174,3 +175,28 @@ def sliced_preadv(source: Source, buffers: list[memoryview], offset: int, part: 
         if count < sum(len(b) for b in group):
             break
     return done
+
+
+class Scratch:
+    """One thread's reused buffer of garbage bytes, grown as needed; under a cap, its bytes are
+    taken from the budget (``drop_idle`` frees what the thread holds idle before a wait)."""
+
+    def __init__(self, budget: Budget | None, drop_idle: Callable[[], None]) -> None:
+        self._budget = budget
+        self._drop_idle = drop_idle
+        self._buffer = bytearray()
+
+    def of(self, nbytes: int) -> memoryview:
+        """The buffer, at least ``nbytes`` long."""
+        if len(self._buffer) < nbytes:
+            self.drop()
+            if self._budget is not None:
+                self._budget.acquire(nbytes, self._drop_idle)
+            self._buffer = bytearray(nbytes)
+        return memoryview(self._buffer)[:nbytes]
+
+    def drop(self) -> None:
+        """Free the buffer (and its bytes of the budget)."""
+        size, self._buffer = len(self._buffer), bytearray()
+        if self._budget is not None:
+            self._budget.release(size)

@@ -2,36 +2,38 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import torch
 
 from dcp_impl import dtypes
-from dcp_impl.errors import CorruptCheckpointError
 from dcp_impl.io import _runs, _verified
-from dcp_impl.io._budget import Budget, check_max_inflight, plan_threads, sliced_preadv
+from dcp_impl.io._budget import Budget, Scratch, check_max_inflight, plan_threads, sliced_preadv
 from dcp_impl.io._pool import parallel_map
 from dcp_impl.io._requests import (
     ReadRequest,
     Target,
     bytes_at,
+    coalesced,
     is_direct,
     live,
     sub_view,
     truncated,
 )
-from dcp_impl.io._sources import DeviceReadable, LocalFile, Mappable, Opener, Source
+from dcp_impl.io._sources import (
+    MAX_OPEN_FILES,
+    DeviceReadable,
+    LocalFile,
+    Mappable,
+    Opener,
+    OpenFiles,
+    Source,
+)
 from dcp_impl.io._staging import CudaCopier, DeviceCopier, Staging, SyncCopier
 from dcp_impl.io._write import byte_view
 from dcp_impl.layout import byte_span
 
 __all__ = ["read_into", "MAX_OPEN_FILES"]
-
-MAX_OPEN_FILES = 32
-"""Sources one reading thread keeps open at most; the least recently used is closed for the
-next. Requests are read sorted by file, so a checkpoint of many files (more than the process
-may open: ``ulimit -n``) is read opening each file about once per thread."""
 
 _BAND = 4 << 20
 """A verified sub-box read from a mapped file checks and copies blocks of about this many
@@ -82,7 +84,7 @@ def read_into(
         thread_count, part = plan_threads(max_inflight_bytes, thread_count)
         coalesce = min(coalesce, part)
     ordered = sorted(requests, key=lambda r: (r.path, r.offset))
-    batches = _batches(ordered, coalesce)
+    batches = coalesced(ordered, coalesce)
     pin = torch.cuda.is_available() and any(
         t.dest.device.type == "cuda" for r in ordered for t in r.targets
     )
@@ -103,23 +105,6 @@ def read_into(
         parallel_map(batches, make_worker, thread_count=thread_count)
 
 
-def _batches(ordered: Sequence[ReadRequest], limit: int) -> list[list[ReadRequest]]:
-    """Runs of consecutive ``ordered`` requests of one file spanning at most ``limit`` bytes
-    from the first one's start to the furthest end (one request each when ``limit`` is 0)."""
-    batches: list[list[ReadRequest]] = []
-    start = end = 0
-    for request in ordered:
-        stop = request.offset + request.length
-        same_file = batches and batches[-1][0].path == request.path
-        if limit > 0 and same_file and max(end, stop) - start <= limit:
-            batches[-1].append(request)
-            end = max(end, stop)
-        else:
-            batches.append([request])
-            start, end = request.offset, stop
-    return batches
-
-
 class _Reader:
     """One reading thread's state: open files, staging and scratch buffers, device copiers."""
 
@@ -136,13 +121,11 @@ class _Reader:
     ) -> None:
         self._verify = verify
         self._stage_all = stage_all
-        self._opener = opener
-        self._sources: OrderedDict[str, Source] = OrderedDict()
-        self._maps: dict[str, memoryview | None] = {}
+        self._files = OpenFiles(opener)
         self._budget = budget
         self._part = part
         self._staging = Staging(pin, budget, self._drop_idle)
-        self._scratch = bytearray()
+        self._scratch = Scratch(budget, self._drop_idle)
         self._injected = copier
         self._copiers: dict[torch.device, DeviceCopier] = {}
 
@@ -303,7 +286,7 @@ class _Reader:
     def _read_pieces(self, request: ReadRequest, pieces: list[_runs.Piece]) -> None:
         """Fill the sorted ``pieces``; bytes between them that fit ``MAX_GAP`` go to scratch."""
         gap = min(_runs.largest_gap(pieces), _runs.MAX_GAP)
-        scratch = self._scratch_of(gap)
+        scratch = self._scratch.of(gap)
         for offset, buffers in _runs.vectored(pieces, scratch):
             self._pread(request, buffers, offset)
 
@@ -337,12 +320,7 @@ class _Reader:
             return None
         if self._budget is not None:  # mapped pages stay resident until unmapped: uncapped
             return None
-        whole = self._maps.get(request.path, ...)
-        if whole is ...:
-            source = self._open(request)
-            whole = self._maps[request.path] = (
-                source.mapped() if isinstance(source, Mappable) else None
-            )
+        whole = self._files.mapped(request.path, request.label)
         if whole is None:
             return None
         end = request.offset + request.length
@@ -377,33 +355,10 @@ class _Reader:
     def _drop_idle(self) -> None:
         """Free the buffers this thread holds idle, before it waits for the budget."""
         self._staging.drop()
-        self._drop_scratch()
-
-    def _drop_scratch(self) -> None:
-        size, self._scratch = len(self._scratch), bytearray()
-        if self._budget is not None:
-            self._budget.release(size)
+        self._scratch.drop()
 
     def _open(self, request: ReadRequest) -> Source:
-        source = self._sources.get(request.path)
-        if source is not None:
-            self._sources.move_to_end(request.path)
-            return source
-        if len(self._sources) >= MAX_OPEN_FILES:
-            self._close_oldest()
-        try:
-            source = self._opener(request.path)
-        except FileNotFoundError as err:
-            raise CorruptCheckpointError(
-                f"{request.path}: data file of item {request.label} is missing"
-            ) from err
-        self._sources[request.path] = source
-        return source
-
-    def _close_oldest(self) -> None:
-        path, source = self._sources.popitem(last=False)
-        self._maps.pop(path, None)  # the mapping's view goes before its source closes
-        source.close()
+        return self._files.open(request.path, request.label)
 
     def _pread_checked(self, request: ReadRequest, view: memoryview, start: int = 0) -> None:
         """Read the item's bytes ``[start, start + len(view))`` into ``view``, checking every
@@ -418,29 +373,17 @@ class _Reader:
             view,
             start,
             lambda buffer, at: self._pread(request, [buffer], at),
-            self._scratch_of,
+            self._scratch.of,
         )
-
-    def _scratch_of(self, nbytes: int) -> memoryview:
-        """The reused scratch buffer, at least ``nbytes`` long (its contents are garbage)."""
-        if len(self._scratch) < nbytes:
-            self._drop_scratch()
-            if self._budget is not None:
-                self._budget.acquire(nbytes, self._drop_idle)
-            self._scratch = bytearray(nbytes)
-        return memoryview(self._scratch)[:nbytes]
 
     def close(self) -> None:
         try:
             self._staging.drop()
-            self._drop_scratch()
+            self._scratch.drop()
             copiers = list(self._copiers.values())
             if self._injected is not None:
                 copiers.append(self._injected)
             for copier in copiers:
                 copier.synchronize()
         finally:
-            self._maps.clear()  # before the sources close: their mappings' views go first
-            for source in self._sources.values():
-                source.close()
-            self._sources.clear()
+            self._files.close()

@@ -14,6 +14,7 @@ from dcp_impl.layout import Box, byte_span
 
 __all__ = [
     "Target",
+    "coalesced",
     "ReadRequest",
     "is_direct",
     "bytes_at",
@@ -133,3 +134,20 @@ def row_major_strides(sizes: Sequence[int]) -> tuple[int, ...]:
     for d in range(len(sizes) - 2, -1, -1):
         strides[d] = strides[d + 1] * sizes[d + 1]
     return tuple(strides)
+
+
+def coalesced(ordered: Sequence[ReadRequest], limit: int) -> list[list[ReadRequest]]:
+    """Runs of consecutive ``ordered`` requests of one file spanning at most ``limit`` bytes
+    from the first one's start to the furthest end (one request each when ``limit`` is 0)."""
+    batches: list[list[ReadRequest]] = []
+    start = end = 0
+    for request in ordered:
+        stop = request.offset + request.length
+        same_file = batches and batches[-1][0].path == request.path
+        if limit > 0 and same_file and max(end, stop) - start <= limit:
+            batches[-1].append(request)
+            end = max(end, stop)
+        else:
+            batches.append([request])
+            start, end = request.offset, stop
+    return batches

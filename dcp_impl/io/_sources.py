@@ -12,15 +12,30 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
 
+from dcp_impl.errors import CorruptCheckpointError
 from dcp_impl.io._files import open_regular
 from dcp_impl.io._runs import preadv_all
 
-__all__ = ["Source", "Mappable", "DeviceReadable", "Opener", "LocalFile"]
+__all__ = [
+    "Source",
+    "Mappable",
+    "DeviceReadable",
+    "Opener",
+    "LocalFile",
+    "OpenFiles",
+    "MAX_OPEN_FILES",
+]
+
+MAX_OPEN_FILES = 32
+"""Sources one reading thread keeps open at most; the least recently used is closed for the
+next. Requests are read sorted by file, so a checkpoint of many files (more than the process
+may open: ``ulimit -n``) is read opening each file about once per thread."""
 
 
 class Source(Protocol):
@@ -104,3 +119,45 @@ class LocalFile:
             with contextlib.suppress(BufferError):
                 self._map.close()
         os.close(self._fd)
+
+
+class OpenFiles:
+    """One reading thread's open sources and their mappings: at most
+    :data:`MAX_OPEN_FILES`, the least recently used closed first."""
+
+    def __init__(self, opener: Opener) -> None:
+        self._opener = opener
+        self._sources: OrderedDict[str, Source] = OrderedDict()
+        self._maps: dict[str, memoryview | None] = {}
+
+    def open(self, path: str, label: str) -> Source:
+        """The open source of ``path`` (``label`` names the item wanting it in errors)."""
+        source = self._sources.get(path)
+        if source is not None:
+            self._sources.move_to_end(path)
+            return source
+        if len(self._sources) >= MAX_OPEN_FILES:
+            oldest, closing = self._sources.popitem(last=False)
+            self._maps.pop(oldest, None)  # the mapping's view goes before its source closes
+            closing.close()
+        try:
+            source = self._opener(path)
+        except FileNotFoundError as err:
+            raise CorruptCheckpointError(f"{path}: data file of item {label} is missing") from err
+        self._sources[path] = source
+        return source
+
+    def mapped(self, path: str, label: str) -> memoryview | None:
+        """The whole of ``path`` mapped, mapped once; None where its source does not map."""
+        whole = self._maps.get(path, ...)
+        if whole is ...:
+            source = self.open(path, label)
+            whole = self._maps[path] = source.mapped() if isinstance(source, Mappable) else None
+        return whole
+
+    def close(self) -> None:
+        """Close every source, their mappings' views first."""
+        self._maps.clear()
+        for source in self._sources.values():
+            source.close()
+        self._sources.clear()
