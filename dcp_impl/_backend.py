@@ -16,6 +16,7 @@ from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner
 from torch.futures import Future
 
 from dcp_impl import io as dio
+from dcp_impl._torch_options import check_count
 from dcp_impl.errors import InvalidOptionError, WriteFailedError
 from dcp_impl.safe_load import PicklePolicy, deliver_bytes
 from dcp_impl.store import Store, is_checkpoint_id, open_store
@@ -58,6 +59,29 @@ class StoreReading(StoreLocated):
     convert_dtypes: bool = False
     share_reads: dio.ShareReads = None
     share_timeout: float = dio.DEFAULT_SHARE_TIMEOUT
+
+    def _configure(
+        self,
+        *,
+        thread_count: int | None,
+        verify: dio.Verify,
+        pickle_policy: PicklePolicy,
+        max_inflight_bytes: int | None,
+        convert_dtypes: bool,
+        share_reads: dio.ShareReads,
+        share_timeout: float,
+    ) -> None:
+        """Check and keep the options both readers take (a typed error naming the reader)."""
+        owner = type(self).__name__
+        if thread_count is not None:
+            check_count(owner, "thread_count", thread_count)
+        check_verify(owner, verify)
+        dio.check_max_inflight(owner, max_inflight_bytes)
+        check_flag(owner, "convert_dtypes", convert_dtypes)
+        dio.check_share_reads(owner, share_reads, share_timeout)
+        self.thread_count, self.verify, self.pickle_policy = thread_count, verify, pickle_policy
+        self.max_inflight_bytes, self.convert_dtypes = max_inflight_bytes, convert_dtypes
+        self.share_reads, self.share_timeout = share_reads, share_timeout
 
     def _share_local(self, plan: LoadPlan) -> LoadPlan:
         """``prepare_local_plan``: with shared reads, tell the coordinator this rank's host."""

@@ -22,7 +22,7 @@ from torch.futures import Future
 from dcp_impl import _torch_options as options
 from dcp_impl import io as dio
 from dcp_impl import metadata as metadata_format
-from dcp_impl._backend import StoreReading, check_flag, check_verify
+from dcp_impl._backend import StoreReading
 from dcp_impl.errors import CheckpointNotFoundError, InvalidMetadataError
 from dcp_impl.filesystem import _ranklocal
 from dcp_impl.filesystem._writer import METADATA_FILE
@@ -99,21 +99,17 @@ class FileSystemReader(StoreReading, StorageReader):
     ) -> None:
         super().__init__()
         options.check_extension_registry(type(self).__name__, _extension_registry)
-        dio.check_share_reads(type(self).__name__, share_reads, share_timeout)
-        self.share_reads = share_reads
-        self.share_timeout = share_timeout
-        if thread_count is not None:
-            options.check_count(type(self).__name__, "thread_count", thread_count)
-        check_verify(type(self).__name__, verify)
-        dio.check_max_inflight(type(self).__name__, max_inflight_bytes)
-        self.max_inflight_bytes = max_inflight_bytes
-        check_flag(type(self).__name__, "convert_dtypes", convert_dtypes)
-        self.convert_dtypes = convert_dtypes
-        self.pickle_policy = PicklePolicy(trust_pickle, tuple(safe_globals), max_bytes_expansion)
+        self._configure(
+            thread_count=thread_count,
+            verify=verify,
+            pickle_policy=PicklePolicy(trust_pickle, tuple(safe_globals), max_bytes_expansion),
+            max_inflight_bytes=max_inflight_bytes,
+            convert_dtypes=convert_dtypes,
+            share_reads=share_reads,
+            share_timeout=share_timeout,
+        )
         self.storage_options = storage_options
         self.store = open_store(path, storage_options)
-        self.thread_count = thread_count
-        self.verify = verify
         self.load_id = uuid.uuid4().hex
         self._metadata: Metadata | None = None
 

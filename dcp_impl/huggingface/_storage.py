@@ -39,8 +39,6 @@ from dcp_impl import io as dio
 from dcp_impl._backend import (
     StoreLocated,
     StoreReading,
-    check_flag,
-    check_verify,
     nothing_committed,
 )
 from dcp_impl._torch_options import check_count
@@ -290,34 +288,9 @@ class HuggingFaceReader(StoreReading, StorageReader):
             reads and hashes the pieces it touches, and only those (the whole item where
             the sidecar holds whole-item checksums). ``"whole"``: items a load reads whole;
             a partial read fetches only its byte ranges, unverified. ``False``: none.
-        trust_pickle: hand non-tensor entries to the load planner (whose ``torch.load`` runs
-            any code they carry) unchecked. Default False: each must load under
-            ``torch.load(weights_only=True)`` rules or raises ``UnsafeCheckpointError``
-            (:mod:`dcp_impl.safe_load`, docs/security.md). Only for trusted checkpoints.
-        safe_globals: more globals such entries may use, as for
-            ``torch.serialization.add_safe_globals``.
-        max_bytes_expansion: the objects a checked entry unpickles into may take this many
-            times its stored size in memory (plus 1 MiB), else ``UnsafeCheckpointError``
-            (default ``dcp_impl.safe_load.DEFAULT_MAX_EXPANSION``, 128).
-        max_inflight_bytes: a cap on the host memory a load holds in flight beyond the
-            state dict's tensors: staging and coalesced read buffers, scratch, the copies an
-            object store's reads make, pinned buffers for CUDA (at least 1 MiB; default None,
-            no cap). Reads wait for memory in turn and are cut to fit, files are read
-            instead of mapped (mapped pages count in resident memory), so the load's peak
-            stays within the cap plus one buffer (a stored item read whole to be verified,
-            where it is larger than the cap). Slower where the cap is small.
-        convert_dtypes: copy stored tensors into state dict tensors of another dtype,
-            converting them (torch's readers always do, silently: pytorch#187138). Default
-            False: such a destination raises ``LayoutMismatchError`` before any byte is read.
         storage_options: passed to fsspec for URLs (credentials, endpoint).
-        share_reads: ``"shm"``: in a multi-process load, a stored item that several ranks of
-            one host need (replicated weights, a tensor a reshard splits) is read from storage
-            once, by one of them, and the others take it from the host's shared memory
-            (``/dev/shm``), verified as reads from storage are. Each rank's ``read_data``
-            then waits for the items its peers read; no collective is added. Default None:
-            every rank reads what it needs itself. See docs/architecture.md.
-        share_timeout: with ``share_reads``, seconds a rank waits for an item a peer reads
-            before :class:`~dcp_impl.errors.SharedReadTimeoutError` (default 600).
+        trust_pickle, safe_globals, max_bytes_expansion, max_inflight_bytes, convert_dtypes,
+            share_reads, share_timeout: as :class:`~dcp_impl.FileSystemReader`'s.
     """
 
     def __init__(
@@ -336,20 +309,15 @@ class HuggingFaceReader(StoreReading, StorageReader):
         share_timeout: float = dio.DEFAULT_SHARE_TIMEOUT,
     ) -> None:
         super().__init__()
-        if thread_count is not None:
-            check_count(type(self).__name__, "thread_count", thread_count)
-        check_verify(type(self).__name__, verify)
-        dio.check_max_inflight(type(self).__name__, max_inflight_bytes)
-        self.max_inflight_bytes = max_inflight_bytes
-        check_flag(type(self).__name__, "convert_dtypes", convert_dtypes)
-        self.convert_dtypes = convert_dtypes
-
-        dio.check_share_reads(type(self).__name__, share_reads, share_timeout)
-        self.share_reads = share_reads
-        self.share_timeout = share_timeout
-        self.pickle_policy = PicklePolicy(trust_pickle, tuple(safe_globals), max_bytes_expansion)
-        self.thread_count = thread_count
-        self.verify = verify
+        self._configure(
+            thread_count=thread_count,
+            verify=verify,
+            pickle_policy=PicklePolicy(trust_pickle, tuple(safe_globals), max_bytes_expansion),
+            max_inflight_bytes=max_inflight_bytes,
+            convert_dtypes=convert_dtypes,
+            share_reads=share_reads,
+            share_timeout=share_timeout,
+        )
         self.storage_options = storage_options
         self.reset(path)
 
