@@ -1,9 +1,9 @@
 """Chunk geometry: boxes of N-d tensors, overlap and coverage checks, read planning.
 
-A :class:`Box` is a region of a row-major tensor given by per-dimension
-``offsets`` and ``sizes`` (DCP's ``ChunkStorageMetadata``). A 0-dim tensor is
-``Box((), ())``: it has no dimensions and exactly one element. A box with a
-zero size in any dimension holds no elements and never overlaps anything.
+A :class:`Box` is a region of a row-major tensor given by per-dimension ``offsets`` and
+``sizes`` (DCP's ``ChunkStorageMetadata``). A 0-dim tensor is ``Box((), ())``: it has no
+dimensions and exactly one element. A box with a zero size in any dimension holds no
+elements and never overlaps anything.
 """
 
 from __future__ import annotations
