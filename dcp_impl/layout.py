@@ -376,18 +376,16 @@ def plan_reads(saved: Sequence[Box], request: Box) -> list[Copy]:
 def byte_span(chunk_sizes: Sequence[int], sub: Box, itemsize: int) -> tuple[int, int, bool]:
     """The smallest contiguous byte range of a row-major chunk that holds ``sub``.
 
-    ``sub`` is given in the chunk's own frame. Returns ``(start, length, exact)``
-    where ``exact`` means the range holds nothing but ``sub``'s elements, in
-    order, so it can be read straight into a contiguous destination.
+    ``sub`` is given in the chunk's own frame. Returns ``(start, length, exact)`` where
+    ``exact`` means the range holds nothing but ``sub``'s elements, in order, so it can be
+    read straight into a contiguous destination.
     """
     # Called for every read target: one pass over the dims, no intermediate boxes.
     fits = len(chunk_sizes) == sub.ndim and all(
         o + s <= n for o, s, n in zip(sub.offsets, sub.sizes, chunk_sizes, strict=True)
     )
     if not fits and not Box.full(chunk_sizes).contains(sub):  # empty sub-boxes fit anywhere
-        raise LayoutMismatchError(
-            f"sub-box {sub} lies outside a chunk of sizes {tuple(chunk_sizes)}"
-        )
+        raise LayoutMismatchError(f"sub-box {sub} lies outside a chunk of sizes {tuple(chunk_sizes)}")
     numel = sub.numel
     if numel == 0:
         return 0, 0, True
