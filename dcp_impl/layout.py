@@ -385,7 +385,7 @@ def byte_span(chunk_sizes: Sequence[int], sub: Box, itemsize: int) -> tuple[int,
         o + s <= n for o, s, n in zip(sub.offsets, sub.sizes, chunk_sizes, strict=True)
     )
     if not fits and not Box.full(chunk_sizes).contains(sub):  # empty sub-boxes fit anywhere
-        raise LayoutMismatchError(f"sub-box {sub} lies outside a chunk of sizes {tuple(chunk_sizes)}")
+        raise LayoutMismatchError(f"sub-box {sub} is outside a chunk of sizes {tuple(chunk_sizes)}")
     numel = sub.numel
     if numel == 0:
         return 0, 0, True
