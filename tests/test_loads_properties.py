@@ -35,7 +35,7 @@ def _loads(backend: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_load_properties_pass_conforming_backends(backend: str) -> None:
     run = _loads(backend)
     assert run.returncode == 0, run.stdout[-3000:]
-    assert "4 passed" in run.stdout
+    assert "5 passed" in run.stdout
 
 
 @pytest.mark.parametrize(
@@ -45,6 +45,7 @@ def test_the_load_properties_pass_conforming_backends(backend: str) -> None:
         (loads.KeepsFirstCheckpointAfterReset, "test_one_reader_for_several_checkpoints"),
         (loads.MissingFileReadsAsZeros, "test_missing_or_empty_file_raises_or_loads_exactly"),
         (loads.ConvertsToDestinationDtype, "test_destination_of_another_dtype_raises"),
+        (loads.FillsStorageFromItsStart, "test_destinations_inside_a_larger_buffer"),
     ],
 )
 def test_each_property_kills_its_broken_reader(broken: type, killed_by: str) -> None:

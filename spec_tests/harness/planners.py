@@ -112,6 +112,9 @@ class TensorRequest:
 
     ``dest_dtype`` hands the backend destinations of another dtype than the stored one (a
     property checking that a load refuses to convert); by default they are of ``dtype``.
+    ``guard`` places each destination inside a larger SENTINEL-filled buffer, that many
+    elements from its start and from its end (as FSDP's flat parameters are views of one
+    buffer): a load must write the destination and nothing around it.
     """
 
     dtype: torch.dtype
@@ -119,6 +122,7 @@ class TensorRequest:
     boxes: tuple[Box, ...]
     noncontiguous: bool = False
     dest_dtype: torch.dtype | None = None
+    guard: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,12 +365,13 @@ def _check_tensor_entry(fqn: str, stored: object, request: TensorRequest) -> Non
 
 
 def _destination(request: TensorRequest, box: Box) -> torch.Tensor:
-    """A SENTINEL-filled buffer for ``box``; transposed storage when asked for."""
+    """A SENTINEL-filled buffer for ``box`` (inside a guarded one when asked); transposed
+    storage when asked for."""
     sizes = box.sizes[::-1] if request.noncontiguous else box.sizes
-    buffer = torch.empty(sizes, dtype=request.dest_dtype or request.dtype)
-    buffer.view(torch.uint8).fill_(SENTINEL) if buffer.ndim else buffer.reshape(1).view(
-        torch.uint8
-    ).fill_(SENTINEL)
+    numel, guard = math.prod(sizes), request.guard
+    whole = torch.empty(numel + 2 * guard, dtype=request.dest_dtype or request.dtype)
+    whole.view(torch.uint8).fill_(SENTINEL)
+    buffer = whole[guard : guard + numel].view(sizes)
     return buffer.permute(tuple(reversed(range(buffer.ndim)))) if request.noncontiguous else buffer
 
 

@@ -62,6 +62,10 @@ _OTHER_DTYPES = sts.NamedCases(
     }
 )
 
+#: Elements of SENTINEL before and after each destination of the guarded-buffer property (odd,
+#: so the destinations start at unaligned offsets).
+_GUARD = 7
+
 #: How a stored file is damaged, each tried on every file: removed, or cut to no bytes.
 _GONE: sts.NamedCases[Callable[[Path], None]] = sts.NamedCases(
     {"removed": os.unlink, "emptied": lambda path: os.truncate(path, 0)}
@@ -142,6 +146,35 @@ class LoadProperties:
             for location, state in ((a, first), (b, second), (a, first)):
                 check_load(dcp_backend, location, state, readers=[reader])
 
+    @given(data=st.data())
+    def test_destinations_inside_a_larger_buffer(
+        self, dcp_backend: Backend, dcp_location: Location, data: st.DataObject
+    ) -> None:
+        """Each destination is a view inside a larger buffer (FSDP's flat parameters are views
+        of one), :data:`_GUARD` elements from either end: the load fills the views exactly
+        and changes not one byte around them (a reader that writes from its destination's
+        storage start, or past its end, overwrites a neighbouring parameter)."""
+        state = {
+            f"p{i}": draw_tensor(data, dcp_backend, max_dims=3)
+            for i in range(data.draw(st.integers(1, 4), label="entries"))
+        }
+        location = dcp_location()
+        with harness.repro(dcp_backend, shapes={k: tuple(v.shape) for k, v in state.items()}):
+            harness.save(dcp_backend, location, [state])
+            strided = data.draw(st.booleans(), label="strided destinations")
+            requests = {
+                key: harness.TensorRequest(
+                    value.dtype, tuple(value.shape), (Box.full(tuple(value.shape)),), strided,
+                    guard=_GUARD,
+                )
+                for key, value in state.items()
+            }  # fmt: skip
+            loaded = harness.load(dcp_backend, location, [requests])[0]
+            for key, value in state.items():
+                (view,) = loaded[key]
+                check_entry(key, [view], value)
+                _check_guard(key, view)
+
     def test_missing_or_empty_file_raises_or_loads_exactly(
         self, dcp_backend: Backend, dcp_location: Location
     ) -> None:
@@ -194,6 +227,24 @@ class LoadProperties:
                     )
         if not tried:
             pytest.skip(f"backend {dcp_backend.name!r} claims none of float32, float16, bfloat16")
+
+
+def _check_guard(key: str, view: torch.Tensor) -> None:
+    """Raise ContractViolation unless every byte of ``view``'s storage outside it is still
+    SENTINEL."""
+    raw = torch.empty(0, dtype=torch.uint8).set_(view.untyped_storage())
+    start = view.storage_offset() * view.element_size()
+    end = start + view.numel() * view.element_size()
+    outside = torch.cat([raw[:start], raw[end:]])
+    changed = (outside != harness.SENTINEL).nonzero()
+    if len(changed):
+        first = int(changed[0])
+        where = first if first < start else first + (end - start)
+        raise ContractViolation(
+            f"{key!r}: the load wrote {len(changed)} byte(s) outside its destination, the "
+            f"first at byte {where} of a buffer whose destination is bytes [{start}, {end}); "
+            "expected a load to write its destinations and nothing around them"
+        )
 
 
 def _raises_or_exact(backend: Backend, location: str, state: dict[str, Any], what: str) -> None:

@@ -19,6 +19,7 @@ from spec_tests.selftest._wrap import LoadPlannerProxy, RemappedPlanner, Wrapped
 
 __all__ = [
     "ConvertsToDestinationDtype",
+    "FillsStorageFromItsStart",
     "KeepsFirstCheckpointAfterReset",
     "MissingFileReadsAsZeros",
     "ReadsStoredItemsInOrder",
@@ -156,4 +157,44 @@ class ConvertsToDestinationDtype(Wrapped):
 
     base = "dcp_impl-fs"
     reader = _Converting
+    family = "loads"
+
+
+class _StorageStart(LoadPlannerProxy):
+    """Hands the reader, for a contiguous destination, the same shape at its storage's start."""
+
+    def __init__(self, inner: LoadPlanner) -> None:
+        super().__init__(inner)
+        self.resolved: dict[int, torch.Tensor] = {}
+
+    def resolve_tensor(self, read_item: ReadItem) -> torch.Tensor:
+        target = self.inner.resolve_tensor(read_item)
+        if not target.is_contiguous() or not target.storage_offset():
+            return target
+        # "Read straight into the tensor's memory": its storage, from byte 0.
+        start = torch.empty(0, dtype=target.dtype).set_(
+            target.untyped_storage(), 0, target.shape, target.stride()
+        )
+        self.resolved[id(read_item)] = target
+        return start
+
+    def commit_tensor(self, read_item: ReadItem, tensor: torch.Tensor) -> None:
+        self.inner.commit_tensor(read_item, self.resolved.pop(id(read_item), tensor))
+
+
+class _FromStorageStart(WrappedReader):
+    def load_planner(self, planner: LoadPlanner) -> LoadPlanner:
+        return _StorageStart(planner)
+
+
+class FillsStorageFromItsStart(Wrapped):
+    """Reads each item into its destination's storage from the storage's first byte, not from
+    the destination's offset in it: right for a tensor of its own, wrong for one of the views
+    of a flat buffer (FSDP's flat parameters), whose neighbour it overwrites.
+
+    Family: loads (destinations inside a larger buffer).
+    """
+
+    base = "dcp_impl-fs"
+    reader = _FromStorageStart
     family = "loads"
