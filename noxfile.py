@@ -43,7 +43,8 @@ def _install(session: nox.Session, extras: str, torch: str = TORCH) -> None:
 def tests(session: nox.Session) -> None:
     """The project's own tests, then the benchmarks once each as smoke tests (tiny, not timed)."""
     _install(session, "test,perf,s3")
-    session.run("pytest", "tests", "--ignore=tests/interop", *session.posargs)
+    # On both cores of CI's machine (pytest-xdist): about 4 minutes of the 25 CI allows.
+    session.run("pytest", "tests", "--ignore=tests/interop", "-n", "2", *session.posargs)
     session.run("pytest", "perf", "--perf-size=tiny", "--benchmark-disable", "-q")
 
 

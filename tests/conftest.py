@@ -24,3 +24,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if nightly:
         config.hook.pytest_deselected(items=nightly)
         items[:] = [item for item in items if not item.get_closest_marker("nightly")]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Under pytest-xdist (CI runs the tests on both cores) each worker's environment names it
+    # a worker; the pytest runs these tests start (the suite, benchmarks) inherit it, and
+    # pytest-benchmark then disables itself as if they ran under xdist too. They do not.
+    for name in [n for n in os.environ if n.startswith("PYTEST_XDIST_")]:
+        del os.environ[name]
