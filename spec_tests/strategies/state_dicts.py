@@ -36,24 +36,32 @@ __all__ = ["DRAWN_ENTRIES", "bulk_entries", "entry_counts", "state_dicts"]
 DRAWN_ENTRIES = 8
 
 
-def entry_counts(max_entries: int) -> st.SearchStrategy[int]:
-    """Counts in ``[1, max_entries]``: a power-of-two scale first, then a count within it.
+def entry_counts(max_entries: int, min_entries: int = 1) -> st.SearchStrategy[int]:
+    """Counts in ``[min_entries, max_entries]``: a power-of-two scale first, then a count
+    within it.
 
     Every scale is as likely as any other, so a few examples of a run reach hundreds while
-    most stay small, and a failure shrinks toward one entry.
+    most stay small, and a failure shrinks toward ``min_entries``.
     """
-    check_int("max_entries", max_entries, 1)
+    check_int("min_entries", min_entries, 1)
+    check_int("max_entries", max_entries, min_entries)
     top = math.ceil(math.log2(max_entries)) if max_entries > 1 else 0
-    return st.integers(0, top).flatmap(
-        lambda k: st.integers(1, min(max_entries, 1 << k)) if k else st.just(1)
-    )
+
+    def within(scale: int) -> st.SearchStrategy[int]:
+        high = min(max_entries, 1 << scale)
+        return st.integers(min_entries, high) if high > min_entries else st.just(min_entries)
+
+    return st.integers(0, top).flatmap(within)
 
 
 @st.composite
 def _state_dict(
-    draw: st.DrawFn, allowed: tuple[dt.DtypeInfo, ...], max_entries: int, allow_bytes: bool
+    draw: st.DrawFn,
+    allowed: tuple[dt.DtypeInfo, ...],
+    entries: tuple[int, int],
+    allow_bytes: bool,
 ) -> dict[str, Any]:
-    count = draw(entry_counts(max_entries), label="entries")
+    count = draw(entry_counts(entries[1], entries[0]), label="entries")
     drawn = min(count, DRAWN_ENTRIES)
     paths = draw(
         st.lists(
@@ -115,6 +123,7 @@ def state_dicts(
     allowed: Iterable[dt.DtypeInfo | torch.dtype | str] | None = None,
     max_entries: int = 4,
     allow_bytes: bool = True,
+    min_entries: int = 1,
 ) -> st.SearchStrategy[dict[str, Any]]:
     """Nested state dicts of tensors (views of every kind) and plain objects.
 
@@ -122,10 +131,13 @@ def state_dicts(
     BytesIO; ``allow_bytes=False`` leaves them out. Flattened names
     (``"outer.inner"``) never collide. Up to :data:`DRAWN_ENTRIES` entries are drawn one by
     one, the rest (``max_entries`` may be hundreds) come from :func:`bulk_entries`.
+    ``min_entries`` pins the count from below: a test that needs the largest state dict gets
+    it in every draw rather than in a lucky few.
     """
     rows = dt.DTYPES if allowed is None else tuple(row_of(d) for d in allowed)
-    check_int("max_entries", max_entries, 1)
-    return _state_dict(tuple(rows), max_entries, allow_bytes)
+    check_int("min_entries", min_entries, 1)
+    check_int("max_entries", max_entries, min_entries)
+    return _state_dict(tuple(rows), (min_entries, max_entries), allow_bytes)
 
 
 # --- bulk: many small entries from one seed -------------------------------------------------
