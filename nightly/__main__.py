@@ -3,12 +3,14 @@
 Usage (from the repository root; ``nox -s nightly`` installs what it needs and runs this)::
 
     python -m nightly [--out DIR] [--previous DIR] [--stages matrix,perf] [--jobs N]
-                      [--backend SPEC ...] [--matrix-args ARGS] [--perf-args ARGS]
-                      [--perf-baseline PATH] [--mutation-args ARGS]
+                      [--shard K/N] [--backend SPEC ...] [--matrix-args ARGS]
+                      [--perf-args ARGS] [--perf-baseline PATH] [--mutation-args ARGS]
 
-Stages run in the order of :data:`nightly.STAGES`; ``--stages`` picks some (``none``: only
-rewrite the summary), so a part can be rerun into the same folder, whose ``nightly.json``
-keeps every stage's last result. Exits 1 when a stage failed or something regressed since
+Stages run in the order ``--stages`` names them (default: all, in :data:`nightly.STAGES`
+order; ``none``: only rewrite the summary), so a part can be rerun into the same folder. Each
+stage's last result is kept in ``records/<stage>.json`` (and all of them in ``nightly.json``),
+so folders that shards of one night wrote (``--shard K/N``) merge by copying them into one
+and running ``--stages none`` there. Exits 1 when a stage failed or something regressed since
 ``--previous``, else 0.
 """
 
@@ -22,9 +24,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from nightly._stages import MUTATION_ARGS, PERF_BASELINE, STAGES, Options, StageResult
+from nightly._matrix import publish_matrix
 from nightly._summary import regressions, render_summary
+from nightly.stages import MUTATION_ARGS, PERF_BASELINE, STAGES, Options, Shard, StageResult
 
 
 def _stages(text: str) -> tuple[str, ...]:
@@ -38,6 +42,16 @@ def _stages(text: str) -> tuple[str, ...]:
             f"got {text!r}"
         )
     return names
+
+
+def _shard(text: str) -> Shard:
+    index, _, count = text.partition("/")
+    try:
+        return Shard(int(index), int(count))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"shard: expected K/N with 1 <= K <= N (say 2/3), got {text!r}"
+        ) from None
 
 
 def _previous(text: str) -> Path:
@@ -65,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--jobs", type=int, default=1, help="matrix backends at a time")
     parser.add_argument(
+        "--shard",
+        type=_shard,
+        default=Shard(),
+        help="K/N: this machine's share of the per-backend stages (matrix, repeat); default 1/1",
+    )
+    parser.add_argument(
         "--backend", action="append", default=[], help="a built-in for the matrix (default: all)"
     )
     parser.add_argument(
@@ -85,12 +105,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _record(raw: dict[str, Any]) -> StageResult:
+    return StageResult(**{**raw, "logs": tuple(raw["logs"])})
+
+
 def _recorded(out: Path) -> dict[str, StageResult]:
-    path = out / "nightly.json"
-    if not path.is_file():
-        return {}
-    raw = json.loads(path.read_text(encoding="utf-8"))["stages"]
-    return {name: StageResult(**{**r, "logs": tuple(r["logs"])}) for name, r in raw.items()}
+    """Every stage result kept in ``out``: one file each under ``records/`` (a folder from
+    before those files has only ``nightly.json``)."""
+    found: dict[str, StageResult] = {}
+    legacy = out / "nightly.json"
+    if legacy.is_file():
+        for raw in json.loads(legacy.read_text(encoding="utf-8"))["stages"].values():
+            found[raw["stage"]] = _record(raw)
+    for path in sorted((out / "records").glob("*.json")):
+        result = _record(json.loads(path.read_text(encoding="utf-8")))
+        found[result.stage] = result
+    return found
+
+
+def _keep(out: Path, result: StageResult) -> None:
+    records = out / "records"
+    records.mkdir(exist_ok=True)
+    text = json.dumps(dataclasses.asdict(result), indent=1)
+    (records / f"{result.stage}.json").write_text(text, encoding="utf-8")
+
+
+def _in_stage_order(results: dict[str, StageResult]) -> list[StageResult]:
+    order = {name: n for n, name in enumerate(STAGES)}
+    # a shard's record is the stage's name and the shard's: matrix-2of3
+    return sorted(results.values(), key=lambda s: (order[s.stage.partition("-")[0]], s.stage))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = Options(
         out=args.out,
         backends=tuple(args.backend),
+        shard=args.shard,
         jobs=args.jobs,
         matrix_args=tuple(args.matrix_args),
         perf_args=tuple(args.perf_args),
@@ -109,14 +153,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     recorded = _recorded(options.out)
     for n, name in enumerate(args.stages, 1):
         print(f"[{n}/{len(args.stages)}] {name} ...", file=sys.stderr, flush=True)
-        result = recorded[name] = STAGES[name](options)
+        result = STAGES[name](options)
+        recorded[result.stage] = result
+        _keep(options.out, result)
         print(
             f"[{n}/{len(args.stages)}] {name} {result.status} in {result.seconds:.0f} s "
             f"{result.detail}",
             file=sys.stderr,
             flush=True,
         )
-    stages = [recorded[name] for name in STAGES if name in recorded]
+    # Every matrix run in the folder, this night's stages' and any shard's copied in.
+    publish_matrix(options.out)
+    stages = _in_stage_order(recorded)
     (options.out / "nightly.json").write_text(
         json.dumps({"stages": {s.stage: dataclasses.asdict(s) for s in stages}}, indent=1),
         encoding="utf-8",

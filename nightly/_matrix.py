@@ -37,8 +37,9 @@ def results_of(folder: Path) -> list[BackendResult]:
 def publish_matrix(out: Path) -> None:
     """Write ``out/matrix.md`` and ``out/matrix.json`` from every run under ``out/matrix-runs``."""
     runs = sorted(p for p in (out / "matrix-runs").glob("*") if (p / "matrix.json").is_file())
-    # built-ins first, then the third-party backends beside them
-    runs.sort(key=lambda p: p.name != "builtins")
+    # built-ins first (one folder, or one per shard: builtins-2of3), then the third-party
+    # backends beside them
+    runs.sort(key=lambda p: (not p.name.startswith("builtins"), p.name))
     results = [r for folder in runs for r in results_of(folder)]
     if not results:
         return

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nightly._stages import StageResult
+from nightly.stages import StageResult
 from perf.report import DEFAULT_THRESHOLD, compare, load_rows, score
 from spec_tests.matrix import FAILING
 

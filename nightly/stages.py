@@ -16,16 +16,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nightly._matrix import publish_matrix
-
 __all__ = [
     "MUTATION_ARGS",
     "PERF_BASELINE",
     "STAGES",
     "Options",
+    "Shard",
     "StageResult",
     "THIRDPARTY",
     "THIRDPARTY_XFAILS",
+    "repeat_tests",
 ]
 
 #: The third-party backends the nightly judges beside the built-ins (installed from their
@@ -39,11 +39,40 @@ MUTATION_ARGS = ("--seed", "21", "--budget-s", "2460")
 
 
 @dataclass(frozen=True, slots=True)
+class Shard:
+    """Part ``index`` of ``count`` (``--shard K/N``): the per-backend stages (matrix, repeat)
+    take every ``count``-th built-in from the ``index``-th on, so ``count`` machines share one
+    night's work and their folders merge into one (``--stages none`` over the union)."""
+
+    index: int = 1
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.index <= self.count:
+            raise ValueError(f"shard: expected K/N with 1 <= K <= N, got {self.index}/{self.count}")
+
+    @property
+    def whole(self) -> bool:
+        """Whether this is the whole night (``1/1``)."""
+        return self.count == 1
+
+    @property
+    def suffix(self) -> str:
+        """What this shard adds to its records' and folders' names ('' for the whole night)."""
+        return "" if self.whole else f"-{self.index}of{self.count}"
+
+    def picks(self, names: Sequence[str]) -> tuple[str, ...]:
+        """This shard's share of ``names``: every ``count``-th one, from the ``index``-th."""
+        return tuple(names[self.index - 1 :: self.count])
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     """What the command line chose (see ``python -m nightly --help``)."""
 
     out: Path
-    backends: tuple[str, ...] = ()  # the matrix's built-ins; empty: every one
+    backends: tuple[str, ...] = ()  # the matrix's built-ins; empty: every one (of the shard)
+    shard: Shard = Shard()
     jobs: int = 1
     matrix_args: tuple[str, ...] = ()
     perf_args: tuple[str, ...] = ()
@@ -69,7 +98,11 @@ class StageResult:
 def _run(
     stage: str, options: Options, commands: Sequence[Sequence[str]], *, log: Path | None = None
 ) -> StageResult:
-    """Run ``commands`` one after the other into the stage's log; failed if any exits non-zero."""
+    """Run ``commands`` one after the other into the stage's log; failed if any exits non-zero.
+
+    The record is named for the shard too (``matrix-2of3``), so shards' folders merge.
+    """
+    stage += options.shard.suffix
     log = log or options.out / "stages" / f"{stage}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -90,14 +123,27 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+def _matrix_backends(options: Options) -> tuple[str, ...]:
+    if options.backends or options.shard.whole:
+        return options.backends  # empty: the matrix's own default, every built-in
+    from spec_tests.__main__ import DEFAULT_BACKENDS
+
+    return options.shard.picks(DEFAULT_BACKENDS)
+
+
+def _nothing(stage: str, options: Options) -> StageResult:
+    return StageResult(stage + options.shard.suffix, "passed", 0.0, "no built-in in this shard")
+
+
 def _matrix(options: Options) -> StageResult:
-    folder = options.out / "matrix-runs" / "builtins"
+    backends = _matrix_backends(options)
+    if not (backends or options.shard.whole):
+        return _nothing("matrix", options)
+    folder = options.out / "matrix-runs" / f"builtins{options.shard.suffix}"
     command = _python("-m", "spec_tests", "matrix", "--profile=dcp-nightly")
     command += [f"--jobs={options.jobs}", f"--out={folder}"]
-    command += [f"--backend={b}" for b in options.backends]
-    result = _run("matrix", options, [[*command, "--", *options.matrix_args]])
-    publish_matrix(options.out)
-    return result
+    command += [f"--backend={b}" for b in backends]
+    return _run("matrix", options, [[*command, "--", *options.matrix_args]])
 
 
 def _thirdparty(options: Options) -> StageResult:
@@ -111,22 +157,33 @@ def _thirdparty(options: Options) -> StageResult:
     with local_s3() as s3:
         pytest_args = [f"--dcp-root={s3.url('nightly')}", f"--dcp-xfails-file={THIRDPARTY_XFAILS}"]
         pytest_args += options.matrix_args
-        result = _run("thirdparty", options, [[*command, "--", *pytest_args]])
-    publish_matrix(options.out)
-    return result
+        return _run("thirdparty", options, [[*command, "--", *pytest_args]])
 
 
 # The tests marked nightly: the multiprocess properties 20 times in a row, the suite under 20
 # random seeds on reference, and each built-in's verdict under 20 seeds against its dcp-ci one.
-REPEAT_TESTS = (
-    "tests/test_multiprocess_repeat.py",
-    "tests/test_suite_repeat.py",
-    "tests/test_verdict_seeds.py",
-)
+REPEAT_TESTS = ("tests/test_multiprocess_repeat.py", "tests/test_suite_repeat.py")
+VERDICT_SEEDS = "tests/test_verdict_seeds.py"
+
+
+def repeat_tests(shard: Shard) -> tuple[str, ...]:
+    """What the repeat stage of ``shard`` runs: the first shard takes the two repeat files,
+    every shard the verdict-seed tests of its share of the built-ins (the long part: one
+    suite run per seed and built-in)."""
+    if shard.whole:
+        return (*REPEAT_TESTS, VERDICT_SEEDS)
+    from spec_tests.backends import BUILTIN_NAMES
+
+    seeds = VERDICT_SEEDS + "::test_verdict_is_the_same_under_every_seed"
+    picked = tuple(f"{seeds}[{name}]" for name in shard.picks(BUILTIN_NAMES))
+    return (*(REPEAT_TESTS if shard.index == 1 else ()), *picked)
 
 
 def _repeat(options: Options) -> StageResult:
-    command = _python("-m", "pytest", *REPEAT_TESTS, "--nightly", "-q")
+    tests = repeat_tests(options.shard)
+    if not tests:
+        return _nothing("repeat", options)
+    command = _python("-m", "pytest", *tests, "--nightly", "-q")
     return _run("repeat", options, [[*command, "-p", "no:cacheprovider"]])
 
 
