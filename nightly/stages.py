@@ -8,11 +8,13 @@ runs all the same: one broken stage must not hide what the others found.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import os
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +27,10 @@ __all__ = [
     "StageResult",
     "THIRDPARTY",
     "THIRDPARTY_XFAILS",
+    "SEEDS_VARIABLE",
+    "night_seeds",
     "repeat_tests",
+    "verdict_seeds",
 ]
 
 #: The third-party backends the nightly judges beside the built-ins (installed from their
@@ -96,22 +101,34 @@ class StageResult:
 
 
 def _run(
-    stage: str, options: Options, commands: Sequence[Sequence[str]], *, log: Path | None = None
+    stage: str,
+    options: Options,
+    commands: Sequence[Sequence[str]],
+    *,
+    log: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> StageResult:
     """Run ``commands`` one after the other into the stage's log; failed if any exits non-zero.
 
     The record is named for the shard too (``matrix-2of3``), so shards' folders merge.
+    ``env`` is added to this process's environment, and written into the log with each command.
     """
     stage += options.shard.suffix
     log = log or options.out / "stages" / f"{stage}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     codes = []
+    added = dict(env or {})
     with log.open("w", encoding="utf-8") as sink:
         for command in commands:
-            sink.write(f"$ {shlex.join(command)}\n")
+            shown = [f"{k}={v}" for k, v in added.items()] + list(command)
+            sink.write(f"$ {shlex.join(shown)}\n")
             sink.flush()
-            codes.append(subprocess.call(command, stdout=sink, stderr=subprocess.STDOUT))
+            codes.append(
+                subprocess.call(
+                    command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **added}
+                )
+            )
     seconds = time.monotonic() - start
     if not any(codes):
         return StageResult(stage, "passed", seconds, logs=(str(log),))
@@ -179,12 +196,43 @@ def repeat_tests(shard: Shard) -> tuple[str, ...]:
     return (*(REPEAT_TESTS if shard.index == 1 else ()), *picked)
 
 
+#: The verdict-seed test's seeds: ``FIRST:COUNT``; unset, it tries seeds 1 to 20.
+SEEDS_VARIABLE = "DCP_VERDICT_SEEDS"
+#: Verdict-seed runs per built-in and night. Fixed seeds would draw the same examples every
+#: night, so each night takes the next window of seeds: new draws every night, 20 in 5 nights,
+#: at a fifth of the cost of 20 a night (the largest part of the repeat stage).
+SEEDS_PER_NIGHT = 4
+
+
+def night_seeds(day: datetime.date, per_night: int = SEEDS_PER_NIGHT) -> range:
+    """The verdict seeds of the night of ``day``: windows of consecutive days follow each other."""
+    first = day.toordinal() * per_night + 1
+    return range(first, first + per_night)
+
+
+def verdict_seeds(environ: Mapping[str, str], default: int) -> range:
+    """The seeds :data:`SEEDS_VARIABLE` names in ``environ``, else ``1`` to ``default``."""
+    text = environ.get(SEEDS_VARIABLE, "")
+    if not text:
+        return range(1, default + 1)
+    first, _, count = text.partition(":")
+    try:
+        seeds = range(int(first), int(first) + int(count))
+    except ValueError:
+        seeds = range(0)
+    if not seeds or seeds.start < 0:
+        raise ValueError(f"{SEEDS_VARIABLE}: expected FIRST:COUNT (say 81:4), got {text!r}")
+    return seeds
+
+
 def _repeat(options: Options) -> StageResult:
     tests = repeat_tests(options.shard)
     if not tests:
         return _nothing("repeat", options)
+    seeds = night_seeds(datetime.datetime.now(datetime.UTC).date())
+    env = {SEEDS_VARIABLE: os.environ.get(SEEDS_VARIABLE) or f"{seeds.start}:{len(seeds)}"}
     command = _python("-m", "pytest", *tests, "--nightly", "-q")
-    return _run("repeat", options, [[*command, "-p", "no:cacheprovider"]])
+    return _run("repeat", options, [[*command, "-p", "no:cacheprovider"]], env=env)
 
 
 def _selftest(options: Options) -> StageResult:

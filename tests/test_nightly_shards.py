@@ -3,6 +3,7 @@ per-backend work, and their folders merge into one night's results."""
 
 from __future__ import annotations
 
+import datetime
 import re
 import shutil
 import subprocess
@@ -13,7 +14,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nightly.stages import REPEAT_TESTS, STAGES, VERDICT_SEEDS, Shard, repeat_tests
+from nightly.stages import (
+    REPEAT_TESTS,
+    SEEDS_VARIABLE,
+    STAGES,
+    VERDICT_SEEDS,
+    Shard,
+    night_seeds,
+    repeat_tests,
+    verdict_seeds,
+)
 from spec_tests.backends import BUILTIN_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,3 +87,22 @@ def test_the_scheduled_workflow_runs_every_stage_once_and_every_shard() -> None:
     listed = re.search(r"shard: \[([\d, ]+)\]", workflow)[1]  # type: ignore[index]
     assert [int(k) for k in listed.split(",")] == list(range(1, shards + 1))
     assert "--stages none" in workflow  # the summary job merges the parts
+
+
+@given(st.dates(), st.integers(1, 20))
+def test_each_night_tries_the_seeds_after_the_previous_nights(
+    day: datetime.date, per_night: int
+) -> None:
+    today = night_seeds(day, per_night)
+    assert len(today) == per_night
+    assert today.start >= 1
+    if day < datetime.date.max:
+        assert night_seeds(day + datetime.timedelta(days=1), per_night).start == today.stop
+
+
+def test_verdict_seeds_come_from_the_variable_or_default_to_one_to_twenty() -> None:
+    assert verdict_seeds({}, 20) == range(1, 21)
+    assert verdict_seeds({SEEDS_VARIABLE: "81:4"}, 20) == range(81, 85)
+    for bad in ("81", "a:4", "81:0", "-3:2"):
+        with pytest.raises(ValueError, match="expected FIRST:COUNT"):
+            verdict_seeds({SEEDS_VARIABLE: bad}, 20)

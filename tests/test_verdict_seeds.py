@@ -1,20 +1,24 @@
 """Nightly: a built-in's verdict does not depend on the draw.
 
-Under the suite's default profile (``dcp-dev``, random draws) each built-in gets SEEDS suite
-runs, one per ``--hypothesis-seed``; every run's verdict must be the ``dcp-ci`` verdict: no
-unexpected failure (a listed expected failure that a run's draws miss is reported, never a
-failure, so only failures outside every entry change a verdict). A run that fails names its
-seed and its failing tests: rerun it with the same ``--hypothesis-seed`` and ``-p no:randomly``.
+Under the suite's default profile (``dcp-dev``, random draws) each built-in gets one suite
+run per ``--hypothesis-seed``: seeds 1 to SEEDS, or those ``DCP_VERDICT_SEEDS=FIRST:COUNT``
+names (the nightly passes the night's, a new window each night). Every run's verdict must be
+the ``dcp-ci`` verdict: no unexpected failure (a listed expected failure that a run's draws
+miss is reported, never a failure, so only failures outside every entry change a verdict). A
+run that fails names its seed and its failing tests: rerun it with the same
+``--hypothesis-seed`` and ``-p no:randomly``.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from nightly.stages import verdict_seeds
 from spec_tests.backends import BUILTIN_NAMES
 from spec_tests.matrix import BackendResult, load_result
 
@@ -44,7 +48,7 @@ def _failures(result: BackendResult) -> list[str]:
 def test_verdict_is_the_same_under_every_seed(tmp_path: Path, backend: str) -> None:
     ci = _run(tmp_path, backend, "--hypothesis-profile=dcp-ci")
     differing = {}
-    for seed in range(1, SEEDS + 1):
+    for seed in verdict_seeds(os.environ, SEEDS):
         run = _run(tmp_path, backend, "--hypothesis-profile=dcp-dev", f"--hypothesis-seed={seed}")
         if run.failed != ci.failed:
             differing[seed] = _failures(run) or [f"exit status {run.exitstatus}"]
