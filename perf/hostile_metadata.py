@@ -40,6 +40,7 @@ _PROPS = {
     "requires_grad": False,
     "memory_format": "contiguous_format",
     "pin_memory": False,
+    "strides": None,
 }
 
 

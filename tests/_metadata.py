@@ -181,8 +181,20 @@ def sample_doc() -> dict[str, Any]:
     return json.loads(dumps(sample()))
 
 
+def as_version(doc: dict[str, Any], version: int) -> dict[str, Any]:
+    """A version-4 document as versions 2 or 3 wrote it: the same, without properties' strides.
+
+    (Version 2 differs from 3 only in what checksums may be, so the sample fits both.)
+    """
+    for entry in doc["state_dict_metadata"].values():
+        if entry["kind"] == "tensor":
+            entry["properties"].pop("strides")
+    return doc | {"format_version": version}
+
+
 def v1_document(doc: dict[str, Any]) -> dict[str, Any]:
-    """A version-2 document rewritten as version 1 wrote it (one object per chunk and item)."""
+    """A version-4 document rewritten as version 1 wrote it (one object per chunk and item)."""
+    doc = as_version(doc, 1)
     names = list(doc["state_dict_metadata"])
     chunk_offsets: dict[str, list[list[int]]] = {}
     for fqn, entry in doc["state_dict_metadata"].items():

@@ -7,7 +7,16 @@ import json
 from typing import Any
 
 import pytest
-from _metadata import PROPERTY, assert_exact, edited, edited_v1, rejects, sample, sample_doc
+from _metadata import (
+    PROPERTY,
+    as_version,
+    assert_exact,
+    edited,
+    edited_v1,
+    rejects,
+    sample,
+    sample_doc,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.distributed.checkpoint.metadata import MetadataIndex
@@ -40,16 +49,16 @@ def test_piece_checksums_roundtrip_exactly(lengths: list[int], piece: int) -> No
     for key, length in zip(keys, lengths, strict=False):
         md.storage_data[key] = ItemLocation("f", 0, length, _pieced(length, piece))
     text = dumps(md)
-    assert json.loads(text)["format_version"] == FORMAT_VERSION == 3
+    assert json.loads(text)["format_version"] == FORMAT_VERSION
     assert_exact(loads(text), md)
     assert dumps(loads(text)) == text
 
 
 def test_version_2_documents_still_decode() -> None:
     """A version-2 document (the sample: whole-item checksums) reads as it always did."""
-    doc = sample_doc() | {"format_version": 2}
+    doc = as_version(sample_doc(), 2)
     assert_exact(loads(json.dumps(doc)), sample())
-    assert json.loads(dumps(loads(json.dumps(doc))))["format_version"] == 3
+    assert json.loads(dumps(loads(json.dumps(doc))))["format_version"] == FORMAT_VERSION
 
 
 def test_rule_piece_checksums() -> None:
@@ -85,7 +94,7 @@ def test_rule_piece_checksums() -> None:
         "expected 2251799813685248 digests",
     )
     # piece checksums came with version 3: versions 1 and 2 hold whole-item checksums only
-    v2 = edited(lambda d: _with_piece_checksum(d, good)) | {"format_version": 2}
+    v2 = as_version(edited(lambda d: _with_piece_checksum(d, good)), 2)
     rejects(v2, "$.storage_data.checksum[0]", 'null or "<algorithm>:<lowercase hex>"')
 
     def v1_edit(d: dict[str, Any]) -> None:

@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 import torch
-from _metadata import edited, edited_v1, rejects, sample, sample_doc, sample_doc_v1
+from _metadata import (
+    as_version,
+    edited,
+    edited_v1,
+    rejects,
+    sample,
+    sample_doc,
+    sample_doc_v1,
+)
 from torch.distributed.checkpoint.metadata import Metadata, TensorProperties, TensorStorageMetadata
 
 from dcp_impl import metadata as fmt
@@ -85,10 +93,10 @@ def test_rule_format_name() -> None:
 
 def test_rule_format_version() -> None:
     rejects(
-        edited(lambda d: d.update(format_version=4)),
+        edited(lambda d: d.update(format_version=5)),
         "$.format_version",
-        "expected one of [1, 2, 3]",
-        "found 4",
+        "expected one of [1, 2, 3, 4]",
+        "found 5",
         "newer dcp_impl",
     )
     rejects(
@@ -97,10 +105,16 @@ def test_rule_format_version() -> None:
     rejects(edited(lambda d: d.update(format_version=True)), "$.format_version", "found true")
     rejects(edited(lambda d: d.update(format_version="1")), "$.format_version", "found string '1'")
     # a newer version is reported as such even when it adds keys this reader does not know
-    rejects(edited(lambda d: d.update(format_version=4, extra=1)), "$.format_version", "newer")
+    rejects(edited(lambda d: d.update(format_version=5, extra=1)), "$.format_version", "newer")
     # each version's own shape: a version-1 body under version 2 is refused, and the reverse
     rejects(sample_doc_v1() | {"format_version": 2}, '$.state_dict_metadata["w.0"].chunks')
-    rejects(sample_doc() | {"format_version": 1}, '$.state_dict_metadata["w.0"].chunks')
+    rejects(as_version(sample_doc(), 1), '$.state_dict_metadata["w.0"].chunks')
+    # strides came with version 4: before it they are an unknown key, from it a required one
+    props = '$.state_dict_metadata["w.0"].properties'
+    rejects(sample_doc() | {"format_version": 3}, props, 'unknown key "strides"')
+    rejects(
+        as_version(sample_doc(), 3) | {"format_version": 4}, props, '"strides", found it missing'
+    )
 
 
 @pytest.mark.parametrize(

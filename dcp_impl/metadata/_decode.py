@@ -10,7 +10,9 @@ value. The two versions differ only in a tensor's ``chunks`` and in ``storage_da
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import cast
 
 import torch
 from torch.distributed.checkpoint.metadata import (
@@ -53,7 +55,8 @@ from dcp_impl.metadata._values import (
 
 __all__ = ["decode", "parse"]
 
-_READS = (1, 2, FORMAT_VERSION)  # every version a dcp_impl ever wrote (docs/format.md §1.5)
+_READS = (1, 2, 3, FORMAT_VERSION)  # every version a dcp_impl ever wrote (docs/format.md §1.5)
+_STRIDES_VERSION = 4  # the first with the properties' strides (D16)
 _TOP_KEYS = frozenset(
     {"format", "format_version", "version", "state_dict_metadata"}
     | {"planner_data", "storage_data", "storage_meta"}
@@ -62,6 +65,9 @@ _TENSOR_KEYS = frozenset({"kind", "properties", "size", "chunks"})
 _BYTES_KEYS = frozenset({"kind"})
 _CHUNK_KEYS = frozenset({"offsets", "sizes"})
 _PROPERTY_KEYS = frozenset({"dtype", "layout", "requires_grad", "memory_format", "pin_memory"})
+_PROPERTY_KEYS_V4 = _PROPERTY_KEYS | {"strides"}
+# torch 2.15 added TensorProperties.strides; a reader on an older torch cannot hold them (D16)
+_TORCH_HAS_STRIDES = "strides" in {f.name for f in dataclasses.fields(TensorProperties)}
 _ITEM_KEYS = frozenset({"index", "location"})
 _INDEX_KEYS = frozenset({"fqn", "offset", "index"})
 _LOCATION_KEYS = frozenset({"path", "offset", "length", "checksum"})
@@ -120,8 +126,10 @@ def _entry(node: object, version: int) -> TensorStorageMetadata | BytesStorageMe
     if kind != "tensor":
         raise Problem('kind "tensor" or "bytes"', kind).at(".kind")
     obj = json_object(node, _TENSOR_KEYS)
-    properties = field(_properties, obj["properties"], ".properties")
     size = field(_dims, obj["size"], ".size")
+    properties = field(
+        lambda node: _properties(node, len(size), version), obj["properties"], ".properties"
+    )
     if version == 1:
         chunks = _chunks_v1(obj["chunks"], len(size))
     else:
@@ -150,8 +158,8 @@ def _dims(node: object) -> torch.Size:
     return torch.Size(node)  # type: ignore[arg-type]
 
 
-def _properties(node: object) -> TensorProperties:
-    obj = json_object(node, _PROPERTY_KEYS)
+def _properties(node: object, ndim: int, version: int) -> TensorProperties:
+    obj = json_object(node, _PROPERTY_KEYS_V4 if version >= _STRIDES_VERSION else _PROPERTY_KEYS)
     name = string_at(obj["dtype"], ".dtype")
     try:
         dtype = dtypes.by_name(name).torch_dtype
@@ -161,13 +169,24 @@ def _properties(node: object) -> TensorProperties:
     layout = member(LAYOUTS, layout_name, EXPECTED_LAYOUT, ".layout")
     format_name = string_at(obj["memory_format"], ".memory_format")
     memory_format = member(MEMORY_FORMATS, format_name, EXPECTED_MEMORY_FORMAT, ".memory_format")
-    return TensorProperties(
+    properties = TensorProperties(
         dtype=dtype,
         layout=layout,
         requires_grad=field(flag, obj["requires_grad"], ".requires_grad"),
         memory_format=memory_format,
         pin_memory=field(flag, obj["pin_memory"], ".pin_memory"),
     )
+    strides = field(lambda v: _strides(v, ndim), obj.get("strides"), ".strides")
+    if _TORCH_HAS_STRIDES:
+        properties.strides = strides  # type: ignore[attr-defined,unused-ignore]
+    return properties
+
+
+def _strides(node: object, ndim: int) -> tuple[int, ...] | None:
+    if node is None:
+        return None
+    check_dims(node, list, ndim=ndim)
+    return tuple(cast("list[int]", node))
 
 
 def _planner_data(node: object) -> dict[str, tuple[str | int, ...]] | None:

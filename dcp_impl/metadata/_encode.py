@@ -86,8 +86,8 @@ def _entry(entry: object) -> dict[str, Any]:
         return {"kind": "bytes"}
     if not isinstance(entry, TensorStorageMetadata):
         raise Problem("TensorStorageMetadata or BytesStorageMetadata", entry)
-    props = field(_properties, entry.properties, ".properties")
     field(_dims, entry.size, ".size")
+    props = field(lambda p: _properties(p, len(entry.size)), entry.properties, ".properties")
     if not isinstance(entry.chunks, list):
         raise Problem("a list of ChunkStorageMetadata", entry.chunks).at(".chunks")
     chunks = _chunks(entry.chunks, len(entry.size))
@@ -132,7 +132,7 @@ def _dims(value: object) -> None:
     check_dims(value, tuple)
 
 
-def _properties(props: object) -> dict[str, Any]:
+def _properties(props: object, ndim: int) -> dict[str, Any]:
     # torch still accepts its legacy sharded-tensor class here (same fields); so do we.
     if not isinstance(props, TensorProperties | LegacyTensorProperties):
         raise Problem("a TensorProperties", props)
@@ -150,7 +150,16 @@ def _properties(props: object) -> dict[str, Any]:
         "requires_grad": field(flag, props.requires_grad, ".requires_grad"),
         "memory_format": memory_format,
         "pin_memory": field(flag, props.pin_memory, ".pin_memory"),
+        # torch 2.15 added the saving tensor's strides; older torch has no such field (D16)
+        "strides": field(lambda v: _strides(v, ndim), getattr(props, "strides", None), ".strides"),
     }
+
+
+def _strides(value: object, ndim: int) -> list[int] | None:
+    if value is None:
+        return None
+    check_dims(value, tuple, ndim=ndim)
+    return list(cast("tuple[int, ...]", value))
 
 
 def _planner_data(data: object) -> dict[str, list[str | int]] | None:

@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 FORMAT_NAME = "dcp_impl.metadata"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 MAX_NDIM = 64
 """Most dimensions a tensor or chunk may have (torch itself allows 64)."""
 MAX_INT = 2**63 - 1  # every size, offset and index must fit an int64
