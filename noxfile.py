@@ -108,11 +108,12 @@ def nightly(session: nox.Session) -> None:
     """Nightly, never in CI: every long check into one results folder (``python -m nightly``).
 
     In order: the matrix at dcp-nightly size on every built-in, the third-party backends on the
-    local S3 server, the repeat tests (multi-process properties; the suite and each built-in's
-    verdict under 20 seeds), the self-test, the benchmarks gated on perf/baselines/, a 41-minute
-    mutation sample. Writes ``nightly-results/<UTC time>/`` (or
+    local S3 server, the repeat tests (multi-process properties; the suite under 20 seeds, each
+    built-in's verdict under the night's 4), the self-test, the benchmarks gated on
+    perf/baselines/, a 41-minute mutation sample. Writes ``nightly-results/<UTC time>/`` (or
     ``-- --out DIR``) with summary.md on top; ``-- --previous DIR`` names what regressed since
-    that night. Exits non-zero on any unexpected failure or regression.
+    that night; ``-- --shard K/N`` runs a share of the per-backend stages (README "Nightly").
+    Exits non-zero on any unexpected failure or regression.
     """
     _install(session, "test,perf,s3")
     session.install("-c", MUTATION_CONSTRAINTS, "mutmut")
