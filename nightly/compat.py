@@ -142,24 +142,37 @@ def bug_releases(runs: Runs, row: str) -> str:
     The row names its properties (``module::test``) and backends (or "every run"); a release
     has the bug when one of those cells fails, as listed or not, and is free of it when every
     one of them holds (``xpass``: an entry that no longer fails). A backend that could not run
-    on a release counts for neither.
+    on a release counts for neither. Beside the releases with the bug it names those whose runs
+    did not have the property or backend (a property newer than the run), and, for a row whose
+    entry is not strict (a timing bug near its bound), those where it passed: there a pass does
+    not show the bug fixed.
     """
     cells = [c.strip() for c in row.strip().strip("|").split("|")]
     props = _PROPERTY.findall(cells[2])
     backends = _BACKEND.findall(cells[3])
-    has, free = [], []
+    has, free, unseen = [], [], []
     for release, matrix in runs.items():
         # A backend that could not run at all (an import error) says nothing about the bug.
         ran = {b["backend"] for b in matrix["backends"] if b["error"] is None}
+        broken = {b["backend"] for b in matrix["backends"]} - ran
         names = [b for b in backends or ran if b in ran]
         outcomes = {_outcome(matrix, p, b) for p in props for b in names} - {"-"}
         if outcomes & _HAS_BUG:
             has.append(release)
         elif outcomes and outcomes <= _NO_BUG:
             free.append(release)
+        elif not (outcomes or broken & set(backends)):
+            unseen.append(release)
     releases = list(runs)
     if has:
-        return span(releases, has)
+        shown = [span(releases, has)]
+        if free and _NOT_STRICT in cells[4]:
+            shown.append(
+                f"passed on {span(releases, free)}, which does not show it fixed (not strict)"
+            )
+        if unseen:
+            shown.append(f"not in the runs of {span(releases, unseen)}")
+        return "; ".join(shown)
     if free:
         return f"none of {span(releases, releases)}"
     seen = any(_outcome(m, p, b) != "-" for m in runs.values() for p in props for b in backends)
@@ -167,6 +180,7 @@ def bug_releases(runs: Runs, row: str) -> str:
 
 
 _COLUMN = "torch releases with it"
+_NOT_STRICT = "not strict"  # how a row's entry column says its entry may pass by chance
 
 
 def update_known_bugs(path: Path, runs: Runs) -> None:

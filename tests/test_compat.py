@@ -88,3 +88,19 @@ def test_generated_documents_come_from_the_copied_runs(tmp_path: Path) -> None:
     assert compat.main([f"--docs={docs}"]) == 0
     assert (docs / "known-bugs.md").read_text() == bugs
     assert bugs.count("torch releases with it") == 1
+
+
+def test_releases_whose_runs_lack_the_property_are_named_beside_those_with_the_bug() -> None:
+    runs = _runs("xfail", "xfail", "xfail", "xfail")
+    for release in RELEASES[:2]:  # runs from before the property existed
+        runs[release] = _matrix("pass") | {"properties": {}}
+    assert compat.bug_releases(runs, ROW) == "2.13.0 to 2.14.1; not in the runs of 2.11.0 to 2.12.1"
+
+
+def test_a_pass_of_an_entry_that_is_not_strict_does_not_show_the_bug_fixed() -> None:
+    runs = _runs("xfail", "xfail", "xfail", "pass")
+    timing = ROW.replace("| x |", "| `torch-hf.toml` (not strict: near the bound) |")
+    assert compat.bug_releases(runs, timing) == (
+        "2.11.0 to 2.13.0; passed on 2.14.1, which does not show it fixed (not strict)"
+    )
+    assert compat.bug_releases(runs, ROW) == "2.11.0 to 2.13.0"  # a strict entry's pass does
