@@ -1,4 +1,4 @@
-"""dcp_impl.io._checksum: one checksum however the bytes are fed; piece checksums."""
+"""dcp_impl.transfer._checksum: one checksum however the bytes are fed; piece checksums."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dcp_impl.errors import InvalidMetadataError
-from dcp_impl.io import _checksum
-from dcp_impl.io._checksum import (
+from dcp_impl.transfer import _checksum
+from dcp_impl.transfer._checksum import (
     MAX_PIECE_SIZE,
     MIN_PIECE_SIZE,
     Checksums,

@@ -27,7 +27,7 @@ from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter
 
-from dcp_impl import io as dio
+from dcp_impl import transfer
 from dcp_impl.__main__ import main as cli_main
 from dcp_impl.errors import CheckpointNotFoundError, CorruptCheckpointError, WriteFailedError
 from dcp_impl.filesystem import METADATA_FILE, FileSystemReader, FileSystemWriter, is_data_file
@@ -502,7 +502,9 @@ def test_object_writer_leaves_no_object_when_it_fails(place: Place) -> None:
         first = out.write_bytes(b"abc")
         second = out.write_tensor(torch.arange(3, dtype=torch.int16))
     assert (first.offset, first.length, second.offset, second.length) == (0, 3, 3, 6)
-    assert second.checksum == dio.checksum(torch.arange(3, dtype=torch.int16).numpy().tobytes())
+    assert second.checksum == transfer.checksum(
+        torch.arange(3, dtype=torch.int16).numpy().tobytes()
+    )
     assert place.fs.cat_file(place.key("data.bin"))[:3] == b"abc"
     with pytest.raises(ValueError, match="write after close"):
         out.write_bytes(b"more")

@@ -34,8 +34,7 @@ from torch.distributed.checkpoint.planner import (
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
-from dcp_impl import dtypes
-from dcp_impl import io as dio
+from dcp_impl import dtypes, transfer
 from dcp_impl._backend import (
     StoreLocated,
     StoreReading,
@@ -233,7 +232,7 @@ class HuggingFaceWriter(StoreLocated, StorageWriter):
         self._written_id = assignment.save_id
         temps = [temp_name(name, assignment.save_id) for name, _ in jobs]
         with nothing_committed(self.data_dir, temps, len(plan.items)):
-            per_file = dio.parallel_map(
+            per_file = transfer.parallel_map(
                 jobs,
                 lambda: FileWriter(self.data_dir, assignment.save_id, planner, self.sync_files),
                 thread_count=self.thread_count,
@@ -298,15 +297,15 @@ class HuggingFaceReader(StoreReading, StorageReader):
         path: str | os.PathLike[str] | Store,
         thread_count: int | None = None,
         *,
-        verify: dio.Verify = True,
+        verify: transfer.Verify = True,
         trust_pickle: bool = False,
         safe_globals: Sequence[SafeGlobal] = (),
         max_bytes_expansion: float = DEFAULT_MAX_EXPANSION,
         storage_options: Mapping[str, Any] | None = None,
         max_inflight_bytes: int | None = None,
         convert_dtypes: bool = False,
-        share_reads: dio.ShareReads = None,
-        share_timeout: float = dio.DEFAULT_SHARE_TIMEOUT,
+        share_reads: transfer.ShareReads = None,
+        share_timeout: float = transfer.DEFAULT_SHARE_TIMEOUT,
     ) -> None:
         super().__init__()
         self._configure(
@@ -369,7 +368,7 @@ class HuggingFaceReader(StoreReading, StorageReader):
                 "committed meanwhile; the loaded values may mix two saves: load again"
             )
 
-    def _locate(self, index: MetadataIndex) -> dio.StoredItem:
+    def _locate(self, index: MetadataIndex) -> transfer.StoredItem:
         stored = self._stored.get(index)
         if stored is None:
             raise LayoutMismatchError(

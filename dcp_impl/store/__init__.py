@@ -24,7 +24,6 @@ file operation through a :class:`Store` and accept one wherever they take a path
 docs/object-stores.md describes the stores; docs/architecture.md where they sit.
 """
 
-from dcp_impl.io._write import ItemWriter, StoredRange
 from dcp_impl.store._base import Store
 from dcp_impl.store._fsspec import FsspecStore
 from dcp_impl.store._local import LocalStore
@@ -44,6 +43,7 @@ from dcp_impl.store._registry import (
     open_store,
     register_store,
 )
+from dcp_impl.transfer._write import ItemWriter, StoredRange
 
 __all__ = [
     "Store",

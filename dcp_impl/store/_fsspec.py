@@ -20,9 +20,9 @@ import fsspec
 from fsspec import AbstractFileSystem
 
 from dcp_impl.errors import StorageFaultError
-from dcp_impl.io._sources import Source
-from dcp_impl.io._write import ItemWriter
 from dcp_impl.store._base import Store
+from dcp_impl.transfer._sources import Source
+from dcp_impl.transfer._write import ItemWriter
 
 __all__ = ["FsspecStore", "ObjectSource", "ObjectWriter", "URL_READ_THREADS", "PART"]
 

@@ -1,8 +1,8 @@
 """A local directory as a :class:`~dcp_impl.store.Store`, through ``os`` calls: ``O_EXCL``
 data files, fsync, temp file + ``os.replace`` commits, files read with ``os.preadv`` or
-mapped in memory (:class:`~dcp_impl.io.LocalFile`).
+mapped in memory (:class:`~dcp_impl.transfer.LocalFile`).
 
-Every read opens its file through :func:`~dcp_impl.io.open_regular` with the directory as
+Every read opens its file through :func:`~dcp_impl.transfer.open_regular` with the directory as
 the root: only regular files inside the checkpoint are read (links that stay inside it are
 followed), and small files are read without trusting ``stat`` (:func:`read_at_most`)."""
 
@@ -14,7 +14,8 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from dcp_impl.io import (
+from dcp_impl.store._base import Store, check_size
+from dcp_impl.transfer import (
     DataFileWriter,
     ItemWriter,
     LocalFile,
@@ -25,7 +26,6 @@ from dcp_impl.io import (
     read_at_most,
     storage_fault,
 )
-from dcp_impl.store._base import Store, check_size
 
 __all__ = ["LocalStore"]
 

@@ -7,10 +7,17 @@ from collections.abc import Callable, Sequence
 import torch
 
 from dcp_impl import dtypes
-from dcp_impl.io import _runs, _verified
-from dcp_impl.io._budget import Budget, Scratch, check_max_inflight, plan_threads, sliced_preadv
-from dcp_impl.io._pool import parallel_map
-from dcp_impl.io._requests import (
+from dcp_impl.layout import byte_span
+from dcp_impl.transfer import _runs, _verified
+from dcp_impl.transfer._budget import (
+    Budget,
+    Scratch,
+    check_max_inflight,
+    plan_threads,
+    sliced_preadv,
+)
+from dcp_impl.transfer._pool import parallel_map
+from dcp_impl.transfer._requests import (
     ReadRequest,
     Target,
     bytes_at,
@@ -20,7 +27,7 @@ from dcp_impl.io._requests import (
     sub_view,
     truncated,
 )
-from dcp_impl.io._sources import (
+from dcp_impl.transfer._sources import (
     MAX_OPEN_FILES,
     DeviceReadable,
     LocalFile,
@@ -29,9 +36,8 @@ from dcp_impl.io._sources import (
     OpenFiles,
     Source,
 )
-from dcp_impl.io._staging import CudaCopier, DeviceCopier, Staging, SyncCopier
-from dcp_impl.io._write import byte_view
-from dcp_impl.layout import byte_span
+from dcp_impl.transfer._staging import CudaCopier, DeviceCopier, Staging, SyncCopier
+from dcp_impl.transfer._write import byte_view
 
 __all__ = ["read_into", "MAX_OPEN_FILES"]
 

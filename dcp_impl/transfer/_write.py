@@ -12,8 +12,8 @@ import torch
 
 from dcp_impl import dtypes
 from dcp_impl.errors import UnsupportedError
-from dcp_impl.io._checksum import CHECKSUM_ALGORITHM, PIECE_SIZE, checksum, write_hashed
-from dcp_impl.io._files import storage_fault
+from dcp_impl.transfer._checksum import CHECKSUM_ALGORITHM, PIECE_SIZE, checksum, write_hashed
+from dcp_impl.transfer._files import storage_fault
 
 __all__ = [
     "CHECKSUM_ALGORITHM",
@@ -71,7 +71,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, sync: bool = True
 @dataclass(frozen=True, slots=True)
 class StoredRange:
     """Where :class:`DataFileWriter` put one item: bytes ``[offset, offset + length)``, and
-    their checksum text (one digest per piece: :func:`~dcp_impl.io.piece_checksum`)."""
+    their checksum text (one digest per piece: :func:`~dcp_impl.transfer.piece_checksum`)."""
 
     offset: int
     length: int

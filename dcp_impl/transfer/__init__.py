@@ -69,8 +69,8 @@ a short file or a missing file raises ``CorruptCheckpointError`` naming the file
 item; when ``read_into`` raises, the destinations' contents are unspecified.
 """
 
-from dcp_impl.io._budget import MIN_INFLIGHT_BYTES, check_max_inflight
-from dcp_impl.io._checksum import (
+from dcp_impl.transfer._budget import MIN_INFLIGHT_BYTES, check_max_inflight
+from dcp_impl.transfer._checksum import (
     CHECKSUM_ALGORITHM,
     CHECKSUM_TEXT,
     MAX_PIECE_SIZE,
@@ -80,8 +80,8 @@ from dcp_impl.io._checksum import (
     checksum,
     piece_checksum,
 )
-from dcp_impl.io._files import open_regular, read_at_most, storage_fault
-from dcp_impl.io._load import (
+from dcp_impl.transfer._files import open_regular, read_at_most, storage_fault
+from dcp_impl.transfer._load import (
     BytesSink,
     Locate,
     RequestReader,
@@ -91,10 +91,10 @@ from dcp_impl.io._load import (
     load_bytes,
     read_items,
 )
-from dcp_impl.io._pool import Worker, parallel_map
-from dcp_impl.io._read import read_into
-from dcp_impl.io._requests import ReadRequest, Target
-from dcp_impl.io._share_plan import (
+from dcp_impl.transfer._pool import Worker, parallel_map
+from dcp_impl.transfer._read import read_into
+from dcp_impl.transfer._requests import ReadRequest, Target
+from dcp_impl.transfer._share_plan import (
     DEFAULT_SHARE_TIMEOUT,
     SHM_ROOT,
     HostTag,
@@ -104,10 +104,10 @@ from dcp_impl.io._share_plan import (
     mark_host,
     share_plans,
 )
-from dcp_impl.io._shared import SharedReader
-from dcp_impl.io._sources import DeviceReadable, LocalFile, Mappable, Opener, Source
-from dcp_impl.io._staging import DeviceCopier
-from dcp_impl.io._write import (
+from dcp_impl.transfer._shared import SharedReader
+from dcp_impl.transfer._sources import DeviceReadable, LocalFile, Mappable, Opener, Source
+from dcp_impl.transfer._staging import DeviceCopier
+from dcp_impl.transfer._write import (
     DataFileWriter,
     ItemWriter,
     StoredRange,

@@ -1,6 +1,6 @@
 """Random access to the bytes of one stored file, whatever holds it.
 
-:func:`dcp_impl.io.read_into` asks a :class:`Source` for byte ranges and never touches a
+:func:`dcp_impl.transfer.read_into` asks a :class:`Source` for byte ranges and never touches a
 file itself; an :data:`Opener` makes a source from a path. :class:`LocalFile` reads local
 files through ``os.preadv`` and can also be mapped into memory (:class:`Mappable`); other
 stores (object stores through fsspec) provide their own opener, and everything above the
@@ -19,8 +19,8 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from dcp_impl.errors import CorruptCheckpointError
-from dcp_impl.io._files import open_regular
-from dcp_impl.io._runs import preadv_all
+from dcp_impl.transfer._files import open_regular
+from dcp_impl.transfer._runs import preadv_all
 
 __all__ = [
     "Source",
@@ -64,7 +64,7 @@ class Mappable(Protocol):
 @runtime_checkable
 class DeviceReadable(Protocol):
     """A source that fills device memory itself, without staging bytes in host memory
-    (GPU-direct storage: cuFile, kvikio). :func:`~dcp_impl.io.read_into` hands it every
+    (GPU-direct storage: cuFile, kvikio). :func:`~dcp_impl.transfer.read_into` hands it every
     contiguous non-CPU destination of the item's dtype whose bytes are one span of the file
     and that no checksum check needs on the host (``verify=False``, items without a
     checksum, partial reads under ``verify="whole"``); other device reads are staged."""
@@ -82,7 +82,7 @@ Opener = Callable[[str], Source]
 class LocalFile:
     """A local file, read with ``os.preadv`` (vectored, positional: safe across threads).
 
-    Opened by :func:`~dcp_impl.io.open_regular`: only a regular file, and with ``root``
+    Opened by :func:`~dcp_impl.transfer.open_regular`: only a regular file, and with ``root``
     only one inside that folder (a link out of the checkpoint is refused).
     :meth:`mapped` maps it copy-on-write (so tensors may wrap it without a read-only
     warning; nothing writes to it). A file truncated by another process while it is mapped
