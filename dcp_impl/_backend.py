@@ -19,7 +19,7 @@ from dcp_impl import transfer
 from dcp_impl._torch_options import check_count
 from dcp_impl.errors import InvalidOptionError, WriteFailedError
 from dcp_impl.safe_load import PicklePolicy, deliver_bytes
-from dcp_impl.store import Store, is_checkpoint_id, open_store
+from dcp_impl.store import SharedReader, Store, is_checkpoint_id, open_store
 
 __all__ = ["StoreLocated", "StoreReading", "check_flag", "check_verify", "nothing_committed"]
 
@@ -50,7 +50,7 @@ class StoreLocated:
 
 class StoreReading(StoreLocated):
     """A reader's plan served by the one read pipeline (:func:`dcp_impl.transfer.read_items`),
-    with the shared reads of ``share_reads`` (:mod:`dcp_impl.transfer._shared`) where it is on."""
+    with the shared reads of ``share_reads`` (:class:`dcp_impl.store.SharedReader`) where on."""
 
     thread_count: int | None
     verify: transfer.Verify
@@ -108,9 +108,9 @@ class StoreReading(StoreLocated):
         turn (each ``read_data`` before any wait) can then wait for each other's items."""
         share = plan.storage_data if isinstance(plan.storage_data, transfer.SharePlan) else None
         reader: transfer.RequestReader = self.store
-        shared: transfer.SharedReader | None = None
+        shared: SharedReader | None = None
         if share is not None:
-            shared = transfer.SharedReader(self.store, share, self.share_timeout)
+            shared = SharedReader(self.store, share, self.share_timeout)
             reader, locate = shared, shared.locating(locate)
 
         def work() -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from dcp_impl import transfer
 from dcp_impl.layout import Box
+from dcp_impl.store import DataFileWriter, LocalFile
 
 __all__ = [
     "DTYPES",
@@ -50,7 +51,7 @@ def store_chunk(
 ) -> transfer.StoredRange:
     """``chunk`` written to a new data file at ``path``, after a few other bytes, with one
     checksum digest per ``piece_size`` bytes."""
-    with transfer.DataFileWriter(path, sync=False, piece_size=piece_size) as out:
+    with DataFileWriter(path, sync=False, piece_size=piece_size) as out:
         out.write_bytes(b"header")  # items need not start at offset 0
         return out.write_tensor(chunk)
 
@@ -114,7 +115,7 @@ class PreadOnly:
     """A local file that cannot be mapped: read_into must fall back to preadv."""
 
     def __init__(self, path: str) -> None:
-        self._file = transfer.LocalFile(path)
+        self._file = LocalFile(path)
 
     def preadv(self, buffers: list[memoryview], offset: int) -> int:
         return self._file.preadv(buffers, offset)

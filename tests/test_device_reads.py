@@ -12,11 +12,12 @@ import torch
 from dcp_impl import transfer
 from dcp_impl.errors import CorruptCheckpointError
 from dcp_impl.layout import Box
+from dcp_impl.store import DataFileWriter, LocalFile
 
 CHUNK = torch.arange(48, dtype=torch.float32).reshape(6, 8)
 
 
-class RecordingSource(transfer.LocalFile):
+class RecordingSource(LocalFile):
     """A local file that also claims device reads, recording each request."""
 
     asked: ClassVar[list[tuple[str, tuple[int, ...], int]]] = []
@@ -31,7 +32,7 @@ class RecordingSource(transfer.LocalFile):
 def stored(tmp_path: Path) -> tuple[str, transfer.StoredRange]:
     RecordingSource.asked, RecordingSource.short_by = [], 0
     path = tmp_path / "d.bin"
-    with transfer.DataFileWriter(path, sync=False) as out:
+    with DataFileWriter(path, sync=False) as out:
         out.write_bytes(b"head")
         item = out.write_tensor(CHUNK)
     return str(path), item

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 import dcp_impl
 from dcp_impl import transfer
 from dcp_impl.errors import InvalidOptionError
+from dcp_impl.store import DataFileWriter, LocalFile
 from dcp_impl.transfer._budget import Budget, slices
 
 MIB = 1 << 20
@@ -139,7 +140,7 @@ class _Recording:
     calls: list[int]
 
     def __init__(self, path: str) -> None:
-        self._file = transfer.LocalFile(path)
+        self._file = LocalFile(path)
 
     def preadv(self, buffers: list[memoryview], offset: int) -> int:
         type(self).calls.append(sum(len(b) for b in buffers))
@@ -162,7 +163,7 @@ def test_capped_reads_fill_their_targets_exactly(
     # Two small items (coalesced into one read) and one larger than a thread's share, in one file.
     path = tmp_path / f"{uuid.uuid4().hex}.bin"  # a fresh file per example
     values = [chunk_values(shape, torch.bfloat16, seed=i) for i, shape in enumerate(SHAPES)]
-    with transfer.DataFileWriter(path, sync=False) as out:
+    with DataFileWriter(path, sync=False) as out:
         out.write_bytes(b"header")
         stored = [out.write_tensor(chunk) for chunk in values]
     chunks, requests = [], []
@@ -176,7 +177,7 @@ def test_capped_reads_fill_their_targets_exactly(
         requests,
         thread_count=threads,
         verify=verify,
-        opener=transfer.LocalFile if mapped else _Recording,
+        opener=LocalFile if mapped else _Recording,
         coalesce=4 * MIB,
         max_inflight_bytes=transfer.MIN_INFLIGHT_BYTES,
     )
@@ -194,7 +195,7 @@ def test_capped_reads_fill_their_targets_exactly(
     [
         lambda path, v: dcp_impl.FileSystemReader(path, max_inflight_bytes=v),
         lambda path, v: dcp_impl.HuggingFaceReader(path, max_inflight_bytes=v),
-        lambda path, v: transfer.read_into([], max_inflight_bytes=v),
+        lambda path, v: transfer.read_into([], max_inflight_bytes=v, opener=LocalFile),
     ],
     ids=["FileSystemReader", "HuggingFaceReader", "read_into"],
 )

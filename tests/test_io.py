@@ -29,16 +29,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dcp_impl import transfer
+from dcp_impl._pool import parallel_map
 from dcp_impl.errors import CorruptCheckpointError, InvalidMetadataError, UnsupportedError
 from dcp_impl.layout import Box, byte_span
+from dcp_impl.store import DataFileWriter, LocalFile, atomic_write
 
 # --------------------------------------------------------------------------- commit & write
 
 
 def test_atomic_write_replaces_file(tmp_path: Path) -> None:
     target = tmp_path / "m.json"
-    transfer.atomic_write(target, b"old")
-    transfer.atomic_write(target, b"new", sync=False)
+    atomic_write(target, b"old")
+    atomic_write(target, b"new", sync=False)
     assert target.read_bytes() == b"new"
     assert os.listdir(tmp_path) == ["m.json"]
 
@@ -47,14 +49,14 @@ def test_atomic_write_failure_keeps_old_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "m.json"
-    transfer.atomic_write(target, b"old")
+    atomic_write(target, b"old")
 
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk gone")
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk gone"):
-        transfer.atomic_write(target, b"new")
+        atomic_write(target, b"new")
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["m.json"], "the temp file must be removed"
 
@@ -63,7 +65,7 @@ def test_writer_stores_logical_values_with_checksums(tmp_path: Path) -> None:
     base = chunk_values((4, 6), torch.complex64)
     items = [base.t(), base[::2, 1:], torch.tensor(7, dtype=torch.int16), base.conj(), -base]
     path = tmp_path / "d.bin"
-    with transfer.DataFileWriter(path) as out:
+    with DataFileWriter(path) as out:
         ranges = [out.write_tensor(t) for t in items]
     data = path.read_bytes()
     offset = 0
@@ -80,12 +82,12 @@ def test_writer_never_overwrites_and_discards_on_error(tmp_path: Path) -> None:
     path = tmp_path / "d.bin"
     path.write_bytes(b"user data")
     with pytest.raises(FileExistsError):
-        transfer.DataFileWriter(path)
+        DataFileWriter(path)
     assert path.read_bytes() == b"user data"
     fresh = tmp_path / "e.bin"
 
     def write_then_fail() -> None:
-        with transfer.DataFileWriter(fresh) as out:
+        with DataFileWriter(fresh) as out:
             out.write_bytes(b"partial")
             raise RuntimeError("boom")
 
@@ -95,7 +97,7 @@ def test_writer_never_overwrites_and_discards_on_error(tmp_path: Path) -> None:
 
 
 def test_writer_rejects_sparse_tensors(tmp_path: Path) -> None:
-    with transfer.DataFileWriter(tmp_path / "d.bin") as out, pytest.raises(UnsupportedError):
+    with DataFileWriter(tmp_path / "d.bin") as out, pytest.raises(UnsupportedError):
         out.write_tensor(torch.eye(3).to_sparse())
 
 
@@ -133,6 +135,7 @@ def test_read_into_returns_exact_sub_box(
         [read_request(path, stored, chunk, transfer.Target(sub, dest))],
         verify=verify,
         stage_all=stage_all,
+        opener=LocalFile,
     )
     assert bytes_of(dest) == bytes_of(region(chunk, sub))
 
@@ -142,7 +145,8 @@ def test_read_converts_to_destination_dtype(tmp_path: Path) -> None:
     stored = store_chunk(tmp_path / "d.bin", chunk)
     dest = torch.zeros(2, 3, dtype=torch.float64)
     transfer.read_into(
-        [read_request(tmp_path / "d.bin", stored, chunk, transfer.Target(Box.full((2, 3)), dest))]
+        [read_request(tmp_path / "d.bin", stored, chunk, transfer.Target(Box.full((2, 3)), dest))],
+        opener=LocalFile,
     )
     assert torch.equal(dest, chunk.double())
 
@@ -171,7 +175,9 @@ def test_mapped_partial_read_copies_in_place(
     counts = counting_preadv(monkeypatch)
     exact, strided = two_sub_boxes(chunk)
     transfer.read_into(
-        [read_request(tmp_path / "d.bin", stored, chunk, exact, strided)], verify=False
+        [read_request(tmp_path / "d.bin", stored, chunk, exact, strided)],
+        verify=False,
+        opener=LocalFile,
     )
     assert counts == [byte_span((16, 32), exact.sub, 2)[1]]
     assert_filled(chunk, [exact, strided])
@@ -191,7 +197,9 @@ def test_verified_partial_read_checks_the_whole_item(tmp_path: Path) -> None:
     def read(verify: bool) -> torch.Tensor:
         dest = torch.zeros(1, 8)
         transfer.read_into(
-            [read_request(path, stored, chunk, transfer.Target(sub, dest))], verify=verify
+            [read_request(path, stored, chunk, transfer.Target(sub, dest))],
+            verify=verify,
+            opener=LocalFile,
         )
         return dest
 
@@ -217,7 +225,8 @@ def test_damaged_data_is_reported(tmp_path: Path, damage: str) -> None:
     dest = torch.zeros(4, 4, dtype=torch.int32)
     with pytest.raises(CorruptCheckpointError, match=rf"d\.bin.*'w' chunk.*{expected}"):
         transfer.read_into(
-            [read_request(path, stored, chunk, transfer.Target(Box.full((4, 4)), dest))]
+            [read_request(path, stored, chunk, transfer.Target(Box.full((4, 4)), dest))],
+            opener=LocalFile,
         )
 
 
@@ -253,7 +262,7 @@ class _DeferredCopier:
 def test_staging_waits_before_reusing_a_buffer(tmp_path: Path, verify: bool, coalesce: int) -> None:
     chunks = [chunk_values((5, 3), torch.float32, seed=i) for i in range(7)]
     path = tmp_path / "d.bin"
-    with transfer.DataFileWriter(path) as out:
+    with DataFileWriter(path) as out:
         ranges = [out.write_tensor(c) for c in chunks]
     dests = [torch.zeros(3, 5).t() for _ in chunks]
     copiers: list[_DeferredCopier] = []
@@ -266,7 +275,9 @@ def test_staging_waits_before_reusing_a_buffer(tmp_path: Path, verify: bool, coa
         read_request(path, r, c, transfer.Target(Box.full((5, 3)), d))
         for c, r, d in zip(chunks, ranges, dests, strict=True)
     ]
-    transfer.read_into(requests, verify=verify, stage_all=True, copier=make, coalesce=coalesce)
+    transfer.read_into(
+        requests, verify=verify, stage_all=True, copier=make, coalesce=coalesce, opener=LocalFile
+    )
     assert sum(c.copies for c in copiers) == len(chunks)
     for c, d in zip(chunks, dests, strict=True):
         assert torch.equal(c.view(torch.int32), d.view(torch.int32))
@@ -276,7 +287,7 @@ def test_staging_waits_before_reusing_a_buffer(tmp_path: Path, verify: bool, coa
 def test_cuda_destinations(tmp_path: Path) -> None:
     chunks = [chunk_values((64, 33), torch.bfloat16, seed=i) for i in range(5)]
     path = tmp_path / "d.bin"
-    with transfer.DataFileWriter(path) as out:
+    with DataFileWriter(path) as out:
         ranges = [out.write_tensor(c) for c in chunks]
     sub = Box((3, 1), (50, 30))
     dests = [torch.zeros(sub.sizes, dtype=torch.bfloat16, device="cuda") for _ in chunks]
@@ -284,7 +295,7 @@ def test_cuda_destinations(tmp_path: Path) -> None:
         read_request(path, r, c, transfer.Target(sub, d))
         for c, r, d in zip(chunks, ranges, dests, strict=True)
     ]
-    transfer.read_into(requests, thread_count=2, verify=True)
+    transfer.read_into(requests, thread_count=2, verify=True, opener=LocalFile)
     for c, d in zip(chunks, dests, strict=True):
         assert torch.equal(d.cpu().view(torch.int16), region(c, sub).view(torch.int16))
 
@@ -313,9 +324,7 @@ def _fail_deep_in_worker(item: int) -> None:
 def test_parallel_map_results_in_order() -> None:
     started: list[int] = []
     closed: list[int] = []
-    out = transfer.parallel_map(
-        list(range(20)), lambda: _Recorder(-1, started, closed), thread_count=3
-    )
+    out = parallel_map(list(range(20)), lambda: _Recorder(-1, started, closed), thread_count=3)
     assert out == [2 * i for i in range(20)]
     assert sorted(started) == list(range(20))
     assert len(closed) == 3
@@ -325,9 +334,7 @@ def test_parallel_map_stops_after_failure() -> None:
     started: list[int] = []
     closed: list[int] = []
     with pytest.raises(OSError, match="item 3 failed"):
-        transfer.parallel_map(
-            list(range(10)), lambda: _Recorder(3, started, closed), thread_count=1
-        )
+        parallel_map(list(range(10)), lambda: _Recorder(3, started, closed), thread_count=1)
     assert started == [0, 1, 2, 3]
     assert closed == [1]
 
@@ -344,7 +351,7 @@ def test_parallel_map_keeps_worker_traceback() -> None:
             pass
 
     with pytest.raises(OSError, match="failed") as info:
-        transfer.parallel_map([0, 1], Both, thread_count=2)
+        parallel_map([0, 1], Both, thread_count=2)
     frames = [f.name for f in traceback.extract_tb(info.value.__traceback__)]
     assert "_fail_deep_in_worker" in frames
     assert any("also failed" in note for note in info.value.__notes__)
@@ -356,12 +363,13 @@ def test_single_element_views_with_odd_strides(tmp_path: Path, count: int) -> No
     source = torch.arange(10, dtype=torch.int16)[3::4][:count]
     assert source.is_contiguous()
     path = tmp_path / "d.bin"
-    with transfer.DataFileWriter(path) as out:
+    with DataFileWriter(path) as out:
         stored = out.write_tensor(source)
     assert path.read_bytes() == bytes_of(source)
     dest = torch.zeros(10, dtype=torch.int16)[1::4][:count]
     transfer.read_into(
-        [read_request(path, stored, source.clone(), transfer.Target(Box.full((count,)), dest))]
+        [read_request(path, stored, source.clone(), transfer.Target(Box.full((count,)), dest))],
+        opener=LocalFile,
     )
     assert torch.equal(dest, source)
 
@@ -383,6 +391,6 @@ def test_tensor_bytes_of_empty_tensors_with_any_stride(
     assert tensor.numel() == 0
     view = transfer.tensor_bytes(tensor)
     assert (len(view), bytes(view)) == (0, b"")
-    with transfer.DataFileWriter(tmp_path / "d.bin") as out:
+    with DataFileWriter(tmp_path / "d.bin") as out:
         stored = out.write_tensor(tensor)
     assert (stored.length, stored.checksum) == (0, transfer.checksum(b""))

@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 from dcp_impl import transfer
 from dcp_impl.errors import CorruptCheckpointError
 from dcp_impl.layout import Box, byte_span
+from dcp_impl.store import DataFileWriter, LocalFile
 from dcp_impl.transfer import _runs
 
 # --------------------------------------------------------------------------- direct run reads
@@ -99,7 +100,9 @@ def test_direct_run_reads_are_byte_exact(
         mock.patch.object(_runs, "IOV_MAX", iov_max),
         mock.patch.object(_runs, "MAX_GAP", max_gap),
     ):
-        transfer.read_into([read_request(path, stored, chunk, *targets)], verify=False)
+        transfer.read_into(
+            [read_request(path, stored, chunk, *targets)], verify=False, opener=LocalFile
+        )
     for t in targets:
         assert bytes_of(t.dest) == bytes_of(region(chunk, t.sub)), t.sub
 
@@ -155,7 +158,7 @@ def test_short_runs_and_verified_reads_are_staged(
     stored = store_chunk(tmp_path / "d.bin", chunk)
     sub = Box((0, 0), (8, 32))
     calls = recording_preadv(monkeypatch)
-    for opener in (PreadOnly, transfer.LocalFile):
+    for opener in (PreadOnly, LocalFile):
         for verify in (False, True):
             dest = torch.zeros(sub.sizes)
             request = read_request(tmp_path / "d.bin", stored, chunk, transfer.Target(sub, dest))
@@ -194,7 +197,9 @@ def test_interrupted_vectored_reads_resume(tmp_path: Path, monkeypatch: pytest.M
     os.truncate(path, stored.offset + stored.length - 4 * cols)  # rows 4 and 5 are gone
     with pytest.raises(CorruptCheckpointError, match=r"'w' chunk is truncated"):
         transfer.read_into(
-            [read_request(path, stored, chunk, transfer.Target(sub, dest))], verify=False
+            [read_request(path, stored, chunk, transfer.Target(sub, dest))],
+            verify=False,
+            opener=LocalFile,
         )
 
 
@@ -203,7 +208,7 @@ def test_interrupted_vectored_reads_resume(tmp_path: Path, monkeypatch: pytest.M
 
 def _small_items(path: Path, count: int) -> tuple[list[torch.Tensor], list[transfer.StoredRange]]:
     chunks = [chunk_values((3, 5), torch.float32, seed=i) for i in range(count)]
-    with transfer.DataFileWriter(path) as out:
+    with DataFileWriter(path) as out:
         ranges = [out.write_tensor(c) for c in chunks]
     return chunks, ranges
 
@@ -287,7 +292,7 @@ def test_coalesced_items_at_unaligned_offsets(tmp_path: Path) -> None:
         chunk_values((3,), torch.int16, seed=2),
         chunk_values((2, 3), torch.complex64, seed=3),
     ]
-    with transfer.DataFileWriter(path) as out:
+    with DataFileWriter(path) as out:
         ranges = [out.write_tensor(c) for c in chunks]
     assert ranges[1].offset % 8 != 0  # after 3 bools
     dests = [torch.zeros_like(c) for c in chunks]
@@ -314,7 +319,9 @@ def test_a_file_that_cannot_be_mapped_is_read_instead(
     for verify in (True, False):
         targets = two_sub_boxes(chunk)
         transfer.read_into(
-            [read_request(tmp_path / "d.bin", stored, chunk, *targets)], verify=verify
+            [read_request(tmp_path / "d.bin", stored, chunk, *targets)],
+            verify=verify,
+            opener=LocalFile,
         )
         assert_filled(chunk, targets)
     assert counts  # the bytes came through preadv

@@ -20,6 +20,7 @@ from dcp_impl.__main__ import main as cli_main
 from dcp_impl.errors import CorruptCheckpointError
 from dcp_impl.filesystem import METADATA_FILE, FileSystemReader, FileSystemWriter
 from dcp_impl.layout import Box, byte_span
+from dcp_impl.store import LocalFile
 
 PIECE = transfer.MIN_PIECE_SIZE
 MODES = ["mapped", "pread", "staged"]
@@ -36,7 +37,7 @@ def _read(
 ) -> torch.Tensor:
     dest = torch.zeros(sub.sizes, dtype=chunk.dtype)
     request = read_request(path, stored, chunk, transfer.Target(sub, dest))
-    opener = PreadOnly if mode == "pread" else transfer.LocalFile
+    opener = PreadOnly if mode == "pread" else LocalFile
     transfer.read_into([request], verify=True, stage_all=mode == "staged", opener=opener)
     return dest
 
@@ -109,7 +110,7 @@ def test_a_strided_destination_is_filled_block_by_block(tmp_path: Path) -> None:
     sub = Box((11, 3), (250, 60))
     dest = torch.zeros((60, 250)).t()
     request = read_request(path, stored, chunk, transfer.Target(sub, dest))
-    transfer.read_into([request], verify=True)
+    transfer.read_into([request], verify=True, opener=LocalFile)
     assert bytes_of(dest) == bytes_of(region(chunk, sub))
 
 

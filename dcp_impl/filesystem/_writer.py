@@ -32,6 +32,7 @@ from dcp_impl import _torch_options as options
 from dcp_impl import dtypes, transfer
 from dcp_impl import metadata as metadata_format
 from dcp_impl._backend import StoreLocated, nothing_committed
+from dcp_impl._pool import parallel_map
 from dcp_impl.errors import (
     ConcurrentSaveError,
     InvalidMetadataError,
@@ -172,7 +173,7 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
         names = [f"{prefix}-{k}.bin" for k in range(len(buckets))]
         jobs = list(zip(names, buckets, strict=True))
         with nothing_committed(self.store, names, len(plan.items)):
-            per_file = transfer.parallel_map(
+            per_file = parallel_map(
                 jobs,
                 lambda: _BucketWriter(self.store, planner, self.sync_files),
                 thread_count=self.thread_count,

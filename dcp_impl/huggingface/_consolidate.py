@@ -22,6 +22,7 @@ from torch.distributed.checkpoint.metadata import (
 )
 
 from dcp_impl import dtypes, transfer
+from dcp_impl._pool import parallel_map
 from dcp_impl.errors import LayoutMismatchError
 from dcp_impl.huggingface._commit import commit
 from dcp_impl.huggingface._folder import (
@@ -102,7 +103,7 @@ def consolidate(
     def assembler() -> _Assembler:
         return _Assembler(source, target, save_id, tensors, stored, sync_files)
 
-    results = transfer.parallel_map(jobs, assembler, thread_count=thread_count)
+    results = parallel_map(jobs, assembler, thread_count=thread_count)
     locations = {key: loc for part in results for key, loc in part.items()}
     if bytes_keys:
         locations.update(assembler().copy_bytes(bytes_keys))

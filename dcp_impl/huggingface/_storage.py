@@ -40,6 +40,7 @@ from dcp_impl._backend import (
     StoreReading,
     nothing_committed,
 )
+from dcp_impl._pool import parallel_map
 from dcp_impl._torch_options import check_count
 from dcp_impl.errors import (
     ConcurrentSaveError,
@@ -232,7 +233,7 @@ class HuggingFaceWriter(StoreLocated, StorageWriter):
         self._written_id = assignment.save_id
         temps = [temp_name(name, assignment.save_id) for name, _ in jobs]
         with nothing_committed(self.data_dir, temps, len(plan.items)):
-            per_file = transfer.parallel_map(
+            per_file = parallel_map(
                 jobs,
                 lambda: FileWriter(self.data_dir, assignment.save_id, planner, self.sync_files),
                 thread_count=self.thread_count,

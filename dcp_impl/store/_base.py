@@ -6,10 +6,7 @@ import abc
 from collections.abc import Iterable, Sequence
 
 from dcp_impl.errors import InvalidMetadataError
-from dcp_impl.transfer._read import read_into
-from dcp_impl.transfer._requests import ReadRequest
-from dcp_impl.transfer._sources import Source
-from dcp_impl.transfer._write import ItemWriter
+from dcp_impl.transfer import ItemWriter, ReadRequest, Source, read_into
 
 __all__ = ["Store", "check_size"]
 

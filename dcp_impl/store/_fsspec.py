@@ -21,8 +21,7 @@ from fsspec import AbstractFileSystem
 
 from dcp_impl.errors import StorageFaultError
 from dcp_impl.store._base import Store
-from dcp_impl.transfer._sources import Source
-from dcp_impl.transfer._write import ItemWriter
+from dcp_impl.transfer import ItemWriter, Source
 
 __all__ = ["FsspecStore", "ObjectSource", "ObjectWriter", "URL_READ_THREADS", "PART"]
 

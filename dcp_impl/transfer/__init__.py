@@ -28,31 +28,26 @@ Nothing here knows a checkpoint format; a backend maps its metadata onto these p
   cut to each thread's share, and files are read instead of mapped: the reads hold at most
   the cap plus one buffer beyond the targets.
 * A :class:`Source` is one open stored file that :func:`read_into` asks for byte ranges;
-  an :data:`Opener` (a store's ``opener``) makes one from a path (:class:`LocalFile`,
-  ``os.preadv``, for local files). :func:`open_regular` is the one way a local checkpoint
-  file is opened (regular files only, never through a link out of the checkpoint, never
-  blocking on a FIFO), :func:`read_at_most` reads a small file without trusting ``stat``,
-  and :func:`storage_fault` turns no space, open-file limits and permission errors into
-  typed errors that name the file and say what to do. A reading thread keeps at most
-  ``MAX_OPEN_FILES`` sources open, closing the least recently used.
-* :class:`DataFileWriter` (an :class:`ItemWriter`) appends the logical values of tensors
-  (any device, any strides) or raw bytes to one new data file and returns a
-  :class:`StoredRange` per item: its byte offset, length and checksum, hashed on a helper
-  thread while the bytes are written. :func:`atomic_write` commits a small file (temp file
-  in the same directory, optional fsync, ``os.replace``, fsync of the directory).
+  an :data:`Opener` (a store's ``opener``) makes one from a path. :class:`Mappable` sources
+  can also be viewed in place, :class:`DeviceReadable` ones fill device memory themselves.
+  The sources themselves live with their places, in :mod:`dcp_impl.store` (``LocalFile``,
+  ``ObjectSource``). A reading thread keeps at most ``MAX_OPEN_FILES`` sources open,
+  closing the least recently used.
+* :class:`ItemWriter` is what a store's ``create`` returns: it appends the logical values of
+  tensors (any device, any strides: :func:`tensor_bytes`) or raw bytes to one new stored
+  file and returns a :class:`StoredRange` per item: its byte offset, length and checksum,
+  hashed on a helper thread while the bytes are written.
 * Shared reads (``share_reads="shm"`` on the readers): :func:`mark_host` tags a rank's local
   plan with its :class:`HostTag`; :func:`share_plans`, on the coordinator, gives each stored
   item several ranks of one host need an owner (a :class:`SharePlan` per rank, in the plan's
-  ``storage_data``); a :class:`SharedReader` wraps the store in ``read_items``: owners read
-  their items from storage once into the host's shared memory (:data:`SHM_ROOT`), the others
-  take them from there, verified as reads from storage are.
-* :func:`parallel_map` runs work on a thread pool, one worker per thread: workers pull items
-  in order, the first failure stops new work and is re-raised in the caller with its
-  original traceback.
+  ``storage_data``); ``dcp_impl.store.SharedReader`` (the host's shared memory is a place)
+  wraps the store in ``read_items``.
 
-Where a checkpoint's files live is a :class:`dcp_impl.store.Store`: backends make
-directories, write data files, commit, list and remove files only through a store, and read
-through ``Store.read`` (``read_into`` with the store's opener and coalescing).
+Nothing here knows where a file lives: that is a :class:`dcp_impl.store.Store`, which imports
+only this package's public names. Backends make directories, write data files, commit, list
+and remove files only through a store, and read through ``Store.read`` (``read_into`` with the
+store's opener and coalescing). The name: ``io`` shadowed the standard library's module
+(``dcp_impl.io`` stays one release as a deprecated alias).
 
 Checksums have one ``xxh3_64`` digest per piece of an item (:func:`piece_checksum`,
 :class:`Checksums`: ``"xxh3_64@1048576:<16 hex digits per MiB>"``, or ``"xxh3_64:<16 hex
@@ -80,7 +75,6 @@ from dcp_impl.transfer._checksum import (
     checksum,
     piece_checksum,
 )
-from dcp_impl.transfer._files import open_regular, read_at_most, storage_fault
 from dcp_impl.transfer._load import (
     BytesSink,
     Locate,
@@ -91,7 +85,6 @@ from dcp_impl.transfer._load import (
     load_bytes,
     read_items,
 )
-from dcp_impl.transfer._pool import Worker, parallel_map
 from dcp_impl.transfer._read import read_into
 from dcp_impl.transfer._requests import ReadRequest, Target
 from dcp_impl.transfer._share_plan import (
@@ -104,17 +97,9 @@ from dcp_impl.transfer._share_plan import (
     mark_host,
     share_plans,
 )
-from dcp_impl.transfer._shared import SharedReader
-from dcp_impl.transfer._sources import DeviceReadable, LocalFile, Mappable, Opener, Source
+from dcp_impl.transfer._sources import DeviceReadable, Mappable, Opener, Source
 from dcp_impl.transfer._staging import DeviceCopier
-from dcp_impl.transfer._write import (
-    DataFileWriter,
-    ItemWriter,
-    StoredRange,
-    atomic_write,
-    fsync_dir,
-    tensor_bytes,
-)
+from dcp_impl.transfer._write import ItemWriter, StoredRange, tensor_bytes
 
 __all__ = [
     "read_items",
@@ -133,11 +118,8 @@ __all__ = [
     "Checksums",
     "checksum",
     "piece_checksum",
-    "atomic_write",
-    "fsync_dir",
     "StoredRange",
     "ItemWriter",
-    "DataFileWriter",
     "tensor_bytes",
     "Target",
     "ReadRequest",
@@ -149,18 +131,11 @@ __all__ = [
     "Mappable",
     "DeviceReadable",
     "Opener",
-    "LocalFile",
-    "open_regular",
-    "read_at_most",
-    "storage_fault",
-    "Worker",
-    "parallel_map",
     "ShareReads",
     "SHM_ROOT",
     "DEFAULT_SHARE_TIMEOUT",
     "HostTag",
     "SharePlan",
-    "SharedReader",
     "check_share_reads",
     "mark_host",
     "share_plans",

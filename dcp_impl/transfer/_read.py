@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from dcp_impl import dtypes
+from dcp_impl._pool import parallel_map
 from dcp_impl.layout import byte_span
 from dcp_impl.transfer import _runs, _verified
 from dcp_impl.transfer._budget import (
@@ -16,7 +17,6 @@ from dcp_impl.transfer._budget import (
     plan_threads,
     sliced_preadv,
 )
-from dcp_impl.transfer._pool import parallel_map
 from dcp_impl.transfer._requests import (
     ReadRequest,
     Target,
@@ -30,7 +30,6 @@ from dcp_impl.transfer._requests import (
 from dcp_impl.transfer._sources import (
     MAX_OPEN_FILES,
     DeviceReadable,
-    LocalFile,
     Mappable,
     Opener,
     OpenFiles,
@@ -55,7 +54,7 @@ def read_into(
     verify: bool = True,
     stage_all: bool = False,
     copier: Callable[[], DeviceCopier] | None = None,
-    opener: Opener = LocalFile,
+    opener: Opener,
     coalesce: int = 0,
     max_inflight_bytes: int | None = None,
 ) -> None:

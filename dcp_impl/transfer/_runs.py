@@ -29,7 +29,6 @@ __all__ = [
     "plan_runs",
     "largest_gap",
     "vectored",
-    "preadv_all",
 ]
 
 
@@ -127,24 +126,3 @@ def vectored(
         end = position + len(buffer)
     if buffers:
         yield first, buffers
-
-
-def preadv_all(fd: int, buffers: list[memoryview], offset: int) -> int:
-    """Fill ``buffers`` in order from file ``offset``; the bytes read, fewer only at end of file.
-
-    ``preadv`` may stop early (signals, the kernel's per-call limit); this resumes it.
-    """
-    done = 0
-    while buffers:
-        count = os.preadv(fd, buffers, offset + done)
-        if count == 0:
-            break
-        done += count
-        filled = 0
-        while filled < len(buffers) and count >= len(buffers[filled]):
-            count -= len(buffers[filled])
-            filled += 1
-        buffers = buffers[filled:]
-        if count:
-            buffers[0] = buffers[0][count:]
-    return done

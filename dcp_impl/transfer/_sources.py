@@ -1,17 +1,18 @@
 """Random access to the bytes of one stored file, whatever holds it.
 
 :func:`dcp_impl.transfer.read_into` asks a :class:`Source` for byte ranges and never touches a
-file itself; an :data:`Opener` makes a source from a path. :class:`LocalFile` reads local
-files through ``os.preadv`` and can also be mapped into memory (:class:`Mappable`); other
-stores (object stores through fsspec) provide their own opener, and everything above the
-bytes (planning runs, staging, verification, device copies) stays shared.
+file itself; an :data:`Opener` (a store's ``opener``) makes a source from a path. The sources
+live with their places in :mod:`dcp_impl.store` (``LocalFile``: ``os.preadv`` and mapped in
+memory, :class:`Mappable`; ``ObjectSource``: ranged GETs); everything above the bytes
+(planning runs, staging, verification, device copies) is here, shared.
+
+The protocols are ``typing.Protocol`` s, as is :class:`~dcp_impl.transfer.ItemWriter`: a
+store hands the engine any object with these methods, so nothing here asks a source or a
+writer to inherit from it (a writer may, to take the engine's hashing ``write_bytes``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import mmap
-import os
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
@@ -19,15 +20,12 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from dcp_impl.errors import CorruptCheckpointError
-from dcp_impl.transfer._files import open_regular
-from dcp_impl.transfer._runs import preadv_all
 
 __all__ = [
     "Source",
     "Mappable",
     "DeviceReadable",
     "Opener",
-    "LocalFile",
     "OpenFiles",
     "MAX_OPEN_FILES",
 ]
@@ -77,48 +75,6 @@ class DeviceReadable(Protocol):
 
 Opener = Callable[[str], Source]
 """Opens the stored file at a path; raises ``FileNotFoundError`` when there is none."""
-
-
-class LocalFile:
-    """A local file, read with ``os.preadv`` (vectored, positional: safe across threads).
-
-    Opened by :func:`~dcp_impl.transfer.open_regular`: only a regular file, and with ``root``
-    only one inside that folder (a link out of the checkpoint is refused).
-    :meth:`mapped` maps it copy-on-write (so tensors may wrap it without a read-only
-    warning; nothing writes to it). A file truncated by another process while it is mapped
-    makes later accesses past its new end fault (SIGBUS), as with every mmap reader.
-    """
-
-    def __init__(self, path: str, root: str | os.PathLike[str] | None = None) -> None:
-        self._fd = open_regular(path, root=root)
-        self._map: mmap.mmap | None = None
-        self._unmappable = False
-
-    def mapped(self) -> memoryview | None:
-        # docstring inherited
-        if self._map is None:
-            if self._unmappable:
-                return None
-            if os.fstat(self._fd).st_size == 0:
-                return memoryview(b"")  # an empty file cannot be mapped
-            try:
-                self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_COPY)
-            except (OSError, ValueError):  # some FUSE and special file systems refuse mmap
-                self._unmappable = True
-                return None
-        return memoryview(self._map)
-
-    def preadv(self, buffers: list[memoryview], offset: int) -> int:
-        # docstring inherited
-        return preadv_all(self._fd, buffers, offset)
-
-    def close(self) -> None:
-        # docstring inherited
-        if self._map is not None:
-            # Views still alive keep the mapping open; it is then unmapped when they go.
-            with contextlib.suppress(BufferError):
-                self._map.close()
-        os.close(self._fd)
 
 
 class OpenFiles:

@@ -1,10 +1,8 @@
-"""Writing: checksums, atomic commit of small files, data files appended item by item."""
+"""Writing items: the :class:`ItemWriter` base every store's data-file writer builds on, and
+the row-major bytes of a tensor."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 from dataclasses import dataclass
 from typing import Self
 
@@ -12,65 +10,19 @@ import torch
 
 from dcp_impl import dtypes
 from dcp_impl.errors import UnsupportedError
-from dcp_impl.transfer._checksum import CHECKSUM_ALGORITHM, PIECE_SIZE, checksum, write_hashed
-from dcp_impl.transfer._files import storage_fault
+from dcp_impl.transfer._checksum import PIECE_SIZE, write_hashed
 
 __all__ = [
-    "CHECKSUM_ALGORITHM",
-    "checksum",
-    "atomic_write",
-    "fsync_dir",
     "StoredRange",
     "ItemWriter",
-    "DataFileWriter",
     "tensor_bytes",
     "byte_view",
 ]
 
 
-def fsync_dir(directory: str | os.PathLike[str]) -> None:
-    """Make a rename or file creation in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike[str], data: bytes, *, sync: bool = True) -> None:
-    """Replace ``path`` with ``data`` atomically: readers see the old file or the new one.
-
-    The temp file lives in the same directory (``os.replace`` is atomic only within one
-    file system), is created with mode 0o666 less the umask (as ``open`` creates files, so
-    a shared checkpoint stays readable to whom the umask allows) and is removed if anything
-    fails before the rename. No space, open-file limits and permission errors raise
-    :class:`~dcp_impl.errors.StorageFaultError` naming ``path``; the old file is untouched.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        try:
-            _write_all(fd, memoryview(data).cast("B"))
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        if sync:
-            fsync_dir(directory)
-    except BaseException as err:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise storage_fault(err, path, "writing") from err
-        raise
-
-
 @dataclass(frozen=True, slots=True)
 class StoredRange:
-    """Where :class:`DataFileWriter` put one item: bytes ``[offset, offset + length)``, and
+    """Where an :class:`ItemWriter` put one item: bytes ``[offset, offset + length)``, and
     their checksum text (one digest per piece: :func:`~dcp_impl.transfer.piece_checksum`)."""
 
     offset: int
@@ -150,59 +102,3 @@ class ItemWriter:
             self.close()
         else:
             self.discard()
-
-
-class DataFileWriter(ItemWriter):
-    """Appends items to one new local data file.
-
-    The file is created exclusively (an existing file is never overwritten). ``close``
-    flushes and, with ``sync``, fsyncs it; leaving the ``with`` block by an exception
-    removes the file instead.
-    """
-
-    def __init__(
-        self, path: str | os.PathLike[str], *, sync: bool = True, piece_size: int = PIECE_SIZE
-    ) -> None:
-        super().__init__(os.fspath(path), piece_size=piece_size)
-        self._sync = sync
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        try:  # 0o666 less the umask, as ``open`` creates files
-            self._fd: int | None = os.open(self.path, flags, 0o666)
-        except OSError as err:
-            raise storage_fault(err, self.path, "creating") from err
-
-    def _require_open(self) -> None:
-        if self._fd is None:
-            raise ValueError(f"{self.path}: write after close")
-
-    def _put(self, piece: memoryview) -> None:
-        assert self._fd is not None  # write_bytes checked it
-        try:
-            _write_all(self._fd, piece)
-        except OSError as err:
-            raise storage_fault(err, self.path, "writing") from err
-
-    def close(self) -> None:
-        """Flush (and fsync, with ``sync``) and close the file."""
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        try:
-            if self._sync:
-                os.fsync(fd)  # a delayed-allocation file system reports no space here
-        except OSError as err:
-            raise storage_fault(err, self.path, "writing") from err
-        finally:
-            os.close(fd)
-
-    def discard(self) -> None:
-        # docstring inherited
-        with contextlib.suppress(OSError):
-            self.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-
-
-def _write_all(fd: int, view: memoryview) -> None:
-    while view:
-        view = view[os.write(fd, view) :]

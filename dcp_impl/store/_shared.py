@@ -2,7 +2,7 @@
 from storage once, by its owner, and taken by the others from the host's memory.
 
 :class:`SharedReader` is a :class:`~dcp_impl.transfer.RequestReader` over the store, for one rank's
-:class:`~dcp_impl.transfer._share_plan.SharePlan`. Its ``read``:
+:class:`~dcp_impl.transfer.SharePlan`. Its ``read``:
 
 1. joins the load's segment, a folder ``SHM_ROOT/<key>`` (created by whichever rank comes
    first), leaving ``pid-<rank>`` so that peers can tell a dead owner from a slow one;
@@ -41,12 +41,18 @@ from torch.distributed.checkpoint.metadata import MetadataIndex
 
 from dcp_impl.errors import SharedReadError, SharedReadTimeoutError
 from dcp_impl.layout import Box
-from dcp_impl.transfer._files import storage_fault
-from dcp_impl.transfer._load import Locate, RequestReader, StoredItem
-from dcp_impl.transfer._read import read_into
-from dcp_impl.transfer._requests import ReadRequest, Target
-from dcp_impl.transfer._share_plan import SHM_ROOT, SharePlan
-from dcp_impl.transfer._sources import LocalFile
+from dcp_impl.store._disk import LocalFile
+from dcp_impl.store._files import storage_fault
+from dcp_impl.transfer import (
+    SHM_ROOT,
+    Locate,
+    ReadRequest,
+    RequestReader,
+    SharePlan,
+    StoredItem,
+    Target,
+    read_into,
+)
 
 __all__ = ["SharedReader"]
 
