@@ -33,6 +33,7 @@ from dcp_impl._pool import parallel_map
 from dcp_impl.errors import CorruptCheckpointError, InvalidMetadataError, UnsupportedError
 from dcp_impl.layout import Box, byte_span
 from dcp_impl.store import DataFileWriter, LocalFile, atomic_write
+from dcp_impl.testing import tuned
 
 # --------------------------------------------------------------------------- commit & write
 
@@ -131,12 +132,12 @@ def test_read_into_returns_exact_sub_box(
     dest = torch.zeros(sub.sizes, dtype=dtype)
     if strided_dest:  # a transposed view of a contiguous buffer
         dest = torch.zeros(sub.sizes[::-1], dtype=dtype).permute(tuple(reversed(range(len(shape)))))
-    transfer.read_into(
-        [read_request(path, stored, chunk, transfer.Target(sub, dest))],
-        verify=verify,
-        stage_all=stage_all,
-        opener=LocalFile,
-    )
+    with tuned(stage_all=stage_all):
+        transfer.read_into(
+            [read_request(path, stored, chunk, transfer.Target(sub, dest))],
+            verify=verify,
+            opener=LocalFile,
+        )
     assert bytes_of(dest) == bytes_of(region(chunk, sub))
 
 
@@ -275,9 +276,8 @@ def test_staging_waits_before_reusing_a_buffer(tmp_path: Path, verify: bool, coa
         read_request(path, r, c, transfer.Target(Box.full((5, 3)), d))
         for c, r, d in zip(chunks, ranges, dests, strict=True)
     ]
-    transfer.read_into(
-        requests, verify=verify, stage_all=True, copier=make, coalesce=coalesce, opener=LocalFile
-    )
+    with tuned(stage_all=True, copier=make):
+        transfer.read_into(requests, verify=verify, coalesce=coalesce, opener=LocalFile)
     assert sum(c.copies for c in copiers) == len(chunks)
     for c, d in zip(chunks, dests, strict=True):
         assert torch.equal(c.view(torch.int32), d.view(torch.int32))

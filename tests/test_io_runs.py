@@ -8,7 +8,6 @@ import mmap
 import os
 import uuid
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
@@ -32,6 +31,7 @@ from dcp_impl import transfer
 from dcp_impl.errors import CorruptCheckpointError
 from dcp_impl.layout import Box, byte_span
 from dcp_impl.store import DataFileWriter, LocalFile
+from dcp_impl.testing import Tuning, tuned
 from dcp_impl.transfer import _runs
 
 # --------------------------------------------------------------------------- direct run reads
@@ -95,11 +95,8 @@ def test_direct_run_reads_are_byte_exact(
     stored = store_chunk(path, chunk)
     subs = [data.draw(sub_boxes(shape), label=f"sub{i}") for i in range(count)]
     targets = [transfer.Target(s, torch.full(s.sizes, 1, dtype=dtype)) for s in subs]
-    with (
-        mock.patch.object(_runs, "MIN_RUN", 1),  # every run takes the direct path
-        mock.patch.object(_runs, "IOV_MAX", iov_max),
-        mock.patch.object(_runs, "MAX_GAP", max_gap),
-    ):
+    # min_run=1: every run takes the direct path
+    with tuned(min_run=1, iov_max=iov_max, max_gap=max_gap):
         transfer.read_into(
             [read_request(path, stored, chunk, *targets)], verify=False, opener=LocalFile
         )
@@ -130,7 +127,7 @@ def recording_preadv(monkeypatch: pytest.MonkeyPatch, most: int | None = None) -
 def test_column_halves_read_the_chunk_once_into_their_destinations(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rows, cols = 16, 2 * _runs.MIN_RUN  # a bf16 half row is exactly MIN_RUN bytes
+    rows, cols = 16, 2 * Tuning().min_run  # a bf16 half row is exactly MIN_RUN bytes
     chunk = chunk_values((rows, cols), torch.bfloat16)
     stored = store_chunk(tmp_path / "d.bin", chunk)
     halves = [Box((0, h * cols // 2), (rows, cols // 2)) for h in range(2)]
@@ -175,7 +172,7 @@ def test_large_gaps_start_a_new_call(tmp_path: Path, monkeypatch: pytest.MonkeyP
     sub = Box((1, 2, 0), (3, 2, 3))  # runs of 6 bytes; gaps of 12 bytes, 12 again between rows
     dest = torch.zeros(sub.sizes, dtype=torch.int8)
     calls = recording_preadv(monkeypatch)
-    with mock.patch.object(_runs, "MIN_RUN", 1), mock.patch.object(_runs, "MAX_GAP", 11):
+    with tuned(min_run=1, max_gap=11):
         request = read_request(tmp_path / "d.bin", stored, chunk, transfer.Target(sub, dest))
         transfer.read_into([request], verify=False, opener=PreadOnly)
     assert calls == [[6], [6], [6]]
@@ -183,7 +180,7 @@ def test_large_gaps_start_a_new_call(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_interrupted_vectored_reads_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    rows, cols = 6, _runs.MIN_RUN
+    rows, cols = 6, Tuning().min_run
     chunk = chunk_values((rows, cols), torch.int16)
     path = tmp_path / "d.bin"
     stored = store_chunk(path, chunk)

@@ -21,6 +21,7 @@ from dcp_impl.errors import CorruptCheckpointError
 from dcp_impl.filesystem import METADATA_FILE, FileSystemReader, FileSystemWriter
 from dcp_impl.layout import Box, byte_span
 from dcp_impl.store import LocalFile
+from dcp_impl.testing import tuned
 
 PIECE = transfer.MIN_PIECE_SIZE
 MODES = ["mapped", "pread", "staged"]
@@ -38,7 +39,8 @@ def _read(
     dest = torch.zeros(sub.sizes, dtype=chunk.dtype)
     request = read_request(path, stored, chunk, transfer.Target(sub, dest))
     opener = PreadOnly if mode == "pread" else LocalFile
-    transfer.read_into([request], verify=True, stage_all=mode == "staged", opener=opener)
+    with tuned(stage_all=mode == "staged"):
+        transfer.read_into([request], verify=True, opener=opener)
     return dest
 
 

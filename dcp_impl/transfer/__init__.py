@@ -98,7 +98,6 @@ from dcp_impl.transfer._share_plan import (
     share_plans,
 )
 from dcp_impl.transfer._sources import DeviceReadable, Mappable, Opener, Source
-from dcp_impl.transfer._staging import DeviceCopier
 from dcp_impl.transfer._write import ItemWriter, StoredRange, tensor_bytes
 
 __all__ = [
@@ -123,7 +122,6 @@ __all__ = [
     "tensor_bytes",
     "Target",
     "ReadRequest",
-    "DeviceCopier",
     "read_into",
     "MIN_INFLIGHT_BYTES",
     "check_max_inflight",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from dcp_impl import dtypes
+from dcp_impl import _tuning, dtypes
 from dcp_impl._pool import parallel_map
+from dcp_impl._tuning import Tuning
 from dcp_impl.layout import byte_span
 from dcp_impl.transfer import _runs, _verified
 from dcp_impl.transfer._budget import (
@@ -52,8 +53,6 @@ def read_into(
     *,
     thread_count: int = 1,
     verify: bool = True,
-    stage_all: bool = False,
-    copier: Callable[[], DeviceCopier] | None = None,
     opener: Opener,
     coalesce: int = 0,
     max_inflight_bytes: int | None = None,
@@ -69,9 +68,6 @@ def read_into(
         verify: check the checksum of each piece of an item before any of its bytes is
             used: only the pieces a read touches (see the package's docstring for what is
             read then).
-        stage_all: send every target through the staging buffers (so that CPU tests
-            exercise the CUDA path).
-        copier: replaces the device copy, one per thread (for the same tests).
         opener: opens a request's path as a :class:`Source` (a store's ``opener``).
         coalesce: neighbouring requests of one file whose bytes (and the gaps between them)
             span at most this many bytes are fetched by one read into a staging buffer and
@@ -94,15 +90,11 @@ def read_into(
         t.dest.device.type == "cuda" for r in ordered for t in r.targets
     )
 
+    tuning = _tuning.current()
+
     def make_worker() -> _Reader:
         return _Reader(
-            verify=verify,
-            stage_all=stage_all,
-            pin=pin,
-            opener=opener,
-            copier=copier() if copier is not None else None,
-            budget=budget,
-            part=part,
+            verify=verify, pin=pin, opener=opener, tuning=tuning, budget=budget, part=part
         )
 
     # Each thread's share for the copy its source may make of one read (of ``part`` bytes).
@@ -117,21 +109,21 @@ class _Reader:
         self,
         *,
         verify: bool,
-        stage_all: bool,
         pin: bool,
         opener: Opener,
-        copier: DeviceCopier | None,
+        tuning: Tuning,
         budget: Budget | None = None,
         part: int | None = None,
     ) -> None:
         self._verify = verify
-        self._stage_all = stage_all
+        self._tuning = tuning
+        self._stage_all = tuning.stage_all
         self._files = OpenFiles(opener)
         self._budget = budget
         self._part = part
         self._staging = Staging(pin, budget, self._drop_idle)
         self._scratch = Scratch(budget, self._drop_idle)
-        self._injected = copier
+        self._injected: DeviceCopier | None = tuning.copier() if tuning.copier else None
         self._copiers: dict[torch.device, DeviceCopier] = {}
 
     def __call__(self, batch: list[ReadRequest]) -> None:
@@ -273,7 +265,7 @@ class _Reader:
                 continue
             if direct:
                 runs = _runs.plan_runs(request.chunk_sizes, target.sub, itemsize)
-                if runs.length >= _runs.MIN_RUN:
+                if runs.length >= self._tuning.min_run:
                     pieces += runs.pieces(byte_view(target.dest), request.offset)
                     continue
             self._read_staged(request, target, start, length)
@@ -289,10 +281,10 @@ class _Reader:
         self._copy_out(slot, target, view)
 
     def _read_pieces(self, request: ReadRequest, pieces: list[_runs.Piece]) -> None:
-        """Fill the sorted ``pieces``; bytes between them that fit ``MAX_GAP`` go to scratch."""
-        gap = min(_runs.largest_gap(pieces), _runs.MAX_GAP)
+        """Fill the sorted ``pieces``; bytes between them that fit ``max_gap`` go to scratch."""
+        gap = min(_runs.largest_gap(pieces), self._tuning.max_gap)
         scratch = self._scratch.of(gap)
-        for offset, buffers in _runs.vectored(pieces, scratch):
+        for offset, buffers in _runs.vectored(pieces, scratch, self._tuning.iov_max):
             self._pread(request, buffers, offset)
 
     def _is_direct(self, request: ReadRequest, target: Target) -> bool:

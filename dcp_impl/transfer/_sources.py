@@ -6,13 +6,16 @@ live with their places in :mod:`dcp_impl.store` (``LocalFile``: ``os.preadv`` an
 memory, :class:`Mappable`; ``ObjectSource``: ranged GETs); everything above the bytes
 (planning runs, staging, verification, device copies) is here, shared.
 
-The protocols are ``typing.Protocol`` s, as is :class:`~dcp_impl.transfer.ItemWriter`: a
-store hands the engine any object with these methods, so nothing here asks a source or a
-writer to inherit from it (a writer may, to take the engine's hashing ``write_bytes``).
+The protocols are ``typing.Protocol`` s, as is :class:`~dcp_impl.transfer.ItemWriter`, with
+``abc.abstractmethod`` members: a store hands the engine any object with these methods (a
+source inherits nothing), and an explicit subclass that misses one fails when it is made.
+Protocol rather than ``abc.ABC``: sources are duck-typed today (``isinstance`` checks of
+:class:`Mappable` and :class:`DeviceReadable` are structural), which an ABC would break.
 """
 
 from __future__ import annotations
 
+import abc
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
@@ -39,14 +42,14 @@ may open: ``ulimit -n``) is read opening each file about once per thread."""
 class Source(Protocol):
     """One open stored file."""
 
+    @abc.abstractmethod
     def preadv(self, buffers: list[memoryview], offset: int) -> int:
         """Fill ``buffers`` in order from byte ``offset``; return the bytes read, fewer
         only where the file ends."""
-        ...
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Release the file."""
-        ...
 
 
 @runtime_checkable

@@ -3,8 +3,9 @@ the row-major bytes of a tensor."""
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
-from typing import Self
+from typing import Protocol, Self
 
 import torch
 
@@ -54,13 +55,25 @@ def byte_view(tensor: torch.Tensor) -> memoryview:
     return flat.view(torch.uint8).numpy().data.cast("B")
 
 
-class ItemWriter:
+class ItemWriter(Protocol):
     """Appends items to one new stored file, one :class:`StoredRange` per item; use as a
     context manager: leaving the ``with`` block normally closes (commits) the file, leaving it
-    by an exception discards it. Subclasses store the bytes (:meth:`_put`).
+    by an exception discards it. Each store's writer subclasses it and stores the bytes
+    (:meth:`_put`); the abstract methods are what it implements.
+
+    A ``typing.Protocol``, as the source protocols are (``Source``): the engine asks for
+    these methods, not for an ancestor; abstract methods (``abc.abstractmethod``, which
+    protocols honour) make a subclass that misses one fail when it is made, not when a save
+    is half written. The methods with bodies are what explicit subclasses inherit.
 
     Each item's checksum has one digest per ``piece_size`` bytes (``PIECE_SIZE``, 1 MiB, by
     default), so that a read of part of an item checks only the pieces it touches."""
+
+    path: str
+    """The file, as read requests and error messages name it."""
+    piece_size: int
+    """Bytes per checksum digest."""
+    _offset: int
 
     def __init__(self, path: str, *, piece_size: int = PIECE_SIZE) -> None:
         self.path = path
@@ -80,19 +93,21 @@ class ItemWriter:
         self._offset += len(view)
         return stored
 
+    @abc.abstractmethod
     def _require_open(self) -> None:
-        raise NotImplementedError
+        """Raise ``ValueError`` when the file is closed (a write after close)."""
 
+    @abc.abstractmethod
     def _put(self, piece: memoryview) -> None:
-        raise NotImplementedError
+        """Store the next ``piece`` of the file's bytes."""
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Finish the file: after this, readers see all of it."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def discard(self) -> None:
         """Close and remove the file (best effort: never raises for a file already gone)."""
-        raise NotImplementedError
 
     def __enter__(self) -> Self:
         return self
