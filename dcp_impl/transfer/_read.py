@@ -38,6 +38,7 @@ from dcp_impl.transfer._sources import (
 )
 from dcp_impl.transfer._staging import CudaCopier, DeviceCopier, Staging, SyncCopier
 from dcp_impl.transfer._write import byte_view
+from dcp_impl.transfer.strategy import Lazy, LazyProbe, Strategy, choose
 
 __all__ = ["read_into", "MAX_OPEN_FILES"]
 
@@ -241,36 +242,42 @@ class _Reader:
                 self._copy_out(slot, target, source)
 
     def _read_spans(self, request: ReadRequest, targets: list[Target]) -> None:
-        """Read only the bytes the targets need: straight into them where possible."""
+        """Read only the bytes the targets need, each the way :func:`choose` says."""
         itemsize = dtypes.by_torch(request.dtype).itemsize
         pieces: list[_runs.Piece] = []
         for target in targets:
-            direct = self._is_direct(request, target)
             start, length, exact = byte_span(request.chunk_sizes, target.sub, itemsize)
-            if direct and exact:  # one run: one read straight into the destination
-                pieces.append((request.offset + start, byte_view(target.dest)))
-                continue
-            device = self._device_readable(request, target) if exact else None
-            if device is not None:  # one run, filled by the source in device memory
-                done = device.read_to_device(target.dest, request.offset + start)
-                if done < length:
-                    end = request.offset + start
-                    raise truncated(request, end + length, end + done)
-                continue
-            # Several runs: a mapped file gives exactly their bytes, where vectored reads
-            # would also take the gaps between them (measured: perf/README.md).
-            mapped = self._mapped(request, [target])
-            if mapped is not None:
-                dtypes.copy_bits(target.dest, sub_view(request, mapped, target, start=start))
-                continue
-            if direct:
-                runs = _runs.plan_runs(request.chunk_sizes, target.sub, itemsize)
-                if runs.length >= self._tuning.min_run:
-                    pieces += runs.pieces(byte_view(target.dest), request.offset)
-                    continue
-            self._read_staged(request, target, start, length)
+            probe = self._probe(request, target, itemsize)
+            direct = self._is_direct(request, target)
+            match choose(direct=direct, exact=exact, min_run=self._tuning.min_run, probe=probe):
+                case Strategy.SPAN:
+                    pieces.append((request.offset + start, byte_view(target.dest)))
+                case Strategy.DEVICE:
+                    device = probe.device.get()
+                    assert device is not None  # choose() asked
+                    done = device.read_to_device(target.dest, request.offset + start)
+                    if done < length:
+                        end = request.offset + start
+                        raise truncated(request, end + length, end + done)
+                case Strategy.MAPPED:
+                    mapped = probe.mapping.get()
+                    assert mapped is not None  # choose() asked
+                    dtypes.copy_bits(target.dest, sub_view(request, mapped, target, start=start))
+                case Strategy.RUNS:
+                    pieces += probe.runs.get().pieces(byte_view(target.dest), request.offset)
+                case Strategy.STAGED:
+                    self._read_staged(request, target, start, length)
         if pieces:
             self._read_pieces(request, sorted(pieces, key=lambda piece: piece[0]))
+
+    def _probe(self, request: ReadRequest, target: Target, itemsize: int) -> LazyProbe:
+        # Several runs: a mapped file gives exactly their bytes, where vectored reads would
+        # also take the gaps between them (measured: perf/README.md).
+        return LazyProbe(
+            device=Lazy(lambda: self._device_readable(request, target)),
+            mapping=Lazy(lambda: self._mapped(request, [target])),
+            runs=Lazy(lambda: _runs.plan_runs(request.chunk_sizes, target.sub, itemsize)),
+        )
 
     def _read_staged(self, request: ReadRequest, target: Target, start: int, length: int) -> None:
         """Read the sub-box's enclosing span (``length`` bytes from chunk byte ``start``)
