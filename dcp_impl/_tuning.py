@@ -1,4 +1,4 @@
-"""The read engine's tuning: I/O thresholds and test switches, in one frozen record.
+"""The engine's tuning: I/O thresholds, the hashing step and test switches, in one record.
 
 The engine (:mod:`dcp_impl.transfer`) reads :func:`current` when a read starts, never a module
 global, so that tests steer it through :func:`tuned` (public as ``dcp_impl.testing.tuned``)
@@ -39,6 +39,9 @@ class Tuning:
     """Skipped bytes above this end a ``preadv`` call instead of being read into scratch."""
     iov_max: int = dataclasses.field(default_factory=_iov_max)
     """Buffers one ``preadv`` call accepts (1024 on Linux)."""
+    write_step: int = 8 << 20
+    """An item's bytes go to the store and to the hashing thread in steps this big (a whole
+    number of checksum pieces)."""
     stage_all: bool = False
     """Send every target through the staging buffers (so that CPU tests exercise the CUDA
     path)."""

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from dcp_impl import dtypes
 from dcp_impl.errors import LayoutMismatchError
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter, consolidate
-from dcp_impl.huggingface import _folder as _hf_folder
 from dcp_impl.huggingface import _storage as _hf_storage
+from dcp_impl.huggingface import files as hf_files
 from dcp_impl.layout import Box
 from spec_tests import harness
 from spec_tests.layouts import col_shards, grid, row_shards
@@ -53,7 +53,7 @@ def test_shards_become_full_tensors(tmp_path: Path, layout: str) -> None:
     save_sharded(tmp_path / "in", {"w": value}, {"w": boxes})
     consolidate(tmp_path / "in", tmp_path / "out")
     harness.assert_bit_equal(load_file(tmp_path / "out" / MODEL)["w"], value, what=layout)
-    assert not (tmp_path / "out" / _hf_folder.INDEX_NAME).exists()  # one file needs no index
+    assert not (tmp_path / "out" / hf_files.INDEX_NAME).exists()  # one file needs no index
 
 
 @pytest.mark.parametrize("dtype", SAFETENSORS_DTYPES, ids=str)

@@ -29,7 +29,7 @@ import dcp_impl
 from dcp_impl import transfer
 from dcp_impl.errors import InvalidOptionError
 from dcp_impl.store import DataFileWriter, LocalFile
-from dcp_impl.transfer._budget import Budget, slices
+from dcp_impl.transfer.plans import Budget, slices
 
 MIB = 1 << 20
 TESTS = Path(__file__).resolve().parent

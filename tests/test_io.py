@@ -29,7 +29,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dcp_impl import transfer
-from dcp_impl._pool import parallel_map
 from dcp_impl.errors import CorruptCheckpointError, InvalidMetadataError, UnsupportedError
 from dcp_impl.layout import Box, byte_span
 from dcp_impl.store import DataFileWriter, LocalFile, atomic_write
@@ -300,58 +299,80 @@ def test_cuda_destinations(tmp_path: Path) -> None:
         assert torch.equal(d.cpu().view(torch.int16), region(c, sub).view(torch.int16))
 
 
-# --------------------------------------------------------------------------- thread pool
+# ------------------------------------------------- the reading threads (through read_into)
 
 
-class _Recorder:
-    def __init__(self, fail_at: int, started: list[int], closed: list[int]) -> None:
-        self.fail_at, self.started, self.closed = fail_at, started, closed
-
-    def __call__(self, item: int) -> int:
-        self.started.append(item)
-        if item == self.fail_at:
-            _fail_deep_in_worker(item)
-        return item * 2
-
-    def close(self) -> None:
-        self.closed.append(1)
+def _fail_deep_in_worker(path: str) -> None:
+    raise OSError(f"{os.path.basename(path)} failed")
 
 
-def _fail_deep_in_worker(item: int) -> None:
-    raise OSError(f"item {item} failed")
+class _Files:
+    """An opener over local files that records each open and close, and fails the read of
+    ``failing`` (after ``gate``, where given: both threads are then inside a read)."""
+
+    def __init__(self, failing: set[str], gate: threading.Barrier | None = None) -> None:
+        self.failing, self.gate = failing, gate
+        self.opened: list[str] = []
+        self.closed: list[str] = []
+
+    def __call__(self, path: str) -> transfer.Source:
+        files = self
+
+        class _Source(LocalFile):
+            def preadv(self, buffers: list[memoryview], offset: int) -> int:
+                if files.gate is not None:
+                    files.gate.wait(timeout=30)
+                if os.path.basename(path) in files.failing:
+                    _fail_deep_in_worker(path)
+                return super().preadv(buffers, offset)
+
+            def mapped(self) -> memoryview | None:
+                return None  # every byte goes through preadv
+
+            def close(self) -> None:
+                files.closed.append(path)
+                super().close()
+
+        self.opened.append(path)
+        return _Source(path)
 
 
-def test_parallel_map_results_in_order() -> None:
-    started: list[int] = []
-    closed: list[int] = []
-    out = parallel_map(list(range(20)), lambda: _Recorder(-1, started, closed), thread_count=3)
-    assert out == [2 * i for i in range(20)]
-    assert sorted(started) == list(range(20))
-    assert len(closed) == 3
+def _one_item_files(tmp_path: Path, count: int) -> list[transfer.ReadRequest]:
+    requests = []
+    for i in range(count):
+        chunk = torch.full((4,), i, dtype=torch.int32)
+        stored = store_chunk(tmp_path / f"f{i:02d}", chunk)
+        dest = torch.zeros(4, dtype=torch.int32)
+        requests.append(
+            read_request(
+                tmp_path / f"f{i:02d}", stored, chunk, transfer.Target(Box.full((4,)), dest)
+            )
+        )
+    return requests
 
 
-def test_parallel_map_stops_after_failure() -> None:
-    started: list[int] = []
-    closed: list[int] = []
-    with pytest.raises(OSError, match="item 3 failed"):
-        parallel_map(list(range(10)), lambda: _Recorder(3, started, closed), thread_count=1)
-    assert started == [0, 1, 2, 3]
-    assert closed == [1]
+def test_every_request_is_read_on_the_threads_and_every_file_closed(tmp_path: Path) -> None:
+    requests = _one_item_files(tmp_path, 20)
+    files = _Files(set())
+    transfer.read_into(requests, thread_count=3, verify=True, opener=files)
+    assert all(torch.equal(r.targets[0].dest, torch.full((4,), i)) for i, r in enumerate(requests))
+    assert sorted(files.opened) == sorted(files.closed) == sorted(r.path for r in requests)
 
 
-def test_parallel_map_keeps_worker_traceback() -> None:
-    gate = threading.Barrier(2)
+def test_a_failing_read_stops_new_work_and_reaches_the_caller(tmp_path: Path) -> None:
+    requests = _one_item_files(tmp_path, 10)
+    files = _Files({"f03"})
+    with pytest.raises(OSError, match="f03 failed"):
+        transfer.read_into(requests, thread_count=1, verify=True, opener=files)
+    assert [os.path.basename(p) for p in files.opened] == ["f00", "f01", "f02", "f03"]
+    assert sorted(files.closed) == sorted(files.opened)
 
-    class Both:
-        def __call__(self, item: int) -> None:
-            gate.wait(timeout=30)  # both threads are inside an item: both fail
-            _fail_deep_in_worker(item)
 
-        def close(self) -> None:
-            pass
-
+def test_a_failing_read_keeps_its_worker_traceback(tmp_path: Path) -> None:
+    requests = _one_item_files(tmp_path, 2)
+    files = _Files({"f00", "f01"}, gate=threading.Barrier(2))
     with pytest.raises(OSError, match="failed") as info:
-        parallel_map([0, 1], Both, thread_count=2)
+        transfer.read_into(requests, thread_count=2, verify=True, opener=files)
     frames = [f.name for f in traceback.extract_tb(info.value.__traceback__)]
     assert "_fail_deep_in_worker" in frames
     assert any("also failed" in note for note in info.value.__notes__)

@@ -32,7 +32,7 @@ from dcp_impl.errors import CorruptCheckpointError
 from dcp_impl.layout import Box, byte_span
 from dcp_impl.store import DataFileWriter, LocalFile
 from dcp_impl.testing import Tuning, tuned
-from dcp_impl.transfer import _runs
+from dcp_impl.transfer.plans import coalesced, plan_runs
 
 # --------------------------------------------------------------------------- direct run reads
 
@@ -58,7 +58,7 @@ def _chunk_and_sub(draw: st.DrawFn) -> tuple[tuple[int, ...], Box]:
 @example(case=((4, 3, 5), Box((1, 1, 2), (2, 2, 3))), itemsize=2)  # a 3-d interior box
 def test_plan_runs_matches_brute_force(case: tuple[tuple[int, ...], Box], itemsize: int) -> None:
     shape, sub = case
-    runs = _runs.plan_runs(shape, sub, itemsize)
+    runs = plan_runs(shape, sub, itemsize)
     covered = [
         (start + byte) // itemsize
         for start in runs.starts
@@ -265,8 +265,6 @@ def test_coalesced_reads_check_and_name_each_item(tmp_path: Path) -> None:
 def test_batches_partition_requests_in_order_within_the_limit(
     spans: list[tuple[str, int, int]], limit: int
 ) -> None:
-    from dcp_impl.transfer._requests import coalesced
-
     ordered = sorted(
         (transfer.ReadRequest(p, o, 4 * n, (n,), torch.float32, ()) for p, o, n in spans),
         key=lambda r: (r.path, r.offset),

@@ -72,6 +72,7 @@ from dcp_impl.transfer._checksum import (
     MIN_PIECE_SIZE,
     PIECE_SIZE,
     Checksums,
+    Digest,
     checksum,
     piece_checksum,
 )
@@ -115,6 +116,7 @@ __all__ = [
     "MIN_PIECE_SIZE",
     "MAX_PIECE_SIZE",
     "Checksums",
+    "Digest",
     "checksum",
     "piece_checksum",
     "StoredRange",

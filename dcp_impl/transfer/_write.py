@@ -9,7 +9,7 @@ from typing import Protocol, Self
 
 import torch
 
-from dcp_impl import dtypes
+from dcp_impl import _tuning, dtypes
 from dcp_impl.errors import UnsupportedError
 from dcp_impl.transfer._checksum import PIECE_SIZE, write_hashed
 
@@ -88,7 +88,8 @@ class ItemWriter(Protocol):
         """Append raw bytes."""
         self._require_open()
         view = memoryview(data).cast("B")
-        digests = write_hashed(view, self._put, self.piece_size)
+        step = _tuning.current().write_step
+        digests = write_hashed(view, self._put, self.piece_size, step=step)
         stored = StoredRange(self._offset, len(view), digests)
         self._offset += len(view)
         return stored
