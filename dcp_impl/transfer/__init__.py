@@ -10,23 +10,14 @@ Nothing here knows a checkpoint format; a backend maps its metadata onto these p
   a ``Locate``.
 * :func:`read_into` executes :class:`ReadRequest` s. A request names one stored item (a
   row-major chunk at a byte range of a file) and the :class:`Target` s to fill from it: a
-  sub-box of the chunk and a destination tensor of the sub-box's sizes. A sub-box that is one
-  exact byte span (``layout.byte_span``) is read by ``os.preadv`` straight into a contiguous
-  CPU destination of the item's dtype. Any other sub-box, into any host destination, is
-  copied out of the file mapped in memory (:class:`Mappable` sources: local files), touching
-  only the sub-box's pages. Where the file cannot be mapped, the sub-box is cut into runs of
-  contiguous bytes (one per row of its leading dimensions) and one ``preadv`` reads up to
-  ``IOV_MAX`` buffers that alternate a destination run and a reused scratch buffer taking
-  the skipped bytes between runs (a gap over 1 MiB starts a new call instead); runs under
-  4 KiB, and CUDA destinations, go through a reusable staging buffer instead: the enclosing
-  span is read and the sub-box view copied out. CUDA destinations are staged in pinned
-  buffers and copied non-blocking on a side stream while the next read proceeds, unless the
-  source is :class:`DeviceReadable` (GPU-direct storage), which fills them itself. With
-  ``coalesce`` (object stores), neighbouring items are fetched by one read and served from
-  a staging buffer. With ``max_inflight_bytes``, every buffer a read allocates is taken
-  from one budget under that cap (waiting in turn), source reads and coalesced spans are
-  cut to each thread's share, and files are read instead of mapped: the reads hold at most
-  the cap plus one buffer beyond the targets.
+  sub-box of the chunk and a destination tensor of the sub-box's sizes. Each target is filled
+  by one of five strategies (:mod:`dcp_impl.transfer.strategy`; described once, in
+  docs/architecture.md, "How bytes reach a destination"). With ``coalesce`` (object stores),
+  neighbouring items are fetched by one read and served from a staging buffer. With
+  ``max_inflight_bytes``, every buffer a read allocates is taken from one budget under that
+  cap (waiting in turn), source reads and coalesced spans are cut to each thread's share, and
+  files are read instead of mapped: the reads hold at most the cap plus one buffer beyond the
+  targets.
 * A :class:`Source` is one open stored file that :func:`read_into` asks for byte ranges;
   an :data:`Opener` (a store's ``opener``) makes one from a path. :class:`Mappable` sources
   can also be viewed in place, :class:`DeviceReadable` ones fill device memory themselves.
@@ -53,13 +44,7 @@ Checksums have one ``xxh3_64`` digest per piece of an item (:func:`piece_checksu
 :class:`Checksums`: ``"xxh3_64@1048576:<16 hex digits per MiB>"``, or ``"xxh3_64:<16 hex
 digits>"`` for an item of one piece, which is also what version-2 checkpoints hold for every
 item). With ``verify=True``, :func:`read_into` never lets a byte of an item reach a destination
-before the piece holding it passed its check: an item read whole into one direct destination
-is checked piece by piece as it lands; any other read of an item with a checksum (a partial
-read included) is cut into blocks of a few MiB in file order, and each block's pieces are
-checked (in place in the mapping, each once; or read into a bounded staging buffer) before the
-block is copied out. Pieces a read does not touch are neither read nor hashed. The direct run
-reads above serve ``verify=False`` and items without a checksum: a mismatch found after runs
-landed would have already written unverified bytes, which the guarantee forbids. A mismatch,
+before the piece holding it passed its check (how: docs/architecture.md, as above). A mismatch,
 a short file or a missing file raises ``CorruptCheckpointError`` naming the file and the
 item; when ``read_into`` raises, the destinations' contents are unspecified.
 """
