@@ -10,10 +10,10 @@ import torch
 from _hf import Backend, sample
 from safetensors.torch import load_file
 
+import dcp_impl.metadata
 from dcp_impl import dtypes
 from dcp_impl.errors import LayoutMismatchError
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter, consolidate
-from dcp_impl.huggingface import _storage as _hf_storage
 from dcp_impl.huggingface import files as hf_files
 from dcp_impl.layout import Box
 from spec_tests import harness
@@ -95,7 +95,7 @@ def _refused(
     # The writer itself refuses such chunks (W9): write the folder as a writer without that
     # check would (an older dcp_impl, or another tool writing the same format).
     with monkeypatch.context() as patched:
-        patched.setattr(_hf_storage, "validate", lambda metadata: None)
+        patched.setattr(dcp_impl.metadata, "validate", lambda metadata: None)
         save_sharded(tmp_path / "in", {"w": value}, {"w": [list(b) for b in boxes]})
     with pytest.raises(LayoutMismatchError, match=match):
         consolidate(tmp_path / "in", tmp_path / "out")

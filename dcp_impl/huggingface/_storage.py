@@ -35,6 +35,7 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, W
 from torch.futures import Future
 
 from dcp_impl import dtypes, transfer
+from dcp_impl import metadata as dcp_metadata
 from dcp_impl._backend import (
     StoreLocated,
     StoreReading,
@@ -72,7 +73,7 @@ from dcp_impl.huggingface._plan import (
     whole_tensor_names,
 )
 from dcp_impl.huggingface._write import FileWriter, group_by_file
-from dcp_impl.metadata import MAX_METADATA_BYTES, dumps, validate, with_load_id
+from dcp_impl.metadata import MAX_METADATA_BYTES, dumps, with_load_id
 from dcp_impl.safe_load import DEFAULT_MAX_EXPANSION, PicklePolicy, SafeGlobal
 from dcp_impl.store import Store, open_store, save_stamp
 
@@ -248,7 +249,9 @@ class HuggingFaceWriter(StoreLocated, StorageWriter):
         """Move the new files into place, then write the index and the sidecar (the commit)."""
         locations = {r.index: r.storage_data for rank in results for r in rank}
         committed = dataclasses.replace(metadata, storage_data=locations)
-        validate(committed)  # as the filesystem writer: no holes or overlaps get committed
+        dcp_metadata.validate(
+            committed
+        )  # as the filesystem writer: no holes or overlaps get committed
         sidecar = dumps(committed)  # fails, before anything moves, on what the format cannot hold
         index = None if self.save_distributed else index_json(committed)
         files = {loc.path for loc in locations.values()}
