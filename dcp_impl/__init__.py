@@ -4,11 +4,14 @@
 ``dcp.load(sd, storage_reader=dcp_impl.FileSystemReader(path))``; the same for
 HuggingFace safetensors folders with :class:`HuggingFaceWriter` /
 :class:`HuggingFaceReader`, and :func:`consolidate` for distributed HF saves.
-:mod:`dcp_impl.store` (where files live) and :mod:`dcp_impl.io` (the read pipeline) are the
-public seams both backends are built on (docs/architecture.md).
+:mod:`dcp_impl.store` (where files live) and :mod:`dcp_impl.transfer` (the read pipeline) are
+the public seams both backends are built on (docs/architecture.md).
 """
 
-from dcp_impl import dtypes, errors, io, layout, metadata, safe_load, store
+import importlib
+from types import ModuleType
+
+from dcp_impl import dtypes, errors, layout, metadata, safe_load, store, transfer
 from dcp_impl.errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -33,7 +36,7 @@ __all__ = [
     "HuggingFaceWriter",
     "consolidate",
     "dtypes",
-    "io",
+    "transfer",
     "store",
     "errors",
     "layout",
@@ -52,3 +55,10 @@ __all__ = [
     "UnsupportedError",
     "WriteFailedError",
 ]
+
+
+def __getattr__(name: str) -> ModuleType:
+    # ``dcp_impl.io`` (renamed ``transfer``) is imported, and warns, only when asked for.
+    if name == "io":
+        return importlib.import_module("dcp_impl.io")
+    raise AttributeError(f"module 'dcp_impl' has no attribute {name!r}")

@@ -15,11 +15,11 @@ from torch.distributed.checkpoint.metadata import MetadataIndex
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner
 from torch.futures import Future
 
-from dcp_impl import io as dio
+from dcp_impl import transfer
 from dcp_impl._torch_options import check_count
 from dcp_impl.errors import InvalidOptionError, WriteFailedError
 from dcp_impl.safe_load import PicklePolicy, deliver_bytes
-from dcp_impl.store import Store, is_checkpoint_id, open_store
+from dcp_impl.store import SharedReader, Store, is_checkpoint_id, open_store
 
 __all__ = ["StoreLocated", "StoreReading", "check_flag", "check_verify", "nothing_committed"]
 
@@ -49,26 +49,26 @@ class StoreLocated:
 
 
 class StoreReading(StoreLocated):
-    """A reader's plan served by the one read pipeline (:func:`dcp_impl.io.read_items`),
-    with the shared reads of ``share_reads`` (:mod:`dcp_impl.io._shared`) where it is on."""
+    """A reader's plan served by the one read pipeline (:func:`dcp_impl.transfer.read_items`),
+    with the shared reads of ``share_reads`` (:class:`dcp_impl.store.SharedReader`) where on."""
 
     thread_count: int | None
-    verify: dio.Verify
+    verify: transfer.Verify
     pickle_policy: PicklePolicy
     max_inflight_bytes: int | None = None
     convert_dtypes: bool = False
-    share_reads: dio.ShareReads = None
-    share_timeout: float = dio.DEFAULT_SHARE_TIMEOUT
+    share_reads: transfer.ShareReads = None
+    share_timeout: float = transfer.DEFAULT_SHARE_TIMEOUT
 
     def _configure(
         self,
         *,
         thread_count: int | None,
-        verify: dio.Verify,
+        verify: transfer.Verify,
         pickle_policy: PicklePolicy,
         max_inflight_bytes: int | None,
         convert_dtypes: bool,
-        share_reads: dio.ShareReads,
+        share_reads: transfer.ShareReads,
         share_timeout: float,
     ) -> None:
         """Check and keep the options both readers take (a typed error naming the reader)."""
@@ -76,46 +76,46 @@ class StoreReading(StoreLocated):
         if thread_count is not None:
             check_count(owner, "thread_count", thread_count)
         check_verify(owner, verify)
-        dio.check_max_inflight(owner, max_inflight_bytes)
+        transfer.check_max_inflight(owner, max_inflight_bytes)
         check_flag(owner, "convert_dtypes", convert_dtypes)
-        dio.check_share_reads(owner, share_reads, share_timeout)
+        transfer.check_share_reads(owner, share_reads, share_timeout)
         self.thread_count, self.verify, self.pickle_policy = thread_count, verify, pickle_policy
         self.max_inflight_bytes, self.convert_dtypes = max_inflight_bytes, convert_dtypes
         self.share_reads, self.share_timeout = share_reads, share_timeout
 
     def _share_local(self, plan: LoadPlan) -> LoadPlan:
         """``prepare_local_plan``: with shared reads, tell the coordinator this rank's host."""
-        return plan if self.share_reads is None else dio.mark_host(plan)
+        return plan if self.share_reads is None else transfer.mark_host(plan)
 
     def _share_global(
-        self, plans: list[LoadPlan], locate: Callable[[MetadataIndex], dio.StoredItem]
+        self, plans: list[LoadPlan], locate: Callable[[MetadataIndex], transfer.StoredItem]
     ) -> list[LoadPlan]:
         """``prepare_global_plan``: with shared reads, an owner for each item several ranks
         of a host need."""
         if self.share_reads is None:
             return plans
-        return dio.share_plans(plans, lambda index: locate(index).length)
+        return transfer.share_plans(plans, lambda index: locate(index).length)
 
     def _read_all(
         self,
         plan: LoadPlan,
         planner: LoadPlanner,
-        locate: Callable[[MetadataIndex], dio.StoredItem],
+        locate: Callable[[MetadataIndex], transfer.StoredItem],
         check: Callable[[], None] | None = None,
     ) -> Future[None]:
         """Read ``plan`` (then run ``check``). A rank with shared items reads on a thread of
         its own and the future completes when it is done: ranks that one process plays in
         turn (each ``read_data`` before any wait) can then wait for each other's items."""
-        share = plan.storage_data if isinstance(plan.storage_data, dio.SharePlan) else None
-        reader: dio.RequestReader = self.store
-        shared: dio.SharedReader | None = None
+        share = plan.storage_data if isinstance(plan.storage_data, transfer.SharePlan) else None
+        reader: transfer.RequestReader = self.store
+        shared: SharedReader | None = None
         if share is not None:
-            shared = dio.SharedReader(self.store, share, self.share_timeout)
+            shared = SharedReader(self.store, share, self.share_timeout)
             reader, locate = shared, shared.locating(locate)
 
         def work() -> None:
             try:
-                dio.read_items(
+                transfer.read_items(
                     plan.items,
                     planner,
                     locate,
@@ -160,7 +160,8 @@ def check_flag(owner: str, name: str, value: object) -> None:
 
 
 def check_verify(owner: str, value: object) -> None:
-    """Refuse a ``verify`` other than True, False or ``"whole"`` (see ``dcp_impl.io.Verify``)."""
+    """Refuse a ``verify`` other than True, False or ``"whole"``
+    (see ``dcp_impl.transfer.Verify``)."""
     if value is not True and value is not False and value != "whole":
         raise ValueError(f"{owner}: verify expected True, False or 'whole', got {value!r}")
 

@@ -31,8 +31,8 @@ from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 from dcp_impl import FileSystemReader, FileSystemWriter
-from dcp_impl.io import Source
 from dcp_impl.store import LocalStore
+from dcp_impl.transfer import Source
 from perf.workloads import bf16x64_specs, make_tensors, parse_size
 from spec_tests.ranks import check_ranks, spawn_ranks
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 
-from dcp_impl.io import SHM_ROOT
+from dcp_impl.transfer import SHM_ROOT
 from perf import replicated
 from perf.workloads import MiB
 

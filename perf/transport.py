@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from dcp_impl.io import SHM_ROOT
+from dcp_impl.transfer import SHM_ROOT
 from perf.workloads import parse_size
 from spec_tests.ranks import run_ranks
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 from hypothesis import strategies as st
 
-from dcp_impl import io as dio
+from dcp_impl import transfer
 from dcp_impl.layout import Box
+from dcp_impl.store import DataFileWriter, LocalFile
 
 __all__ = [
     "DTYPES",
@@ -46,20 +47,20 @@ def chunk_values(shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -> t
 
 
 def store_chunk(
-    path: Path, chunk: torch.Tensor, *, piece_size: int = dio.PIECE_SIZE
-) -> dio.StoredRange:
+    path: Path, chunk: torch.Tensor, *, piece_size: int = transfer.PIECE_SIZE
+) -> transfer.StoredRange:
     """``chunk`` written to a new data file at ``path``, after a few other bytes, with one
     checksum digest per ``piece_size`` bytes."""
-    with dio.DataFileWriter(path, sync=False, piece_size=piece_size) as out:
+    with DataFileWriter(path, sync=False, piece_size=piece_size) as out:
         out.write_bytes(b"header")  # items need not start at offset 0
         return out.write_tensor(chunk)
 
 
 def read_request(
-    path: Path, stored: dio.StoredRange, chunk: torch.Tensor, *targets: dio.Target
-) -> dio.ReadRequest:
+    path: Path, stored: transfer.StoredRange, chunk: torch.Tensor, *targets: transfer.Target
+) -> transfer.ReadRequest:
     """A request to read the stored ``chunk`` into ``targets``."""
-    return dio.ReadRequest(
+    return transfer.ReadRequest(
         path=str(path),
         offset=stored.offset,
         length=stored.length,
@@ -79,7 +80,7 @@ def region(chunk: torch.Tensor, sub: Box) -> torch.Tensor:
     return view
 
 
-def assert_filled(chunk: torch.Tensor, targets: Sequence[dio.Target]) -> None:
+def assert_filled(chunk: torch.Tensor, targets: Sequence[transfer.Target]) -> None:
     """Each bf16 target holds exactly its sub-box of ``chunk``, bit for bit."""
     for t in targets:
         assert torch.equal(t.dest.view(torch.int16), region(chunk, t.sub).view(torch.int16))
@@ -114,7 +115,7 @@ class PreadOnly:
     """A local file that cannot be mapped: read_into must fall back to preadv."""
 
     def __init__(self, path: str) -> None:
-        self._file = dio.LocalFile(path)
+        self._file = LocalFile(path)
 
     def preadv(self, buffers: list[memoryview], offset: int) -> int:
         return self._file.preadv(buffers, offset)
@@ -123,7 +124,7 @@ class PreadOnly:
         self._file.close()
 
 
-def two_sub_boxes(chunk: torch.Tensor) -> list[dio.Target]:
+def two_sub_boxes(chunk: torch.Tensor) -> list[transfer.Target]:
     """An exact byte span and a strided sub-box of a (16, 32) chunk."""
     boxes = Box((4, 0), (3, 32)), Box((2, 5), (3, 4))
-    return [dio.Target(b, torch.zeros(b.sizes, dtype=chunk.dtype)) for b in boxes]
+    return [transfer.Target(b, torch.zeros(b.sizes, dtype=chunk.dtype)) for b in boxes]

@@ -1,4 +1,5 @@
-"""dcp_impl.io._checksum: one checksum however the bytes are fed; piece checksums."""
+"""dcp_impl.transfer's checksums: one checksum however the bytes are fed (an ItemWriter hashes
+beside the write); piece checksums."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dcp_impl.errors import InvalidMetadataError
-from dcp_impl.io import _checksum
-from dcp_impl.io._checksum import (
+from dcp_impl.testing import tuned
+from dcp_impl.transfer import (
     MAX_PIECE_SIZE,
     MIN_PIECE_SIZE,
     Checksums,
     Digest,
+    ItemWriter,
     piece_checksum,
-    write_hashed,
 )
 
 
@@ -42,45 +43,59 @@ def test_digest_of_pieces_is_the_digest_of_the_whole(data: bytes, cuts: list[int
     assert digest.checksum() == _expected(data)
 
 
+class _ListWriter(ItemWriter):
+    """Keeps what it is given; ``fail_at``: the call (from 1) that raises no space left."""
+
+    def __init__(self, piece_size: int, fail_at: int = 0) -> None:
+        super().__init__("mem", piece_size=piece_size)
+        self.written: list[bytes] = []
+        self.threads: list[set[str]] = []  # the threads alive during each write
+        self._fail_at = fail_at
+
+    def _require_open(self) -> None:
+        pass
+
+    def _put(self, piece: memoryview) -> None:
+        self.written.append(bytes(piece))
+        self.threads.append({t.name for t in threading.enumerate()})
+        if len(self.written) == self._fail_at:
+            raise OSError(28, "No space left on device")
+
+    def close(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
 @given(size=st.integers(0, 70), piece=st.integers(1, 16), step=st.integers(1, 40))
-def test_write_hashed_writes_everything_in_order_and_hashes_it(
+def test_a_writer_writes_everything_in_order_and_hashes_it(
     size: int, piece: int, step: int
 ) -> None:
     data = bytes(range(size))
-    written: list[bytes] = []
-    found = write_hashed(memoryview(data), lambda p: written.append(bytes(p)), piece, step=step)
+    out = _ListWriter(piece)
+    with tuned(write_step=step):
+        found = out.write_bytes(data).checksum
     assert found == _expected_pieces(data, piece)
     assert found == piece_checksum(data, piece)
-    assert b"".join(written) == data
+    assert b"".join(out.written) == data
     if size > piece:
-        assert all(len(p) <= max(piece, step) for p in written)
+        assert all(len(p) <= max(piece, step) for p in out.written)
 
 
-def test_write_hashed_hashes_beside_the_writer(monkeypatch: pytest.MonkeyPatch) -> None:
-    threads: set[str] = set()
-    real = _checksum._digest
-
-    def digest(data: memoryview | bytes) -> str:
-        threads.add(threading.current_thread().name)
-        return real(data)
-
-    monkeypatch.setattr(_checksum, "_digest", digest)
-    write_hashed(memoryview(b"0123456789"), lambda p: None, 2, step=4)
-    assert len(threads) == 1
-    assert next(iter(threads)).startswith("dcp_impl-hash")
+def test_a_writer_hashes_beside_the_write() -> None:
+    out = _ListWriter(2)
+    with tuned(write_step=4):
+        out.write_bytes(b"0123456789")
+    assert len(out.written) == 3  # steps of 4 bytes: the hashing thread works beside each
+    assert all(any(n.startswith("dcp_impl-hash") for n in alive) for alive in out.threads)
 
 
 def test_a_failing_write_stops_and_propagates() -> None:
-    calls: list[bytes] = []
-
-    def write(piece: memoryview) -> None:
-        calls.append(bytes(piece))
-        if len(calls) == 2:
-            raise OSError(28, "No space left on device")
-
-    with pytest.raises(OSError, match="No space left"):
-        write_hashed(memoryview(b"0123456789abcdef"), write, 4, step=4)
-    assert calls == [b"0123", b"4567"]
+    out = _ListWriter(4, fail_at=2)
+    with pytest.raises(OSError, match="No space left"), tuned(write_step=4):
+        out.write_bytes(b"0123456789abcdef")
+    assert out.written == [b"0123", b"4567"]
 
 
 @given(length=st.integers(0, 5 * MIN_PIECE_SIZE), extra=st.integers(0, 3))

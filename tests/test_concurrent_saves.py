@@ -34,7 +34,8 @@ from dcp_impl import (
     HuggingFaceWriter,
 )
 from dcp_impl.errors import ConcurrentSaveError
-from dcp_impl.store import LOCK_NAME, ItemWriter, LocalStore, commit_lock
+from dcp_impl.store import LOCK_NAME, LocalStore, commit_lock
+from dcp_impl.transfer import ItemWriter
 
 _FORK = multiprocessing.get_context("fork")
 _MAPPING = {"w0": 1, "w1": 1, "w2": 2, "w3": 2}

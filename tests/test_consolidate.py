@@ -10,11 +10,11 @@ import torch
 from _hf import Backend, sample
 from safetensors.torch import load_file
 
+import dcp_impl.metadata
 from dcp_impl import dtypes
 from dcp_impl.errors import LayoutMismatchError
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter, consolidate
-from dcp_impl.huggingface import _folder as _hf_folder
-from dcp_impl.huggingface import _storage as _hf_storage
+from dcp_impl.huggingface import files as hf_files
 from dcp_impl.layout import Box
 from spec_tests import harness
 from spec_tests.layouts import col_shards, grid, row_shards
@@ -53,7 +53,7 @@ def test_shards_become_full_tensors(tmp_path: Path, layout: str) -> None:
     save_sharded(tmp_path / "in", {"w": value}, {"w": boxes})
     consolidate(tmp_path / "in", tmp_path / "out")
     harness.assert_bit_equal(load_file(tmp_path / "out" / MODEL)["w"], value, what=layout)
-    assert not (tmp_path / "out" / _hf_folder.INDEX_NAME).exists()  # one file needs no index
+    assert not (tmp_path / "out" / hf_files.INDEX_NAME).exists()  # one file needs no index
 
 
 @pytest.mark.parametrize("dtype", SAFETENSORS_DTYPES, ids=str)
@@ -95,7 +95,7 @@ def _refused(
     # The writer itself refuses such chunks (W9): write the folder as a writer without that
     # check would (an older dcp_impl, or another tool writing the same format).
     with monkeypatch.context() as patched:
-        patched.setattr(_hf_storage, "validate", lambda metadata: None)
+        patched.setattr(dcp_impl.metadata, "validate", lambda metadata: None)
         save_sharded(tmp_path / "in", {"w": value}, {"w": [list(b) for b in boxes]})
     with pytest.raises(LayoutMismatchError, match=match):
         consolidate(tmp_path / "in", tmp_path / "out")

@@ -133,7 +133,7 @@ class TestOneFileBackendReshards(ReshardingProperties):
 
 def test_one_file_backend_reshards(pytester: pytest.Pytester) -> None:
     """Every resharding property of the conformance suite holds for the example: any save
-    layout over N ranks loads into any other over M, through dcp_impl.io.read_items."""
+    layout over N ranks loads into any other over M, through dcp_impl.transfer.read_items."""
     pytester.makepyfile(
         test_reshard_kit=_RESHARD_KIT.format(path=str(EXAMPLES / "one_file_backend.py"))
     )

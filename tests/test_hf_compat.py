@@ -21,7 +21,7 @@ from torch.distributed.checkpoint.storage import StorageReader
 
 from dcp_impl import dtypes
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter, consolidate
-from dcp_impl.huggingface import _folder as _hf_folder
+from dcp_impl.huggingface import files as hf_files
 from dcp_impl.layout import Box
 from spec_tests import harness
 from spec_tests.layouts import col_shards, row_shards
@@ -174,7 +174,7 @@ def test_we_load_plain_hf_folders(tmp_path: Path, with_index: bool) -> None:
         for name in set(names.values()):
             save_file({k: v for k, v in values.items() if names[k] == name}, str(tmp_path / name))
         doc = {"metadata": {"total_size": 0}, "weight_map": names}
-        (tmp_path / _hf_folder.INDEX_NAME).write_text(json.dumps(doc))
+        (tmp_path / hf_files.INDEX_NAME).write_text(json.dumps(doc))
         # A stale file the index does not name is never read.
         save_file(
             {"layer.0.weight": torch.zeros(2, 1, dtype=torch.bfloat16)},

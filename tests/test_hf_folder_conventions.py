@@ -19,7 +19,7 @@ from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 from dcp_impl import consolidate
 from dcp_impl.errors import OverwriteRefusedError
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter
-from dcp_impl.huggingface._folder import INDEX_NAME, SIDECAR_NAME, SINGLE_FILE
+from dcp_impl.huggingface.files import INDEX_NAME, SIDECAR_NAME, SINGLE_FILE
 from spec_tests import harness
 from spec_tests.layouts import row_shards
 

@@ -19,8 +19,7 @@ from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 import dcp_impl
 from dcp_impl.errors import CheckpointError, CorruptCheckpointError, UnsafeFileError
-from dcp_impl.io import open_regular, read_at_most
-from dcp_impl.store import LocalStore
+from dcp_impl.store import LocalStore, open_regular, read_at_most
 
 VALUE = torch.arange(12, dtype=torch.float32)
 KINDS = {

@@ -36,10 +36,9 @@ from dcp_impl.errors import (
 from dcp_impl.huggingface import (
     HuggingFaceReader,
     HuggingFaceWriter,
-    _safetensors,
     is_huggingface_folder,
 )
-from dcp_impl.huggingface import _folder as _hf_folder
+from dcp_impl.huggingface import files as hf_files
 from dcp_impl.layout import Box
 from dcp_impl.store import LocalStore
 from spec_tests import harness
@@ -73,11 +72,11 @@ def bits(t: torch.Tensor) -> torch.Tensor:
 
 def test_header_is_space_padded_to_8_bytes_and_parses_back(tmp_path: Path) -> None:
     info = dtypes.by_torch(torch.float16)
-    blob, entries = _safetensors.encode_header([("a", info, (3,)), ("é b", info, ())], {"k": "v"})
+    blob, entries = hf_files.encode_header([("a", info, (3,)), ("é b", info, ())], {"k": "v"})
     assert len(blob) % 8 == 0  # the data section starts 8-byte aligned
     path = tmp_path / "x.safetensors"
     path.write_bytes(blob + bytes(entries[-1].end))
-    header = _hf_folder.read_header(LocalStore(tmp_path), path.name)
+    header = hf_files.read_header(LocalStore(tmp_path), path.name)
     assert header.data_start == len(blob)
     assert [(e.name, e.shape, e.begin, e.end) for e in header.entries.values()] == [
         ("a", (3,), 0, 6),
@@ -130,14 +129,14 @@ def test_strict_header_parsing_names_the_file(tmp_path: Path, name: str) -> None
     path = tmp_path / f"{name}.safetensors"
     path.write_bytes(BAD_HEADERS[name])
     with pytest.raises(CorruptCheckpointError, match=name):
-        _hf_folder.read_header(LocalStore(tmp_path), path.name)
+        hf_files.read_header(LocalStore(tmp_path), path.name)
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=80))
 def test_header_fuzz_only_raises_corrupt(blob: bytes) -> None:
     with contextlib.suppress(CorruptCheckpointError):
-        _safetensors.parse_header(blob, 8 + len(blob), "fuzz.safetensors")
+        hf_files.parse_header(blob, 8 + len(blob), "fuzz.safetensors")
 
 
 _ENTRY_VALUES = st.one_of(
@@ -160,7 +159,7 @@ _ENTRIES = st.dictionaries(st.sampled_from(["dtype", "shape", "data_offsets", "x
 def test_structured_header_fuzz_only_raises_corrupt(doc: dict[str, Any], data: int) -> None:
     blob = json.dumps(doc).encode()
     try:
-        header = _safetensors.parse_header(blob, 8 + len(blob) + data, "fuzz.safetensors")
+        header = hf_files.parse_header(blob, 8 + len(blob) + data, "fuzz.safetensors")
     except CorruptCheckpointError:
         return
     assert sum(e.length for e in header.entries.values()) == data
@@ -168,7 +167,7 @@ def test_structured_header_fuzz_only_raises_corrupt(doc: dict[str, Any], data: i
 
 def test_index_naming_files_outside_the_folder_is_corrupt(tmp_path: Path) -> None:
     doc = {"metadata": {}, "weight_map": {"w": "../outside.safetensors"}}
-    (tmp_path / _hf_folder.INDEX_NAME).write_text(json.dumps(doc))
+    (tmp_path / hf_files.INDEX_NAME).write_text(json.dumps(doc))
     with pytest.raises(CorruptCheckpointError, match="weight_map"):
         HuggingFaceReader(tmp_path).read_metadata()
 
@@ -252,7 +251,7 @@ def test_full_metadata_round_trips_through_the_sidecar(tmp_path: Path) -> None:
     written = dcp_save(
         state, storage_writer=HuggingFaceWriter(tmp_path, sync_files=False), no_dist=True
     )
-    sidecar = metadata.loads((tmp_path / _hf_folder.SIDECAR_NAME).read_bytes())
+    sidecar = metadata.loads((tmp_path / hf_files.SIDECAR_NAME).read_bytes())
     read = HuggingFaceReader(tmp_path).read_metadata()
     for md in (sidecar, read):
         assert md.state_dict_metadata == written.state_dict_metadata
@@ -266,7 +265,7 @@ def test_full_metadata_round_trips_through_the_sidecar(tmp_path: Path) -> None:
 def test_index_lists_every_tensor_and_its_file(tmp_path: Path) -> None:
     state = {"a": torch.ones(4), "b": torch.ones(2, dtype=torch.float64), "c": torch.ones(1)}
     save(tmp_path, state, fqn_to_index_mapping={"a": 1, "b": 2, "c": 2})
-    index = json.loads((tmp_path / _hf_folder.INDEX_NAME).read_text())
+    index = json.loads((tmp_path / hf_files.INDEX_NAME).read_text())
     assert index["weight_map"] == {
         "a": "model-00001-of-00002.safetensors",
         "b": "model-00002-of-00002.safetensors",
@@ -308,7 +307,7 @@ def test_ranks_without_save_distributed_never_clobber_each_other(tmp_path: Path)
     ]
     backend = Backend()
     harness.save(backend, str(tmp_path), states)
-    index = json.loads((tmp_path / _hf_folder.INDEX_NAME).read_text())["weight_map"]
+    index = json.loads((tmp_path / hf_files.INDEX_NAME).read_text())["weight_map"]
     assert len(set(index.values())) == 3
     for fqn, name in index.items():
         assert list(load_file(tmp_path / name)) == [fqn]
@@ -398,7 +397,7 @@ def test_worker_thread_errors_reach_the_caller_with_their_traceback(tmp_path: Pa
     frames = [frame.name for frame in traceback.extract_tb(fault.__traceback__)]
     assert "resolve_data" in frames
     assert "_write_tensors" in frames
-    assert not (tmp_path / _hf_folder.SIDECAR_NAME).exists()
+    assert not (tmp_path / hf_files.SIDECAR_NAME).exists()
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
 
 
@@ -439,8 +438,8 @@ def test_interrupted_commit_is_never_loaded_as_a_mix(tmp_path: Path) -> None:
     )
     # A crash between the renames and the sidecar: one file of the old save, no sidecar, no index.
     (tmp_path / "model-00002-of-00002.safetensors").write_bytes(old)
-    (tmp_path / _hf_folder.SIDECAR_NAME).unlink()
-    (tmp_path / _hf_folder.INDEX_NAME).unlink()
+    (tmp_path / hf_files.SIDECAR_NAME).unlink()
+    (tmp_path / hf_files.INDEX_NAME).unlink()
     with pytest.raises(CorruptCheckpointError, match="different saves"):
         HuggingFaceReader(tmp_path).read_metadata()
 
@@ -490,7 +489,7 @@ def test_validate_checkpoint_id_is_total(value: object) -> None:
 
 def test_unreadable_sidecar_is_an_error_never_skipped(tmp_path: Path) -> None:
     save(tmp_path, {"w": torch.ones(4)})
-    path = tmp_path / _hf_folder.SIDECAR_NAME
+    path = tmp_path / hf_files.SIDECAR_NAME
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(InvalidMetadataError):
         HuggingFaceReader(tmp_path).read_metadata()
@@ -529,7 +528,7 @@ def _gloo_worker(rank: int, world: int, root: str) -> None:
 
 def test_gloo_two_processes_save_and_reshard_load(tmp_path: Path) -> None:
     run_ranks(_gloo_worker, 2, str(tmp_path))
-    files = json.loads((tmp_path / "whole" / _hf_folder.INDEX_NAME).read_text())["weight_map"]
+    files = json.loads((tmp_path / "whole" / hf_files.INDEX_NAME).read_text())["weight_map"]
     assert len(set(files.values())) == 2  # each rank wrote its share to a file of its own
     found = {k for name in set(files.values()) for k in load_file(tmp_path / "whole" / name)}
     assert found == {f"t{i}" for i in range(6)}

@@ -26,9 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dcp_impl
-from dcp_impl import io as dio
+from dcp_impl import transfer
 from dcp_impl.errors import InvalidOptionError
-from dcp_impl.io._budget import Budget, slices
+from dcp_impl.store import DataFileWriter, LocalFile
+from dcp_impl.transfer.plans import Budget, slices
 
 MIB = 1 << 20
 TESTS = Path(__file__).resolve().parent
@@ -139,7 +140,7 @@ class _Recording:
     calls: list[int]
 
     def __init__(self, path: str) -> None:
-        self._file = dio.LocalFile(path)
+        self._file = LocalFile(path)
 
     def preadv(self, buffers: list[memoryview], offset: int) -> int:
         type(self).calls.append(sum(len(b) for b in buffers))
@@ -162,27 +163,27 @@ def test_capped_reads_fill_their_targets_exactly(
     # Two small items (coalesced into one read) and one larger than a thread's share, in one file.
     path = tmp_path / f"{uuid.uuid4().hex}.bin"  # a fresh file per example
     values = [chunk_values(shape, torch.bfloat16, seed=i) for i, shape in enumerate(SHAPES)]
-    with dio.DataFileWriter(path, sync=False) as out:
+    with DataFileWriter(path, sync=False) as out:
         out.write_bytes(b"header")
         stored = [out.write_tensor(chunk) for chunk in values]
     chunks, requests = [], []
     for i, (chunk, where) in enumerate(zip(values, stored, strict=True)):
         subs = [data.draw(sub_boxes(tuple(chunk.shape)), label=f"sub {i}") for _ in range(2)]
-        targets = [dio.Target(s, torch.zeros(s.sizes, dtype=chunk.dtype)) for s in subs]
+        targets = [transfer.Target(s, torch.zeros(s.sizes, dtype=chunk.dtype)) for s in subs]
         chunks.append((chunk, targets))
         requests.append(read_request(path, where, chunk, *targets))
     _Recording.calls = []
-    dio.read_into(
+    transfer.read_into(
         requests,
         thread_count=threads,
         verify=verify,
-        opener=dio.LocalFile if mapped else _Recording,
+        opener=LocalFile if mapped else _Recording,
         coalesce=4 * MIB,
-        max_inflight_bytes=dio.MIN_INFLIGHT_BYTES,
+        max_inflight_bytes=transfer.MIN_INFLIGHT_BYTES,
     )
     for chunk, targets in chunks:
         assert_filled(chunk, targets)
-    assert all(n <= dio.MIN_INFLIGHT_BYTES // 3 for n in _Recording.calls), _Recording.calls
+    assert all(n <= transfer.MIN_INFLIGHT_BYTES // 3 for n in _Recording.calls), _Recording.calls
 
 
 # ------------------------------------------------------------------ the option
@@ -194,7 +195,7 @@ def test_capped_reads_fill_their_targets_exactly(
     [
         lambda path, v: dcp_impl.FileSystemReader(path, max_inflight_bytes=v),
         lambda path, v: dcp_impl.HuggingFaceReader(path, max_inflight_bytes=v),
-        lambda path, v: dio.read_into([], max_inflight_bytes=v),
+        lambda path, v: transfer.read_into([], max_inflight_bytes=v, opener=LocalFile),
     ],
     ids=["FileSystemReader", "HuggingFaceReader", "read_into"],
 )

@@ -1,4 +1,4 @@
-"""Tests of dcp_impl.io: atomic commit, data-file writing, byte-range reads, thread pool."""
+"""Tests of dcp_impl.transfer: atomic commit, data-file writing, byte-range reads, thread pool."""
 
 from __future__ import annotations
 
@@ -28,17 +28,19 @@ from _reads import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dcp_impl import io as dio
+from dcp_impl import transfer
 from dcp_impl.errors import CorruptCheckpointError, InvalidMetadataError, UnsupportedError
 from dcp_impl.layout import Box, byte_span
+from dcp_impl.store import DataFileWriter, LocalFile, atomic_write
+from dcp_impl.testing import tuned
 
 # --------------------------------------------------------------------------- commit & write
 
 
 def test_atomic_write_replaces_file(tmp_path: Path) -> None:
     target = tmp_path / "m.json"
-    dio.atomic_write(target, b"old")
-    dio.atomic_write(target, b"new", sync=False)
+    atomic_write(target, b"old")
+    atomic_write(target, b"new", sync=False)
     assert target.read_bytes() == b"new"
     assert os.listdir(tmp_path) == ["m.json"]
 
@@ -47,14 +49,14 @@ def test_atomic_write_failure_keeps_old_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "m.json"
-    dio.atomic_write(target, b"old")
+    atomic_write(target, b"old")
 
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk gone")
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk gone"):
-        dio.atomic_write(target, b"new")
+        atomic_write(target, b"new")
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["m.json"], "the temp file must be removed"
 
@@ -63,7 +65,7 @@ def test_writer_stores_logical_values_with_checksums(tmp_path: Path) -> None:
     base = chunk_values((4, 6), torch.complex64)
     items = [base.t(), base[::2, 1:], torch.tensor(7, dtype=torch.int16), base.conj(), -base]
     path = tmp_path / "d.bin"
-    with dio.DataFileWriter(path) as out:
+    with DataFileWriter(path) as out:
         ranges = [out.write_tensor(t) for t in items]
     data = path.read_bytes()
     offset = 0
@@ -80,12 +82,12 @@ def test_writer_never_overwrites_and_discards_on_error(tmp_path: Path) -> None:
     path = tmp_path / "d.bin"
     path.write_bytes(b"user data")
     with pytest.raises(FileExistsError):
-        dio.DataFileWriter(path)
+        DataFileWriter(path)
     assert path.read_bytes() == b"user data"
     fresh = tmp_path / "e.bin"
 
     def write_then_fail() -> None:
-        with dio.DataFileWriter(fresh) as out:
+        with DataFileWriter(fresh) as out:
             out.write_bytes(b"partial")
             raise RuntimeError("boom")
 
@@ -95,7 +97,7 @@ def test_writer_never_overwrites_and_discards_on_error(tmp_path: Path) -> None:
 
 
 def test_writer_rejects_sparse_tensors(tmp_path: Path) -> None:
-    with dio.DataFileWriter(tmp_path / "d.bin") as out, pytest.raises(UnsupportedError):
+    with DataFileWriter(tmp_path / "d.bin") as out, pytest.raises(UnsupportedError):
         out.write_tensor(torch.eye(3).to_sparse())
 
 
@@ -129,11 +131,12 @@ def test_read_into_returns_exact_sub_box(
     dest = torch.zeros(sub.sizes, dtype=dtype)
     if strided_dest:  # a transposed view of a contiguous buffer
         dest = torch.zeros(sub.sizes[::-1], dtype=dtype).permute(tuple(reversed(range(len(shape)))))
-    dio.read_into(
-        [read_request(path, stored, chunk, dio.Target(sub, dest))],
-        verify=verify,
-        stage_all=stage_all,
-    )
+    with tuned(stage_all=stage_all):
+        transfer.read_into(
+            [read_request(path, stored, chunk, transfer.Target(sub, dest))],
+            verify=verify,
+            opener=LocalFile,
+        )
     assert bytes_of(dest) == bytes_of(region(chunk, sub))
 
 
@@ -141,8 +144,9 @@ def test_read_converts_to_destination_dtype(tmp_path: Path) -> None:
     chunk = torch.arange(6, dtype=torch.float32).reshape(2, 3)
     stored = store_chunk(tmp_path / "d.bin", chunk)
     dest = torch.zeros(2, 3, dtype=torch.float64)
-    dio.read_into(
-        [read_request(tmp_path / "d.bin", stored, chunk, dio.Target(Box.full((2, 3)), dest))]
+    transfer.read_into(
+        [read_request(tmp_path / "d.bin", stored, chunk, transfer.Target(Box.full((2, 3)), dest))],
+        opener=LocalFile,
     )
     assert torch.equal(dest, chunk.double())
 
@@ -155,7 +159,7 @@ def test_unverified_partial_read_reads_only_the_span(
     counts = counting_preadv(monkeypatch)
     targets = two_sub_boxes(chunk)
     request = read_request(tmp_path / "d.bin", stored, chunk, *targets)
-    dio.read_into([request], verify=False, opener=PreadOnly)
+    transfer.read_into([request], verify=False, opener=PreadOnly)
     spans = [byte_span((16, 32), t.sub, 2)[1] for t in targets]
     assert sum(counts) == sum(spans) < stored.length
     assert_filled(chunk, targets)
@@ -170,7 +174,11 @@ def test_mapped_partial_read_copies_in_place(
     stored = store_chunk(tmp_path / "d.bin", chunk)
     counts = counting_preadv(monkeypatch)
     exact, strided = two_sub_boxes(chunk)
-    dio.read_into([read_request(tmp_path / "d.bin", stored, chunk, exact, strided)], verify=False)
+    transfer.read_into(
+        [read_request(tmp_path / "d.bin", stored, chunk, exact, strided)],
+        verify=False,
+        opener=LocalFile,
+    )
     assert counts == [byte_span((16, 32), exact.sub, 2)[1]]
     assert_filled(chunk, [exact, strided])
 
@@ -188,7 +196,11 @@ def test_verified_partial_read_checks_the_whole_item(tmp_path: Path) -> None:
 
     def read(verify: bool) -> torch.Tensor:
         dest = torch.zeros(1, 8)
-        dio.read_into([read_request(path, stored, chunk, dio.Target(sub, dest))], verify=verify)
+        transfer.read_into(
+            [read_request(path, stored, chunk, transfer.Target(sub, dest))],
+            verify=verify,
+            opener=LocalFile,
+        )
         return dest
 
     assert torch.equal(read(verify=False).view(torch.int32), chunk[:1].view(torch.int32))
@@ -212,12 +224,15 @@ def test_damaged_data_is_reported(tmp_path: Path, damage: str) -> None:
     expected = {"flip": "checksum", "truncate": "truncated", "delete": "missing"}[damage]
     dest = torch.zeros(4, 4, dtype=torch.int32)
     with pytest.raises(CorruptCheckpointError, match=rf"d\.bin.*'w' chunk.*{expected}"):
-        dio.read_into([read_request(path, stored, chunk, dio.Target(Box.full((4, 4)), dest))])
+        transfer.read_into(
+            [read_request(path, stored, chunk, transfer.Target(Box.full((4, 4)), dest))],
+            opener=LocalFile,
+        )
 
 
 def test_request_rejects_inconsistent_length(tmp_path: Path) -> None:
     with pytest.raises(InvalidMetadataError, match="expected 16 bytes"):
-        dio.ReadRequest(str(tmp_path), 0, 15, (4,), torch.float32, ())
+        transfer.ReadRequest(str(tmp_path), 0, 15, (4,), torch.float32, ())
 
 
 class _DeferredCopier:
@@ -247,7 +262,7 @@ class _DeferredCopier:
 def test_staging_waits_before_reusing_a_buffer(tmp_path: Path, verify: bool, coalesce: int) -> None:
     chunks = [chunk_values((5, 3), torch.float32, seed=i) for i in range(7)]
     path = tmp_path / "d.bin"
-    with dio.DataFileWriter(path) as out:
+    with DataFileWriter(path) as out:
         ranges = [out.write_tensor(c) for c in chunks]
     dests = [torch.zeros(3, 5).t() for _ in chunks]
     copiers: list[_DeferredCopier] = []
@@ -257,10 +272,11 @@ def test_staging_waits_before_reusing_a_buffer(tmp_path: Path, verify: bool, coa
         return copiers[-1]
 
     requests = [
-        read_request(path, r, c, dio.Target(Box.full((5, 3)), d))
+        read_request(path, r, c, transfer.Target(Box.full((5, 3)), d))
         for c, r, d in zip(chunks, ranges, dests, strict=True)
     ]
-    dio.read_into(requests, verify=verify, stage_all=True, copier=make, coalesce=coalesce)
+    with tuned(stage_all=True, copier=make):
+        transfer.read_into(requests, verify=verify, coalesce=coalesce, opener=LocalFile)
     assert sum(c.copies for c in copiers) == len(chunks)
     for c, d in zip(chunks, dests, strict=True):
         assert torch.equal(c.view(torch.int32), d.view(torch.int32))
@@ -270,71 +286,93 @@ def test_staging_waits_before_reusing_a_buffer(tmp_path: Path, verify: bool, coa
 def test_cuda_destinations(tmp_path: Path) -> None:
     chunks = [chunk_values((64, 33), torch.bfloat16, seed=i) for i in range(5)]
     path = tmp_path / "d.bin"
-    with dio.DataFileWriter(path) as out:
+    with DataFileWriter(path) as out:
         ranges = [out.write_tensor(c) for c in chunks]
     sub = Box((3, 1), (50, 30))
     dests = [torch.zeros(sub.sizes, dtype=torch.bfloat16, device="cuda") for _ in chunks]
     requests = [
-        read_request(path, r, c, dio.Target(sub, d))
+        read_request(path, r, c, transfer.Target(sub, d))
         for c, r, d in zip(chunks, ranges, dests, strict=True)
     ]
-    dio.read_into(requests, thread_count=2, verify=True)
+    transfer.read_into(requests, thread_count=2, verify=True, opener=LocalFile)
     for c, d in zip(chunks, dests, strict=True):
         assert torch.equal(d.cpu().view(torch.int16), region(c, sub).view(torch.int16))
 
 
-# --------------------------------------------------------------------------- thread pool
+# ------------------------------------------------- the reading threads (through read_into)
 
 
-class _Recorder:
-    def __init__(self, fail_at: int, started: list[int], closed: list[int]) -> None:
-        self.fail_at, self.started, self.closed = fail_at, started, closed
-
-    def __call__(self, item: int) -> int:
-        self.started.append(item)
-        if item == self.fail_at:
-            _fail_deep_in_worker(item)
-        return item * 2
-
-    def close(self) -> None:
-        self.closed.append(1)
+def _fail_deep_in_worker(path: str) -> None:
+    raise OSError(f"{os.path.basename(path)} failed")
 
 
-def _fail_deep_in_worker(item: int) -> None:
-    raise OSError(f"item {item} failed")
+class _Files:
+    """An opener over local files that records each open and close, and fails the read of
+    ``failing`` (after ``gate``, where given: both threads are then inside a read)."""
+
+    def __init__(self, failing: set[str], gate: threading.Barrier | None = None) -> None:
+        self.failing, self.gate = failing, gate
+        self.opened: list[str] = []
+        self.closed: list[str] = []
+
+    def __call__(self, path: str) -> transfer.Source:
+        files = self
+
+        class _Source(LocalFile):
+            def preadv(self, buffers: list[memoryview], offset: int) -> int:
+                if files.gate is not None:
+                    files.gate.wait(timeout=30)
+                if os.path.basename(path) in files.failing:
+                    _fail_deep_in_worker(path)
+                return super().preadv(buffers, offset)
+
+            def mapped(self) -> memoryview | None:
+                return None  # every byte goes through preadv
+
+            def close(self) -> None:
+                files.closed.append(path)
+                super().close()
+
+        self.opened.append(path)
+        return _Source(path)
 
 
-def test_parallel_map_results_in_order() -> None:
-    started: list[int] = []
-    closed: list[int] = []
-    out = dio.parallel_map(list(range(20)), lambda: _Recorder(-1, started, closed), thread_count=3)
-    assert out == [2 * i for i in range(20)]
-    assert sorted(started) == list(range(20))
-    assert len(closed) == 3
+def _one_item_files(tmp_path: Path, count: int) -> list[transfer.ReadRequest]:
+    requests = []
+    for i in range(count):
+        chunk = torch.full((4,), i, dtype=torch.int32)
+        stored = store_chunk(tmp_path / f"f{i:02d}", chunk)
+        dest = torch.zeros(4, dtype=torch.int32)
+        requests.append(
+            read_request(
+                tmp_path / f"f{i:02d}", stored, chunk, transfer.Target(Box.full((4,)), dest)
+            )
+        )
+    return requests
 
 
-def test_parallel_map_stops_after_failure() -> None:
-    started: list[int] = []
-    closed: list[int] = []
-    with pytest.raises(OSError, match="item 3 failed"):
-        dio.parallel_map(list(range(10)), lambda: _Recorder(3, started, closed), thread_count=1)
-    assert started == [0, 1, 2, 3]
-    assert closed == [1]
+def test_every_request_is_read_on_the_threads_and_every_file_closed(tmp_path: Path) -> None:
+    requests = _one_item_files(tmp_path, 20)
+    files = _Files(set())
+    transfer.read_into(requests, thread_count=3, verify=True, opener=files)
+    assert all(torch.equal(r.targets[0].dest, torch.full((4,), i)) for i, r in enumerate(requests))
+    assert sorted(files.opened) == sorted(files.closed) == sorted(r.path for r in requests)
 
 
-def test_parallel_map_keeps_worker_traceback() -> None:
-    gate = threading.Barrier(2)
+def test_a_failing_read_stops_new_work_and_reaches_the_caller(tmp_path: Path) -> None:
+    requests = _one_item_files(tmp_path, 10)
+    files = _Files({"f03"})
+    with pytest.raises(OSError, match="f03 failed"):
+        transfer.read_into(requests, thread_count=1, verify=True, opener=files)
+    assert [os.path.basename(p) for p in files.opened] == ["f00", "f01", "f02", "f03"]
+    assert sorted(files.closed) == sorted(files.opened)
 
-    class Both:
-        def __call__(self, item: int) -> None:
-            gate.wait(timeout=30)  # both threads are inside an item: both fail
-            _fail_deep_in_worker(item)
 
-        def close(self) -> None:
-            pass
-
+def test_a_failing_read_keeps_its_worker_traceback(tmp_path: Path) -> None:
+    requests = _one_item_files(tmp_path, 2)
+    files = _Files({"f00", "f01"}, gate=threading.Barrier(2))
     with pytest.raises(OSError, match="failed") as info:
-        dio.parallel_map([0, 1], Both, thread_count=2)
+        transfer.read_into(requests, thread_count=2, verify=True, opener=files)
     frames = [f.name for f in traceback.extract_tb(info.value.__traceback__)]
     assert "_fail_deep_in_worker" in frames
     assert any("also failed" in note for note in info.value.__notes__)
@@ -346,12 +384,13 @@ def test_single_element_views_with_odd_strides(tmp_path: Path, count: int) -> No
     source = torch.arange(10, dtype=torch.int16)[3::4][:count]
     assert source.is_contiguous()
     path = tmp_path / "d.bin"
-    with dio.DataFileWriter(path) as out:
+    with DataFileWriter(path) as out:
         stored = out.write_tensor(source)
     assert path.read_bytes() == bytes_of(source)
     dest = torch.zeros(10, dtype=torch.int16)[1::4][:count]
-    dio.read_into(
-        [read_request(path, stored, source.clone(), dio.Target(Box.full((count,)), dest))]
+    transfer.read_into(
+        [read_request(path, stored, source.clone(), transfer.Target(Box.full((count,)), dest))],
+        opener=LocalFile,
     )
     assert torch.equal(dest, source)
 
@@ -371,8 +410,8 @@ def test_tensor_bytes_of_empty_tensors_with_any_stride(
     tmp_path: Path, tensor: torch.Tensor
 ) -> None:
     assert tensor.numel() == 0
-    view = dio.tensor_bytes(tensor)
+    view = transfer.tensor_bytes(tensor)
     assert (len(view), bytes(view)) == (0, b"")
-    with dio.DataFileWriter(tmp_path / "d.bin") as out:
+    with DataFileWriter(tmp_path / "d.bin") as out:
         stored = out.write_tensor(tensor)
-    assert (stored.length, stored.checksum) == (0, dio.checksum(b""))
+    assert (stored.length, stored.checksum) == (0, transfer.checksum(b""))

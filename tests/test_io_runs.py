@@ -1,4 +1,4 @@
-"""dcp_impl.io reads in few system calls: the runs of a sub-box read straight into their
+"""dcp_impl.transfer reads in few system calls: the runs of a sub-box read straight into their
 destinations by vectored preadv, and neighbouring items coalesced into one read."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import mmap
 import os
 import uuid
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
@@ -28,10 +27,12 @@ from _reads import (
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dcp_impl import io as dio
+from dcp_impl import transfer
 from dcp_impl.errors import CorruptCheckpointError
-from dcp_impl.io import _runs
 from dcp_impl.layout import Box, byte_span
+from dcp_impl.store import DataFileWriter, LocalFile
+from dcp_impl.testing import Tuning, tuned
+from dcp_impl.transfer.plans import coalesced, plan_runs
 
 # --------------------------------------------------------------------------- direct run reads
 
@@ -57,7 +58,7 @@ def _chunk_and_sub(draw: st.DrawFn) -> tuple[tuple[int, ...], Box]:
 @example(case=((4, 3, 5), Box((1, 1, 2), (2, 2, 3))), itemsize=2)  # a 3-d interior box
 def test_plan_runs_matches_brute_force(case: tuple[tuple[int, ...], Box], itemsize: int) -> None:
     shape, sub = case
-    runs = _runs.plan_runs(shape, sub, itemsize)
+    runs = plan_runs(shape, sub, itemsize)
     covered = [
         (start + byte) // itemsize
         for start in runs.starts
@@ -93,13 +94,12 @@ def test_direct_run_reads_are_byte_exact(
     path = tmp_path / f"{uuid.uuid4().hex}.bin"
     stored = store_chunk(path, chunk)
     subs = [data.draw(sub_boxes(shape), label=f"sub{i}") for i in range(count)]
-    targets = [dio.Target(s, torch.full(s.sizes, 1, dtype=dtype)) for s in subs]
-    with (
-        mock.patch.object(_runs, "MIN_RUN", 1),  # every run takes the direct path
-        mock.patch.object(_runs, "IOV_MAX", iov_max),
-        mock.patch.object(_runs, "MAX_GAP", max_gap),
-    ):
-        dio.read_into([read_request(path, stored, chunk, *targets)], verify=False)
+    targets = [transfer.Target(s, torch.full(s.sizes, 1, dtype=dtype)) for s in subs]
+    # min_run=1: every run takes the direct path
+    with tuned(min_run=1, iov_max=iov_max, max_gap=max_gap):
+        transfer.read_into(
+            [read_request(path, stored, chunk, *targets)], verify=False, opener=LocalFile
+        )
     for t in targets:
         assert bytes_of(t.dest) == bytes_of(region(chunk, t.sub)), t.sub
 
@@ -127,22 +127,22 @@ def recording_preadv(monkeypatch: pytest.MonkeyPatch, most: int | None = None) -
 def test_column_halves_read_the_chunk_once_into_their_destinations(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rows, cols = 16, 2 * _runs.MIN_RUN  # a bf16 half row is exactly MIN_RUN bytes
+    rows, cols = 16, 2 * Tuning().min_run  # a bf16 half row is exactly MIN_RUN bytes
     chunk = chunk_values((rows, cols), torch.bfloat16)
     stored = store_chunk(tmp_path / "d.bin", chunk)
     halves = [Box((0, h * cols // 2), (rows, cols // 2)) for h in range(2)]
-    targets = [dio.Target(b, torch.zeros(b.sizes, dtype=torch.bfloat16)) for b in halves]
+    targets = [transfer.Target(b, torch.zeros(b.sizes, dtype=torch.bfloat16)) for b in halves]
     calls = recording_preadv(monkeypatch)
     request = read_request(tmp_path / "d.bin", stored, chunk, *targets)
-    dio.read_into([request], verify=False, opener=PreadOnly)
+    transfer.read_into([request], verify=False, opener=PreadOnly)
     # One call, one buffer per half row in file order, no scratch: every byte read once.
     assert calls == [[cols] * (2 * rows)]
     assert_filled(chunk, targets)
 
     calls.clear()
-    left = dio.Target(halves[0], torch.zeros(halves[0].sizes, dtype=torch.bfloat16))
+    left = transfer.Target(halves[0], torch.zeros(halves[0].sizes, dtype=torch.bfloat16))
     request = read_request(tmp_path / "d.bin", stored, chunk, left)
-    dio.read_into([request], verify=False, opener=PreadOnly)
+    transfer.read_into([request], verify=False, opener=PreadOnly)
     # The right halves between two left halves go to scratch, in the same call.
     assert calls == [[cols, cols] * (rows - 1) + [cols]]
     assert torch.equal(left.dest.view(torch.int16), chunk[:, : cols // 2].view(torch.int16))
@@ -155,11 +155,11 @@ def test_short_runs_and_verified_reads_are_staged(
     stored = store_chunk(tmp_path / "d.bin", chunk)
     sub = Box((0, 0), (8, 32))
     calls = recording_preadv(monkeypatch)
-    for opener in (PreadOnly, dio.LocalFile):
+    for opener in (PreadOnly, LocalFile):
         for verify in (False, True):
             dest = torch.zeros(sub.sizes)
-            request = read_request(tmp_path / "d.bin", stored, chunk, dio.Target(sub, dest))
-            dio.read_into([request], verify=verify, opener=opener)
+            request = read_request(tmp_path / "d.bin", stored, chunk, transfer.Target(sub, dest))
+            transfer.read_into([request], verify=verify, opener=opener)
             assert torch.equal(dest.view(torch.int32), chunk[:, :32].view(torch.int32))
     span = byte_span((8, 64), sub, 4)[1]
     # Unmappable: one staging read each (the span, the whole item). Mapped: no read at all.
@@ -172,45 +172,52 @@ def test_large_gaps_start_a_new_call(tmp_path: Path, monkeypatch: pytest.MonkeyP
     sub = Box((1, 2, 0), (3, 2, 3))  # runs of 6 bytes; gaps of 12 bytes, 12 again between rows
     dest = torch.zeros(sub.sizes, dtype=torch.int8)
     calls = recording_preadv(monkeypatch)
-    with mock.patch.object(_runs, "MIN_RUN", 1), mock.patch.object(_runs, "MAX_GAP", 11):
-        request = read_request(tmp_path / "d.bin", stored, chunk, dio.Target(sub, dest))
-        dio.read_into([request], verify=False, opener=PreadOnly)
+    with tuned(min_run=1, max_gap=11):
+        request = read_request(tmp_path / "d.bin", stored, chunk, transfer.Target(sub, dest))
+        transfer.read_into([request], verify=False, opener=PreadOnly)
     assert calls == [[6], [6], [6]]
     assert torch.equal(dest, chunk[1:, 2:4])
 
 
 def test_interrupted_vectored_reads_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    rows, cols = 6, _runs.MIN_RUN
+    rows, cols = 6, Tuning().min_run
     chunk = chunk_values((rows, cols), torch.int16)
     path = tmp_path / "d.bin"
     stored = store_chunk(path, chunk)
     sub = Box((1, 0), (4, cols // 2))
     dest = torch.zeros(sub.sizes, dtype=torch.int16)
     calls = recording_preadv(monkeypatch, most=1000)
-    request = read_request(path, stored, chunk, dio.Target(sub, dest))
-    dio.read_into([request], verify=False, opener=PreadOnly)
+    request = read_request(path, stored, chunk, transfer.Target(sub, dest))
+    transfer.read_into([request], verify=False, opener=PreadOnly)
     assert torch.equal(dest, chunk[1:5, : cols // 2])
     assert len(calls) > 1
     os.truncate(path, stored.offset + stored.length - 4 * cols)  # rows 4 and 5 are gone
     with pytest.raises(CorruptCheckpointError, match=r"'w' chunk is truncated"):
-        dio.read_into([read_request(path, stored, chunk, dio.Target(sub, dest))], verify=False)
+        transfer.read_into(
+            [read_request(path, stored, chunk, transfer.Target(sub, dest))],
+            verify=False,
+            opener=LocalFile,
+        )
 
 
 # --- coalesced reads (object stores: one round trip for neighbouring items) -------------------
 
 
-def _small_items(path: Path, count: int) -> tuple[list[torch.Tensor], list[dio.StoredRange]]:
+def _small_items(path: Path, count: int) -> tuple[list[torch.Tensor], list[transfer.StoredRange]]:
     chunks = [chunk_values((3, 5), torch.float32, seed=i) for i in range(count)]
-    with dio.DataFileWriter(path) as out:
+    with DataFileWriter(path) as out:
         ranges = [out.write_tensor(c) for c in chunks]
     return chunks, ranges
 
 
 def _requests_for(
-    path: Path, chunks: list[torch.Tensor], ranges: list[dio.StoredRange], dests: list[torch.Tensor]
-) -> list[dio.ReadRequest]:
+    path: Path,
+    chunks: list[torch.Tensor],
+    ranges: list[transfer.StoredRange],
+    dests: list[torch.Tensor],
+) -> list[transfer.ReadRequest]:
     return [
-        read_request(path, r, c, dio.Target(Box.full((3, 5)), d))
+        read_request(path, r, c, transfer.Target(Box.full((3, 5)), d))
         for c, r, d in zip(chunks, ranges, dests, strict=True)
     ]
 
@@ -225,7 +232,7 @@ def test_coalesced_items_are_fetched_by_one_read(
     calls = recording_preadv(monkeypatch)
     requests = _requests_for(path, chunks, ranges, dests)
     # 4 items fit 4 * 60 bytes; the next batch starts at the fifth.
-    dio.read_into(requests[::-1], verify=verify, opener=PreadOnly, coalesce=4 * 60)
+    transfer.read_into(requests[::-1], verify=verify, opener=PreadOnly, coalesce=4 * 60)
     assert calls == [[4 * 60], [2 * 60]]
     for chunk, dest in zip(chunks, dests, strict=True):
         assert torch.equal(dest, chunk)
@@ -243,10 +250,10 @@ def test_coalesced_reads_check_and_name_each_item(tmp_path: Path) -> None:
         for i, r in enumerate(_requests_for(path, chunks, ranges, dests))
     ]
     with pytest.raises(CorruptCheckpointError, match=r"item item 2 .*checksum"):
-        dio.read_into(requests, opener=PreadOnly, coalesce=1 << 20)
+        transfer.read_into(requests, opener=PreadOnly, coalesce=1 << 20)
     os.truncate(path, ranges[3].offset + 10)
     with pytest.raises(CorruptCheckpointError, match=r"item item 3 is truncated"):
-        dio.read_into(requests, verify=False, opener=PreadOnly, coalesce=1 << 20)
+        transfer.read_into(requests, verify=False, opener=PreadOnly, coalesce=1 << 20)
 
 
 @given(
@@ -258,10 +265,8 @@ def test_coalesced_reads_check_and_name_each_item(tmp_path: Path) -> None:
 def test_batches_partition_requests_in_order_within_the_limit(
     spans: list[tuple[str, int, int]], limit: int
 ) -> None:
-    from dcp_impl.io._requests import coalesced
-
     ordered = sorted(
-        (dio.ReadRequest(p, o, 4 * n, (n,), torch.float32, ()) for p, o, n in spans),
+        (transfer.ReadRequest(p, o, 4 * n, (n,), torch.float32, ()) for p, o, n in spans),
         key=lambda r: (r.path, r.offset),
     )
     batches = coalesced(ordered, limit)
@@ -282,16 +287,16 @@ def test_coalesced_items_at_unaligned_offsets(tmp_path: Path) -> None:
         chunk_values((3,), torch.int16, seed=2),
         chunk_values((2, 3), torch.complex64, seed=3),
     ]
-    with dio.DataFileWriter(path) as out:
+    with DataFileWriter(path) as out:
         ranges = [out.write_tensor(c) for c in chunks]
     assert ranges[1].offset % 8 != 0  # after 3 bools
     dests = [torch.zeros_like(c) for c in chunks]
     requests = [
-        read_request(path, r, c, dio.Target(Box.full(tuple(c.shape)), d))
+        read_request(path, r, c, transfer.Target(Box.full(tuple(c.shape)), d))
         for c, r, d in zip(chunks, ranges, dests, strict=True)
     ]
     for verify in (True, False):
-        dio.read_into(requests, verify=verify, opener=PreadOnly, coalesce=1 << 20)
+        transfer.read_into(requests, verify=verify, opener=PreadOnly, coalesce=1 << 20)
         assert all(bytes_of(d) == bytes_of(c) for c, d in zip(chunks, dests, strict=True))
 
 
@@ -308,6 +313,10 @@ def test_a_file_that_cannot_be_mapped_is_read_instead(
     counts = counting_preadv(monkeypatch)
     for verify in (True, False):
         targets = two_sub_boxes(chunk)
-        dio.read_into([read_request(tmp_path / "d.bin", stored, chunk, *targets)], verify=verify)
+        transfer.read_into(
+            [read_request(tmp_path / "d.bin", stored, chunk, *targets)],
+            verify=verify,
+            opener=LocalFile,
+        )
         assert_filled(chunk, targets)
     assert counts  # the bytes came through preadv

@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from torch.distributed.checkpoint.metadata import Metadata
 
 from dcp_impl.errors import CheckpointError, InvalidMetadataError
-from dcp_impl.metadata import dumps, loads, validate
-from dcp_impl.metadata._validate import _validate_storage_keys
+from dcp_impl.metadata import dumps, loads, validate, validate_storage_keys
 
 json_values = st.recursive(
     st.none()
@@ -122,7 +121,7 @@ def assert_reencodable(md: Metadata) -> None:
         return
     assert re.match(r"cannot encode Metadata: \$\.storage_data\[\d+\]\.index\.", refused)
     with pytest.raises(InvalidMetadataError, match=r"^storage_data key"):
-        _validate_storage_keys(md.state_dict_metadata, md.storage_data)  # validate()'s last check
+        validate_storage_keys(md)  # validate()'s last check
 
 
 _HOSTILE = [None, True, 0, -1, 2**63, 1.5, "", "x", [], [None], [-1], {}, {"kind": "bytes"}]

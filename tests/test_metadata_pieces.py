@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from torch.distributed.checkpoint.metadata import MetadataIndex
 
 from dcp_impl.errors import InvalidMetadataError
-from dcp_impl.io import MAX_PIECE_SIZE, MIN_PIECE_SIZE, piece_checksum
 from dcp_impl.metadata import FORMAT_VERSION, ItemLocation, dumps, loads
+from dcp_impl.transfer import MAX_PIECE_SIZE, MIN_PIECE_SIZE, piece_checksum
 
 _CHUNK = 4 * MIN_PIECE_SIZE + 5  # five pieces, the last one short
 

@@ -41,7 +41,7 @@ def test_the_mutated_paths_exist_and_match_the_tool() -> None:
         assert list(ROOT.glob(pattern.replace("*", "*.py"))), pattern
     for path in [*config["source_paths"], *config["also_copy"]]:  # type: ignore[misc]
         assert (ROOT / path).is_dir(), path
-    for module in ("filesystem/_writer.py", "filesystem/_reader.py", "io/_read.py"):
+    for module in ("filesystem/_writer.py", "filesystem/_reader.py", "transfer/_read.py"):
         assert any((ROOT / "dcp_impl" / module).match(p.replace("*", "*.py")) for p in only)
     assert (ROOT / "dcp_impl/metadata/_decode.py").is_file()
 
@@ -98,20 +98,20 @@ def test_the_session_is_nightly_only_and_pins_the_tool() -> None:
 def test_the_score_and_its_interval() -> None:
     tool = _tool()
     codes = {
-        "dcp_impl.io._read.x_a__mutmut_1": 1,
-        "dcp_impl.io._read.x_a__mutmut_2": 0,
-        "dcp_impl.io._read.x_a__mutmut_3": -1,
-        "dcp_impl.io._read.x_a__mutmut_4": None,
+        "dcp_impl.transfer._read.x_a__mutmut_1": 1,
+        "dcp_impl.transfer._read.x_a__mutmut_2": 0,
+        "dcp_impl.transfer._read.x_a__mutmut_3": -1,
+        "dcp_impl.transfer._read.x_a__mutmut_4": None,
         "dcp_impl.metadata._decode.x_b__mutmut_1": 0,
     }
     table = tool.score_table(codes, ["dcp_impl.metadata._decode.x_b__mutmut_1"])
-    assert "| dcp_impl.io._read | 2 (1) | 1 | 0 | 1 | 67% " in table
+    assert "| dcp_impl.transfer._read | 2 (1) | 1 | 0 | 1 | 67% " in table
     assert "| dcp_impl.metadata._decode | 0 (0) | 0 | 1 | 0 | - |" in table
     low, high = tool.wilson(90, 100)
     assert low < 0.9 < high
     assert tool.wilson(0, 0) == (0.0, 1.0)
 
 
-@pytest.mark.parametrize("name", ["dcp_impl.io._read.xǁReaderǁread__mutmut_12"])
+@pytest.mark.parametrize("name", ["dcp_impl.transfer._read.xǁReaderǁread__mutmut_12"])
 def test_mutants_are_grouped_by_module(name: str) -> None:
-    assert _tool().module_of(name) == "dcp_impl.io._read"
+    assert _tool().module_of(name) == "dcp_impl.transfer._read"

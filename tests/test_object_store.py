@@ -27,13 +27,13 @@ from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter
 
-from dcp_impl import io as dio
+from dcp_impl import transfer
 from dcp_impl.__main__ import main as cli_main
 from dcp_impl.errors import CheckpointNotFoundError, CorruptCheckpointError, WriteFailedError
 from dcp_impl.filesystem import METADATA_FILE, FileSystemReader, FileSystemWriter, is_data_file
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter, consolidate
 from dcp_impl.layout import Box
-from dcp_impl.store import _fsspec, open_store
+from dcp_impl.store import FsspecStore, ObjectSource, open_store
 from spec_tests import harness
 
 BUCKET = "dcp-impl-tests"
@@ -397,7 +397,7 @@ def test_storage_options_reach_fsspec(s3_options: dict[str, Any]) -> None:
         HuggingFaceReader(url, storage_options=options),
     ):
         store = made.store
-        assert isinstance(store, _fsspec.FsspecStore)
+        assert isinstance(store, FsspecStore)
         assert store.fs.storage_options["default_block_size"] == 7 << 20
         assert store.fs.storage_options["client_kwargs"] == s3_options["client_kwargs"]
 
@@ -447,7 +447,7 @@ def test_cli_inspects_and_verifies_urls(
 def test_object_source_reads_ranges_into_buffers(place: Place) -> None:
     data = bytes(range(256)) * 3
     place.fs.pipe_file(place.key("blob"), data)
-    source = _fsspec.ObjectSource(place.fs, place.key("blob"))
+    source = ObjectSource(place.fs, place.key("blob"))
     a, b, c = bytearray(10), bytearray(0), bytearray(20)
     assert source.preadv([memoryview(a), memoryview(b), memoryview(c)], 100) == 30
     assert bytes(a + c) == data[100:130]
@@ -456,7 +456,7 @@ def test_object_source_reads_ranges_into_buffers(place: Place) -> None:
     assert bytes(tail[:8]) == data[-8:]
     assert source.preadv([memoryview(tail)], len(data) + 3) == 0
     with pytest.raises(FileNotFoundError):
-        _fsspec.ObjectSource(place.fs, place.key("absent"))
+        ObjectSource(place.fs, place.key("absent"))
 
 
 @settings(max_examples=25, deadline=None)
@@ -474,12 +474,9 @@ def test_object_source_matches_the_bytes(
     key = f"/dcp-prop/{uuid.uuid4().hex}"
     fs.pipe_file(key, data)
     buffers = [bytearray(n) for n in sizes]
-    old = _fsspec.PART
-    _fsspec.PART = part
     try:
-        done = _fsspec.ObjectSource(fs, key).preadv([memoryview(b) for b in buffers], offset)
+        done = ObjectSource(fs, key, part=part).preadv([memoryview(b) for b in buffers], offset)
     finally:
-        _fsspec.PART = old
         fs.rm_file(key)
     expected = data[offset : offset + sum(sizes)]
     assert done == len(expected)
@@ -502,7 +499,9 @@ def test_object_writer_leaves_no_object_when_it_fails(place: Place) -> None:
         first = out.write_bytes(b"abc")
         second = out.write_tensor(torch.arange(3, dtype=torch.int16))
     assert (first.offset, first.length, second.offset, second.length) == (0, 3, 3, 6)
-    assert second.checksum == dio.checksum(torch.arange(3, dtype=torch.int16).numpy().tobytes())
+    assert second.checksum == transfer.checksum(
+        torch.arange(3, dtype=torch.int16).numpy().tobytes()
+    )
     assert place.fs.cat_file(place.key("data.bin"))[:3] == b"abc"
     with pytest.raises(ValueError, match="write after close"):
         out.write_bytes(b"more")

@@ -16,13 +16,15 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
-from dcp_impl import io as dio
+from dcp_impl import transfer
 from dcp_impl.__main__ import main as cli_main
 from dcp_impl.errors import CorruptCheckpointError
 from dcp_impl.filesystem import METADATA_FILE, FileSystemReader, FileSystemWriter
 from dcp_impl.layout import Box, byte_span
+from dcp_impl.store import LocalFile
+from dcp_impl.testing import tuned
 
-PIECE = dio.MIN_PIECE_SIZE
+PIECE = transfer.MIN_PIECE_SIZE
 MODES = ["mapped", "pread", "staged"]
 
 
@@ -33,12 +35,13 @@ def _damage(path: Path, at: int) -> None:
 
 
 def _read(
-    path: Path, stored: dio.StoredRange, chunk: torch.Tensor, sub: Box, mode: str
+    path: Path, stored: transfer.StoredRange, chunk: torch.Tensor, sub: Box, mode: str
 ) -> torch.Tensor:
     dest = torch.zeros(sub.sizes, dtype=chunk.dtype)
-    request = read_request(path, stored, chunk, dio.Target(sub, dest))
-    opener = PreadOnly if mode == "pread" else dio.LocalFile
-    dio.read_into([request], verify=True, stage_all=mode == "staged", opener=opener)
+    request = read_request(path, stored, chunk, transfer.Target(sub, dest))
+    opener = PreadOnly if mode == "pread" else LocalFile
+    with tuned(stage_all=mode == "staged"):
+        transfer.read_into([request], verify=True, opener=opener)
     return dest
 
 
@@ -109,8 +112,8 @@ def test_a_strided_destination_is_filled_block_by_block(tmp_path: Path) -> None:
     stored = store_chunk(path, chunk, piece_size=PIECE)
     sub = Box((11, 3), (250, 60))
     dest = torch.zeros((60, 250)).t()
-    request = read_request(path, stored, chunk, dio.Target(sub, dest))
-    dio.read_into([request], verify=True)
+    request = read_request(path, stored, chunk, transfer.Target(sub, dest))
+    transfer.read_into([request], verify=True, opener=LocalFile)
     assert bytes_of(dest) == bytes_of(region(chunk, sub))
 
 
@@ -119,7 +122,7 @@ def test_a_whole_item_checksum_still_checks_the_whole_item(tmp_path: Path, mode:
     # Version-2 checkpoints have one digest per item: any damage fails any read of it.
     chunk = chunk_values((40, 1000), torch.float32)
     path = tmp_path / "d.bin"
-    stored = store_chunk(path, chunk, piece_size=dio.MAX_PIECE_SIZE)
+    stored = store_chunk(path, chunk, piece_size=transfer.MAX_PIECE_SIZE)
     assert stored.checksum.count(":") == 1
     assert "@" not in stored.checksum
     _damage(path, stored.offset + stored.length - 1)
@@ -133,7 +136,7 @@ def test_a_request_with_the_wrong_number_of_digests_is_refused(tmp_path: Path) -
     stored = store_chunk(path, chunk, piece_size=PIECE)
     short = stored.checksum[:-16]
     with pytest.raises(ValueError, match="expected 40 digests"):
-        dio.ReadRequest(
+        transfer.ReadRequest(
             str(path), stored.offset, stored.length, (40, 1000), torch.float32, (), short
         )
 
@@ -163,7 +166,7 @@ def _as_version_2(path: Path) -> None:
     ):
         with open(path / storage["files"][file], "rb") as f:
             f.seek(offset)
-            storage["checksum"][k] = dio.checksum(f.read(length))
+            storage["checksum"][k] = transfer.checksum(f.read(length))
     (path / METADATA_FILE).write_text(json.dumps(as_version(doc, 2)))
 
 

@@ -21,7 +21,7 @@ from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 import dcp_impl
 from dcp_impl.errors import CheckpointError, StorageFaultError
-from dcp_impl.io import atomic_write, storage_fault
+from dcp_impl.store import atomic_write, storage_fault
 
 _MANY_FILES = """
 import resource, sys, torch

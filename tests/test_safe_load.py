@@ -304,7 +304,8 @@ def test_training_state_round_trips_with_defaults(store: Store) -> None:
 
 
 def test_read_items_checks_bytes_entries_by_default(tmp_path: Path, marker: Path) -> None:
-    """A reader built on dcp_impl.io.read_items (the docs' one-file example) is safe by default."""
+    """A reader built on dcp_impl.transfer.read_items (the docs' one-file example) is safe by
+    default."""
     path = Path(__file__).parents[1] / "docs" / "examples" / "one_file_backend.py"
     spec = importlib.util.spec_from_file_location("dcp_safe_load_example", path)
     assert spec is not None

@@ -17,7 +17,7 @@ from torch.distributed.checkpoint.metadata import MetadataIndex
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, ReadItem
 
 import dcp_impl
-from dcp_impl import io as dio
+from dcp_impl import transfer
 from dcp_impl.errors import (
     CorruptCheckpointError,
     InvalidOptionError,
@@ -28,13 +28,13 @@ from dcp_impl.store import LocalStore, Store
 from dcp_impl.testing import CountingStore
 from spec_tests import driver
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(dio.SHM_ROOT), reason="no /dev/shm")
+pytestmark = pytest.mark.skipif(not os.path.isdir(transfer.SHM_ROOT), reason="no /dev/shm")
 
 READERS = [dcp_impl.FileSystemReader, dcp_impl.HuggingFaceReader]
 
 
 def _segments() -> set[str]:
-    return {name for name in os.listdir(dio.SHM_ROOT) if name.startswith("dcp_impl-")}
+    return {name for name in os.listdir(transfer.SHM_ROOT) if name.startswith("dcp_impl-")}
 
 
 @pytest.fixture(autouse=True)
@@ -140,7 +140,7 @@ def test_replicated_state_is_read_from_storage_once(
     path = tmp_path_factory.mktemp("ckpt")
     state = _state(seed)
     stored = _save(path, state)
-    shares: tuple[tuple[dio.ShareReads, int], ...] = (("shm", 1), (None, world))
+    shares: tuple[tuple[transfer.ShareReads, int], ...] = (("shm", 1), (None, world))
     for share, times in shares:
         log = path.parent / f"{path.name}-{share}.log"
         store = CountingStore(LocalStore(path), log)
@@ -247,7 +247,7 @@ def _plans(world: int, items: int) -> list[LoadPlan]:
             )
             for i in range(items)
         ]
-        plans.append(dio.mark_host(LoadPlan(reads)))
+        plans.append(transfer.mark_host(LoadPlan(reads)))
     return plans
 
 
@@ -262,9 +262,10 @@ def test_every_item_of_a_host_gets_one_owner_among_the_ranks_needing_it(
     plans = _plans(world, len(sizes))
     # Ranks r with equal r % hosts share a host.
     plans = [
-        LoadPlan(p.items, storage_data=dio.HostTag(f"h{r % hosts}")) for r, p in enumerate(plans)
+        LoadPlan(p.items, storage_data=transfer.HostTag(f"h{r % hosts}"))
+        for r, p in enumerate(plans)
     ]
-    out = dio.share_plans(plans, lambda index: sizes[int(index.fqn[1:])])
+    out = transfer.share_plans(plans, lambda index: sizes[int(index.fqn[1:])])
     for rank, plan in enumerate(out):
         assert plan.items == plans[rank].items
         share = plan.storage_data
@@ -272,20 +273,20 @@ def test_every_item_of_a_host_gets_one_owner_among_the_ranks_needing_it(
         if len(peers) < 2 or all(s == 0 for s in sizes):
             assert share is None
             continue
-        assert isinstance(share, dio.SharePlan)
+        assert isinstance(share, transfer.SharePlan)
         assert share.rank == rank
         assert set(share.group) == set(peers)
         assert {i.fqn for i in share.owners} == {f"t{k}" for k, s in enumerate(sizes) if s}
         for index, (slot, owner) in share.owners.items():
             assert owner in peers
             theirs = out[owner].storage_data
-            assert isinstance(theirs, dio.SharePlan)
+            assert isinstance(theirs, transfer.SharePlan)
             assert theirs.owners[index] == (slot, owner)
             assert theirs.key == share.key
     # Balanced: the largest share of bytes read exceeds the smallest by at most one item.
     owned: dict[int, int] = {}
     share0 = out[0].storage_data
-    if isinstance(share0, dio.SharePlan):
+    if isinstance(share0, transfer.SharePlan):
         for index, (_, owner) in share0.owners.items():
             owned[owner] = owned.get(owner, 0) + sizes[int(index.fqn[1:])]
         loads = [owned.get(r, 0) for r in share0.group]

@@ -14,7 +14,7 @@ from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
-from dcp_impl import io as dio
+from dcp_impl import transfer
 from dcp_impl.filesystem import FileSystemReader, FileSystemWriter
 from dcp_impl.store import LocalStore
 from dcp_impl.testing import CountingStore
@@ -22,7 +22,7 @@ from spec_tests.ranks import run_ranks
 
 pytestmark = [
     pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is unavailable"),
-    pytest.mark.skipif(not os.path.isdir(dio.SHM_ROOT), reason="no /dev/shm"),
+    pytest.mark.skipif(not os.path.isdir(transfer.SHM_ROOT), reason="no /dev/shm"),
 ]
 
 
@@ -71,7 +71,7 @@ def _read(logs: Path, name: str) -> int:
 
 
 def _segments() -> set[str]:
-    return {name for name in os.listdir(dio.SHM_ROOT) if name.startswith("dcp_impl-")}
+    return {name for name in os.listdir(transfer.SHM_ROOT) if name.startswith("dcp_impl-")}
 
 
 @pytest.mark.parametrize("world", [2, 4])

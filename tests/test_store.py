@@ -16,7 +16,6 @@ from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 import dcp_impl
-from dcp_impl.io import ItemWriter
 from dcp_impl.store import (
     FsspecStore,
     LocalStore,
@@ -27,6 +26,7 @@ from dcp_impl.store import (
     register_store,
 )
 from dcp_impl.testing import StoreTests
+from dcp_impl.transfer import ItemWriter
 from spec_tests.s3server import LocalS3
 
 

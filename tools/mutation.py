@@ -31,7 +31,7 @@ from pathlib import Path
 __all__ = ["MUTATED", "main", "mutant_names", "results", "score_table", "wilson"]
 
 #: The packages mutated (mirrors ``only_mutate`` in pyproject.toml; a test checks they agree).
-MUTATED = ("dcp_impl/filesystem", "dcp_impl/io", "dcp_impl/metadata")
+MUTATED = ("dcp_impl/filesystem", "dcp_impl/transfer", "dcp_impl/metadata")
 _MUTANTS = Path("mutants")
 _REPORT = _MUTANTS / "mutation-report.json"
 _ORDER = _MUTANTS / "mutation-order.json"
@@ -86,7 +86,7 @@ def _status(code: int | None) -> str:
 
 
 def module_of(name: str) -> str:
-    """``dcp_impl.io._read`` for ``dcp_impl.io._read.x_f__mutmut_3``."""
+    """``dcp_impl.transfer._read`` for ``dcp_impl.transfer._read.x_f__mutmut_3``."""
     return name.rsplit(".", 1)[0]
 
 

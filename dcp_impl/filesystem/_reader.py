@@ -1,4 +1,4 @@
-"""FileSystemReader: loads what FileSystemWriter saved, through dcp_impl.io.read_items."""
+"""FileSystemReader: loads what FileSystemWriter saved, through dcp_impl.transfer.read_items."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from torch.distributed.checkpoint.storage import StorageReader
 from torch.futures import Future
 
 from dcp_impl import _torch_options as options
-from dcp_impl import io as dio
 from dcp_impl import metadata as metadata_format
+from dcp_impl import transfer
 from dcp_impl._backend import StoreReading
 from dcp_impl.errors import CheckpointNotFoundError, InvalidMetadataError
 from dcp_impl.filesystem import _ranklocal
@@ -36,7 +36,7 @@ class FileSystemReader(StoreReading, StorageReader):
     """Load a checkpoint written by :class:`FileSystemWriter`, into any layout.
 
     Reads take only the bytes each destination needs, straight into it
-    (:func:`dcp_impl.io.read_items`). The parameters up to ``_extension_registry`` are
+    (:func:`dcp_impl.transfer.read_items`). The parameters up to ``_extension_registry`` are
     torch's ``FileSystemReader``'s.
 
     Args:
@@ -87,15 +87,15 @@ class FileSystemReader(StoreReading, StorageReader):
         _extension_registry: object | None = None,
         *,
         thread_count: int | None = None,
-        verify: dio.Verify = True,
+        verify: transfer.Verify = True,
         trust_pickle: bool = False,
         safe_globals: Sequence[SafeGlobal] = (),
         max_bytes_expansion: float = DEFAULT_MAX_EXPANSION,
         storage_options: Mapping[str, Any] | None = None,
         max_inflight_bytes: int | None = None,
         convert_dtypes: bool = False,
-        share_reads: dio.ShareReads = None,
-        share_timeout: float = dio.DEFAULT_SHARE_TIMEOUT,
+        share_reads: transfer.ShareReads = None,
+        share_timeout: float = transfer.DEFAULT_SHARE_TIMEOUT,
     ) -> None:
         super().__init__()
         options.check_extension_registry(type(self).__name__, _extension_registry)
@@ -163,7 +163,7 @@ class FileSystemReader(StoreReading, StorageReader):
         # docstring inherited
         return self._read_all(plan, planner, self._locator())
 
-    def _locator(self) -> dio.Locate:
+    def _locator(self) -> transfer.Locate:
         if self._metadata is None:
             raise RuntimeError("read_data called before set_up_storage_reader")
         metadata = self._metadata
@@ -173,7 +173,7 @@ class FileSystemReader(StoreReading, StorageReader):
 
 def _locate(
     store: Store, metadata: Metadata, chunks: _Chunks, index: MetadataIndex
-) -> dio.StoredItem:
+) -> transfer.StoredItem:
     """Where ``index``'s bytes are stored, from the committed metadata."""
     location = metadata.storage_data.get(index)
     if not isinstance(location, metadata_format.ItemLocation):
@@ -192,7 +192,7 @@ def _locate(
     else:
         raise InvalidMetadataError(f"{store.url}: no metadata entry for {index.fqn!r}")
     path = store.path(location.path)
-    return dio.StoredItem(
+    return transfer.StoredItem(
         path, location.offset, location.length, sizes, dtype, location.checksum, label
     )
 

@@ -29,10 +29,10 @@ from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
 from torch.futures import Future
 
 from dcp_impl import _torch_options as options
-from dcp_impl import dtypes
-from dcp_impl import io as dio
+from dcp_impl import dtypes, transfer
 from dcp_impl import metadata as metadata_format
 from dcp_impl._backend import StoreLocated, nothing_committed
+from dcp_impl._pool import parallel_map
 from dcp_impl.errors import (
     ConcurrentSaveError,
     InvalidMetadataError,
@@ -173,7 +173,7 @@ class FileSystemWriter(StoreLocated, StorageWriter, options.BlockingStaging):
         names = [f"{prefix}-{k}.bin" for k in range(len(buckets))]
         jobs = list(zip(names, buckets, strict=True))
         with nothing_committed(self.store, names, len(plan.items)):
-            per_file = dio.parallel_map(
+            per_file = parallel_map(
                 jobs,
                 lambda: _BucketWriter(self.store, planner, self.sync_files),
                 thread_count=self.thread_count,
@@ -272,7 +272,7 @@ class _BucketWriter:
                 results.append(WriteResult(item.index, stored.length, location))
         return results
 
-    def _write(self, out: dio.ItemWriter, item: WriteItem) -> dio.StoredRange:
+    def _write(self, out: transfer.ItemWriter, item: WriteItem) -> transfer.StoredRange:
         data = self._planner.resolve_data(item)
         if item.type == WriteItemType.BYTE_IO:
             if not isinstance(data, io.BytesIO):

@@ -21,8 +21,8 @@ from torch.distributed.checkpoint.metadata import (
     TensorStorageMetadata,
 )
 
-from dcp_impl import dtypes
-from dcp_impl import io as dio
+from dcp_impl import dtypes, transfer
+from dcp_impl._pool import parallel_map
 from dcp_impl.errors import LayoutMismatchError
 from dcp_impl.huggingface._commit import commit
 from dcp_impl.huggingface._folder import (
@@ -103,7 +103,7 @@ def consolidate(
     def assembler() -> _Assembler:
         return _Assembler(source, target, save_id, tensors, stored, sync_files)
 
-    results = dio.parallel_map(jobs, assembler, thread_count=thread_count)
+    results = parallel_map(jobs, assembler, thread_count=thread_count)
     locations = {key: loc for part in results for key, loc in part.items()}
     if bytes_keys:
         locations.update(assembler().copy_bytes(bytes_keys))
@@ -184,7 +184,7 @@ class _Assembler:
             key = MetadataIndex(fqn, chunk.offsets)
             stored = self.stored[key]
             dest = full[tuple(slice(o, e) for o, e in zip(box.offsets, box.ends, strict=True))]
-            target = dio.Target(Box.full(box.sizes), dest)
+            target = transfer.Target(Box.full(box.sizes), dest)
             requests.append(stored.item(self.source, repr(fqn)).request((target,)))
         self.source.read(requests, thread_count=1, verify=True)
         return full
@@ -196,7 +196,7 @@ class _Assembler:
             for key in keys:
                 stored = self.stored[key]
                 data = torch.empty(stored.sizes, dtype=torch.uint8)
-                target = dio.Target(Box.full(stored.sizes), data)
+                target = transfer.Target(Box.full(stored.sizes), data)
                 request = stored.item(self.source, key.fqn).request((target,))
                 self.source.read([request], thread_count=1, verify=True)
                 written = out.write_tensor(data)

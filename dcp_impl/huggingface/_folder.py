@@ -25,7 +25,7 @@ from torch.distributed.checkpoint.metadata import (
     TensorStorageMetadata,
 )
 
-from dcp_impl import io as dio
+from dcp_impl import transfer
 from dcp_impl.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -307,11 +307,11 @@ class Stored:
     sizes: tuple[int, ...]
     dtype: torch.dtype
 
-    def item(self, folder: Store, label: str) -> dio.StoredItem:
+    def item(self, folder: Store, label: str) -> transfer.StoredItem:
         """This item in ``folder``, as a read needs it."""
         loc = self.location
         path = folder.path(loc.path)
-        return dio.StoredItem(
+        return transfer.StoredItem(
             path, loc.offset, loc.length, self.sizes, self.dtype, loc.checksum, label
         )
 

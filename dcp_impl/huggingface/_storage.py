@@ -34,13 +34,14 @@ from torch.distributed.checkpoint.planner import (
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
-from dcp_impl import dtypes
-from dcp_impl import io as dio
+from dcp_impl import dtypes, transfer
+from dcp_impl import metadata as dcp_metadata
 from dcp_impl._backend import (
     StoreLocated,
     StoreReading,
     nothing_committed,
 )
+from dcp_impl._pool import parallel_map
 from dcp_impl._torch_options import check_count
 from dcp_impl.errors import (
     ConcurrentSaveError,
@@ -72,7 +73,7 @@ from dcp_impl.huggingface._plan import (
     whole_tensor_names,
 )
 from dcp_impl.huggingface._write import FileWriter, group_by_file
-from dcp_impl.metadata import MAX_METADATA_BYTES, dumps, validate, with_load_id
+from dcp_impl.metadata import MAX_METADATA_BYTES, dumps, with_load_id
 from dcp_impl.safe_load import DEFAULT_MAX_EXPANSION, PicklePolicy, SafeGlobal
 from dcp_impl.store import Store, open_store, save_stamp
 
@@ -233,7 +234,7 @@ class HuggingFaceWriter(StoreLocated, StorageWriter):
         self._written_id = assignment.save_id
         temps = [temp_name(name, assignment.save_id) for name, _ in jobs]
         with nothing_committed(self.data_dir, temps, len(plan.items)):
-            per_file = dio.parallel_map(
+            per_file = parallel_map(
                 jobs,
                 lambda: FileWriter(self.data_dir, assignment.save_id, planner, self.sync_files),
                 thread_count=self.thread_count,
@@ -248,7 +249,9 @@ class HuggingFaceWriter(StoreLocated, StorageWriter):
         """Move the new files into place, then write the index and the sidecar (the commit)."""
         locations = {r.index: r.storage_data for rank in results for r in rank}
         committed = dataclasses.replace(metadata, storage_data=locations)
-        validate(committed)  # as the filesystem writer: no holes or overlaps get committed
+        dcp_metadata.validate(
+            committed
+        )  # as the filesystem writer: no holes or overlaps get committed
         sidecar = dumps(committed)  # fails, before anything moves, on what the format cannot hold
         index = None if self.save_distributed else index_json(committed)
         files = {loc.path for loc in locations.values()}
@@ -298,15 +301,15 @@ class HuggingFaceReader(StoreReading, StorageReader):
         path: str | os.PathLike[str] | Store,
         thread_count: int | None = None,
         *,
-        verify: dio.Verify = True,
+        verify: transfer.Verify = True,
         trust_pickle: bool = False,
         safe_globals: Sequence[SafeGlobal] = (),
         max_bytes_expansion: float = DEFAULT_MAX_EXPANSION,
         storage_options: Mapping[str, Any] | None = None,
         max_inflight_bytes: int | None = None,
         convert_dtypes: bool = False,
-        share_reads: dio.ShareReads = None,
-        share_timeout: float = dio.DEFAULT_SHARE_TIMEOUT,
+        share_reads: transfer.ShareReads = None,
+        share_timeout: float = transfer.DEFAULT_SHARE_TIMEOUT,
     ) -> None:
         super().__init__()
         self._configure(
@@ -369,7 +372,7 @@ class HuggingFaceReader(StoreReading, StorageReader):
                 "committed meanwhile; the loaded values may mix two saves: load again"
             )
 
-    def _locate(self, index: MetadataIndex) -> dio.StoredItem:
+    def _locate(self, index: MetadataIndex) -> transfer.StoredItem:
         stored = self._stored.get(index)
         if stored is None:
             raise LayoutMismatchError(

@@ -16,8 +16,7 @@ import torch
 from torch.distributed.checkpoint.planner import SavePlanner, WriteItem, WriteItemType
 from torch.distributed.checkpoint.storage import WriteResult
 
-from dcp_impl import dtypes
-from dcp_impl import io as dio
+from dcp_impl import dtypes, transfer
 from dcp_impl.errors import (
     InvalidMetadataError,
     LayoutMismatchError,
@@ -46,7 +45,7 @@ def widest_first(info: dtypes.DtypeInfo, name: str) -> tuple[int, str]:
     return (-info.itemsize, name)
 
 
-def located(name: str, stored: dio.StoredRange) -> ItemLocation:
+def located(name: str, stored: transfer.StoredRange) -> ItemLocation:
     """The storage_data of a range just written to file ``name``."""
     return ItemLocation(name, stored.offset, stored.length, stored.checksum)
 
@@ -87,7 +86,7 @@ class FileWriter:
             return self._write_tensors(out, name, items)
 
     def _write_tensors(
-        self, out: dio.ItemWriter, name: str, items: list[WriteItem]
+        self, out: transfer.ItemWriter, name: str, items: list[WriteItem]
     ) -> list[WriteResult]:
         items = sorted(items, key=lambda it: widest_first(_info(it), it.index.fqn))
         sharding = {it.index.fqn: {SAVED_OFFSETS_KEY: list(_chunk(it).offsets)} for it in items}
@@ -105,12 +104,12 @@ class FileWriter:
         for item in items:
             tensor = self.planner.resolve_data(item)
             tensor = _check_tensor(item, tensor)
-            # dio.tensor_bytes cannot view an empty tensor with odd strides; it has no bytes.
+            # transfer.tensor_bytes cannot view an empty tensor with odd strides; it has no bytes.
             stored = out.write_tensor(tensor) if tensor.numel() else out.write_bytes(b"")
             results.append(WriteResult(item.index, stored.length, located(name, stored)))
         return results
 
-    def _write_bytes(self, out: dio.ItemWriter, name: str, item: WriteItem) -> WriteResult:
+    def _write_bytes(self, out: transfer.ItemWriter, name: str, item: WriteItem) -> WriteResult:
         data = self.planner.resolve_data(item)
         if not isinstance(data, io.BytesIO):
             raise UnsupportedError(

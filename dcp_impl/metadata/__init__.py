@@ -25,6 +25,7 @@ from dcp_impl.errors import InvalidMetadataError
 from dcp_impl.metadata._decode import decode, parse
 from dcp_impl.metadata._encode import encode
 from dcp_impl.metadata._validate import validate as _validate_geometry
+from dcp_impl.metadata._validate import validate_storage_keys
 from dcp_impl.metadata._values import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -42,6 +43,7 @@ __all__ = [
     "dumps",
     "loads",
     "validate",
+    "validate_storage_keys",
     "with_load_id",
 ]
 

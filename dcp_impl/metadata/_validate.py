@@ -11,7 +11,7 @@ from dcp_impl import layout
 from dcp_impl.errors import InvalidMetadataError, LayoutMismatchError
 from dcp_impl.metadata._values import ItemLocation, show
 
-__all__ = ["validate"]
+__all__ = ["validate", "validate_storage_keys"]
 
 
 def validate(metadata: Metadata, *, allow_partial: bool = False) -> None:
@@ -25,6 +25,11 @@ def validate(metadata: Metadata, *, allow_partial: bool = False) -> None:
     for fqn, entry in metadata.state_dict_metadata.items():
         if isinstance(entry, TensorStorageMetadata):
             _validate_tensor(fqn, entry, allow_partial=allow_partial)
+    validate_storage_keys(metadata)
+
+
+def validate_storage_keys(metadata: Metadata) -> None:
+    """The storage-key check of :func:`validate` alone (see there)."""
     if isinstance(metadata.storage_data, dict):
         _validate_storage_keys(metadata.state_dict_metadata, metadata.storage_data)
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar, cast
 import torch
 
 from dcp_impl.errors import InvalidMetadataError
-from dcp_impl.io import CHECKSUM_TEXT, Checksums
+from dcp_impl.transfer import CHECKSUM_TEXT, Checksums
 
 __all__ = [
     "FORMAT_NAME",

@@ -18,15 +18,27 @@ file operation through a :class:`Store` and accept one wherever they take a path
 * :func:`commit_lock`: one save at a time runs its commit step on a location;
   :func:`save_stamp` / :func:`stamp_of` / :func:`older_save`: save ids that sort by
   start time.
-* :class:`ItemWriter` (what :meth:`Store.create` returns) and :class:`StoredRange`.
+* Every place's own pieces: local files (:class:`LocalFile`, a source read with ``preadv`` or
+  mapped; :class:`DataFileWriter`, the local ``ItemWriter``; :func:`atomic_write` and
+  :func:`fsync_dir`, the atomic commit; :func:`open_regular`, the one door to a local
+  checkpoint file, :func:`read_at_most`, :func:`storage_fault`), object stores
+  (:class:`ObjectSource`, :class:`ObjectWriter`), and the host's shared memory
+  (:class:`SharedReader`, the shared reads of ``share_reads="shm"``).
+
+Everything that moves bytes without knowing where they live (``ItemWriter``, the source
+protocols, ``read_into``, ``read_items``, checksums) is :mod:`dcp_impl.transfer`, of which
+this package uses only the public names.
 
 ``dcp_impl.testing.StoreTests`` is the contract test kit for a new store.
 docs/object-stores.md describes the stores; docs/architecture.md where they sit.
 """
 
-from dcp_impl.io._write import ItemWriter, StoredRange
+from typing import Any
+
 from dcp_impl.store._base import Store
-from dcp_impl.store._fsspec import FsspecStore
+from dcp_impl.store._disk import DataFileWriter, LocalFile, atomic_write, fsync_dir
+from dcp_impl.store._files import open_regular, read_at_most, storage_fault
+from dcp_impl.store._fsspec import FsspecStore, ObjectSource, ObjectWriter
 from dcp_impl.store._local import LocalStore
 from dcp_impl.store._lock import (
     LOCK_NAME,
@@ -44,6 +56,7 @@ from dcp_impl.store._registry import (
     open_store,
     register_store,
 )
+from dcp_impl.store._shared import SharedReader
 
 __all__ = [
     "Store",
@@ -55,8 +68,16 @@ __all__ = [
     "is_url",
     "is_local_path",
     "is_checkpoint_id",
-    "ItemWriter",
-    "StoredRange",
+    "LocalFile",
+    "DataFileWriter",
+    "atomic_write",
+    "fsync_dir",
+    "open_regular",
+    "read_at_most",
+    "storage_fault",
+    "ObjectSource",
+    "ObjectWriter",
+    "SharedReader",
     "LOCK_NAME",
     "HeldLock",
     "commit_lock",
@@ -64,3 +85,19 @@ __all__ = [
     "save_stamp",
     "stamp_of",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # ItemWriter and StoredRange were exported here too until they moved: one release of grace.
+    if name in ("ItemWriter", "StoredRange"):
+        import warnings
+
+        from dcp_impl import transfer
+
+        warnings.warn(
+            f"dcp_impl.store.{name} is deprecated: import dcp_impl.transfer.{name} instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(transfer, name)
+    raise AttributeError(f"module 'dcp_impl.store' has no attribute {name!r}")

@@ -6,10 +6,7 @@ import abc
 from collections.abc import Iterable, Sequence
 
 from dcp_impl.errors import InvalidMetadataError
-from dcp_impl.io._read import read_into
-from dcp_impl.io._requests import ReadRequest
-from dcp_impl.io._sources import Source
-from dcp_impl.io._write import ItemWriter
+from dcp_impl.transfer import ItemWriter, ReadRequest, Source, read_into
 
 __all__ = ["Store", "check_size"]
 
@@ -89,11 +86,11 @@ class Store(abc.ABC):
         return f"{self.url.rstrip('/')}/{name}"
 
     def opener(self, path: str) -> Source:
-        """Open ``path`` (as :meth:`path` gave it) for :func:`~dcp_impl.io.read_into`.
+        """Open ``path`` (as :meth:`path` gave it) for :func:`~dcp_impl.transfer.read_into`.
 
         The default serves every read through :meth:`read_range`; override it to read
         straight into the destination buffers (``preadv``), to map files in memory, or to
-        return a source with device reads (``dcp_impl.io.DeviceReadable``).
+        return a source with device reads (``dcp_impl.transfer.DeviceReadable``).
         """
         prefix = self.path("")
         if not path.startswith(prefix):
@@ -109,7 +106,7 @@ class Store(abc.ABC):
         max_inflight_bytes: int | None = None,
     ) -> None:
         """Fill the targets of ``requests`` (paths as :meth:`path` gives them): see
-        :func:`~dcp_impl.io.read_into`, run with :meth:`opener` and :attr:`coalesce` on
+        :func:`~dcp_impl.transfer.read_into`, run with :meth:`opener` and :attr:`coalesce` on
         ``thread_count`` threads (default :attr:`read_threads`), holding at most
         ``max_inflight_bytes`` of host memory in buffers (None: no cap). An override must
         keep that cap: readers pass it only when one is set."""

@@ -20,9 +20,8 @@ import fsspec
 from fsspec import AbstractFileSystem
 
 from dcp_impl.errors import StorageFaultError
-from dcp_impl.io._sources import Source
-from dcp_impl.io._write import ItemWriter
 from dcp_impl.store._base import Store
+from dcp_impl.transfer import ItemWriter, Source
 
 __all__ = ["FsspecStore", "ObjectSource", "ObjectWriter", "URL_READ_THREADS", "PART"]
 
@@ -176,19 +175,21 @@ class FsspecStore(Store):
 
 
 class ObjectSource:
-    """One object, read with ranged GETs; the size is taken once, when it is opened."""
+    """One object, read with ranged GETs of at most ``part`` bytes; the size is taken once,
+    when it is opened."""
 
-    def __init__(self, fs: AbstractFileSystem, key: str) -> None:
+    def __init__(self, fs: AbstractFileSystem, key: str, *, part: int = PART) -> None:
         self._fs = fs
         self._key = key
+        self._part = part
         self._size = int(fs.size(key))  # raises FileNotFoundError for a missing object
 
     def preadv(self, buffers: list[memoryview], offset: int) -> int:
         # docstring inherited
         end = min(offset + sum(len(b) for b in buffers), self._size)
         cursor = _Cursor(buffers)
-        for start in range(offset, end, PART):
-            stop = min(start + PART, end)
+        for start in range(offset, end, self._part):
+            stop = min(start + self._part, end)
             data = memoryview(self._fs.cat_file(self._key, start=start, end=stop))
             cursor.fill(data)
             if len(data) < stop - start:  # the object shrank since it was opened

@@ -1,8 +1,8 @@
 """A local directory as a :class:`~dcp_impl.store.Store`, through ``os`` calls: ``O_EXCL``
 data files, fsync, temp file + ``os.replace`` commits, files read with ``os.preadv`` or
-mapped in memory (:class:`~dcp_impl.io.LocalFile`).
+mapped in memory (:class:`~dcp_impl.store.LocalFile`).
 
-Every read opens its file through :func:`~dcp_impl.io.open_regular` with the directory as
+Every read opens its file through :func:`~dcp_impl.store.open_regular` with the directory as
 the root: only regular files inside the checkpoint are read (links that stay inside it are
 followed), and small files are read without trusting ``stat`` (:func:`read_at_most`)."""
 
@@ -14,18 +14,10 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from dcp_impl.io import (
-    DataFileWriter,
-    ItemWriter,
-    LocalFile,
-    Source,
-    atomic_write,
-    fsync_dir,
-    open_regular,
-    read_at_most,
-    storage_fault,
-)
 from dcp_impl.store._base import Store, check_size
+from dcp_impl.store._disk import DataFileWriter, LocalFile, atomic_write, fsync_dir
+from dcp_impl.store._files import open_regular, read_at_most, storage_fault
+from dcp_impl.transfer import ItemWriter, Source
 
 __all__ = ["LocalStore"]
 

@@ -18,9 +18,15 @@ contract the backends rely on; subclass it in your own test file::
 
 :class:`CountingStore` wraps a store and records every data byte range a load reads (from
 every process of a multi-process load, into one log file), to prove what it takes from storage.
+
+:func:`tuned` is for tests of dcp_impl's read engine (and of stores that want its other
+paths exercised): within ``with tuned(min_run=1, stage_all=True): ...`` reads use the given
+:class:`Tuning` fields (I/O thresholds, staging every target, a fake device copier) instead
+of the defaults; nothing else changes them.
 """
 
+from dcp_impl._tuning import Tuning, tuned
 from dcp_impl.testing._counting import CountingStore, ReadRecord
 from dcp_impl.testing._store import StoreTests
 
-__all__ = ["StoreTests", "CountingStore", "ReadRecord"]
+__all__ = ["StoreTests", "CountingStore", "ReadRecord", "Tuning", "tuned"]

@@ -6,8 +6,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from dcp_impl.io import ItemWriter, Source
 from dcp_impl.store import Store
+from dcp_impl.transfer import ItemWriter, Source
 
 __all__ = ["CountingStore", "ReadRecord"]
 

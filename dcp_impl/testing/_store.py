@@ -13,9 +13,9 @@ from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 from dcp_impl.errors import CorruptCheckpointError, InvalidMetadataError
 from dcp_impl.filesystem import FileSystemReader, FileSystemWriter
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter
-from dcp_impl.io import ReadRequest, Target, checksum
 from dcp_impl.layout import Box
 from dcp_impl.store import Store
+from dcp_impl.transfer import ReadRequest, Target, checksum
 
 __all__ = ["StoreTests"]
 

@@ -1,6 +1,6 @@
 """A DCP backend in under 100 lines (docs/architecture.md): one checksummed data file per rank
-in any ``dcp_impl.store.Store``, dcp_impl's JSON metadata committed last, resharded verified
-loads through ``dcp_impl.io.read_items``. Run, it saves, lists and loads (tests/test_examples)."""
+in any ``dcp_impl.store.Store``, dcp_impl's JSON metadata committed last, verified resharded
+loads through ``dcp_impl.transfer.read_items``. Run: saves, lists, loads (tests/test_examples)."""
 
 import dataclasses
 import os
@@ -13,8 +13,8 @@ from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, SavePlan
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
-from dcp_impl import io as dio
 from dcp_impl import metadata as fmt
+from dcp_impl import transfer
 from dcp_impl.store import Store, is_checkpoint_id, open_store
 
 
@@ -84,10 +84,10 @@ class OneFileReader(_OnStore, StorageReader):
         self.metadata = metadata
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner, **kwargs: Any) -> Future[Any]:
-        dio.read_items(plan.items, planner, self._locate, self.store)
+        transfer.read_items(plan.items, planner, self._locate, self.store)
         return _done(None)
 
-    def _locate(self, index: dcp_metadata.MetadataIndex) -> dio.StoredItem:
+    def _locate(self, index: dcp_metadata.MetadataIndex) -> transfer.StoredItem:
         where = self.metadata.storage_data[index]
         entry = self.metadata.state_dict_metadata[index.fqn]
         if isinstance(entry, dcp_metadata.BytesStorageMetadata):
@@ -96,7 +96,7 @@ class OneFileReader(_OnStore, StorageReader):
             chunk = next(c for c in entry.chunks if c.offsets == index.offset)
             sizes, dtype = tuple(chunk.sizes), entry.properties.dtype
         path = self.store.path(where.path)
-        return dio.StoredItem(path, where.offset, where.length, sizes, dtype, where.checksum)
+        return transfer.StoredItem(path, where.offset, where.length, sizes, dtype, where.checksum)
 
 
 if __name__ == "__main__":  # the demo: python docs/examples/one_file_backend.py

@@ -14,8 +14,8 @@ from torch.distributed.checkpoint.storage import StorageReader
 
 from dcp_impl.errors import InvalidMetadataError, UnsafeFileError
 from dcp_impl.filesystem import FileSystemReader
-from dcp_impl.io import Source
 from dcp_impl.store import LocalStore
+from dcp_impl.transfer import Source
 from spec_tests.selftest._wrap import Wrapped
 
 __all__ = ["BlocksOnSpecialFiles", "FollowsLinksOut"]

@@ -17,9 +17,9 @@ from torch.distributed.checkpoint.storage import StorageReader
 from dcp_impl.dtypes import by_torch
 from dcp_impl.errors import CorruptCheckpointError
 from dcp_impl.filesystem import FileSystemReader
-from dcp_impl.io import ReadRequest
 from dcp_impl.layout import byte_span
 from dcp_impl.store import LocalStore
+from dcp_impl.transfer import ReadRequest
 from spec_tests.selftest._wrap import Wrapped
 
 __all__ = ["ChecksTheFirstPieceOnly"]

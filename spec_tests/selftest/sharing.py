@@ -12,7 +12,7 @@ from torch.distributed.checkpoint.planner import LoadPlan
 from torch.distributed.checkpoint.storage import StorageReader
 
 from dcp_impl.filesystem import FileSystemReader
-from dcp_impl.io import SharePlan
+from dcp_impl.transfer import SharePlan
 from spec_tests.selftest._wrap import Wrapped, WrappedReader
 
 __all__ = ["SharesChunksByName"]

@@ -22,9 +22,9 @@ from torch.distributed.checkpoint.planner import LoadItemType, LoadPlanner, Read
 
 from dcp_impl import safe_load
 from dcp_impl.errors import CorruptCheckpointError, LayoutMismatchError
-from dcp_impl.io._budget import check_max_inflight
-from dcp_impl.io._requests import ReadRequest, Target
 from dcp_impl.layout import Box
+from dcp_impl.transfer._budget import check_max_inflight
+from dcp_impl.transfer._requests import ReadRequest, Target
 
 __all__ = [
     "StoredItem",
@@ -100,7 +100,7 @@ class RequestReader(Protocol):
     def read(
         self, requests: Sequence[ReadRequest], *, thread_count: int | None = None, verify: bool
     ) -> None:
-        """Fill the targets of ``requests`` (see :func:`~dcp_impl.io.read_into`); with a
+        """Fill the targets of ``requests`` (see :func:`~dcp_impl.transfer.read_into`); with a
         cap, also takes ``max_inflight_bytes=`` (as :meth:`dcp_impl.store.Store.read`)."""
         ...
 

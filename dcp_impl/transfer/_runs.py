@@ -12,7 +12,6 @@ file order, with a scratch buffer swallowing the bytes between two runs that no 
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -21,34 +20,12 @@ import numpy as np
 from dcp_impl.layout import Box
 
 __all__ = [
-    "IOV_MAX",
-    "MAX_GAP",
-    "MIN_RUN",
     "Piece",
     "Runs",
     "plan_runs",
     "largest_gap",
     "vectored",
-    "preadv_all",
 ]
-
-
-def _iov_max() -> int:
-    try:
-        value = os.sysconf("SC_IOV_MAX")
-    except (ValueError, OSError):
-        return 1024
-    return value if value > 0 else 1024
-
-
-IOV_MAX = _iov_max()
-"""Buffers one ``preadv`` call accepts (1024 on Linux)."""
-MAX_GAP = 1 << 20
-"""Skipped bytes above this end a ``preadv`` call instead of being read into scratch."""
-MIN_RUN = 4096
-"""Runs shorter than this are read through a staging buffer instead: one syscall buffer and
-one Python slice per run cost more than reading the span once and copying it out (where the
-two break even: perf/README.md, "Measurements behind dcp_impl's I/O constants")."""
 
 
 Piece = tuple[int, memoryview]
@@ -104,19 +81,19 @@ def largest_gap(pieces: Sequence[Piece]) -> int:
 
 
 def vectored(
-    pieces: Sequence[Piece], scratch: memoryview
+    pieces: Sequence[Piece], scratch: memoryview, iov_max: int
 ) -> Iterator[tuple[int, list[memoryview]]]:
     """The ``(file offset, buffers)`` of each ``preadv`` call that fills the sorted ``pieces``.
 
     The bytes between two pieces go to ``scratch`` (reused: its contents are garbage). A gap
-    longer than ``scratch``, pieces that overlap in the file, or a call at ``IOV_MAX``
-    buffers start a new call.
+    longer than ``scratch``, pieces that overlap in the file, or a call at ``iov_max``
+    buffers (``Tuning.iov_max``) start a new call.
     """
     buffers: list[memoryview] = []
     first = end = 0
     for position, buffer in pieces:
         gap = position - end
-        if buffers and (not 0 <= gap <= len(scratch) or len(buffers) + 2 > IOV_MAX):
+        if buffers and (not 0 <= gap <= len(scratch) or len(buffers) + 2 > iov_max):
             yield first, buffers
             buffers = []
         if not buffers:
@@ -127,24 +104,3 @@ def vectored(
         end = position + len(buffer)
     if buffers:
         yield first, buffers
-
-
-def preadv_all(fd: int, buffers: list[memoryview], offset: int) -> int:
-    """Fill ``buffers`` in order from file ``offset``; the bytes read, fewer only at end of file.
-
-    ``preadv`` may stop early (signals, the kernel's per-call limit); this resumes it.
-    """
-    done = 0
-    while buffers:
-        count = os.preadv(fd, buffers, offset + done)
-        if count == 0:
-            break
-        done += count
-        filled = 0
-        while filled < len(buffers) and count >= len(buffers[filled]):
-            count -= len(buffers[filled])
-            filled += 1
-        buffers = buffers[filled:]
-        if count:
-            buffers[0] = buffers[0][count:]
-    return done

@@ -28,7 +28,6 @@ __all__ = [
     "piece_checksum",
     "Checksums",
     "Digest",
-    "WRITE_STEP",
     "write_hashed",
 ]
 
@@ -40,8 +39,6 @@ MIN_PIECE_SIZE = 1 << 12
 """Smallest piece size a document may declare: smaller pieces cost more metadata than bytes."""
 MAX_PIECE_SIZE = 1 << 30
 """Largest piece size a document may declare: a verified read may hold a piece in memory."""
-WRITE_STEP = 8 << 20
-""":func:`write_hashed` hands the writer and the hashing thread steps this big."""
 CHECKSUM_TEXT = re.compile(r"([a-z][a-z0-9_]{0,31})(?:@([1-9][0-9]{0,18}))?:([0-9a-f]+)")
 """The grammar of a checksum text (rules D13, D15): algorithm, optional piece size, digests."""
 _MAX_WIDTH = 128  # hex digits of one digest
@@ -174,7 +171,7 @@ def write_hashed(
     write: Callable[[memoryview], None],
     piece_size: int = PIECE_SIZE,
     *,
-    step: int = WRITE_STEP,
+    step: int,
 ) -> str:
     """Pass ``data`` to ``write`` in order, in steps of about ``step`` bytes (a whole number
     of pieces), and return its checksum text, one digest per piece of ``piece_size`` bytes

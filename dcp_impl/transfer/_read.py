@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from dcp_impl import dtypes
-from dcp_impl.io import _runs, _verified
-from dcp_impl.io._budget import Budget, Scratch, check_max_inflight, plan_threads, sliced_preadv
-from dcp_impl.io._pool import parallel_map
-from dcp_impl.io._requests import (
+from dcp_impl import _tuning, dtypes
+from dcp_impl._pool import parallel_map
+from dcp_impl._tuning import Tuning
+from dcp_impl.layout import byte_span
+from dcp_impl.transfer import _runs, _verified
+from dcp_impl.transfer._budget import (
+    Budget,
+    Scratch,
+    check_max_inflight,
+    plan_threads,
+    sliced_preadv,
+)
+from dcp_impl.transfer._requests import (
     ReadRequest,
     Target,
     bytes_at,
@@ -20,18 +28,17 @@ from dcp_impl.io._requests import (
     sub_view,
     truncated,
 )
-from dcp_impl.io._sources import (
+from dcp_impl.transfer._sources import (
     MAX_OPEN_FILES,
     DeviceReadable,
-    LocalFile,
     Mappable,
     Opener,
     OpenFiles,
     Source,
 )
-from dcp_impl.io._staging import CudaCopier, DeviceCopier, Staging, SyncCopier
-from dcp_impl.io._write import byte_view
-from dcp_impl.layout import byte_span
+from dcp_impl.transfer._staging import CudaCopier, DeviceCopier, Staging, SyncCopier
+from dcp_impl.transfer._write import byte_view
+from dcp_impl.transfer.strategy import Lazy, LazyProbe, Strategy, choose
 
 __all__ = ["read_into", "MAX_OPEN_FILES"]
 
@@ -47,9 +54,7 @@ def read_into(
     *,
     thread_count: int = 1,
     verify: bool = True,
-    stage_all: bool = False,
-    copier: Callable[[], DeviceCopier] | None = None,
-    opener: Opener = LocalFile,
+    opener: Opener,
     coalesce: int = 0,
     max_inflight_bytes: int | None = None,
 ) -> None:
@@ -64,9 +69,6 @@ def read_into(
         verify: check the checksum of each piece of an item before any of its bytes is
             used: only the pieces a read touches (see the package's docstring for what is
             read then).
-        stage_all: send every target through the staging buffers (so that CPU tests
-            exercise the CUDA path).
-        copier: replaces the device copy, one per thread (for the same tests).
         opener: opens a request's path as a :class:`Source` (a store's ``opener``).
         coalesce: neighbouring requests of one file whose bytes (and the gaps between them)
             span at most this many bytes are fetched by one read into a staging buffer and
@@ -89,15 +91,11 @@ def read_into(
         t.dest.device.type == "cuda" for r in ordered for t in r.targets
     )
 
+    tuning = _tuning.current()
+
     def make_worker() -> _Reader:
         return _Reader(
-            verify=verify,
-            stage_all=stage_all,
-            pin=pin,
-            opener=opener,
-            copier=copier() if copier is not None else None,
-            budget=budget,
-            part=part,
+            verify=verify, pin=pin, opener=opener, tuning=tuning, budget=budget, part=part
         )
 
     # Each thread's share for the copy its source may make of one read (of ``part`` bytes).
@@ -112,21 +110,21 @@ class _Reader:
         self,
         *,
         verify: bool,
-        stage_all: bool,
         pin: bool,
         opener: Opener,
-        copier: DeviceCopier | None,
+        tuning: Tuning,
         budget: Budget | None = None,
         part: int | None = None,
     ) -> None:
         self._verify = verify
-        self._stage_all = stage_all
+        self._tuning = tuning
+        self._stage_all = tuning.stage_all
         self._files = OpenFiles(opener)
         self._budget = budget
         self._part = part
         self._staging = Staging(pin, budget, self._drop_idle)
         self._scratch = Scratch(budget, self._drop_idle)
-        self._injected = copier
+        self._injected: DeviceCopier | None = tuning.copier() if tuning.copier else None
         self._copiers: dict[torch.device, DeviceCopier] = {}
 
     def __call__(self, batch: list[ReadRequest]) -> None:
@@ -244,36 +242,42 @@ class _Reader:
                 self._copy_out(slot, target, source)
 
     def _read_spans(self, request: ReadRequest, targets: list[Target]) -> None:
-        """Read only the bytes the targets need: straight into them where possible."""
+        """Read only the bytes the targets need, each the way :func:`choose` says."""
         itemsize = dtypes.by_torch(request.dtype).itemsize
         pieces: list[_runs.Piece] = []
         for target in targets:
-            direct = self._is_direct(request, target)
             start, length, exact = byte_span(request.chunk_sizes, target.sub, itemsize)
-            if direct and exact:  # one run: one read straight into the destination
-                pieces.append((request.offset + start, byte_view(target.dest)))
-                continue
-            device = self._device_readable(request, target) if exact else None
-            if device is not None:  # one run, filled by the source in device memory
-                done = device.read_to_device(target.dest, request.offset + start)
-                if done < length:
-                    end = request.offset + start
-                    raise truncated(request, end + length, end + done)
-                continue
-            # Several runs: a mapped file gives exactly their bytes, where vectored reads
-            # would also take the gaps between them (measured: perf/README.md).
-            mapped = self._mapped(request, [target])
-            if mapped is not None:
-                dtypes.copy_bits(target.dest, sub_view(request, mapped, target, start=start))
-                continue
-            if direct:
-                runs = _runs.plan_runs(request.chunk_sizes, target.sub, itemsize)
-                if runs.length >= _runs.MIN_RUN:
-                    pieces += runs.pieces(byte_view(target.dest), request.offset)
-                    continue
-            self._read_staged(request, target, start, length)
+            probe = self._probe(request, target, itemsize)
+            direct = self._is_direct(request, target)
+            match choose(direct=direct, exact=exact, min_run=self._tuning.min_run, probe=probe):
+                case Strategy.SPAN:
+                    pieces.append((request.offset + start, byte_view(target.dest)))
+                case Strategy.DEVICE:
+                    device = probe.device.get()
+                    assert device is not None  # choose() asked
+                    done = device.read_to_device(target.dest, request.offset + start)
+                    if done < length:
+                        end = request.offset + start
+                        raise truncated(request, end + length, end + done)
+                case Strategy.MAPPED:
+                    mapped = probe.mapping.get()
+                    assert mapped is not None  # choose() asked
+                    dtypes.copy_bits(target.dest, sub_view(request, mapped, target, start=start))
+                case Strategy.RUNS:
+                    pieces += probe.runs.get().pieces(byte_view(target.dest), request.offset)
+                case Strategy.STAGED:
+                    self._read_staged(request, target, start, length)
         if pieces:
             self._read_pieces(request, sorted(pieces, key=lambda piece: piece[0]))
+
+    def _probe(self, request: ReadRequest, target: Target, itemsize: int) -> LazyProbe:
+        # Several runs: a mapped file gives exactly their bytes, where vectored reads would
+        # also take the gaps between them (measured: perf/README.md).
+        return LazyProbe(
+            device=Lazy(lambda: self._device_readable(request, target)),
+            mapping=Lazy(lambda: self._mapped(request, [target])),
+            runs=Lazy(lambda: _runs.plan_runs(request.chunk_sizes, target.sub, itemsize)),
+        )
 
     def _read_staged(self, request: ReadRequest, target: Target, start: int, length: int) -> None:
         """Read the sub-box's enclosing span (``length`` bytes from chunk byte ``start``)
@@ -284,10 +288,10 @@ class _Reader:
         self._copy_out(slot, target, view)
 
     def _read_pieces(self, request: ReadRequest, pieces: list[_runs.Piece]) -> None:
-        """Fill the sorted ``pieces``; bytes between them that fit ``MAX_GAP`` go to scratch."""
-        gap = min(_runs.largest_gap(pieces), _runs.MAX_GAP)
+        """Fill the sorted ``pieces``; bytes between them that fit ``max_gap`` go to scratch."""
+        gap = min(_runs.largest_gap(pieces), self._tuning.max_gap)
         scratch = self._scratch.of(gap)
-        for offset, buffers in _runs.vectored(pieces, scratch):
+        for offset, buffers in _runs.vectored(pieces, scratch, self._tuning.iov_max):
             self._pread(request, buffers, offset)
 
     def _is_direct(self, request: ReadRequest, target: Target) -> bool:

@@ -9,7 +9,7 @@ from typing import Protocol
 import torch
 
 from dcp_impl.dtypes import copy_bits
-from dcp_impl.io._budget import Budget
+from dcp_impl.transfer._budget import Budget
 
 __all__ = ["DeviceCopier", "SyncCopier", "CudaCopier", "Staging"]
 
@@ -77,7 +77,7 @@ class CudaCopier:
 class Staging:
     """Two reusable host buffers: one is filled while the other's copies are in flight.
 
-    With a :class:`~dcp_impl.io._budget.Budget`, every buffer is held from it while it
+    With a :class:`~dcp_impl.transfer._budget.Budget`, every buffer is held from it while it
     exists: a buffer that must grow is freed first, and one that would wait for the budget
     first frees everything this thread holds idle (``drop_idle``), copies waited for. Host
     (unpinned) buffers then use one slot (their copies are complete when made) and are

@@ -6,7 +6,7 @@ ReadItems: per host, each stored item that two or more of its ranks need gets on
 the needing rank with the fewest bytes to read so far (largest items first), and each rank's
 plan gets a :class:`SharePlan` as its ``storage_data``. Owners read their items from storage
 once and publish them in the host's shared memory; the others take them from there
-(:mod:`dcp_impl.io._shared`).
+(:class:`dcp_impl.store.SharedReader`).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ import torch
 
 from dcp_impl import dtypes
 from dcp_impl.errors import CorruptCheckpointError, InvalidMetadataError
-from dcp_impl.io._checksum import CHECKSUM_ALGORITHM, Checksums
 from dcp_impl.layout import Box, byte_span
+from dcp_impl.transfer._checksum import CHECKSUM_ALGORITHM, Checksums
 
 __all__ = [
     "Target",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from dcp_impl.errors import InvalidOptionError
 
 if TYPE_CHECKING:
-    from dcp_impl.io._sources import Source
+    from dcp_impl.transfer._sources import Source
 
 __all__ = [
     "Scratch",

@@ -16,15 +16,15 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from dcp_impl.errors import CorruptCheckpointError
-from dcp_impl.io._checksum import Digest
-from dcp_impl.io._requests import row_major_strides
 from dcp_impl.layout import Box
+from dcp_impl.transfer._checksum import Digest
+from dcp_impl.transfer._requests import row_major_strides
 
 if TYPE_CHECKING:
     import torch
 
-    from dcp_impl.io._checksum import Checksums
-    from dcp_impl.io._requests import ReadRequest
+    from dcp_impl.transfer._checksum import Checksums
+    from dcp_impl.transfer._requests import ReadRequest
 
 __all__ = ["blocks", "dest_block", "check_piece", "check_digest", "check_all", "pread_checked"]
 

@@ -1,8 +1,8 @@
 """Shared reads through shared memory: each stored item several ranks of a host need is read
 from storage once, by its owner, and taken by the others from the host's memory.
 
-:class:`SharedReader` is a :class:`~dcp_impl.io.RequestReader` over the store, for one rank's
-:class:`~dcp_impl.io._share_plan.SharePlan`. Its ``read``:
+:class:`SharedReader` is a :class:`~dcp_impl.transfer.RequestReader` over the store, for one rank's
+:class:`~dcp_impl.transfer.SharePlan`. Its ``read``:
 
 1. joins the load's segment, a folder ``SHM_ROOT/<key>`` (created by whichever rank comes
    first), leaving ``pid-<rank>`` so that peers can tell a dead owner from a slow one;
@@ -11,7 +11,7 @@ from storage once, by its owner, and taken by the others from the host's memory.
    ``item-<slot>``: a reader sees all of an item or nothing;
 3. reads its unshared items from storage as usual;
 4. takes every shared item it needs (its own included) from the segment through
-   :func:`~dcp_impl.io.read_into`, exactly as from storage: with ``verify`` the item's
+   :func:`~dcp_impl.transfer.read_into`, exactly as from storage: with ``verify`` the item's
    stored checksum is checked again, so a bug in sharing cannot pass silently. It waits at
    most ``timeout`` seconds; a failed or dead owner, or a removed segment, ends the wait at
    once with :class:`~dcp_impl.errors.SharedReadError`;
@@ -40,13 +40,19 @@ import torch
 from torch.distributed.checkpoint.metadata import MetadataIndex
 
 from dcp_impl.errors import SharedReadError, SharedReadTimeoutError
-from dcp_impl.io._files import storage_fault
-from dcp_impl.io._load import Locate, RequestReader, StoredItem
-from dcp_impl.io._read import read_into
-from dcp_impl.io._requests import ReadRequest, Target
-from dcp_impl.io._share_plan import SHM_ROOT, SharePlan
-from dcp_impl.io._sources import LocalFile
 from dcp_impl.layout import Box
+from dcp_impl.store._disk import LocalFile
+from dcp_impl.store._files import storage_fault
+from dcp_impl.transfer import (
+    SHM_ROOT,
+    Locate,
+    ReadRequest,
+    RequestReader,
+    SharePlan,
+    StoredItem,
+    Target,
+    read_into,
+)
 
 __all__ = ["SharedReader"]
 

@@ -1,17 +1,21 @@
 """Random access to the bytes of one stored file, whatever holds it.
 
-:func:`dcp_impl.io.read_into` asks a :class:`Source` for byte ranges and never touches a
-file itself; an :data:`Opener` makes a source from a path. :class:`LocalFile` reads local
-files through ``os.preadv`` and can also be mapped into memory (:class:`Mappable`); other
-stores (object stores through fsspec) provide their own opener, and everything above the
-bytes (planning runs, staging, verification, device copies) stays shared.
+:func:`dcp_impl.transfer.read_into` asks a :class:`Source` for byte ranges and never touches a
+file itself; an :data:`Opener` (a store's ``opener``) makes a source from a path. The sources
+live with their places in :mod:`dcp_impl.store` (``LocalFile``: ``os.preadv`` and mapped in
+memory, :class:`Mappable`; ``ObjectSource``: ranged GETs); everything above the bytes
+(planning runs, staging, verification, device copies) is here, shared.
+
+The protocols are ``typing.Protocol`` s, as is :class:`~dcp_impl.transfer.ItemWriter`, with
+``abc.abstractmethod`` members: a store hands the engine any object with these methods (a
+source inherits nothing), and an explicit subclass that misses one fails when it is made.
+Protocol rather than ``abc.ABC``: sources are duck-typed today (``isinstance`` checks of
+:class:`Mappable` and :class:`DeviceReadable` are structural), which an ABC would break.
 """
 
 from __future__ import annotations
 
-import contextlib
-import mmap
-import os
+import abc
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
@@ -19,15 +23,12 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from dcp_impl.errors import CorruptCheckpointError
-from dcp_impl.io._files import open_regular
-from dcp_impl.io._runs import preadv_all
 
 __all__ = [
     "Source",
     "Mappable",
     "DeviceReadable",
     "Opener",
-    "LocalFile",
     "OpenFiles",
     "MAX_OPEN_FILES",
 ]
@@ -41,14 +42,14 @@ may open: ``ulimit -n``) is read opening each file about once per thread."""
 class Source(Protocol):
     """One open stored file."""
 
+    @abc.abstractmethod
     def preadv(self, buffers: list[memoryview], offset: int) -> int:
         """Fill ``buffers`` in order from byte ``offset``; return the bytes read, fewer
         only where the file ends."""
-        ...
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Release the file."""
-        ...
 
 
 @runtime_checkable
@@ -64,7 +65,7 @@ class Mappable(Protocol):
 @runtime_checkable
 class DeviceReadable(Protocol):
     """A source that fills device memory itself, without staging bytes in host memory
-    (GPU-direct storage: cuFile, kvikio). :func:`~dcp_impl.io.read_into` hands it every
+    (GPU-direct storage: cuFile, kvikio). :func:`~dcp_impl.transfer.read_into` hands it every
     contiguous non-CPU destination of the item's dtype whose bytes are one span of the file
     and that no checksum check needs on the host (``verify=False``, items without a
     checksum, partial reads under ``verify="whole"``); other device reads are staged."""
@@ -77,48 +78,6 @@ class DeviceReadable(Protocol):
 
 Opener = Callable[[str], Source]
 """Opens the stored file at a path; raises ``FileNotFoundError`` when there is none."""
-
-
-class LocalFile:
-    """A local file, read with ``os.preadv`` (vectored, positional: safe across threads).
-
-    Opened by :func:`~dcp_impl.io.open_regular`: only a regular file, and with ``root``
-    only one inside that folder (a link out of the checkpoint is refused).
-    :meth:`mapped` maps it copy-on-write (so tensors may wrap it without a read-only
-    warning; nothing writes to it). A file truncated by another process while it is mapped
-    makes later accesses past its new end fault (SIGBUS), as with every mmap reader.
-    """
-
-    def __init__(self, path: str, root: str | os.PathLike[str] | None = None) -> None:
-        self._fd = open_regular(path, root=root)
-        self._map: mmap.mmap | None = None
-        self._unmappable = False
-
-    def mapped(self) -> memoryview | None:
-        # docstring inherited
-        if self._map is None:
-            if self._unmappable:
-                return None
-            if os.fstat(self._fd).st_size == 0:
-                return memoryview(b"")  # an empty file cannot be mapped
-            try:
-                self._map = mmap.mmap(self._fd, 0, access=mmap.ACCESS_COPY)
-            except (OSError, ValueError):  # some FUSE and special file systems refuse mmap
-                self._unmappable = True
-                return None
-        return memoryview(self._map)
-
-    def preadv(self, buffers: list[memoryview], offset: int) -> int:
-        # docstring inherited
-        return preadv_all(self._fd, buffers, offset)
-
-    def close(self) -> None:
-        # docstring inherited
-        if self._map is not None:
-            # Views still alive keep the mapping open; it is then unmapped when they go.
-            with contextlib.suppress(BufferError):
-                self._map.close()
-        os.close(self._fd)
 
 
 class OpenFiles:
