@@ -31,7 +31,7 @@ from pathlib import Path
 __all__ = ["MUTATED", "main", "mutant_names", "results", "score_table", "wilson"]
 
 #: The packages mutated (mirrors ``only_mutate`` in pyproject.toml; a test checks they agree).
-MUTATED = ("dcp_impl/filesystem", "dcp_impl/transfer", "dcp_impl/metadata")
+MUTATED = ("dcp_impl/filesystem", "dcp_impl/transfer", "dcp_impl/store", "dcp_impl/metadata")
 _MUTANTS = Path("mutants")
 _REPORT = _MUTANTS / "mutation-report.json"
 _ORDER = _MUTANTS / "mutation-order.json"
