@@ -20,7 +20,8 @@ from storage once, by its owner, and taken by the others from the host's memory.
    segment, on success and on failure alike. A rank that timed out removes it at once (a
    member has been missing that long; one that comes later recreates it, times out and
    removes it). A rank that dies before it joins while every peer succeeds leaves the
-   segment behind: its peers cannot tell it from a late one.
+   segment behind: its peers cannot tell it from a late one. The next load on the host
+   removes it (:mod:`dcp_impl.store._stale`).
 
 No collective is involved: ``read_data`` keeps DCP's call contract, and ranks that play
 their turns in one process (the conformance suite's driver) take part as processes do.
@@ -43,6 +44,7 @@ from dcp_impl.errors import SharedReadError, SharedReadTimeoutError
 from dcp_impl.layout import Box
 from dcp_impl.store._disk import LocalFile
 from dcp_impl.store._files import storage_fault
+from dcp_impl.store._stale import process_gone, remove_stale_segments
 from dcp_impl.transfer import (
     SHM_ROOT,
     Locate,
@@ -143,16 +145,18 @@ class SharedReader:
         segment.leave(error)
 
     def _segment(self) -> _Segment:
-        return _Segment(os.path.join(self._root, self._share.key), self._share)
+        folder = os.path.join(self._root, self._share.key)
+        return _Segment(folder, self._share, self._timeout)
 
 
 class _Segment:
     """One host's folder of published items for one load."""
 
-    def __init__(self, folder: str, share: SharePlan) -> None:
+    def __init__(self, folder: str, share: SharePlan, timeout: float) -> None:
         self.folder = folder
         self.rank = share.rank
         self._group = share.group
+        self._timeout = timeout
 
     def _path(self, name: str) -> str:
         return os.path.join(self.folder, name)
@@ -161,7 +165,12 @@ class _Segment:
         return self._path(f"item-{slot}")
 
     def join(self) -> None:
-        os.makedirs(self.folder, mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(self.folder, mode=0o700)
+        except FileExistsError:
+            pass
+        else:  # the first rank of this load on the host clears what earlier loads left
+            remove_stale_segments(os.path.dirname(self.folder), self.folder, self._timeout)
         self._mark(f"pid-{self.rank}", str(os.getpid()))
 
     def _mark(self, name: str, text: str) -> None:
@@ -275,16 +284,7 @@ class _Segment:
 
     def _dead(self, rank: int) -> bool:
         """Whether ``rank`` joined and its process is gone (a rank not yet there is alive)."""
-        pid = self._read(f"pid-{rank}", 32)
-        if pid is None or not pid.isdigit():
-            return False
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False  # a process of another user holds the pid: it exists
-        return False
+        return process_gone(self._read(f"pid-{rank}", 32))
 
     def leave(self, error: BaseException | None) -> None:
         """Leave ``done-<rank>`` or ``failed-<rank>`` (the error); the member that finds
