@@ -64,18 +64,18 @@ class _State:
     def load(self) -> Backend:
         if self.backend is None:
             from spec_tests import locations
-            from spec_tests.backends import probe
+            from spec_tests.backends import check_constructible
 
             backend = load_from(self.spec, self.invocation_dir)
             if self.root is not None and locations.is_url(self.root):
                 # A URL root: probe there, so that a backend taking URLs only is not refused.
                 location = locations.child(self.root, "dcp-probe-")
                 try:
-                    probe(backend, location)
+                    check_constructible(backend, location)
                 finally:
                     locations.remove(location, best_effort=True)
             else:
-                probe(backend)
+                check_constructible(backend)
             short_repr(type(backend))  # its capabilities are in the header, once per run
             self.backend = backend
         return self.backend

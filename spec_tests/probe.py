@@ -30,11 +30,11 @@ from dcp_impl.dtypes import DTYPES, by_torch
 from dcp_impl.layout import Box
 from spec_tests import harness, layouts
 from spec_tests.backends import CAPABILITIES, Backend, load_backend
+from spec_tests.contract.verdicts import may_refuse
 from spec_tests.harness.damage import DAMAGES, damage
 from spec_tests.properties._common import check_load, load_boxes, roundtrip, sharded_save
 from spec_tests.properties.hostile import Payload
 from spec_tests.strategies import SaveLayout
-from spec_tests.verdicts import may_refuse
 
 __all__ = ["NOT_PROBED", "Trial", "probe_claims", "probe_command", "render"]
 

@@ -228,7 +228,7 @@ def user_module(tmp_path: Path) -> Iterator[str]:
     (tmp_path / f"{name}.py").write_text(
         textwrap.dedent(
             """
-            from spec_tests.reference import ReferenceBackend
+            from spec_tests.contract.reference import ReferenceBackend
 
             class Store:
                 name = "store"

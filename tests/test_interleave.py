@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
+from spec_tests.contract.verdicts import ContractViolation
 from spec_tests.harness.interleave import Step, interleavings, run_actors
-from spec_tests.verdicts import ContractViolation
 
 _A = [("A", "start"), ("A", "write"), ("A", "finish")]
 _B = [("B", "start"), ("B", "write"), ("B", "finish")]

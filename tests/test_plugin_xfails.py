@@ -10,7 +10,7 @@ from _plugin import fake_suite, xfails_file
 
 # pytester's in-process runs restore sys.modules afterwards, and torch cannot be imported
 # twice in one process: import everything the inner runs load here, once.
-import spec_tests.reference  # noqa: F401  (imports torch)
+import spec_tests.contract.reference  # noqa: F401  (imports torch)
 from spec_tests import plugin
 
 pytest_plugins = ["pytester"]

@@ -31,7 +31,12 @@ from torch.distributed.checkpoint.state_dict_saver import save
 
 from dcp_impl.dtypes import DTYPES, DtypeInfo
 from dcp_impl.errors import CheckpointNotFoundError, LayoutMismatchError
-from spec_tests.reference import ReferenceBackend, ReferenceReader, ReferenceWriter, discard
+from spec_tests.contract.reference import (
+    ReferenceBackend,
+    ReferenceReader,
+    ReferenceWriter,
+    discard,
+)
 
 BACKEND = ReferenceBackend()
 

@@ -6,7 +6,7 @@
 - :mod:`.tensors`: sharding a tensor into rank boxes, bit-exact comparison.
 - :mod:`.repro`: the reproduction note every failure carries.
 
-Every verdict is a :class:`~spec_tests.verdicts.ContractViolation`.
+Every verdict is a :class:`~spec_tests.contract.verdicts.ContractViolation`.
 """
 
 from spec_tests.harness.checked import (

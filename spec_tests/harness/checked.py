@@ -7,7 +7,7 @@ raises (BaseExceptions such as torch's ``CheckpointException`` become
 returns is checked (types, one plan per rank, one WriteResult per WriteItem, every ReadItem
 committed once), waits are bounded, and a thread the backend started that dies of an
 exception nobody surfaced fails the operation. Every such check raises
-:class:`~spec_tests.verdicts.ContractViolation`.
+:class:`~spec_tests.contract.verdicts.ContractViolation`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, W
 
 from spec_tests import driver
 from spec_tests.backends import Backend
+from spec_tests.contract.verdicts import ContractViolation
 from spec_tests.harness import staged
 from spec_tests.harness.planners import (
     FailOn,
@@ -40,7 +41,6 @@ from spec_tests.harness.planners import (
     index_key,
 )
 from spec_tests.locations import is_url
-from spec_tests.verdicts import ContractViolation
 
 __all__ = [
     "BackendBaseException",

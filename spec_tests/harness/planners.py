@@ -49,8 +49,8 @@ from torch.distributed.checkpoint.planner_helpers import (
 
 from dcp_impl.dtypes import by_torch
 from dcp_impl.layout import Box
+from spec_tests.contract.verdicts import ContractViolation, text_of
 from spec_tests.harness.tensors import SENTINEL, Shards, region
-from spec_tests.verdicts import ContractViolation, text_of
 
 __all__ = [
     "BytesRequest",

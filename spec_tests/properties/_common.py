@@ -17,7 +17,7 @@ from dcp_impl.layout import Box
 from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claimed_dtypes, claims
-from spec_tests.verdicts import ContractViolation, may_refuse
+from spec_tests.contract.verdicts import ContractViolation, may_refuse
 
 Location = Callable[[], str]
 

@@ -25,9 +25,9 @@ import torch
 
 from spec_tests import harness
 from spec_tests.backends import Backend, claims
+from spec_tests.contract.verdicts import ContractViolation, Refusal, may_refuse
 from spec_tests.harness.interleave import Step, interleavings, run_actors
 from spec_tests.properties._common import Location, flat, request_for
-from spec_tests.verdicts import ContractViolation, Refusal, may_refuse
 
 __all__ = ["AdversityProperties", "LOAD_DURING_SAVE", "TWO_SAVERS", "version"]
 

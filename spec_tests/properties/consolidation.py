@@ -27,8 +27,8 @@ from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests._profiles import few
 from spec_tests.backends import Backend, claims
+from spec_tests.contract.verdicts import ContractViolation
 from spec_tests.properties._common import Location, claimed, kinds_for
-from spec_tests.verdicts import ContractViolation
 
 __all__ = ["ConsolidationProperties", "consolidated_tensors"]
 

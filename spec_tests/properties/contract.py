@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
+from spec_tests.contract.verdicts import ContractViolation, may_refuse
 from spec_tests.properties._common import (
     Location,
     check_load,
@@ -20,7 +21,6 @@ from spec_tests.properties._common import (
     flat,
     request_for,
 )
-from spec_tests.verdicts import ContractViolation, may_refuse
 
 __all__ = ["ContractProperties"]
 

@@ -21,8 +21,8 @@ from dcp_impl.layout import Box
 from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
+from spec_tests.contract.verdicts import ContractViolation, may_refuse
 from spec_tests.properties._common import Location, claimed
-from spec_tests.verdicts import ContractViolation, may_refuse
 
 __all__ = ["CoverageProperties"]
 

@@ -18,6 +18,7 @@ from spec_tests import harness, layouts
 from spec_tests import strategies as sts
 from spec_tests._profiles import few
 from spec_tests.backends import Backend, claims
+from spec_tests.contract.verdicts import ContractViolation, may_refuse
 from spec_tests.harness.damage import damage
 from spec_tests.properties import _pieces
 from spec_tests.properties._common import (
@@ -30,7 +31,6 @@ from spec_tests.properties._common import (
 )
 from spec_tests.properties._generations import check_generation, generation, killed_itself
 from spec_tests.ranks import check_ranks, spawn_ranks
-from spec_tests.verdicts import ContractViolation, may_refuse
 
 __all__ = ["FaultProperties"]
 

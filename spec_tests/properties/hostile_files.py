@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 from spec_tests import harness, locations
 from spec_tests._profiles import few
 from spec_tests.backends import Backend
+from spec_tests.contract.verdicts import ContractViolation, may_refuse
 from spec_tests.properties._common import (
     Location,
     check_entry,
@@ -46,7 +47,6 @@ from spec_tests.properties._common import (
     draw_tensor,
     request_for,
 )
-from spec_tests.verdicts import ContractViolation, may_refuse
 
 __all__ = ["APPENDED", "HANG_S", "HostileFilesProperties", "stored_files"]
 

@@ -35,6 +35,7 @@ from dcp_impl.layout import Box
 from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
+from spec_tests.contract.verdicts import ContractViolation, may_refuse
 from spec_tests.properties._common import (
     Location,
     check_entry,
@@ -46,7 +47,6 @@ from spec_tests.properties._common import (
     request_for,
 )
 from spec_tests.properties.hostile_files import local_root, stored_files
-from spec_tests.verdicts import ContractViolation, may_refuse
 
 __all__ = ["LoadProperties", "other_bits"]
 

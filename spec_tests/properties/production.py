@@ -28,6 +28,7 @@ from spec_tests import harness, layouts
 from spec_tests import strategies as sts
 from spec_tests._profiles import few
 from spec_tests.backends import Backend
+from spec_tests.contract.verdicts import may_refuse
 from spec_tests.properties._common import (
     Location,
     check_entry,
@@ -36,7 +37,6 @@ from spec_tests.properties._common import (
     draw_tensor,
     request_for,
 )
-from spec_tests.verdicts import may_refuse
 
 __all__ = ["ProductionSaveProperties"]
 

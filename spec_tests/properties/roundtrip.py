@@ -13,6 +13,7 @@ from dcp_impl.dtypes import by_torch
 from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
+from spec_tests.contract.verdicts import may_refuse
 from spec_tests.properties._common import (
     BOUNDARIES_MIB,
     LARGE_BYTES,
@@ -26,7 +27,6 @@ from spec_tests.properties._common import (
     roundtrip,
 )
 from spec_tests.properties._large import large_dtype, large_pattern
-from spec_tests.verdicts import may_refuse
 
 __all__ = ["RoundTripProperties"]
 

@@ -29,6 +29,7 @@ from dcp_impl.layout import Box
 from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
+from spec_tests.contract.verdicts import ContractViolation, may_refuse
 from spec_tests.properties._common import (
     Location,
     assert_nothing_committed,
@@ -39,7 +40,6 @@ from spec_tests.properties._common import (
     kinds_for,
     request_for,
 )
-from spec_tests.verdicts import ContractViolation, may_refuse
 
 __all__ = ["LOAD_SIDE", "Attempt", "UnclaimedProperties", "record_refusal"]
 

@@ -24,13 +24,13 @@ from hypothesis import strategies as st
 from spec_tests import harness
 from spec_tests._profiles import few
 from spec_tests.backends import Backend
+from spec_tests.contract.verdicts import ContractViolation, chain, may_refuse
 from spec_tests.properties._common import (
     Location,
     assert_nothing_committed,
     check_load,
     draw_tensor,
 )
-from spec_tests.verdicts import ContractViolation, chain, may_refuse
 
 __all__ = ["ThreadBound", "WorkerFailureProperties"]
 

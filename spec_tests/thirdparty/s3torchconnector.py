@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from spec_tests.capabilities import DTYPE_CAPS, GENERAL_CAPS
+from spec_tests.contract.capabilities import DTYPE_CAPS, GENERAL_CAPS
 
 if TYPE_CHECKING:
     from torch.distributed.checkpoint.storage import StorageReader, StorageWriter

@@ -16,7 +16,7 @@ from dcp_impl.dtypes import DTYPES
 if TYPE_CHECKING:
     import torch
 
-    from spec_tests.backends import Backend
+    from spec_tests.contract.protocol import Backend
 
 __all__ = [
     "ASYNC_MODES",
