@@ -103,7 +103,7 @@ def _matrix(options: Options) -> StageResult:
 def _thirdparty(options: Options) -> StageResult:
     # The backends store in S3: they run against the project's local server (loopback only),
     # under a URL root, so the properties that plant local files skip rather than lie.
-    from spec_tests.s3server import local_s3
+    from spec_tests.sim.s3server import local_s3
 
     folder = options.out / "matrix-runs" / "thirdparty"
     command = _python("-m", "spec_tests", "matrix", "--profile=dcp-nightly", f"--out={folder}")

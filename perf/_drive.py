@@ -1,6 +1,6 @@
 """Drive simulated ranks through a backend in DCP's call order, with minimal planners.
 
-The call sequence is :mod:`spec_tests.driver`'s, with plain (unchecked) calls: one process
+The call sequence is :mod:`spec_tests.sim.driver`'s, with plain (unchecked) calls: one process
 plays every rank in turn, one writer/reader instance per rank, so that an 8-rank save is
 benchmarked without 8 processes. The planners only map write/read items to the ranks'
 tensors (built with torch's planner helpers), so nearly all the time measured is the backend's.
@@ -39,7 +39,7 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter
 
 from dcp_impl.errors import UnsupportedError
 from perf.workloads import Piece
-from spec_tests import driver
+from spec_tests.sim import driver
 
 __all__ = ["load", "local_save_plans", "plan_load", "plan_save", "save"]
 

@@ -29,7 +29,7 @@ from torch.distributed.checkpoint.planner_helpers import create_read_items_for_c
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 import dcp_impl
-from spec_tests import driver
+from spec_tests.sim import driver
 
 MIB = 1 << 20
 ROWS = 1024

@@ -300,7 +300,7 @@ def test_suite_properties_take_the_profile_loaded_when_they_run() -> None:
 
     from hypothesis import Phase, settings
 
-    from spec_tests._profiles import bind_settings, register_profiles
+    from spec_tests.plugin.profiles import bind_settings, register_profiles
     from spec_tests.properties.faults import FaultProperties
 
     previous = register_profiles(load_default=False)

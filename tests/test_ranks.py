@@ -1,4 +1,4 @@
-"""spec_tests.ranks: a rank's verdict is what it reports, not how its process ends."""
+"""spec_tests.sim.ranks: a rank's verdict is what it reports, not how its process ends."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.api import CheckpointException
 
-from spec_tests.ranks import RankOutcome, RanksFailed, check_ranks, run_ranks, spawn_ranks
+from spec_tests.sim.ranks import RankOutcome, RanksFailed, check_ranks, run_ranks, spawn_ranks
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is unavailable")
 
@@ -70,7 +70,7 @@ def test_ranks_that_pass_return_their_outcomes() -> None:
 
 
 def test_abort_after_reporting_success_is_not_a_failure(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="spec_tests.ranks"):
+    with caplog.at_level(logging.WARNING, logger="spec_tests.sim.ranks"):
         outcomes = run_ranks(_pass_then_abort, 2)
     assert all(o.passed and o.exitcode == -signal.SIGABRT for o in outcomes)
     assert "signal SIGABRT (not a failure)" in caplog.text

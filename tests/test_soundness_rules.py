@@ -19,8 +19,8 @@ from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner
 from torch.futures import Future
 
 from spec_tests.backends import Backend, builtin
+from spec_tests.cli.probe import probe_claims
 from spec_tests.contract.verdicts import ContractViolation
-from spec_tests.probe import probe_claims
 from spec_tests.properties.roundtrip import RoundTripProperties
 from spec_tests.properties.unclaimed import LOAD_SIDE, Attempt
 from spec_tests.selftest import readers, rules

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import pytest
 
-from spec_tests._summary import RunInfo, replay_note, rerun_command, shortest_example
+from spec_tests.plugin.summary import RunInfo, replay_note, rerun_command, shortest_example
 
 _GROUP = """
   | spec_tests.contract.verdicts.ContractViolation: 't' box Box((0,), (3,)): 3 of 3 bytes differ

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from spec_tests.backends import BUILTIN_NAMES
-from spec_tests.matrix import BackendResult, load_result
+from spec_tests.plugin.results import BackendResult, load_result
 
 SEEDS = 20
 

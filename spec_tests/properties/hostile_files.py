@@ -36,10 +36,9 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from spec_tests import harness, locations
-from spec_tests._profiles import few
 from spec_tests.backends import Backend
 from spec_tests.contract.verdicts import ContractViolation, may_refuse
+from spec_tests.plugin.profiles import few
 from spec_tests.properties._common import (
     Location,
     check_entry,
@@ -47,6 +46,7 @@ from spec_tests.properties._common import (
     draw_tensor,
     request_for,
 )
+from spec_tests.sim import harness, locations
 
 __all__ = ["APPENDED", "HANG_S", "HostileFilesProperties", "stored_files"]
 

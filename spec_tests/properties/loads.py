@@ -32,7 +32,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dcp_impl.layout import Box
-from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
 from spec_tests.contract.verdicts import ContractViolation, may_refuse
@@ -47,6 +46,7 @@ from spec_tests.properties._common import (
     request_for,
 )
 from spec_tests.properties.hostile_files import local_root, stored_files
+from spec_tests.sim import harness
 
 __all__ = ["LoadProperties", "other_bits"]
 

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from dcp_impl.dtypes import by_torch
 from dcp_impl.layout import Box
-from spec_tests import harness, layouts
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
 from spec_tests.properties._common import (
@@ -24,6 +23,7 @@ from spec_tests.properties._common import (
     sharded_save,
 )
 from spec_tests.properties._large import large_dtype, large_pattern
+from spec_tests.sim import harness, shardings
 
 __all__ = ["DIGIT_CUTS", "ReshardingProperties"]
 
@@ -141,12 +141,12 @@ class ReshardingProperties:
         shape = (LARGE_BYTES // (cols * by_torch(dtype).itemsize), cols)
         value = large_pattern(LARGE_BYTES, dtype, seed=cols).reshape(shape)
         save = sts.SaveLayout(
-            value.shape, tuple(map(tuple, layouts.row_shards(value.shape, 4))), "rows"
+            value.shape, tuple(map(tuple, shardings.row_shards(value.shape, 4))), "rows"
         )
         with harness.repro(dcp_backend, dtype=value.dtype, shape=tuple(value.shape)):
             location = dcp_location()
             sharded_save(dcp_backend, location, "big", value, save)
-            load_boxes(dcp_backend, location, "big", value, layouts.col_shards(value.shape, 3))
+            load_boxes(dcp_backend, location, "big", value, shardings.col_shards(value.shape, 3))
 
     def _reshard(
         self,

@@ -10,7 +10,6 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 from dcp_impl.dtypes import by_torch
-from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
 from spec_tests.contract.verdicts import may_refuse
@@ -27,6 +26,7 @@ from spec_tests.properties._common import (
     roundtrip,
 )
 from spec_tests.properties._large import large_dtype, large_pattern
+from spec_tests.sim import harness
 
 __all__ = ["RoundTripProperties"]
 

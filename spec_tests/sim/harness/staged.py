@@ -30,7 +30,7 @@ from torch.distributed.checkpoint.storage import StorageWriter
 
 from spec_tests.contract.capabilities import ASYNC_MODES
 from spec_tests.contract.verdicts import ContractViolation
-from spec_tests.harness.tensors import Shards
+from spec_tests.sim.harness.tensors import Shards
 
 __all__ = ["AsyncMode", "async_mode", "save"]
 

@@ -157,7 +157,7 @@ class FailureSummary:
             return
         if any(f.nodeid == report.nodeid for f in self.failed):
             return  # a teardown error after a failed call: one property, one entry
-        from spec_tests.matrix import first_line
+        from spec_tests.plugin.results import first_line
 
         error, example = shortest_example(report.longreprtext)
         rerun = self.reruns.get(report.nodeid, "")
