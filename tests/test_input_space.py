@@ -23,7 +23,7 @@ from dcp_impl import dtypes as dt
 from spec_tests import strategies as sts
 from spec_tests.backends import builtin
 from spec_tests.contract.verdicts import ContractViolation
-from spec_tests.properties._common import pattern
+from spec_tests.properties.checks import pattern
 from spec_tests.properties.configuration import ConfigurationProperties, stored_names
 from spec_tests.properties.resharding import DIGIT_CUTS, ReshardingProperties
 from spec_tests.selftest import inputs

@@ -20,7 +20,7 @@ from spec_tests.cli.selftest import (
 )
 from spec_tests.plugin.results import BackendResult, TestRecord
 from spec_tests.selftest import BROKEN, FAITHFUL, protocol, readers, writers
-from spec_tests.selftest._wrap import Wrapped
+from spec_tests.selftest.wrap import Wrapped
 
 # --- the catalogue --------------------------------------------------------------------------------
 
@@ -131,7 +131,7 @@ def test_a_faithful_wrapper_must_pass() -> None:
 # --- the runner, end to end on a tiny suite -------------------------------------------------------
 
 _BACKENDS = """
-from spec_tests.selftest._wrap import LoadPlannerProxy, Wrapped, WrappedReader
+from spec_tests.selftest.wrap import LoadPlannerProxy, Wrapped, WrappedReader
 
 
 class _Zeroing(LoadPlannerProxy):
@@ -165,7 +165,7 @@ class Faithful(Wrapped):
 _SUITE = """
 import torch
 
-from spec_tests.properties._common import roundtrip
+from spec_tests.properties.checks import roundtrip
 
 
 def test_roundtrip(dcp_backend, dcp_location):

@@ -24,8 +24,8 @@ from spec_tests.contract.verdicts import ContractViolation
 from spec_tests.properties.roundtrip import RoundTripProperties
 from spec_tests.properties.unclaimed import LOAD_SIDE, Attempt
 from spec_tests.selftest import readers, rules
-from spec_tests.selftest._wrap import Wrapped, WrappedReader
 from spec_tests.selftest.catalogue import FaithfulFS
+from spec_tests.selftest.wrap import Wrapped, WrappedReader
 from spec_tests.strategies import NamedCases
 
 pytest_plugins = ["pytester"]

@@ -30,7 +30,7 @@ from dcp_impl.dtypes import DTYPES, by_torch
 from dcp_impl.layout import Box
 from spec_tests.backends import CAPABILITIES, Backend, load_backend
 from spec_tests.contract.verdicts import may_refuse
-from spec_tests.properties._common import check_load, load_boxes, roundtrip, sharded_save
+from spec_tests.properties.checks import check_load, load_boxes, roundtrip, sharded_save
 from spec_tests.properties.hostile import Payload
 from spec_tests.sim import harness, shardings
 from spec_tests.sim.harness.damage import DAMAGES, damage

@@ -23,8 +23,8 @@ from pathlib import Path
 import spec_tests
 from spec_tests.cli.runs import Progress, run_backend
 from spec_tests.plugin.results import BackendResult
-from spec_tests.selftest._wrap import Wrapped
 from spec_tests.selftest.catalogue import BROKEN, FAITHFUL
+from spec_tests.selftest.wrap import Wrapped
 
 __all__ = [
     "Entry",

@@ -12,7 +12,7 @@ import torch
 
 from spec_tests.backends import Backend
 from spec_tests.contract.verdicts import ContractViolation
-from spec_tests.properties._common import check_entry, request_for
+from spec_tests.properties.checks import check_entry, request_for
 from spec_tests.sim import harness
 from spec_tests.sim.ranks import RankOutcome
 

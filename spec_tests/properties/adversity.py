@@ -26,7 +26,7 @@ import torch
 
 from spec_tests.backends import Backend, claims
 from spec_tests.contract.verdicts import ContractViolation, Refusal, may_refuse
-from spec_tests.properties._common import Location, flat, request_for
+from spec_tests.properties.checks import Location, flat, request_for
 from spec_tests.sim import harness
 from spec_tests.sim.harness.interleave import Step, interleavings, run_actors
 

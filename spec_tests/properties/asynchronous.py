@@ -37,13 +37,13 @@ from spec_tests.backends import Backend, load_backend
 from spec_tests.contract.verdicts import ContractViolation, may_refuse
 from spec_tests.plugin.profiles import NIGHTLY, few
 from spec_tests.properties import _async
-from spec_tests.properties._common import (
+from spec_tests.properties._generations import check_generation, generation, killed_itself
+from spec_tests.properties.checks import (
     Location,
     assert_nothing_committed,
     check_load,
     draw_tensor,
 )
-from spec_tests.properties._generations import check_generation, generation, killed_itself
 from spec_tests.sim import harness
 from spec_tests.sim.ranks import check_ranks, run_ranks, spawn_ranks
 

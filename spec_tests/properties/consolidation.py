@@ -27,7 +27,7 @@ from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
 from spec_tests.contract.verdicts import ContractViolation
 from spec_tests.plugin.profiles import few
-from spec_tests.properties._common import Location, claimed, kinds_for
+from spec_tests.properties.checks import Location, claimed, kinds_for
 from spec_tests.sim import harness
 
 __all__ = ["ConsolidationProperties", "consolidated_tensors"]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
 from spec_tests.contract.verdicts import ContractViolation, may_refuse
-from spec_tests.properties._common import (
+from spec_tests.properties.checks import (
     Location,
     check_load,
     claimed,

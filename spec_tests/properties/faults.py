@@ -19,7 +19,8 @@ from spec_tests.backends import Backend, claims
 from spec_tests.contract.verdicts import ContractViolation, may_refuse
 from spec_tests.plugin.profiles import few
 from spec_tests.properties import _pieces
-from spec_tests.properties._common import (
+from spec_tests.properties._generations import check_generation, generation, killed_itself
+from spec_tests.properties.checks import (
     Location,
     assert_nothing_committed,
     check_entry,
@@ -27,7 +28,6 @@ from spec_tests.properties._common import (
     request_for,
     sharded_save,
 )
-from spec_tests.properties._generations import check_generation, generation, killed_itself
 from spec_tests.sim import harness, shardings
 from spec_tests.sim.harness.damage import damage
 from spec_tests.sim.ranks import check_ranks, spawn_ranks

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from spec_tests.backends import Backend, claims
 from spec_tests.contract.verdicts import ContractViolation, may_refuse
 from spec_tests.plugin.profiles import few
-from spec_tests.properties._common import Location, check_entry, draw_tensor, request_for
+from spec_tests.properties.checks import Location, check_entry, draw_tensor, request_for
 from spec_tests.sim import harness
 from spec_tests.strategies import NamedCases
 

@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 from spec_tests.backends import Backend
 from spec_tests.contract.verdicts import ContractViolation, may_refuse
 from spec_tests.plugin.profiles import few
-from spec_tests.properties._common import (
+from spec_tests.properties.checks import (
     Location,
     check_entry,
     claimed,

@@ -28,7 +28,7 @@ from spec_tests import strategies as sts
 from spec_tests.backends import Backend
 from spec_tests.contract.verdicts import may_refuse
 from spec_tests.plugin.profiles import few
-from spec_tests.properties._common import (
+from spec_tests.properties.checks import (
     Location,
     check_entry,
     check_load,

@@ -12,7 +12,7 @@ from dcp_impl.dtypes import by_torch
 from dcp_impl.layout import Box
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
-from spec_tests.properties._common import (
+from spec_tests.properties.checks import (
     LARGE_BYTES,
     Location,
     claimed,
@@ -22,7 +22,7 @@ from spec_tests.properties._common import (
     pattern,
     sharded_save,
 )
-from spec_tests.properties._large import large_dtype, large_pattern
+from spec_tests.properties.large import large_dtype, large_pattern
 from spec_tests.sim import harness, shardings
 
 __all__ = ["DIGIT_CUTS", "ReshardingProperties"]

@@ -27,7 +27,7 @@ from dcp_impl.layout import Box
 from spec_tests.backends import Backend, claims
 from spec_tests.contract.verdicts import ContractViolation
 from spec_tests.plugin.profiles import NIGHTLY
-from spec_tests.properties._common import Location, claimed
+from spec_tests.properties.checks import Location, claimed
 from spec_tests.sim import harness
 
 __all__ = ["ATTEMPTS", "MEMORY_RATIO", "TIME_RATIO", "ScaleProperties", "sizes"]

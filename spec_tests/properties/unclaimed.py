@@ -29,7 +29,7 @@ from dcp_impl.layout import Box
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
 from spec_tests.contract.verdicts import ContractViolation, may_refuse
-from spec_tests.properties._common import (
+from spec_tests.properties.checks import (
     Location,
     assert_nothing_committed,
     check_entry,

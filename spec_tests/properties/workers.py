@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from spec_tests.backends import Backend
 from spec_tests.contract.verdicts import ContractViolation, chain, may_refuse
 from spec_tests.plugin.profiles import few
-from spec_tests.properties._common import (
+from spec_tests.properties.checks import (
     Location,
     assert_nothing_committed,
     check_load,

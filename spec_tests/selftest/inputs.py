@@ -28,7 +28,7 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, W
 from torch.futures import Future
 
 from spec_tests.backends import builtin
-from spec_tests.selftest._wrap import (
+from spec_tests.selftest.wrap import (
     LoadPlannerProxy,
     SavePlannerProxy,
     Wrapped,

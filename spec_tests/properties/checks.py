@@ -1,4 +1,7 @@
-"""Helpers the property modules share: capability-aware draws and one-call round trips."""
+"""Helpers the property modules share: capability-aware draws and one-call round trips.
+
+Public: the probe command and the project's own tests use them too.
+"""
 
 from __future__ import annotations
 
