@@ -39,8 +39,7 @@ from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 from perf._rows import Row
 from perf._scaling import format_scaling
 from perf.workloads import bf16x64_specs, make_tensors, parse_size
-from spec_tests.backends import claims, load_backend
-from spec_tests.sim.ranks import check_ranks, spawn_ranks
+from spec_tests.api import check_ranks, claims, load_backend, spawn_ranks
 
 __all__ = ["BACKENDS", "WORKLOAD", "measure", "rank_worker", "rows", "main"]
 

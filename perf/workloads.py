@@ -22,8 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from dcp_impl.layout import Box
-from spec_tests.sim import shardings
-from spec_tests.sim.harness import region
+from spec_tests.api import Piece, region, shardings
 
 __all__ = [
     "MiB",
@@ -239,16 +238,6 @@ SHARDED = ("fsdp8", "tp8", "2d")
 RESHARD = ("row8-to-row2", "row4-to-row8", "row4-to-col2")
 METADATA = tuple(_CHUNK_COUNTS)
 FIRST_READ = tuple(_SHARD_SCALES)
-
-
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """The part ``box`` of tensor ``fqn`` (global shape ``shape``) that one rank holds."""
-
-    fqn: str
-    shape: tuple[int, ...]
-    box: Box
-    tensor: torch.Tensor
 
 
 def make_tensors(specs: Sequence[TensorSpec]) -> dict[str, torch.Tensor]:

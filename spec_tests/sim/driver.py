@@ -35,7 +35,17 @@ from torch.distributed.checkpoint.metadata import Metadata
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, SavePlan, SavePlanner
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 
-__all__ = ["Calls", "Saved", "load", "save"]
+__all__ = [
+    "Calls",
+    "Saved",
+    "load",
+    "plan_global_load",
+    "plan_global_save",
+    "plan_local_load",
+    "plan_local_save",
+    "plan_save_alone",
+    "save",
+]
 
 
 class Calls:
@@ -64,13 +74,24 @@ class Calls:
 PLAIN = Calls()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Saved:
-    """What a save handed the backend: the final plans, the results and the metadata."""
+    """What a save handed the backend: the final plans, the results and the metadata.
+
+    The metadata and results are what ``finish`` was given (collective-free: the last
+    rank's metadata; each rank's went to its own ``finish``).
+    """
 
     metadata: Metadata
-    plans: list[SavePlan]
-    results: list[list[WriteResult]]
+    plans: tuple[SavePlan, ...]
+    results: tuple[tuple[WriteResult, ...], ...]
+
+    @classmethod
+    def of(
+        cls, metadata: Metadata, plans: Sequence[SavePlan], results: Sequence[Sequence[WriteResult]]
+    ) -> Saved:
+        """A record of ``plans`` and ``results`` as made (copied into tuples)."""
+        return cls(metadata, tuple(plans), tuple(tuple(r) for r in results))
 
 
 def _set_up(
@@ -112,23 +133,11 @@ def save(
     """
     if not collectives:
         return _save_alone(writers, path, planners, states, calls)
-    n = len(writers)
-    local = []
-    for rank, (writer, planner) in enumerate(zip(writers, planners, strict=True)):
-        calls.call(rank, "reset", writer.reset, *([] if path is None else [path]))
-        meta = calls.call(rank, "storage_meta", writer.storage_meta)
-        state = {} if states is None else states[rank]
-        planner.set_up_planner(state, storage_meta=meta, is_coordinator=rank == 0)
-        _set_up(calls, rank, "set_up_storage_writer", writer.set_up_storage_writer, rank == 0)
-        plan = calls.call(
-            rank, "prepare_local_plan", writer.prepare_local_plan, planner.create_local_plan()
-        )
-        calls.returned("prepare_local_plan", plan, SavePlan)
-        local.append(plan)
-    plans, metadata = planners[0].create_global_plan(local)
-    plans = calls.call(0, "prepare_global_plan", writers[0].prepare_global_plan, plans)
-    calls.returned("prepare_global_plan", plans, list, count=n)
-    finals = [planner.finish_plan(plan) for planner, plan in zip(planners, plans, strict=True)]
+    local = [
+        plan_local_save(writer, planner, rank, path, _state(states, rank), calls)
+        for rank, (writer, planner) in enumerate(zip(writers, planners, strict=True))
+    ]
+    finals, metadata = plan_global_save(writers, planners, local, calls)
     futures = [
         calls.call(rank, "write_data", writer.write_data, final, planner)
         for rank, (writer, planner, final) in enumerate(zip(writers, planners, finals, strict=True))
@@ -138,7 +147,66 @@ def save(
         for rank, (final, future) in enumerate(zip(finals, futures, strict=True))
     ]
     calls.call(0, "finish", writers[0].finish, metadata=metadata, results=results)
-    return Saved(metadata, finals, results)
+    return Saved.of(metadata, finals, results)
+
+
+def plan_local_save(
+    writer: StorageWriter,
+    planner: SavePlanner,
+    rank: int,
+    path: str | None,
+    state: dict[str, Any] | None = None,
+    calls: Calls = PLAIN,
+    *,
+    collectives: bool = True,
+) -> SavePlan:
+    """Save steps 1-4 of one rank: reset, storage_meta, set-up, its local plan."""
+    calls.call(rank, "reset", writer.reset, *([] if path is None else [path]))
+    meta = calls.call(rank, "storage_meta", writer.storage_meta)
+    planner.set_up_planner(
+        {} if state is None else state, storage_meta=meta, is_coordinator=rank == 0
+    )
+    _set_up(
+        calls,
+        rank,
+        "set_up_storage_writer",
+        writer.set_up_storage_writer,
+        rank == 0,
+        collectives=collectives,
+    )
+    plan = calls.call(
+        rank, "prepare_local_plan", writer.prepare_local_plan, planner.create_local_plan()
+    )
+    calls.returned("prepare_local_plan", plan, SavePlan)
+    return plan
+
+
+def plan_global_save(
+    writers: Sequence[StorageWriter],
+    planners: Sequence[SavePlanner],
+    local: Sequence[SavePlan],
+    calls: Calls = PLAIN,
+) -> tuple[list[SavePlan], Metadata]:
+    """Save step 5: the coordinator's global plan over every local plan, each rank's final plan."""
+    plans, metadata = planners[0].create_global_plan(list(local))
+    plans = calls.call(0, "prepare_global_plan", writers[0].prepare_global_plan, plans)
+    calls.returned("prepare_global_plan", plans, list, count=len(writers))
+    finals = [planner.finish_plan(plan) for planner, plan in zip(planners, plans, strict=True)]
+    return finals, metadata
+
+
+def plan_save_alone(
+    writer: StorageWriter, planner: SavePlanner, rank: int, plan: SavePlan, calls: Calls = PLAIN
+) -> tuple[SavePlan, Metadata]:
+    """Save step 5 of a collective-free rank: global planning over its own plan alone."""
+    plans, metadata = planner.create_global_plan([plan])
+    plans = calls.call(rank, "prepare_global_plan", writer.prepare_global_plan, plans)
+    calls.returned("prepare_global_plan", plans, list, count=1)
+    return planner.finish_plan(plans[0]), metadata
+
+
+def _state(states: Sequence[dict[str, Any]] | None, rank: int) -> dict[str, Any]:
+    return {} if states is None else states[rank]
 
 
 def _save_alone(
@@ -151,31 +219,15 @@ def _save_alone(
     finals, results = [], []
     metadata = None
     for rank, (writer, planner) in enumerate(zip(writers, planners, strict=True)):
-        calls.call(rank, "reset", writer.reset, *([] if path is None else [path]))
-        meta = calls.call(rank, "storage_meta", writer.storage_meta)
-        state = {} if states is None else states[rank]
-        planner.set_up_planner(state, storage_meta=meta, is_coordinator=rank == 0)
-        _set_up(
-            calls,
-            rank,
-            "set_up_storage_writer",
-            writer.set_up_storage_writer,
-            rank == 0,
-            collectives=False,
-        )
-        plan = calls.call(
-            rank, "prepare_local_plan", writer.prepare_local_plan, planner.create_local_plan()
-        )
-        calls.returned("prepare_local_plan", plan, SavePlan)
-        plans, metadata = planner.create_global_plan([plan])
-        plans = calls.call(rank, "prepare_global_plan", writer.prepare_global_plan, plans)
-        calls.returned("prepare_global_plan", plans, list, count=1)
-        finals.append(planner.finish_plan(plans[0]))
-        future = calls.call(rank, "write_data", writer.write_data, finals[-1], planner)
-        results.append(calls.wait_written(rank, finals[-1], future))
+        state = _state(states, rank)
+        plan = plan_local_save(writer, planner, rank, path, state, calls, collectives=False)
+        final, metadata = plan_save_alone(writer, planner, rank, plan, calls)
+        finals.append(final)
+        future = calls.call(rank, "write_data", writer.write_data, final, planner)
+        results.append(calls.wait_written(rank, final, future))
         calls.call(rank, "finish", writer.finish, metadata=metadata, results=[results[-1]])
     assert metadata is not None  # at least one rank saved
-    return Saved(metadata, finals, results)
+    return Saved.of(metadata, finals, results)
 
 
 def load(
@@ -192,50 +244,75 @@ def load(
     ``collectives=False`` loads as ``dcp.load`` does a rank-local checkpoint: each rank reads
     ``read_metadata(rank=r)`` and plans alone.
     """
-    n = len(readers)
     local = []
     for rank, (reader, planner) in enumerate(zip(readers, planners, strict=True)):
         calls.call(rank, "reset", reader.reset, path)
         metadata = _read_metadata(calls, rank, reader, collectives)
         calls.returned("read_metadata", metadata, Metadata)
-        state = {} if states is None else states[rank]
-        planner.set_up_planner(state, metadata, rank == 0)
-        _set_up(
-            calls,
-            rank,
-            "set_up_storage_reader",
-            reader.set_up_storage_reader,
-            metadata,
-            rank == 0,
-            collectives=collectives,
+        state = _state(states, rank)
+        local.append(
+            plan_local_load(reader, planner, rank, metadata, state, calls, collectives=collectives)
         )
-        plan = calls.call(
-            rank, "prepare_local_plan", reader.prepare_local_plan, planner.create_local_plan()
-        )
-        calls.returned("prepare_local_plan", plan, LoadPlan)
-        if not collectives:
-            plan = planner.create_global_plan([plan])[0]
-            plan = calls.call(rank, "prepare_global_plan", reader.prepare_global_plan, [plan])
-            calls.returned("prepare_global_plan", plan, list, count=1)
-            plan = plan[0]
-        local.append(plan)
     if not collectives:
         _read_alone(readers, planners, local, calls)
         return
-    plans = calls.call(
-        0,
-        "prepare_global_plan",
-        readers[0].prepare_global_plan,
-        planners[0].create_global_plan(local),
-    )
-    calls.returned("prepare_global_plan", plans, list, count=n)
-    finals = [planner.finish_plan(plan) for planner, plan in zip(planners, plans, strict=True)]
+    finals = plan_global_load(readers, planners, local, calls)
     futures = [
         calls.call(rank, "read_data", reader.read_data, final, planner)
         for rank, (reader, planner, final) in enumerate(zip(readers, planners, finals, strict=True))
     ]
     for rank, (final, planner, future) in enumerate(zip(finals, planners, futures, strict=True)):
         calls.wait_read(rank, final, planner, future)
+
+
+def plan_local_load(
+    reader: StorageReader,
+    planner: LoadPlanner,
+    rank: int,
+    metadata: Metadata,
+    state: dict[str, Any] | None = None,
+    calls: Calls = PLAIN,
+    *,
+    collectives: bool = True,
+) -> LoadPlan:
+    """Load steps 3-4 of one rank given its metadata (collective-free: step 5 too, alone)."""
+    planner.set_up_planner({} if state is None else state, metadata, rank == 0)
+    _set_up(
+        calls,
+        rank,
+        "set_up_storage_reader",
+        reader.set_up_storage_reader,
+        metadata,
+        rank == 0,
+        collectives=collectives,
+    )
+    plan = calls.call(
+        rank, "prepare_local_plan", reader.prepare_local_plan, planner.create_local_plan()
+    )
+    calls.returned("prepare_local_plan", plan, LoadPlan)
+    if not collectives:
+        plan = planner.create_global_plan([plan])[0]
+        plan = calls.call(rank, "prepare_global_plan", reader.prepare_global_plan, [plan])
+        calls.returned("prepare_global_plan", plan, list, count=1)
+        plan = plan[0]
+    return plan
+
+
+def plan_global_load(
+    readers: Sequence[StorageReader],
+    planners: Sequence[LoadPlanner],
+    local: Sequence[LoadPlan],
+    calls: Calls = PLAIN,
+) -> list[LoadPlan]:
+    """Load step 5: the coordinator's global plan over every local plan, each rank's final plan."""
+    plans = calls.call(
+        0,
+        "prepare_global_plan",
+        readers[0].prepare_global_plan,
+        planners[0].create_global_plan(list(local)),
+    )
+    calls.returned("prepare_global_plan", plans, list, count=len(readers))
+    return [planner.finish_plan(plan) for planner, plan in zip(planners, plans, strict=True)]
 
 
 def _read_alone(

@@ -11,7 +11,7 @@ Every verdict is a :class:`~spec_tests.contract.verdicts.ContractViolation`.
 
 from spec_tests.sim.harness.checked import (
     BackendBaseException,
-    SaveRecord,
+    Saved,
     call,
     load,
     save,
@@ -48,7 +48,7 @@ __all__ = [
     "InjectedFault",
     "MissingEntry",
     "Request",
-    "SaveRecord",
+    "Saved",
     "Shards",
     "SpecLoadPlanner",
     "SpecSavePlanner",

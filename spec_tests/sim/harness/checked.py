@@ -19,18 +19,18 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hypothesis import note
 from hypothesis.errors import InvalidArgument
-from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+from torch.distributed.checkpoint.metadata import StorageMeta
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, SavePlan
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 
 from spec_tests.backends import Backend
 from spec_tests.contract.verdicts import ContractViolation
 from spec_tests.sim import driver
+from spec_tests.sim.driver import Saved
 from spec_tests.sim.harness import staged
 from spec_tests.sim.harness.planners import (
     FailOn,
@@ -44,7 +44,7 @@ from spec_tests.sim.locations import is_url
 
 __all__ = [
     "BackendBaseException",
-    "SaveRecord",
+    "Saved",
     "call",
     "load",
     "save",
@@ -57,15 +57,6 @@ _FUTURE_TIMEOUT_S = 300.0
 
 class BackendBaseException(Exception):
     """A backend raised a BaseException (e.g. torch's CheckpointException); chained as cause."""
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class SaveRecord:
-    """What a simulated save handed the backend: the metadata and results given to finish."""
-
-    metadata: Metadata
-    plans: tuple[SavePlan, ...]
-    results: tuple[tuple[WriteResult, ...], ...]
 
 
 def call(label: str, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
@@ -287,7 +278,7 @@ def save(
     writers: Sequence[StorageWriter] | None = None,
     checkpoint_id: bool = True,
     collectives: bool = True,
-) -> SaveRecord:
+) -> Saved:
     """Save ``states[r]`` from simulated rank ``r``; return what ``finish`` was given.
 
     Values are tensors (saved whole), :class:`~spec_tests.sim.harness.tensors.Shards` (chunks of a
@@ -307,16 +298,14 @@ def save(
         checked = _Checked(backend.name, "writer", dict(extra_kwargs or {}), before_call)
         target = path if checkpoint_id else None
 
-        def run(ws: Sequence[StorageWriter], states: list[dict[str, Any]]) -> driver.Saved:
+        def run(ws: Sequence[StorageWriter], states: list[dict[str, Any]]) -> Saved:
             return driver.save(ws, target, planners, states, checked, collectives=collectives)
 
         mode = staged.async_mode(backend)
         plain = [dict(s) for s in states]
         saved = run(ws, plain) if mode is None else staged.save(mode, ws, plain, run)
         _check_storage_metas(backend.name, path, checked.storage_metas)
-        return SaveRecord(
-            saved.metadata, tuple(saved.plans), tuple(tuple(r) for r in saved.results)
-        )
+        return saved
 
 
 def load(
