@@ -93,6 +93,31 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+#: The rooms, bottom first: each imports only the rooms before it (docs/architecture.md).
+ROOMS = ("contract", "sim", "strategies", "plugin", "properties", "selftest", "cli")
+#: Top-level doors that only re-export a room's names count as that room.
+DOORS = {"backends": "contract", "verdicts": "contract", "ranks": "sim", "s3server": "sim"}
+
+
+def _room(module: str) -> str | None:
+    parts = module.split(".")
+    name = parts[1] if len(parts) > 1 else ""
+    name = DOORS.get(name, name)
+    return name if name in ROOMS else None
+
+
+def test_each_room_imports_only_the_rooms_below_it() -> None:
+    upward = sorted(
+        f"{module} -> {target}"
+        for module, targets in import_graph().items()
+        for target in targets
+        if (here := _room(module)) is not None
+        and (there := _room(target)) is not None
+        and ROOMS.index(there) > ROOMS.index(here)
+    )
+    assert upward == []
+
+
 def test_the_import_graph_has_no_loop() -> None:
     assert cycles(import_graph()) == []
 

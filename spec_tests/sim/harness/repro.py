@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from hypothesis.vendor.pretty import pretty
 
 from spec_tests.backends import Backend
-from spec_tests.plugin.summary import RUN, replay_note
+from spec_tests.contract.replay import RUN, replay_note
 
 __all__ = ["repro"]
 
