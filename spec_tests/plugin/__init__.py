@@ -1,10 +1,10 @@
 """pytest plugin of the DCP conformance suite (entry point ``dcp_spec``, active in every run).
 
 Provides the ``dcp_backend`` / ``dcp_location`` / ``dcp_backend_spec`` fixtures, the
-``dcp_requires`` marker (capability skips) and the hooks behind the options (``_options``),
-expected failures (``_xfails``), the hypothesis profiles (``_profiles``), ``--dcp-report``
-(``_report``), the early stop and end-of-run failure summary with replay commands
-(``_summary``) and how a SPEC's module and ``--dcp-xfails`` names are found (``_invocation``).
+``dcp_requires`` marker (capability skips) and the hooks behind the options (:mod:`.options`),
+expected failures (:mod:`.xfails`), the hypothesis profiles (:mod:`.profiles`), ``--dcp-report``
+(:mod:`.report`), the early stop and end-of-run failure summary with replay commands
+(:mod:`.summary`) and how a SPEC's module and ``--dcp-xfails`` names are found (:mod:`.invocation`).
 
 It is loaded into every pytest run of an environment that has dcp-conformance
 installed, so importing it must stay cheap and runs that do not use the suite must

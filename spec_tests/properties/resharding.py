@@ -134,7 +134,7 @@ class ReshardingProperties:
     def test_reshard_large(self, dcp_backend: Backend, dcp_location: Location) -> None:
         """A 64 MiB tensor saved in rows over 4 ranks loads as columns over 3 ranks.
 
-        A fixed case, not a draw (``_large``): a failure reports at once, holding one case.
+        A fixed case, not a draw (:mod:`.large`): a failure reports at once, holding one case.
         """
         dtype = large_dtype(dcp_backend, 1, 3)
         cols = 4096
