@@ -70,7 +70,7 @@ def test_ranks_that_pass_return_their_outcomes() -> None:
 
 
 def test_abort_after_reporting_success_is_not_a_failure(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="spec_tests.sim.ranks"):
+    with caplog.at_level(logging.WARNING, logger="spec_tests.ranks"):
         outcomes = run_ranks(_pass_then_abort, 2)
     assert all(o.passed and o.exitcode == -signal.SIGABRT for o in outcomes)
     assert "signal SIGABRT (not a failure)" in caplog.text

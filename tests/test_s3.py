@@ -114,7 +114,7 @@ def test_a_second_server_restores_the_environment_and_starts_empty(
 
 
 def test_cli_prints_the_exports_and_stops_on_sigterm() -> None:
-    command = [sys.executable, "-m", "spec_tests.sim.s3server", "--bucket", "cli-bucket"]
+    command = [sys.executable, "-m", "spec_tests.s3server", "--bucket", "cli-bucket"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as child:
         try:
             exports = _read_exports(child)

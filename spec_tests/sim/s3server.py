@@ -11,7 +11,7 @@ environment, wipes the server's state and stops it::
 
 The plugin exposes it as the session fixture ``dcp_local_s3``. From a shell::
 
-    $ python -m spec_tests.sim.s3server            # prints the variables to export; Ctrl-C stops it
+    $ python -m spec_tests.s3server            # prints the variables to export; Ctrl-C stops it
 
 Nothing but the loopback interface is ever bound, and the credentials are moto's dummies.
 """
@@ -165,9 +165,9 @@ def _exports(s3: LocalS3) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m spec_tests.sim.s3server``: serve until interrupted, printing what to export."""
+    """``python -m spec_tests.s3server``: serve until interrupted, printing what to export."""
     parser = argparse.ArgumentParser(
-        prog="python -m spec_tests.sim.s3server",
+        prog="python -m spec_tests.s3server",
         description="Run a local S3-compatible server (moto) on 127.0.0.1 until Ctrl-C.",
     )
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
