@@ -11,8 +11,14 @@ import dataclasses
 import json
 from pathlib import Path
 
-from spec_tests.matrix import BackendResult, aggregate, failed_run, load_result, render_markdown
-from spec_tests.matrix import to_json as matrix_json
+from spec_tests.plugin.results import (
+    BackendResult,
+    aggregate,
+    failed_run,
+    load_result,
+    render_markdown,
+)
+from spec_tests.plugin.results import to_json as matrix_json
 
 __all__ = ["publish_matrix", "results_of"]
 

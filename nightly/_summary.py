@@ -15,7 +15,7 @@ from typing import Any
 
 from nightly.stages import StageResult
 from perf.report import DEFAULT_THRESHOLD, compare, load_rows, score
-from spec_tests.matrix import FAILING
+from spec_tests.plugin.results import FAILING
 
 __all__ = ["Regressions", "regressions", "render_summary"]
 

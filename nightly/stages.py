@@ -143,7 +143,7 @@ def _python(*args: str) -> list[str]:
 def _matrix_backends(options: Options) -> tuple[str, ...]:
     if options.backends or options.shard.whole:
         return options.backends  # empty: the matrix's own default, every built-in
-    from spec_tests.__main__ import DEFAULT_BACKENDS
+    from spec_tests.cli.main import DEFAULT_BACKENDS
 
     return options.shard.picks(DEFAULT_BACKENDS)
 
@@ -166,7 +166,7 @@ def _matrix(options: Options) -> StageResult:
 def _thirdparty(options: Options) -> StageResult:
     # The backends store in S3: they run against the project's local server (loopback only),
     # under a URL root, so the properties that plant local files skip rather than lie.
-    from spec_tests.s3server import local_s3
+    from spec_tests.sim.s3server import local_s3
 
     folder = options.out / "matrix-runs" / "thirdparty"
     command = _python("-m", "spec_tests", "matrix", "--profile=dcp-nightly", f"--out={folder}")

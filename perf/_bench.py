@@ -11,7 +11,7 @@ import torch
 
 from perf.report import KINDS
 from perf.workloads import Piece
-from spec_tests.harness import assert_bit_equal, region
+from spec_tests.api import assert_bit_equal, region
 
 __all__ = ["Case", "OPS", "measure", "record", "check_loaded"]
 

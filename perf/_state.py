@@ -10,8 +10,7 @@ import torch
 
 from perf import _drive
 from perf.workloads import Layout, Piece, Workload, make_tensors, nbytes, split
-from spec_tests import locations
-from spec_tests.backends import Backend, claims
+from spec_tests.api import Backend, claims, locations
 
 __all__ = ["Checkpoints", "Materials", "Settings", "require"]
 

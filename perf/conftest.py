@@ -15,8 +15,7 @@ from perf import _drive
 from perf._bench import Case, check_loaded, measure
 from perf._state import Checkpoints, Materials, Settings, require
 from perf.workloads import WORKLOADS, fresh_targets, nbytes, parse_size
-from spec_tests import locations
-from spec_tests.backends import Backend, BackendSpecError, load_backend
+from spec_tests.api import Backend, BackendSpecError, load_backend, locations
 
 #: Backends measured side by side unless --perf-backends says otherwise.
 DEFAULT_BACKENDS = ("dcp_impl-fs", "dcp_impl-hf", "torch-fs", "torch-hf")

@@ -13,7 +13,7 @@ against the shard the rank saved. Each rank runs torch on its share of the CPU c
 The benchmarks (perf/test_multiprocess.py) store these times as pytest-benchmark rounds
 (``mp-save`` / ``mp-load``, one benchmark per backend and N) for perf/report.py and the gate;
 this command prints the same table without pytest. The ranks run through
-:func:`spec_tests.ranks.spawn_ranks` (each reports before it ends).
+:func:`spec_tests.sim.ranks.spawn_ranks` (each reports before it ends).
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 from perf._rows import Row
 from perf._scaling import format_scaling
 from perf.workloads import bf16x64_specs, make_tensors, parse_size
-from spec_tests.backends import claims, load_backend
-from spec_tests.ranks import check_ranks, spawn_ranks
+from spec_tests.api import check_ranks, claims, load_backend, spawn_ranks
 
 __all__ = ["BACKENDS", "WORKLOAD", "measure", "rank_worker", "rows", "main"]
 

@@ -34,7 +34,7 @@ from dcp_impl import FileSystemReader, FileSystemWriter
 from dcp_impl.store import LocalStore
 from dcp_impl.transfer import Source
 from perf.workloads import bf16x64_specs, make_tensors, parse_size
-from spec_tests.ranks import check_ranks, spawn_ranks
+from spec_tests.api import check_ranks, spawn_ranks
 
 __all__ = ["WORKLOAD", "MODES", "SlowStore", "measure", "rank_worker", "main"]
 

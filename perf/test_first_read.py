@@ -33,7 +33,7 @@ from perf import _drive
 from perf._bench import Case, measure
 from perf._state import Settings
 from perf.workloads import FIRST_READ, SIZES, WORKLOADS, Workload
-from spec_tests.backends import Backend
+from spec_tests.api import Backend
 
 #: The smallest size each workload runs at: the nightly size for a million chunks.
 _FROM_SIZE = {"sharded10k": 0, "sharded100k": SIZES["small"], "sharded300k": SIZES["default"]}

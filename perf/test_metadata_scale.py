@@ -12,7 +12,7 @@ from perf import _drive
 from perf._bench import Case, measure
 from perf._state import Checkpoints, Settings
 from perf.workloads import METADATA, SIZES, WORKLOADS
-from spec_tests.backends import Backend
+from spec_tests.api import Backend
 
 
 def _workload(name: str, settings: Settings) -> Any:

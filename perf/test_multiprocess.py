@@ -21,7 +21,7 @@ from perf import multiprocess
 from perf._bench import Case, record
 from perf._state import Settings
 from perf.workloads import bf16x64_specs
-from spec_tests.backends import Backend
+from spec_tests.api import Backend
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is unavailable")
 

@@ -18,7 +18,7 @@ from perf import _drive
 from perf._bench import Case, measure
 from perf._state import Settings
 from perf.workloads import WORKLOADS, make_tensors, split
-from spec_tests.backends import Backend
+from spec_tests.api import Backend
 
 _WORKLOAD = "sharded10k"
 
@@ -32,7 +32,9 @@ def test_plan_save(
     writers = [backend.make_writer(str(tmp_path)) for _ in ranks]
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        planners, plans = _drive.local_save_plans(writers, ranks, collectives=collectives)
+        planners, plans = _drive.local_save_plans(
+            writers, str(tmp_path), ranks, collectives=collectives
+        )
         return (writers, planners, plans), {"collectives": collectives}
 
     op = "plan_save" if collectives else "plan_save-alone"

@@ -15,8 +15,7 @@ from perf._baseline_io import SAVERS
 from perf._bench import Case, measure
 from perf._state import Materials, Settings, require
 from perf.workloads import SHARDED, UNSHARDED, WORKLOADS, nbytes
-from spec_tests import locations
-from spec_tests.backends import Backend
+from spec_tests.api import Backend, locations
 
 FSYNC = pytest.mark.parametrize("fsync", [False, True], ids=["nosync", "fsync"])
 

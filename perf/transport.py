@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from dcp_impl.transfer import SHM_ROOT
 from perf.workloads import parse_size
-from spec_tests.ranks import run_ranks
+from spec_tests.api import run_ranks
 
 __all__ = ["measure", "rank_worker", "main"]
 

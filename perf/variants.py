@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter
 
-from spec_tests.backends import Backend, builtin
+from spec_tests.api import Backend, builtin
 
 __all__ = ["fs_noverify", "hf_noverify"]
 

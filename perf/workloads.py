@@ -2,7 +2,7 @@
 
 A workload is a list of tensors (a state dict scaled by ``--perf-size``) plus
 the layout it is saved in and the layout it is loaded into. Layouts come from
-the shared generator :mod:`spec_tests.layouts`; a layout that cannot split a
+the shared generator :mod:`spec_tests.sim.shardings`; a layout that cannot split a
 tensor of too few dimensions falls back to the nearest one that can (a grid
 splits 1-D tensors by rows; 0-dim tensors are replicated and saved once).
 
@@ -22,8 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from dcp_impl.layout import Box
-from spec_tests import layouts
-from spec_tests.harness import region
+from spec_tests.api import Piece, region, shardings
 
 __all__ = [
     "MiB",
@@ -85,7 +84,7 @@ class TensorSpec:
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """How each tensor is split over simulated ranks; ``kind`` names a spec_tests.layouts split."""
+    """How each tensor is split over simulated ranks; ``kind`` names a shardings split."""
 
     kind: str  # "row", "col" or "grid"
     ranks: int
@@ -109,12 +108,12 @@ class Layout:
     def boxes(self, shape: Sequence[int]) -> list[list[Box]]:
         """Per rank, the boxes of a tensor of ``shape`` that the rank holds."""
         if not shape:
-            return layouts.replicated(shape, self.ranks)
+            return shardings.replicated(shape, self.ranks)
         if self.kind == "col":
-            return layouts.col_shards(shape, self.ranks)
+            return shardings.col_shards(shape, self.ranks)
         if self.kind == "grid" and len(shape) >= 2:
-            return layouts.grid(shape, self.ranks // self.cols, self.cols)
-        return layouts.row_shards(shape, self.ranks)
+            return shardings.grid(shape, self.ranks // self.cols, self.cols)
+        return shardings.row_shards(shape, self.ranks)
 
 
 SINGLE = Layout("row", 1)
@@ -239,16 +238,6 @@ SHARDED = ("fsdp8", "tp8", "2d")
 RESHARD = ("row8-to-row2", "row4-to-row8", "row4-to-col2")
 METADATA = tuple(_CHUNK_COUNTS)
 FIRST_READ = tuple(_SHARD_SCALES)
-
-
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """The part ``box`` of tensor ``fqn`` (global shape ``shape``) that one rank holds."""
-
-    fqn: str
-    shape: tuple[int, ...]
-    box: Box
-    tensor: torch.Tensor
 
 
 def make_tensors(specs: Sequence[TensorSpec]) -> dict[str, torch.Tensor]:

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from spec_tests._xfails import XfailEntry, kit_entries
+from spec_tests.plugin.xfails import XfailEntry, kit_entries
 from spec_tests.properties.adversity import AdversityProperties
 from spec_tests.properties.asynchronous import AsyncProperties
 from spec_tests.properties.configuration import ConfigurationProperties

@@ -18,18 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.distributed._shard._utils import narrow_tensor_by_index
-from torch.distributed.checkpoint.metadata import (
-    ChunkStorageMetadata,
-    Metadata,
-    TensorStorageMetadata,
-)
-from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
-from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 import dcp_impl
-from spec_tests import driver
+from dcp_impl.layout import Box
+from spec_tests.api import Piece, PieceLoadPlanner, driver
 
 MIB = 1 << 20
 ROWS = 1024
@@ -54,49 +47,16 @@ def save(path: str, backend: str, tensors: int = TENSORS) -> None:
     dcp_save(state(tensors), storage_writer=writer, no_dist=True)
 
 
-class _Halves(LoadPlanner):
-    """Loads each matrix into its two column halves (two destination chunks)."""
-
-    def __init__(self, halves: dict[str, list[torch.Tensor]]) -> None:
-        self._halves = halves
-        self._metadata: Metadata | None = None
-
-    def set_up_planner(
-        self, state_dict: Any, metadata: Metadata | None = None, is_coordinator: bool = False
-    ) -> None:
-        self._metadata = metadata
-
-    def create_local_plan(self) -> LoadPlan:
-        assert self._metadata is not None
-        items: list[ReadItem] = []
-        half = ROWS // 2
-        chunks = [
-            ChunkStorageMetadata(torch.Size([0, 0]), torch.Size([ROWS, half])),
-            ChunkStorageMetadata(torch.Size([0, half]), torch.Size([ROWS, half])),
-        ]
-        for fqn in self._halves:
-            stored = self._metadata.state_dict_metadata[fqn]
-            assert isinstance(stored, TensorStorageMetadata)
-            items += create_read_items_for_chunk_list(fqn, stored, chunks)
-        return LoadPlan(items)
-
-    def create_global_plan(self, global_plan: list[LoadPlan]) -> list[LoadPlan]:
-        return global_plan
-
-    def finish_plan(self, central_plan: LoadPlan) -> LoadPlan:
-        return central_plan
-
-    def load_bytes(self, read_item: ReadItem, value: Any) -> None:
-        raise AssertionError("the checkpoint holds tensors only")
-
-    def resolve_tensor(self, read_item: ReadItem) -> torch.Tensor:
-        index = read_item.dest_index
-        assert index.index is not None
-        target = self._halves[index.fqn][index.index]
-        return narrow_tensor_by_index(target, read_item.dest_offsets, read_item.lengths)
-
-    def commit_tensor(self, read_item: ReadItem, tensor: torch.Tensor) -> None:
-        pass  # the data is in place
+def _halves(tensors: int) -> list[Piece]:
+    """Each matrix as its two column halves (two destination pieces), filled with -1."""
+    half = ROWS // 2
+    return [
+        Piece(
+            f"t{i:03d}", (ROWS, ROWS), Box((0, col), (ROWS, half)), torch.full((ROWS, half), -1.0)
+        )
+        for i in range(tensors)
+        for col in (0, half)
+    ]
 
 
 def _status(field: str) -> int:
@@ -118,15 +78,15 @@ def main() -> None:
         reader = dcp_impl.FileSystemReader(args.path, max_inflight_bytes=args.cap)
     else:
         reader = dcp_impl.HuggingFaceReader(args.path, max_inflight_bytes=args.cap)
-    halves = {
-        f"t{i:03d}": [torch.full((ROWS, ROWS // 2), -1.0) for _ in range(2)]
-        for i in range(args.tensors)
-    }
+    pieces = _halves(args.tensors)
     Path("/proc/self/clear_refs").write_text("5")  # the peak from here on
     start = _status("VmRSS")
-    driver.load([reader], args.path, [_Halves(halves)])
+    driver.load([reader], args.path, [PieceLoadPlanner(pieces)])
     peak = _status("VmHWM")
-    exact = all(torch.equal(torch.cat(halves[k], dim=1), v) for k, v in state(args.tensors).items())
+    exact = all(
+        torch.equal(torch.cat([p.tensor for p in pieces if p.fqn == fqn], dim=1), value)
+        for fqn, value in state(args.tensors).items()
+    )
     print(json.dumps({"start": start, "peak": peak, "exact": exact}))
 
 

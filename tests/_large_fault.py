@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch.distributed.checkpoint.planner import SavePlanner, WriteItem
 
-from spec_tests.selftest._wrap import SavePlannerProxy, Wrapped, WrappedWriter
+from spec_tests.selftest.wrap import SavePlannerProxy, Wrapped, WrappedWriter
 
 __all__ = ["LARGE_ITEM_BYTES", "LastByteOfLargeItems"]
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from torch.distributed.checkpoint.planner import SavePlan, SavePlanner
 
-from spec_tests.selftest._wrap import Wrapped, WrappedWriter
+from spec_tests.selftest.wrap import Wrapped, WrappedWriter
 
 __all__ = ["DELAY_VARIABLE", "PlantedFS"]
 

@@ -9,7 +9,7 @@ import pytest
 
 FAKE_BACKEND = """
     from dataclasses import dataclass
-    from spec_tests.reference import ReferenceReader, ReferenceWriter
+    from spec_tests.contract.reference import ReferenceReader, ReferenceWriter
 
     @dataclass(frozen=True)
     class Fake:

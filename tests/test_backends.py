@@ -228,7 +228,7 @@ def user_module(tmp_path: Path) -> Iterator[str]:
     (tmp_path / f"{name}.py").write_text(
         textwrap.dedent(
             """
-            from spec_tests.reference import ReferenceBackend
+            from spec_tests.contract.reference import ReferenceBackend
 
             class Store:
                 name = "store"
@@ -322,7 +322,7 @@ def test_docs_table_lists_every_capability() -> None:
 
 
 def test_the_matrix_runs_each_named_configuration_as_a_column(user_module: str) -> None:
-    from spec_tests.__main__ import DEFAULT_BACKENDS, columns
+    from spec_tests.cli.main import DEFAULT_BACKENDS, columns
 
     configured = f"{user_module}:Configured"
     assert columns([configured, "torch-fs", f"{configured}[fast]", "no_such_module:X"]) == [

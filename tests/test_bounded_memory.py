@@ -22,7 +22,7 @@ import torch
 
 TESTS = Path(__file__).resolve().parent
 MIB = 1 << 20
-#: The suite's largest case under dcp-ci (spec_tests.properties._common.LARGE_BYTES).
+#: The suite's largest case under dcp-ci (spec_tests.properties.checks.LARGE_BYTES).
 CASE = 64 * MIB
 #: The bound: the interpreter with torch and the suite loaded, plus this many cases.
 INTERPRETER = 1024 * MIB
@@ -110,7 +110,7 @@ def test_large_cases_are_fixed_not_drawn() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.bool, torch.float32, torch.complex128])
 def test_the_large_pattern_never_repeats_a_word(dtype: torch.dtype) -> None:
-    from spec_tests.properties._large import large_pattern
+    from spec_tests.properties.large import large_pattern
 
     value = large_pattern(4096 + 3, dtype, seed=7)
     raw = value.view(torch.uint8)

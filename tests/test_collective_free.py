@@ -16,16 +16,16 @@ from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 from dcp_impl.errors import CheckpointNotFoundError, InvalidMetadataError, UnsupportedError
 from dcp_impl.filesystem import METADATA_FILE, FileSystemReader, FileSystemWriter
 from dcp_impl.layout import Box
-from spec_tests import harness, layouts
 from spec_tests.backends import builtin
-from spec_tests.ranks import run_ranks
+from spec_tests.sim import harness, shardings
+from spec_tests.sim.ranks import run_ranks
 
 FS = builtin("dcp_impl-fs")
 VALUE = torch.arange(7 * 3, dtype=torch.float32).reshape(7, 3)
 
 
 def _rows(ranks: int) -> list[dict[str, object]]:
-    boxes = tuple(map(tuple, layouts.row_shards(VALUE.shape, ranks)))
+    boxes = tuple(map(tuple, shardings.row_shards(VALUE.shape, ranks)))
     return [{} if held is None else {"t": held} for held in harness.shard(VALUE, boxes)]
 
 

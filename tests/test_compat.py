@@ -8,7 +8,7 @@ from typing import Any
 
 from _perf import checkout_module
 
-from spec_tests.matrix import BackendResult, TestRecord, aggregate, failed_run, to_json
+from spec_tests.plugin.results import BackendResult, TestRecord, aggregate, failed_run, to_json
 
 compat = checkout_module("nightly", "compat")
 

@@ -11,11 +11,11 @@ import torch
 from safetensors.torch import save_file
 
 from dcp_impl.layout import Box
-from spec_tests import harness
+from spec_tests.contract.verdicts import ContractViolation
 from spec_tests.properties.consolidation import consolidated_tensors
 from spec_tests.properties.torch_planning import plans_for
 from spec_tests.properties.workers import ThreadBound
-from spec_tests.verdicts import ContractViolation
+from spec_tests.sim import harness
 
 
 def test_thread_bound_items_work_on_their_thread_and_refuse_on_others() -> None:

@@ -16,8 +16,8 @@ from dcp_impl.errors import LayoutMismatchError
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter, consolidate
 from dcp_impl.huggingface import files as hf_files
 from dcp_impl.layout import Box
-from spec_tests import harness
-from spec_tests.layouts import col_shards, grid, row_shards
+from spec_tests.sim import harness
+from spec_tests.sim.shardings import col_shards, grid, row_shards
 
 SAFETENSORS_DTYPES = [row.torch_dtype for row in dtypes.DTYPES if row.safetensors]
 MODEL = "model.safetensors"  # one output file: named as save_pretrained names it

@@ -301,8 +301,8 @@ def test_unverified_load_still_reports_truncation(tmp_path: Path) -> None:
 
 
 def test_chunks_that_do_not_reach_the_end_are_refused_before_the_commit(tmp_path: Path) -> None:
-    from spec_tests import harness
     from spec_tests.backends import builtin
+    from spec_tests.sim import harness
 
     value = torch.arange(12.0).reshape(4, 3)
     part = harness.Shards((4, 3), ((Box((0, 0), (2, 3)), value[:2]),))

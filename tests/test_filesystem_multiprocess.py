@@ -18,7 +18,7 @@ from torch.distributed.tensor import DTensor, Placement, Replicate, Shard, distr
 from dcp_impl.__main__ import main as cli
 from dcp_impl.errors import OverwriteRefusedError
 from dcp_impl.filesystem import FileSystemReader, FileSystemWriter
-from spec_tests.ranks import run_ranks
+from spec_tests.sim.ranks import run_ranks
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is unavailable")
 

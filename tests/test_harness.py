@@ -14,7 +14,7 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.futures import Future
 
 from dcp_impl.layout import Box
-from spec_tests import harness
+from spec_tests.sim import harness
 
 
 @dataclass

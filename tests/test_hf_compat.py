@@ -23,8 +23,8 @@ from dcp_impl import dtypes
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter, consolidate
 from dcp_impl.huggingface import files as hf_files
 from dcp_impl.layout import Box
-from spec_tests import harness
-from spec_tests.layouts import col_shards, row_shards
+from spec_tests.sim import harness
+from spec_tests.sim.shardings import col_shards, row_shards
 
 SAFETENSORS_DTYPES = [row.torch_dtype for row in dtypes.DTYPES if row.safetensors]
 

@@ -20,8 +20,8 @@ from dcp_impl import consolidate
 from dcp_impl.errors import OverwriteRefusedError
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter
 from dcp_impl.huggingface.files import INDEX_NAME, SIDECAR_NAME, SINGLE_FILE
-from spec_tests import harness
-from spec_tests.layouts import row_shards
+from spec_tests.sim import harness
+from spec_tests.sim.shardings import row_shards
 
 NEW = {"a": torch.full((2, 3), 5.0), "b": torch.arange(4)}
 

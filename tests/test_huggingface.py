@@ -1,6 +1,6 @@
 """HuggingFaceWriter / HuggingFaceReader: round trips, planning-time refusals, torch's bugs fixed.
 
-Multi-rank saves are simulated with spec_tests.harness, which calls the backend in DCP's order.
+Multi-rank saves are simulated with spec_tests.sim.harness, which calls the backend in DCP's order.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from dcp_impl.huggingface import (
 from dcp_impl.huggingface import files as hf_files
 from dcp_impl.layout import Box
 from dcp_impl.store import LocalStore
-from spec_tests import harness
-from spec_tests.layouts import col_shards, row_shards
-from spec_tests.ranks import run_ranks
+from spec_tests.sim import harness
+from spec_tests.sim.ranks import run_ranks
+from spec_tests.sim.shardings import col_shards, row_shards
 
 SAFETENSORS_DTYPES = [row.torch_dtype for row in dtypes.DTYPES if row.safetensors]
 OTHER_DTYPES = [row.torch_dtype for row in dtypes.DTYPES if not row.safetensors]

@@ -20,15 +20,15 @@ from hypothesis import HealthCheck, Phase, find, settings
 from torch.distributed.checkpoint._nested_dict import flatten_state_dict
 
 from dcp_impl import dtypes as dt
-from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import builtin
-from spec_tests.properties._common import pattern
+from spec_tests.contract.verdicts import ContractViolation
+from spec_tests.properties.checks import pattern
 from spec_tests.properties.configuration import ConfigurationProperties, stored_names
 from spec_tests.properties.resharding import DIGIT_CUTS, ReshardingProperties
 from spec_tests.selftest import inputs
 from spec_tests.selftest.catalogue import BROKEN, FaithfulFS
-from spec_tests.verdicts import ContractViolation
+from spec_tests.sim import harness
 
 _FIND = settings(max_examples=2000, database=None, suppress_health_check=list(HealthCheck))
 

@@ -1,4 +1,4 @@
-"""spec_tests.harness.interleave: every order of two actors' phases, run in that order."""
+"""spec_tests.sim.harness.interleave: every order of two actors' phases, run in that order."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from spec_tests.harness.interleave import Step, interleavings, run_actors
-from spec_tests.verdicts import ContractViolation
+from spec_tests.contract.verdicts import ContractViolation
+from spec_tests.sim.harness.interleave import Step, interleavings, run_actors
 
 _A = [("A", "start"), ("A", "write"), ("A", "finish")]
 _B = [("B", "start"), ("B", "write"), ("B", "finish")]

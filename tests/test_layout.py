@@ -24,7 +24,7 @@ from dcp_impl.layout import (
     plan_reads,
     tiles,
 )
-from spec_tests.layouts import chunk_1d, col_shards, grid, replicated, row_shards
+from spec_tests.sim.shardings import chunk_1d, col_shards, grid, replicated, row_shards
 
 Point = tuple[int, ...]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from spec_tests.__main__ import main
-from spec_tests.matrix import (
+from spec_tests.cli.main import main
+from spec_tests.plugin.results import (
     BackendResult,
     Recorder,
     TestRecord,

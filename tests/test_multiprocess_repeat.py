@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from spec_tests.matrix import load_result
+from spec_tests.plugin.results import load_result
 from spec_tests.properties.multiprocess import MultiprocessProperties
 
 REPEATS = 20

@@ -47,8 +47,8 @@ def test_the_mutated_paths_exist_and_match_the_tool() -> None:
 
 
 def test_each_mutant_is_judged_by_the_suite_on_dcp_impl_fs() -> None:
-    from spec_tests._profiles import PROFILES
     from spec_tests.backends import builtin
+    from spec_tests.plugin.profiles import PROFILES
 
     args = list(_mutmut_config()["pytest_add_cli_args"])  # type: ignore[call-overload]
     backend = next(a.split("=", 1)[1] for a in args if a.startswith("--dcp-backend="))
@@ -63,7 +63,7 @@ def test_each_mutant_is_judged_by_the_suite_on_dcp_impl_fs() -> None:
 def test_the_mutation_profile_is_the_selftests_without_the_executor_check() -> None:
     from hypothesis import HealthCheck, settings
 
-    from spec_tests._profiles import register_profiles
+    from spec_tests.plugin.profiles import register_profiles
 
     previous = register_profiles(load_default=False)
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from _planted import DELAY_VARIABLE
 
-from spec_tests.matrix import BackendResult, TestRecord, aggregate, to_json
+from spec_tests.plugin.results import BackendResult, TestRecord, aggregate, to_json
 
 ROOT = Path(__file__).resolve().parent.parent
 #: One save benchmark of the planted backend, and the baselines it is a ratio to: seconds.

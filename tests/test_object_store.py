@@ -3,7 +3,7 @@
 Every backend operation runs twice: on fsspec's in-memory file system (no server) and on a
 real S3 protocol server (moto, bound to 127.0.0.1) reached through s3fs with explicit
 ``storage_options``. The server is this module's own fixture; it should move to the shared
-``spec_tests.s3server`` once that is settled.
+``spec_tests.sim.s3server`` once that is settled.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dcp_impl.filesystem import METADATA_FILE, FileSystemReader, FileSystemWrite
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter, consolidate
 from dcp_impl.layout import Box
 from dcp_impl.store import FsspecStore, ObjectSource, open_store
-from spec_tests import harness
+from spec_tests.sim import harness
 
 BUCKET = "dcp-impl-tests"
 REGION = "us-east-1"

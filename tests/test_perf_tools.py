@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dcp_impl.layout import first_overlap, holes
-from spec_tests.harness import region
+from spec_tests.sim.harness import region
 
 _ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ from _plugin import FAKE_BACKEND, fake_suite, xfails_file
 
 # pytester's in-process runs restore sys.modules afterwards, and torch cannot be imported
 # twice in one process: import everything the inner runs load here, once.
-import spec_tests.reference  # noqa: F401  (imports torch)
+import spec_tests.contract.reference  # noqa: F401  (imports torch)
 from spec_tests import plugin
 
 pytest_plugins = ["pytester"]
@@ -202,7 +202,7 @@ def test_url_only_backend_is_probed_under_a_url_root(pytester: pytest.Pytester) 
     pytester.makepyfile(
         urlonly="""
         from dataclasses import dataclass
-        from spec_tests.reference import ReferenceReader, ReferenceWriter
+        from spec_tests.contract.reference import ReferenceReader, ReferenceWriter
 
         def _url(path):
             if "://" not in path:
@@ -300,7 +300,7 @@ def test_suite_properties_take_the_profile_loaded_when_they_run() -> None:
 
     from hypothesis import Phase, settings
 
-    from spec_tests._profiles import bind_settings, register_profiles
+    from spec_tests.plugin.profiles import bind_settings, register_profiles
     from spec_tests.properties.faults import FaultProperties
 
     previous = register_profiles(load_default=False)

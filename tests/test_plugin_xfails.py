@@ -10,7 +10,7 @@ from _plugin import fake_suite, xfails_file
 
 # pytester's in-process runs restore sys.modules afterwards, and torch cannot be imported
 # twice in one process: import everything the inner runs load here, once.
-import spec_tests.reference  # noqa: F401  (imports torch)
+import spec_tests.contract.reference  # noqa: F401  (imports torch)
 from spec_tests import plugin
 
 pytest_plugins = ["pytester"]
@@ -290,7 +290,7 @@ def test_xfail_entry_applies_only_to_the_torch_releases_it_names(fake: pytest.Py
 
 
 def test_torch_specifier_matches_local_builds_and_nightlies() -> None:
-    from spec_tests._xfails import XfailEntry
+    from spec_tests.plugin.xfails import XfailEntry
 
     entry = XfailEntry(test="t", reason="r", source="s", torch=">=2.11,<2.15")
     assert entry.applies_to("2.13.0+cpu")

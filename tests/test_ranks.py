@@ -1,4 +1,4 @@
-"""spec_tests.ranks: a rank's verdict is what it reports, not how its process ends."""
+"""spec_tests.sim.ranks: a rank's verdict is what it reports, not how its process ends."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.api import CheckpointException
 
-from spec_tests.ranks import RankOutcome, RanksFailed, check_ranks, run_ranks, spawn_ranks
+from spec_tests.sim.ranks import RankOutcome, RanksFailed, check_ranks, run_ranks, spawn_ranks
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is unavailable")
 

@@ -12,8 +12,6 @@ from torch.distributed.checkpoint.metadata import (
     ChunkStorageMetadata,
     Metadata,
     MetadataIndex,
-    TensorProperties,
-    TensorStorageMetadata,
 )
 from torch.distributed.checkpoint.planner import (
     LoadPlan,
@@ -21,7 +19,6 @@ from torch.distributed.checkpoint.planner import (
     ReadItem,
     SavePlan,
     SavePlanner,
-    TensorWriteData,
     WriteItem,
     WriteItemType,
 )
@@ -31,7 +28,14 @@ from torch.distributed.checkpoint.state_dict_saver import save
 
 from dcp_impl.dtypes import DTYPES, DtypeInfo
 from dcp_impl.errors import CheckpointNotFoundError, LayoutMismatchError
-from spec_tests.reference import ReferenceBackend, ReferenceReader, ReferenceWriter, discard
+from dcp_impl.layout import Box
+from spec_tests.api import Piece, PieceSavePlanner, driver
+from spec_tests.contract.reference import (
+    ReferenceBackend,
+    ReferenceReader,
+    ReferenceWriter,
+    discard,
+)
 
 BACKEND = ReferenceBackend()
 
@@ -113,41 +117,15 @@ def test_odd_shapes_views_names_and_bytes_round_trip(location: str) -> None:
     assert loaded["extra"] == {"step": 7, "note": "text"}
 
 
-class _Chunks:
-    """A SavePlanner stand-in: resolve_data hands out the planned chunk views."""
-
-    def __init__(self, data: dict[MetadataIndex, torch.Tensor]) -> None:
-        self.data = data
-
-    def resolve_data(self, item: WriteItem) -> torch.Tensor:
-        return self.data[item.index]
-
-
 def _save_row_chunks(location: str, fqn: str, tensor: torch.Tensor, rows: list[int]) -> Metadata:
-    """Save ``tensor`` as several row chunks of one rank, driving the writer as dcp.save does."""
-    props = TensorProperties.create_from_tensor(tensor)
-    items, data, chunks = [], {}, []
-    start = 0
+    """Save ``tensor`` as several row chunks of one rank, driven as dcp.save does."""
+    pieces, start = [], 0
     for n in rows:
-        offsets, sizes = (start, *[0] * (tensor.ndim - 1)), (n, *tensor.shape[1:])
-        chunk = ChunkStorageMetadata(torch.Size(offsets), torch.Size(sizes))
-        index = MetadataIndex(fqn, offsets)
-        items.append(
-            WriteItem(
-                index, WriteItemType.SHARD, None, TensorWriteData(chunk, props, tensor.size())
-            )
-        )
-        data[index] = tensor[start : start + n]
-        chunks.append(chunk)
+        box = Box((start, *[0] * (tensor.ndim - 1)), (n, *tensor.shape[1:]))
+        pieces.append(Piece(fqn, tuple(tensor.shape), box, tensor[start : start + n]))
         start += n
-    writer = ReferenceWriter(location)
-    writer.set_up_storage_writer(True)
-    (plan,) = writer.prepare_global_plan([writer.prepare_local_plan(SavePlan(items))])
-    results = writer.write_data(plan, cast(SavePlanner, _Chunks(data))).wait()
-    metadata = Metadata({fqn: TensorStorageMetadata(props, tensor.size(), chunks)})
-    metadata.storage_data = {r.index: r.storage_data for r in results}
-    writer.finish(metadata, [results])
-    return metadata
+    saved = driver.save([ReferenceWriter(location)], location, [PieceSavePlanner(pieces)])
+    return saved.metadata
 
 
 class _Region:

@@ -21,11 +21,11 @@ import torch
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
-from spec_tests import harness
 from spec_tests.backends import builtin, claims
-from spec_tests.harness import assert_bit_equal
-from spec_tests.harness.damage import damage
-from spec_tests.s3server import LocalS3, local_s3
+from spec_tests.sim import harness
+from spec_tests.sim.harness import assert_bit_equal
+from spec_tests.sim.harness.damage import damage
+from spec_tests.sim.s3server import LocalS3, local_s3
 
 pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (the s3 extra)")
 s3fs = pytest.importorskip("s3fs", reason="the S3 tests need s3fs (the s3 extra)")

@@ -8,21 +8,19 @@ from pathlib import Path
 import pytest
 
 from spec_tests.backends import Backend, builtin
-from spec_tests.matrix import BackendResult, TestRecord
-from spec_tests.probe import NOT_PROBED, probe_claims
-from spec_tests.selftest import (
-    BROKEN,
-    FAITHFUL,
+from spec_tests.cli.probe import NOT_PROBED, probe_claims
+from spec_tests.cli.selftest import (
     Entry,
+    discount_shared,
     entries_of,
-    protocol,
-    readers,
+    judge,
     render,
     run,
-    writers,
+    suite_order,
 )
-from spec_tests.selftest._wrap import Wrapped
-from spec_tests.selftest.runner import discount_shared, judge, suite_order
+from spec_tests.plugin.results import BackendResult, TestRecord
+from spec_tests.selftest import BROKEN, FAITHFUL, protocol, readers, writers
+from spec_tests.selftest.wrap import Wrapped
 
 # --- the catalogue --------------------------------------------------------------------------------
 
@@ -133,7 +131,7 @@ def test_a_faithful_wrapper_must_pass() -> None:
 # --- the runner, end to end on a tiny suite -------------------------------------------------------
 
 _BACKENDS = """
-from spec_tests.selftest._wrap import LoadPlannerProxy, Wrapped, WrappedReader
+from spec_tests.selftest.wrap import LoadPlannerProxy, Wrapped, WrappedReader
 
 
 class _Zeroing(LoadPlannerProxy):
@@ -167,7 +165,7 @@ class Faithful(Wrapped):
 _SUITE = """
 import torch
 
-from spec_tests.properties._common import roundtrip
+from spec_tests.properties.checks import roundtrip
 
 
 def test_roundtrip(dcp_backend, dcp_location):
@@ -251,7 +249,7 @@ def test_probe_of_dcp_impl_fs_finds_integrity(tmp_path: Path) -> None:
 
 
 def test_selftest_command_refuses_an_unknown_entry(capsys: pytest.CaptureFixture[str]) -> None:
-    from spec_tests.__main__ import main
+    from spec_tests.cli.main import main
 
     assert main(["selftest", "--backend", "NoSuchBackend"]) == 2
     assert "NoSuchBackend" in capsys.readouterr().err

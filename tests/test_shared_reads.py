@@ -32,7 +32,7 @@ from dcp_impl.errors import (
 )
 from dcp_impl.store import LocalStore, Store
 from dcp_impl.testing import CountingStore
-from spec_tests import driver
+from spec_tests.sim import driver
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(transfer.SHM_ROOT), reason="no /dev/shm")
 

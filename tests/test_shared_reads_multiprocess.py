@@ -18,7 +18,7 @@ from dcp_impl import transfer
 from dcp_impl.filesystem import FileSystemReader, FileSystemWriter
 from dcp_impl.store import LocalStore
 from dcp_impl.testing import CountingStore
-from spec_tests.ranks import run_ranks
+from spec_tests.sim.ranks import run_ranks
 
 pytestmark = [
     pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is unavailable"),

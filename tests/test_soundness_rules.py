@@ -19,14 +19,14 @@ from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner
 from torch.futures import Future
 
 from spec_tests.backends import Backend, builtin
-from spec_tests.probe import probe_claims
+from spec_tests.cli.probe import probe_claims
+from spec_tests.contract.verdicts import ContractViolation
 from spec_tests.properties.roundtrip import RoundTripProperties
 from spec_tests.properties.unclaimed import LOAD_SIDE, Attempt
 from spec_tests.selftest import readers, rules
-from spec_tests.selftest._wrap import Wrapped, WrappedReader
 from spec_tests.selftest.catalogue import FaithfulFS
+from spec_tests.selftest.wrap import Wrapped, WrappedReader
 from spec_tests.strategies import NamedCases
-from spec_tests.verdicts import ContractViolation
 
 pytest_plugins = ["pytester"]
 

@@ -13,8 +13,8 @@ import torch
 
 import dcp_impl
 from dcp_impl.layout import Box
-from spec_tests import harness
-from spec_tests.verdicts import ContractViolation
+from spec_tests.contract.verdicts import ContractViolation
+from spec_tests.sim import harness
 
 
 class LiveStager(dcp_impl.FileSystemWriter):

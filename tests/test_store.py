@@ -27,7 +27,7 @@ from dcp_impl.store import (
 )
 from dcp_impl.testing import StoreTests
 from dcp_impl.transfer import ItemWriter
-from spec_tests.s3server import LocalS3
+from spec_tests.sim.s3server import LocalS3
 
 
 class TestLocalStore(StoreTests):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from dcp_impl.dtypes import DTYPES
 from dcp_impl.layout import Box, first_overlap, holes, out_of_bounds
 from spec_tests import strategies as sts
-from spec_tests.harness import as_bytes
+from spec_tests.sim.harness import as_bytes
 
 _FIND = settings(max_examples=1000, database=None, suppress_health_check=list(HealthCheck))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from spec_tests.matrix import load_result
+from spec_tests.plugin.results import load_result
 
 SEEDS = 20
 

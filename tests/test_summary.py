@@ -8,10 +8,10 @@ from typing import Any, cast
 
 import pytest
 
-from spec_tests._summary import RunInfo, replay_note, rerun_command, shortest_example
+from spec_tests.plugin.summary import RunInfo, replay_note, rerun_command, shortest_example
 
 _GROUP = """
-  | spec_tests.verdicts.ContractViolation: 't' box Box((0,), (3,)): 3 of 3 bytes differ
+  | spec_tests.contract.verdicts.ContractViolation: 't' box Box((0,), (3,)): 3 of 3 bytes differ
   | Failing test case: test_every_claimed_dtype(
   |     self=<spec_tests.test_roundtrip.TestRoundTrip object at 0x7f>,
   |     dcp_backend=<backend 'mystore'>,

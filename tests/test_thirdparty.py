@@ -23,7 +23,7 @@ def test_the_spec_resolves_without_its_package_and_claims_no_integrity() -> None
 def test_it_round_trips_on_the_local_s3_server() -> None:
     pytest.importorskip("s3torchconnector.dcp", reason="s3torchconnector is a nightly install")
     pytest.importorskip("moto.server", reason="the local S3 server needs moto (the s3 extra)")
-    from spec_tests.s3server import local_s3
+    from spec_tests.sim.s3server import local_s3
 
     state = {"w": torch.randn(3, 5), "b": torch.arange(7, dtype=torch.int16)}
     with local_s3("thirdparty") as s3:

@@ -20,7 +20,7 @@ import pytest
 
 from nightly.stages import verdict_seeds
 from spec_tests.backends import BUILTIN_NAMES
-from spec_tests.matrix import BackendResult, load_result
+from spec_tests.plugin.results import BackendResult, load_result
 
 SEEDS = 20
 

@@ -7,8 +7,8 @@ import threading
 import pytest
 from torch.distributed.checkpoint.api import CheckpointException
 
-from spec_tests import harness
-from spec_tests.verdicts import ContractViolation, chain, may_refuse, text_of
+from spec_tests.contract.verdicts import ContractViolation, chain, may_refuse, text_of
+from spec_tests.sim import harness
 
 
 def test_may_refuse_records_a_backend_error() -> None:

@@ -27,8 +27,8 @@ from torch.distributed.checkpoint.state_dict_saver import (
 )
 from torch.distributed.checkpoint.storage import StorageWriter
 
-from spec_tests import harness
-from spec_tests.verdicts import ContractViolation
+from spec_tests.contract.verdicts import ContractViolation
+from spec_tests.sim import harness
 
 __all__ = [
     "STAGERS",

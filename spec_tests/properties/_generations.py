@@ -10,11 +10,11 @@ import signal
 
 import torch
 
-from spec_tests import harness
 from spec_tests.backends import Backend
-from spec_tests.properties._common import check_entry, request_for
-from spec_tests.ranks import RankOutcome
-from spec_tests.verdicts import ContractViolation
+from spec_tests.contract.verdicts import ContractViolation
+from spec_tests.properties.checks import check_entry, request_for
+from spec_tests.sim import harness
+from spec_tests.sim.ranks import RankOutcome
 
 __all__ = ["check_generation", "generation", "killed_itself"]
 

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from dcp_impl.layout import Box
 from spec_tests.backends import Backend
-from spec_tests.capabilities import PIECE_REACH, claimed_dtypes
-from spec_tests.harness.damage import flip_stored
+from spec_tests.contract.capabilities import PIECE_REACH, claimed_dtypes
+from spec_tests.sim.harness.damage import flip_stored
 
 __all__ = [
     "PIECE_REACH",

@@ -1,7 +1,8 @@
 """Spec section 10: adversity. Two saves to one location, and a load during a save.
 
 Each property runs its actors (saves and loads, each through the harness in its own thread)
-phase by phase in every order two actors' phases can take (:mod:`spec_tests.harness.interleave`):
+phase by phase in every order two actors' phases can take
+(:mod:`spec_tests.sim.harness.interleave`):
 both saves write their data before either commits, one commits while the other writes, a
 load reads the metadata before a save commits and the data after, and so on. Every order is
 tried in every run; the states are small, with several entries (and, where the backend
@@ -23,11 +24,11 @@ from typing import Any
 import pytest
 import torch
 
-from spec_tests import harness
 from spec_tests.backends import Backend, claims
-from spec_tests.harness.interleave import Step, interleavings, run_actors
-from spec_tests.properties._common import Location, flat, request_for
-from spec_tests.verdicts import ContractViolation, Refusal, may_refuse
+from spec_tests.contract.verdicts import ContractViolation, Refusal, may_refuse
+from spec_tests.properties.checks import Location, flat, request_for
+from spec_tests.sim import harness
+from spec_tests.sim.harness.interleave import Step, interleavings, run_actors
 
 __all__ = ["AdversityProperties", "LOAD_DURING_SAVE", "TWO_SAVERS", "version"]
 

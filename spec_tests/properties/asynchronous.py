@@ -32,20 +32,20 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 from torch.distributed.checkpoint.state_dict_saver import AsyncCheckpointerType
 
-from spec_tests import harness
 from spec_tests import strategies as sts
-from spec_tests._profiles import NIGHTLY, few
 from spec_tests.backends import Backend, load_backend
+from spec_tests.contract.verdicts import ContractViolation, may_refuse
+from spec_tests.plugin.profiles import NIGHTLY, few
 from spec_tests.properties import _async
-from spec_tests.properties._common import (
+from spec_tests.properties._generations import check_generation, generation, killed_itself
+from spec_tests.properties.checks import (
     Location,
     assert_nothing_committed,
     check_load,
     draw_tensor,
 )
-from spec_tests.properties._generations import check_generation, generation, killed_itself
-from spec_tests.ranks import check_ranks, run_ranks, spawn_ranks
-from spec_tests.verdicts import ContractViolation, may_refuse
+from spec_tests.sim import harness
+from spec_tests.sim.ranks import check_ranks, run_ranks, spawn_ranks
 
 __all__ = ["AsyncProperties", "killed_async_save", "process_mode_saves"]
 

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from fsspec.core import url_to_fs
 
-from spec_tests import harness
 from spec_tests.backends import Backend, claims
-from spec_tests.properties._common import Location, check_load, claimed, pattern
+from spec_tests.contract.verdicts import ContractViolation
+from spec_tests.properties.checks import Location, check_load, claimed, pattern
 from spec_tests.properties.consolidation import consolidated_tensors
-from spec_tests.verdicts import ContractViolation
+from spec_tests.sim import harness
 
 __all__ = ["ConfigurationProperties", "stored_names"]
 

@@ -23,12 +23,12 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 from dcp_impl.dtypes import DTYPES, DtypeInfo
-from spec_tests import harness
 from spec_tests import strategies as sts
-from spec_tests._profiles import few
 from spec_tests.backends import Backend, claims
-from spec_tests.properties._common import Location, claimed, kinds_for
-from spec_tests.verdicts import ContractViolation
+from spec_tests.contract.verdicts import ContractViolation
+from spec_tests.plugin.profiles import few
+from spec_tests.properties.checks import Location, claimed, kinds_for
+from spec_tests.sim import harness
 
 __all__ = ["ConsolidationProperties", "consolidated_tensors"]
 

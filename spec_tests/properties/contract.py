@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
-from spec_tests.properties._common import (
+from spec_tests.contract.verdicts import ContractViolation, may_refuse
+from spec_tests.properties.checks import (
     Location,
     check_load,
     claimed,
@@ -20,7 +20,7 @@ from spec_tests.properties._common import (
     flat,
     request_for,
 )
-from spec_tests.verdicts import ContractViolation, may_refuse
+from spec_tests.sim import harness
 
 __all__ = ["ContractProperties"]
 

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from dcp_impl.layout import Box
-from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
-from spec_tests.properties._common import Location, claimed
-from spec_tests.verdicts import ContractViolation, may_refuse
+from spec_tests.contract.verdicts import ContractViolation, may_refuse
+from spec_tests.properties.checks import Location, claimed
+from spec_tests.sim import harness
 
 __all__ = ["CoverageProperties"]
 

@@ -14,13 +14,13 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 from dcp_impl.layout import Box
-from spec_tests import harness, layouts
 from spec_tests import strategies as sts
-from spec_tests._profiles import few
 from spec_tests.backends import Backend, claims
-from spec_tests.harness.damage import damage
+from spec_tests.contract.verdicts import ContractViolation, may_refuse
+from spec_tests.plugin.profiles import few
 from spec_tests.properties import _pieces
-from spec_tests.properties._common import (
+from spec_tests.properties._generations import check_generation, generation, killed_itself
+from spec_tests.properties.checks import (
     Location,
     assert_nothing_committed,
     check_entry,
@@ -28,9 +28,9 @@ from spec_tests.properties._common import (
     request_for,
     sharded_save,
 )
-from spec_tests.properties._generations import check_generation, generation, killed_itself
-from spec_tests.ranks import check_ranks, spawn_ranks
-from spec_tests.verdicts import ContractViolation, may_refuse
+from spec_tests.sim import harness, shardings
+from spec_tests.sim.harness.damage import damage
+from spec_tests.sim.ranks import check_ranks, spawn_ranks
 
 __all__ = ["FaultProperties"]
 
@@ -229,7 +229,7 @@ class FaultProperties:
         location = dcp_location()
         with harness.repro(dcp_backend, dtype=old.dtype, shape=tuple(old.shape)):
             for value, ranks in ((old, 4 if multi else 1), (new, 2 if multi else 1)):
-                rows = layouts.row_shards(value.shape, ranks)
+                rows = shardings.row_shards(value.shape, ranks)
                 layout = sts.SaveLayout(tuple(value.shape), tuple(map(tuple, rows)), "rows")
                 sharded_save(dcp_backend, location, "t", value, layout)
             got = harness.load(dcp_backend, location, [{"t": request_for(new)}])[0]

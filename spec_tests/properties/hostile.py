@@ -2,7 +2,7 @@
 
 Every payload here does one thing when it is unpickled: it creates a marker file (through
 :func:`mark`). A marker that exists after a load means the load ran code a checkpoint
-chose, which is a :class:`~spec_tests.verdicts.ContractViolation`; raising instead is fine.
+chose, which is a :class:`~spec_tests.contract.verdicts.ContractViolation`; raising instead is fine.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from fsspec.core import url_to_fs
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from spec_tests import harness
-from spec_tests._profiles import few
 from spec_tests.backends import Backend, claims
-from spec_tests.properties._common import Location, check_entry, draw_tensor, request_for
+from spec_tests.contract.verdicts import ContractViolation, may_refuse
+from spec_tests.plugin.profiles import few
+from spec_tests.properties.checks import Location, check_entry, draw_tensor, request_for
+from spec_tests.sim import harness
 from spec_tests.strategies import NamedCases
-from spec_tests.verdicts import ContractViolation, may_refuse
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem

@@ -36,17 +36,17 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from spec_tests import harness, locations
-from spec_tests._profiles import few
 from spec_tests.backends import Backend
-from spec_tests.properties._common import (
+from spec_tests.contract.verdicts import ContractViolation, may_refuse
+from spec_tests.plugin.profiles import few
+from spec_tests.properties.checks import (
     Location,
     check_entry,
     claimed,
     draw_tensor,
     request_for,
 )
-from spec_tests.verdicts import ContractViolation, may_refuse
+from spec_tests.sim import harness, locations
 
 __all__ = ["APPENDED", "HANG_S", "HostileFilesProperties", "stored_files"]
 

@@ -2,7 +2,7 @@
 
 These run under the ``dcp-nightly`` profile only (each moves several GiB) and skip,
 saying why, when the machine lacks the memory or the disk for them. Their cases are fixed,
-never drawn (``_large``): a failure must not be shrunk through GiB-sized replays.
+never drawn (:mod:`.large`): a failure must not be shrunk through GiB-sized replays.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import torch
 from hypothesis import settings
 
 from dcp_impl.dtypes import DtypeInfo, by_torch
-from spec_tests import harness
 from spec_tests.backends import Backend
-from spec_tests.locations import is_url
-from spec_tests.properties._common import Location, claimed, roundtrip
-from spec_tests.properties._large import large_pattern
+from spec_tests.properties.checks import Location, claimed, roundtrip
+from spec_tests.properties.large import large_pattern
+from spec_tests.sim import harness
+from spec_tests.sim.locations import is_url
 
 __all__ = ["HugeProperties"]
 

@@ -32,10 +32,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dcp_impl.layout import Box
-from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
-from spec_tests.properties._common import (
+from spec_tests.contract.verdicts import ContractViolation, may_refuse
+from spec_tests.properties.checks import (
     Location,
     check_entry,
     check_load,
@@ -46,7 +46,7 @@ from spec_tests.properties._common import (
     request_for,
 )
 from spec_tests.properties.hostile_files import local_root, stored_files
-from spec_tests.verdicts import ContractViolation, may_refuse
+from spec_tests.sim import harness
 
 __all__ = ["LoadProperties", "other_bits"]
 

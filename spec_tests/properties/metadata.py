@@ -14,11 +14,11 @@ from torch.distributed.checkpoint.metadata import (
 )
 
 from dcp_impl.layout import Box, holes, out_of_bounds
-from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
-from spec_tests.properties._common import Location, claimed, flat, kinds_for
-from spec_tests.verdicts import ContractViolation
+from spec_tests.contract.verdicts import ContractViolation
+from spec_tests.properties.checks import Location, claimed, flat, kinds_for
+from spec_tests.sim import harness
 
 __all__ = ["MetadataProperties"]
 

@@ -1,6 +1,6 @@
 """Spec section 6: the properties hold with real processes (gloo on CPU, DTensor, dcp.save/load).
 
-Each case runs ``world`` ranks of a gloo group (``spec_tests.ranks.run_ranks``) that
+Each case runs ``world`` ranks of a gloo group (``spec_tests.sim.ranks.run_ranks``) that
 rebuild the backend from its SPEC string (``spec_tests.backends.load_backend``), save a
 DTensor with one placement through ``dcp.save`` and load it with another through
 ``dcp.load``. A rank's verdict is what it reports: an abort after it reported success
@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spec_tests import harness
 from spec_tests.backends import Backend, claimed_dtypes, load_backend
-from spec_tests.ranks import run_ranks
+from spec_tests.sim import harness
+from spec_tests.sim.ranks import run_ranks
 
 __all__ = ["MultiprocessProperties"]
 

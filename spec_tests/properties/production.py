@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
-from spec_tests import harness, layouts
 from spec_tests import strategies as sts
-from spec_tests._profiles import few
 from spec_tests.backends import Backend
-from spec_tests.properties._common import (
+from spec_tests.contract.verdicts import may_refuse
+from spec_tests.plugin.profiles import few
+from spec_tests.properties.checks import (
     Location,
     check_entry,
     check_load,
@@ -36,7 +36,7 @@ from spec_tests.properties._common import (
     draw_tensor,
     request_for,
 )
-from spec_tests.verdicts import may_refuse
+from spec_tests.sim import harness, shardings
 
 __all__ = ["ProductionSaveProperties"]
 
@@ -88,7 +88,7 @@ class ProductionSaveProperties:
         value = draw_tensor(data, dcp_backend, shape=(ranks + 1, *rest))
         load_ranks = data.draw(st.integers(1, 3), label="load ranks")
         location = dcp_location()
-        rows = tuple(map(tuple, layouts.row_shards(value.shape, ranks)))
+        rows = tuple(map(tuple, shardings.row_shards(value.shape, ranks)))
         shards = harness.shard(value, rows)
         states = [{} if held is None else {"t": held} for held in shards]
         with harness.repro(dcp_backend, dtype=value.dtype, ranks=ranks, load_ranks=load_ranks):

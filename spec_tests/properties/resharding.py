@@ -10,10 +10,9 @@ from hypothesis import strategies as st
 
 from dcp_impl.dtypes import by_torch
 from dcp_impl.layout import Box
-from spec_tests import harness, layouts
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
-from spec_tests.properties._common import (
+from spec_tests.properties.checks import (
     LARGE_BYTES,
     Location,
     claimed,
@@ -23,7 +22,8 @@ from spec_tests.properties._common import (
     pattern,
     sharded_save,
 )
-from spec_tests.properties._large import large_dtype, large_pattern
+from spec_tests.properties.large import large_dtype, large_pattern
+from spec_tests.sim import harness, shardings
 
 __all__ = ["DIGIT_CUTS", "ReshardingProperties"]
 
@@ -134,19 +134,19 @@ class ReshardingProperties:
     def test_reshard_large(self, dcp_backend: Backend, dcp_location: Location) -> None:
         """A 64 MiB tensor saved in rows over 4 ranks loads as columns over 3 ranks.
 
-        A fixed case, not a draw (``_large``): a failure reports at once, holding one case.
+        A fixed case, not a draw (:mod:`.large`): a failure reports at once, holding one case.
         """
         dtype = large_dtype(dcp_backend, 1, 3)
         cols = 4096
         shape = (LARGE_BYTES // (cols * by_torch(dtype).itemsize), cols)
         value = large_pattern(LARGE_BYTES, dtype, seed=cols).reshape(shape)
         save = sts.SaveLayout(
-            value.shape, tuple(map(tuple, layouts.row_shards(value.shape, 4))), "rows"
+            value.shape, tuple(map(tuple, shardings.row_shards(value.shape, 4))), "rows"
         )
         with harness.repro(dcp_backend, dtype=value.dtype, shape=tuple(value.shape)):
             location = dcp_location()
             sharded_save(dcp_backend, location, "big", value, save)
-            load_boxes(dcp_backend, location, "big", value, layouts.col_shards(value.shape, 3))
+            load_boxes(dcp_backend, location, "big", value, shardings.col_shards(value.shape, 3))
 
     def _reshard(
         self,

@@ -10,10 +10,10 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 from dcp_impl.dtypes import by_torch
-from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
-from spec_tests.properties._common import (
+from spec_tests.contract.verdicts import may_refuse
+from spec_tests.properties.checks import (
     BOUNDARIES_MIB,
     LARGE_BYTES,
     MIB,
@@ -25,8 +25,8 @@ from spec_tests.properties._common import (
     pattern,
     roundtrip,
 )
-from spec_tests.properties._large import large_dtype, large_pattern
-from spec_tests.verdicts import may_refuse
+from spec_tests.properties.large import large_dtype, large_pattern
+from spec_tests.sim import harness
 
 __all__ = ["RoundTripProperties"]
 
@@ -128,7 +128,7 @@ class RoundTripProperties:
     ) -> None:
         """Tensors of 64 MiB (contiguous and transposed) round-trip exactly.
 
-        Fixed cases, not draws (``_large``): a failure reports at once, holding one case.
+        Fixed cases, not draws (:mod:`.large`): a failure reports at once, holding one case.
         """
         dtype = large_dtype(dcp_backend, int(transposed), 2)
         cols = 1024
@@ -196,7 +196,7 @@ class RoundTripProperties:
     ) -> None:
         """A tensor one element short of, or past, 1/4/8/16/32 MiB round-trips exactly.
 
-        Fixed cases (``_large``), each with its own claimed dtype: between them they meet
+        Fixed cases (:mod:`.large`), each with its own claimed dtype: between them they meet
         element sizes from one byte to the widest.
         """
         case = 2 * BOUNDARIES_MIB.index(mib) + (side == "+1")

@@ -24,11 +24,11 @@ import torch
 from hypothesis import settings
 
 from dcp_impl.layout import Box
-from spec_tests import harness
-from spec_tests._profiles import NIGHTLY
 from spec_tests.backends import Backend, claims
-from spec_tests.properties._common import Location, claimed
-from spec_tests.verdicts import ContractViolation
+from spec_tests.contract.verdicts import ContractViolation
+from spec_tests.plugin.profiles import NIGHTLY
+from spec_tests.properties.checks import Location, claimed
+from spec_tests.sim import harness
 
 __all__ = ["ATTEMPTS", "MEMORY_RATIO", "TIME_RATIO", "ScaleProperties", "sizes"]
 

@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 
 from dcp_impl.dtypes import DTYPES
 from dcp_impl.layout import Box
-from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claims
-from spec_tests.properties._common import (
+from spec_tests.contract.verdicts import ContractViolation, may_refuse
+from spec_tests.properties.checks import (
     Location,
     assert_nothing_committed,
     check_entry,
@@ -39,7 +39,7 @@ from spec_tests.properties._common import (
     kinds_for,
     request_for,
 )
-from spec_tests.verdicts import ContractViolation, may_refuse
+from spec_tests.sim import harness
 
 __all__ = ["LOAD_SIDE", "Attempt", "UnclaimedProperties", "record_refusal"]
 

@@ -3,7 +3,7 @@
 A threaded writer (torch's ``FileSystemWriter(thread_count=4)``, dcp_impl's
 ``thread_count``) hands items to threads it starts. The item here is a tensor that
 only the thread running the save may touch: any operation on it from another thread
-raises :class:`~spec_tests.harness.InjectedFault` there, whether the worker resolves it,
+raises :class:`~spec_tests.sim.harness.InjectedFault` there, whether the worker resolves it,
 copies it or serializes it. So the failure comes from the stored item on the worker,
 not from ``resolve_data`` on the caller's thread. If any worker raised, the save must
 raise that failure and commit nothing; a writer that never uses another thread must
@@ -21,16 +21,16 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from spec_tests import harness
-from spec_tests._profiles import few
 from spec_tests.backends import Backend
-from spec_tests.properties._common import (
+from spec_tests.contract.verdicts import ContractViolation, chain, may_refuse
+from spec_tests.plugin.profiles import few
+from spec_tests.properties.checks import (
     Location,
     assert_nothing_committed,
     check_load,
     draw_tensor,
 )
-from spec_tests.verdicts import ContractViolation, chain, may_refuse
+from spec_tests.sim import harness
 
 __all__ = ["ThreadBound", "WorkerFailureProperties"]
 

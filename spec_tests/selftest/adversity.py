@@ -22,7 +22,7 @@ from torch.distributed.checkpoint.storage import WriteResult
 from torch.futures import Future
 
 from dcp_impl.metadata import ItemLocation
-from spec_tests.selftest._wrap import Wrapped, WrappedReader, WrappedWriter, done
+from spec_tests.selftest.wrap import Wrapped, WrappedReader, WrappedWriter, done
 
 __all__ = ["CachesMetadataByPath", "FixedDataFileNames", "PrecleansOtherSavesFiles"]
 

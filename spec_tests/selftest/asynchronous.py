@@ -18,7 +18,7 @@ from torch.distributed.checkpoint.planner import SavePlan, SavePlanner
 from torch.distributed.checkpoint.storage import WriteResult
 from torch.futures import Future
 
-from spec_tests.selftest._wrap import Wrapped, WrappedWriter
+from spec_tests.selftest.wrap import Wrapped, WrappedWriter
 
 __all__ = [
     "LeaksADescriptorPerSave",

@@ -1,6 +1,6 @@
 """The catalogue: every deliberately broken backend, and the faithful wrappers that must pass.
 
-Each entry is a :class:`~spec_tests.selftest._wrap.Wrapped` class; its SPEC for
+Each entry is a :class:`~spec_tests.selftest.wrap.Wrapped` class; its SPEC for
 ``--dcp-backend`` is ``module:ClassName`` (:func:`spec_of`).
 """
 
@@ -19,7 +19,7 @@ from spec_tests.selftest import (
     sharing,
     writers,
 )
-from spec_tests.selftest._wrap import Wrapped
+from spec_tests.selftest.wrap import Wrapped
 
 __all__ = ["BROKEN", "FAITHFUL", "FaithfulFS", "FaithfulReference", "spec_of"]
 

@@ -16,7 +16,7 @@ from dcp_impl.errors import InvalidMetadataError, UnsafeFileError
 from dcp_impl.filesystem import FileSystemReader
 from dcp_impl.store import LocalStore
 from dcp_impl.transfer import Source
-from spec_tests.selftest._wrap import Wrapped
+from spec_tests.selftest.wrap import Wrapped
 
 __all__ = ["BlocksOnSpecialFiles", "FollowsLinksOut"]
 

@@ -28,8 +28,7 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, W
 from torch.futures import Future
 
 from spec_tests.backends import builtin
-from spec_tests.harness import bytes_of
-from spec_tests.selftest._wrap import (
+from spec_tests.selftest.wrap import (
     LoadPlannerProxy,
     SavePlannerProxy,
     Wrapped,
@@ -38,6 +37,7 @@ from spec_tests.selftest._wrap import (
     done,
     planner_with,
 )
+from spec_tests.sim.harness import bytes_of
 
 __all__ = [
     "ChunksPairedByName",

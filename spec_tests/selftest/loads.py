@@ -15,7 +15,7 @@ from torch.distributed.checkpoint.metadata import Metadata
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
 from torch.futures import Future
 
-from spec_tests.selftest._wrap import LoadPlannerProxy, RemappedPlanner, Wrapped, WrappedReader
+from spec_tests.selftest.wrap import LoadPlannerProxy, RemappedPlanner, Wrapped, WrappedReader
 
 __all__ = [
     "ConvertsToDestinationDtype",

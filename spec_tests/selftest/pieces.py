@@ -20,7 +20,7 @@ from dcp_impl.filesystem import FileSystemReader
 from dcp_impl.layout import byte_span
 from dcp_impl.store import LocalStore
 from dcp_impl.transfer import ReadRequest
-from spec_tests.selftest._wrap import Wrapped
+from spec_tests.selftest.wrap import Wrapped
 
 __all__ = ["ChecksTheFirstPieceOnly"]
 

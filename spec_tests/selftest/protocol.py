@@ -18,7 +18,7 @@ from torch.distributed.checkpoint.planner import SavePlan, SavePlanner
 from torch.distributed.checkpoint.storage import WriteResult
 from torch.futures import Future
 
-from spec_tests.selftest._wrap import Wrapped, WrappedReader, WrappedWriter
+from spec_tests.selftest.wrap import Wrapped, WrappedReader, WrappedWriter
 
 __all__ = [
     "CaseInsensitiveKeys",

@@ -21,7 +21,7 @@ from torch.distributed.checkpoint.storage import StorageReader
 from torch.futures import Future
 
 from dcp_impl.filesystem import METADATA_FILE, FileSystemReader
-from spec_tests.selftest._wrap import LoadPlannerProxy, RemappedPlanner, Wrapped, WrappedReader
+from spec_tests.selftest.wrap import LoadPlannerProxy, RemappedPlanner, Wrapped, WrappedReader
 
 __all__ = [
     "CommitsDespiteReadErrors",

@@ -20,7 +20,7 @@ from torch.distributed.checkpoint.storage import WriteResult
 from torch.futures import Future
 
 from dcp_impl.errors import UnsafeCheckpointError
-from spec_tests.selftest._wrap import Wrapped, WrappedReader, WrappedWriter
+from spec_tests.selftest.wrap import Wrapped, WrappedReader, WrappedWriter
 
 __all__ = [
     "CommitsNothingForNoItems",

@@ -13,7 +13,7 @@ from torch.distributed.checkpoint.storage import StorageReader
 
 from dcp_impl.filesystem import FileSystemReader
 from dcp_impl.transfer import SharePlan
-from spec_tests.selftest._wrap import Wrapped, WrappedReader
+from spec_tests.selftest.wrap import Wrapped, WrappedReader
 
 __all__ = ["SharesChunksByName"]
 

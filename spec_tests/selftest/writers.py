@@ -17,9 +17,9 @@ from torch.distributed.checkpoint.storage import WriteResult
 from torch.futures import Future
 
 from dcp_impl.dtypes import by_torch
-from spec_tests.harness import bytes_of
-from spec_tests.reference import StoredItem
-from spec_tests.selftest._wrap import SavePlannerProxy, Wrapped, WrappedWriter, done, planner_with
+from spec_tests.contract.reference import StoredItem
+from spec_tests.selftest.wrap import SavePlannerProxy, Wrapped, WrappedWriter, done, planner_with
+from spec_tests.sim.harness import bytes_of
 
 __all__ = [
     "Complex128AsComplex64",

@@ -17,7 +17,7 @@ from hypothesis import event
 from hypothesis import strategies as st
 
 from dcp_impl.layout import Box, first_overlap, holes, out_of_bounds
-from spec_tests import layouts as fixed
+from spec_tests.sim import shardings as fixed
 from spec_tests.strategies.tensors import check_int
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 Select it with ``--dcp-backend=spec_tests.thirdparty.s3torchconnector:backend`` and a URL
 root, ``--dcp-root=s3://BUCKET/PREFIX``: its locations are S3 URIs only. The endpoint is the
-standard ``AWS_ENDPOINT_URL`` (what :func:`spec_tests.s3server.local_s3` exports), the region
+standard ``AWS_ENDPOINT_URL`` (what :func:`spec_tests.sim.s3server.local_s3` exports), the region
 ``AWS_DEFAULT_REGION``. s3torchconnector's DCP classes take neither an endpoint nor that
 variable (its ``S3Client`` takes an endpoint, its ``S3FileSystem`` takes a client), so the
 writer's and reader's file system is rebuilt on a client pointed at the endpoint: the
@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from spec_tests.capabilities import DTYPE_CAPS, GENERAL_CAPS
+from spec_tests.contract.capabilities import DTYPE_CAPS, GENERAL_CAPS
 
 if TYPE_CHECKING:
     from torch.distributed.checkpoint.storage import StorageReader, StorageWriter

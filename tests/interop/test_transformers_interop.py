@@ -23,8 +23,8 @@ from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 from dcp_impl.errors import OverwriteRefusedError
 from dcp_impl.huggingface import HuggingFaceReader, HuggingFaceWriter
-from spec_tests import harness
-from spec_tests.layouts import row_shards
+from spec_tests.sim import harness
+from spec_tests.sim.shardings import row_shards
 
 transformers = pytest.importorskip("transformers")
 

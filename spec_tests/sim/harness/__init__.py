@@ -2,22 +2,22 @@
 
 - :mod:`.planners`: DCP's default planning over drawn state dicts; faults on purpose;
   SENTINEL-filled destinations and exactly-once commits.
-- :mod:`.checked`: the call sequence of :mod:`spec_tests.driver` with every contract check on.
+- :mod:`.checked`: the call sequence of :mod:`spec_tests.sim.driver` with every contract check on.
 - :mod:`.tensors`: sharding a tensor into rank boxes, bit-exact comparison.
 - :mod:`.repro`: the reproduction note every failure carries.
 
-Every verdict is a :class:`~spec_tests.verdicts.ContractViolation`.
+Every verdict is a :class:`~spec_tests.contract.verdicts.ContractViolation`.
 """
 
-from spec_tests.harness.checked import (
+from spec_tests.sim.harness.checked import (
     BackendBaseException,
-    SaveRecord,
+    Saved,
     call,
     load,
     save,
     threads_surface_errors,
 )
-from spec_tests.harness.planners import (
+from spec_tests.sim.harness.planners import (
     BytesRequest,
     FailOn,
     Fault,
@@ -29,8 +29,15 @@ from spec_tests.harness.planners import (
     TensorRequest,
     bytes_of,
 )
-from spec_tests.harness.repro import repro
-from spec_tests.harness.tensors import SENTINEL, Shards, as_bytes, assert_bit_equal, region, shard
+from spec_tests.sim.harness.repro import repro
+from spec_tests.sim.harness.tensors import (
+    SENTINEL,
+    Shards,
+    as_bytes,
+    assert_bit_equal,
+    region,
+    shard,
+)
 
 __all__ = [
     "SENTINEL",
@@ -41,7 +48,7 @@ __all__ = [
     "InjectedFault",
     "MissingEntry",
     "Request",
-    "SaveRecord",
+    "Saved",
     "Shards",
     "SpecLoadPlanner",
     "SpecSavePlanner",

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from spec_tests.contract.replay import RUN, RunInfo, replay_note
 
 if TYPE_CHECKING:
     from spec_tests.backends import Backend
@@ -46,23 +48,6 @@ _ERROR = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Violation|Bug|Exit)\b: ")
 _NOISE = re.compile(r"^\s*(self=|dcp_backend=|dcp_location=|dcp_backend_spec=|data=data\(|\)$)")
 
 
-@dataclass(slots=True)
-class RunInfo:
-    """What a rerun command needs from this run: the SPEC, the profile, the seed, the root."""
-
-    spec: str = "reference"
-    profile: str = "dcp-dev"
-    seed: str | None = None
-    root: str | None = None
-    derandomized: bool = False  # the profile draws the same examples every run
-    database: bool = True  # hypothesis saves failing examples (and replays them first)
-    current: str = ""  # the rerun command of the test running now (for repro notes)
-    extra: list[str] = field(default_factory=list)
-
-
-RUN = RunInfo()
-
-
 def rerun_command(item: pytest.Item, run: RunInfo = RUN) -> str:
     """The command that reruns ``item`` alone, with this run's backend, profile and seed."""
     module = getattr(getattr(item, "module", None), "__name__", "")
@@ -78,15 +63,6 @@ def rerun_command(item: pytest.Item, run: RunInfo = RUN) -> str:
     if run.root is not None:
         words.append(f"--dcp-root={run.root}")
     return shlex.join(words)
-
-
-def replay_note(run: RunInfo = RUN) -> str:
-    """How the rerun command replays the failing example under this run's profile."""
-    if run.derandomized:
-        return f"{run.profile} is derandomized: the same draws replay it"
-    if run.database:
-        return "hypothesis replays the saved failing example first (.hypothesis/ in this folder)"
-    return "no example database here: paste the @reproduce_failure line above into a copy"
 
 
 def shortest_example(text: str) -> tuple[str, list[str]]:
@@ -157,7 +133,7 @@ class FailureSummary:
             return
         if any(f.nodeid == report.nodeid for f in self.failed):
             return  # a teardown error after a failed call: one property, one entry
-        from spec_tests.matrix import first_line
+        from spec_tests.plugin.results import first_line
 
         error, example = shortest_example(report.longreprtext)
         rerun = self.reruns.get(report.nodeid, "")

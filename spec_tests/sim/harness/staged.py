@@ -28,9 +28,9 @@ import torch
 from torch.distributed.checkpoint.staging import AsyncStager, DefaultStager, StagingOptions
 from torch.distributed.checkpoint.storage import StorageWriter
 
-from spec_tests.capabilities import ASYNC_MODES
-from spec_tests.harness.tensors import Shards
-from spec_tests.verdicts import ContractViolation
+from spec_tests.contract.capabilities import ASYNC_MODES
+from spec_tests.contract.verdicts import ContractViolation
+from spec_tests.sim.harness.tensors import Shards
 
 __all__ = ["AsyncMode", "async_mode", "save"]
 

@@ -1,10 +1,10 @@
 """pytest plugin of the DCP conformance suite (entry point ``dcp_spec``, active in every run).
 
 Provides the ``dcp_backend`` / ``dcp_location`` / ``dcp_backend_spec`` fixtures, the
-``dcp_requires`` marker (capability skips) and the hooks behind the options (``_options``),
-expected failures (``_xfails``), the hypothesis profiles (``_profiles``), ``--dcp-report``
-(``_report``), the early stop and end-of-run failure summary with replay commands
-(``_summary``) and how a SPEC's module and ``--dcp-xfails`` names are found (``_invocation``).
+``dcp_requires`` marker (capability skips) and the hooks behind the options (:mod:`.options`),
+expected failures (:mod:`.xfails`), the hypothesis profiles (:mod:`.profiles`), ``--dcp-report``
+(:mod:`.report`), the early stop and end-of-run failure summary with replay commands
+(:mod:`.summary`) and how a SPEC's module and ``--dcp-xfails`` names are found (:mod:`.invocation`).
 
 It is loaded into every pytest run of an environment that has dcp-conformance
 installed, so importing it must stay cheap and runs that do not use the suite must
@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from spec_tests._invocation import check_xfail_names, load_from
-from spec_tests._options import DEFAULT_BACKEND, ENV_VAR, add_options
-from spec_tests._profiles import PROFILES, register_profiles
-from spec_tests._summary import header_lines, short_repr, start_summary
-from spec_tests._xfails import (
+from spec_tests.plugin.invocation import check_xfail_names, load_from
+from spec_tests.plugin.options import DEFAULT_BACKEND, ENV_VAR, add_options
+from spec_tests.plugin.profiles import PROFILES, register_profiles
+from spec_tests.plugin.summary import header_lines, short_repr, start_summary
+from spec_tests.plugin.xfails import (
     ENTRY,
     NO_SHRINK,
     XfailEntry,
@@ -41,10 +41,10 @@ from spec_tests._xfails import (
 
 if TYPE_CHECKING:
     from spec_tests.backends import Backend
-    from spec_tests.matrix import Recorder
-    from spec_tests.s3server import LocalS3
+    from spec_tests.plugin.results import Recorder
+    from spec_tests.sim.s3server import LocalS3
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # spec_tests/, where the test_*.py modules are
 XFAILS_DIR = PACKAGE_DIR / "xfails"
 
 
@@ -63,19 +63,19 @@ class _State:
 
     def load(self) -> Backend:
         if self.backend is None:
-            from spec_tests import locations
-            from spec_tests.backends import probe
+            from spec_tests.backends import check_constructible
+            from spec_tests.sim import locations
 
             backend = load_from(self.spec, self.invocation_dir)
             if self.root is not None and locations.is_url(self.root):
                 # A URL root: probe there, so that a backend taking URLs only is not refused.
                 location = locations.child(self.root, "dcp-probe-")
                 try:
-                    probe(backend, location)
+                    check_constructible(backend, location)
                 finally:
                     locations.remove(location, best_effort=True)
             else:
-                probe(backend)
+                check_constructible(backend)
             short_repr(type(backend))  # its capabilities are in the header, once per run
             self.backend = backend
         return self.backend
@@ -117,8 +117,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if state.requested:
         start_summary(config, state.spec, state.root)
     if config.getoption("--dcp-report"):
-        from spec_tests._report import ReportHooks
-        from spec_tests.matrix import Recorder
+        from spec_tests.plugin.report import ReportHooks
+        from spec_tests.plugin.results import Recorder
 
         state.recorder = Recorder()
         config.pluginmanager.register(ReportHooks(state.recorder, _suite_nodeid), "dcp_spec_report")
@@ -178,7 +178,7 @@ def dcp_backend(pytestconfig: pytest.Config) -> Backend:
 def _dcp_root(
     pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    from spec_tests import locations
+    from spec_tests.sim import locations
 
     parent = pytestconfig.getoption("--dcp-root")
     if parent:
@@ -197,7 +197,7 @@ def dcp_location(_dcp_root: str, dcp_backend: Backend) -> Iterator[Callable[[], 
     A location is a local directory, or a URL with a fresh prefix when ``--dcp-root`` is one.
     Each is removed after the test, after the backend's optional ``cleanup(location)``.
     """
-    from spec_tests import locations
+    from spec_tests.sim import locations
 
     issued: list[str] = []
 
@@ -218,11 +218,11 @@ def dcp_location(_dcp_root: str, dcp_backend: Backend) -> Iterator[Callable[[], 
 def dcp_local_s3() -> Iterator[LocalS3]:
     """A local S3 server (moto, 127.0.0.1) with an empty bucket, its env exported for the session.
 
-    See :mod:`spec_tests.s3server`; skips when its dependencies (the ``s3`` extra) are missing.
+    See :mod:`spec_tests.sim.s3server`; skips when its dependencies (the ``s3`` extra) are missing.
     """
     for module in ("moto.server", "boto3", "s3fs"):
         pytest.importorskip(module, reason=f"the local S3 server needs {module.split('.')[0]}")
-    from spec_tests.s3server import local_s3
+    from spec_tests.sim.s3server import local_s3
 
     with local_s3() as s3:
         yield s3
@@ -230,7 +230,7 @@ def dcp_local_s3() -> Iterator[LocalS3]:
 
 @pytest.fixture(autouse=True)
 def _dcp_settings(request: pytest.FixtureRequest) -> None:
-    from spec_tests._profiles import bind_settings
+    from spec_tests.plugin.profiles import bind_settings
 
     bind_settings(request.node, shrink=not request.node.stash.get(NO_SHRINK, False))
 

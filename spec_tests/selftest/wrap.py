@@ -28,7 +28,7 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, W
 from torch.futures import Future
 
 from spec_tests.backends import Backend, builtin
-from spec_tests.capabilities import CAPABILITIES
+from spec_tests.contract.capabilities import CAPABILITIES
 
 __all__ = [
     "LoadPlannerProxy",

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from spec_tests.verdicts import ContractViolation, Refusal, may_refuse
+from spec_tests.contract.verdicts import ContractViolation, Refusal, may_refuse
 
 __all__ = ["PHASES", "Interleaving", "Step", "interleavings", "run_actors"]
 

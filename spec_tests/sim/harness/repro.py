@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 from hypothesis.vendor.pretty import pretty
 
-from spec_tests._summary import RUN, replay_note
 from spec_tests.backends import Backend
+from spec_tests.contract.replay import RUN, replay_note
 
 __all__ = ["repro"]
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dcp_impl.dtypes import DTYPES
-from spec_tests.capabilities import DTYPE_CAPS, GENERAL_CAPS
+from spec_tests.contract.capabilities import DTYPE_CAPS, GENERAL_CAPS
 
 if TYPE_CHECKING:
     from torch.distributed.checkpoint.storage import StorageReader, StorageWriter
 
-    from spec_tests.backends import Backend
+    from spec_tests.contract.protocol import Backend
 
 __all__ = [
     "BUILTINS",
@@ -307,7 +307,7 @@ class DcpImplHFConsolidated:
 
 
 def _reference() -> Backend:
-    from spec_tests.reference import ReferenceBackend
+    from spec_tests.contract.reference import ReferenceBackend
 
     return ReferenceBackend()
 

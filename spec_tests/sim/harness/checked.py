@@ -1,4 +1,4 @@
-"""Checked driving: DCP's call sequence (:mod:`spec_tests.driver`) with the contract enforced.
+"""Checked driving: DCP's call sequence (:mod:`spec_tests.sim.driver`) with the contract enforced.
 
 :func:`save` and :func:`load` play N simulated ranks, one writer (reader) per rank, through
 the driver with :class:`_Checked` calls: each backend call is labelled in any error it
@@ -7,7 +7,7 @@ raises (BaseExceptions such as torch's ``CheckpointException`` become
 returns is checked (types, one plan per rank, one WriteResult per WriteItem, every ReadItem
 committed once), waits are bounded, and a thread the backend started that dies of an
 exception nobody surfaced fails the operation. Every such check raises
-:class:`~spec_tests.verdicts.ContractViolation`.
+:class:`~spec_tests.contract.verdicts.ContractViolation`.
 """
 
 from __future__ import annotations
@@ -19,19 +19,20 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hypothesis import note
 from hypothesis.errors import InvalidArgument
-from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+from torch.distributed.checkpoint.metadata import StorageMeta
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, SavePlan
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 
-from spec_tests import driver
 from spec_tests.backends import Backend
-from spec_tests.harness import staged
-from spec_tests.harness.planners import (
+from spec_tests.contract.verdicts import ContractViolation
+from spec_tests.sim import driver
+from spec_tests.sim.driver import Saved
+from spec_tests.sim.harness import staged
+from spec_tests.sim.harness.planners import (
     FailOn,
     Request,
     SpecLoadPlanner,
@@ -39,12 +40,11 @@ from spec_tests.harness.planners import (
     as_fault,
     index_key,
 )
-from spec_tests.locations import is_url
-from spec_tests.verdicts import ContractViolation
+from spec_tests.sim.locations import is_url
 
 __all__ = [
     "BackendBaseException",
-    "SaveRecord",
+    "Saved",
     "call",
     "load",
     "save",
@@ -57,15 +57,6 @@ _FUTURE_TIMEOUT_S = 300.0
 
 class BackendBaseException(Exception):
     """A backend raised a BaseException (e.g. torch's CheckpointException); chained as cause."""
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class SaveRecord:
-    """What a simulated save handed the backend: the metadata and results given to finish."""
-
-    metadata: Metadata
-    plans: tuple[SavePlan, ...]
-    results: tuple[tuple[WriteResult, ...], ...]
 
 
 def call(label: str, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
@@ -287,18 +278,18 @@ def save(
     writers: Sequence[StorageWriter] | None = None,
     checkpoint_id: bool = True,
     collectives: bool = True,
-) -> SaveRecord:
+) -> Saved:
     """Save ``states[r]`` from simulated rank ``r``; return what ``finish`` was given.
 
-    Values are tensors (saved whole), :class:`~spec_tests.harness.tensors.Shards` (chunks of a
+    Values are tensors (saved whole), :class:`~spec_tests.sim.harness.tensors.Shards` (chunks of a
     sharded tensor) or any other object (stored as BytesIO). ``fail_on`` (a predicate or a
-    :class:`~spec_tests.harness.planners.Fault`) makes ``resolve_data`` raise
-    :class:`~spec_tests.harness.planners.InjectedFault` for matching items; ``extra_kwargs`` go
+    :class:`~spec_tests.sim.harness.planners.Fault`) makes ``resolve_data`` raise
+    :class:`~spec_tests.sim.harness.planners.InjectedFault` for matching items; ``extra_kwargs`` go
     to every method whose abstract signature takes ``**kwargs``; ``before_call(label, rank)``
     runs before each backend call. ``checkpoint_id=False`` calls ``reset()`` without
     ``path``, as ``dcp.save`` does when given a storage_writer and no checkpoint_id
     (``writers`` made for ``path`` then). ``collectives=False`` saves as
-    ``dcp.save(..., use_collectives=False)`` does (:func:`spec_tests.driver.save`).
+    ``dcp.save(..., use_collectives=False)`` does (:func:`spec_tests.sim.driver.save`).
     """
     with threads_surface_errors(f"{backend.name} save"):
         fault = as_fault(fail_on)
@@ -307,16 +298,14 @@ def save(
         checked = _Checked(backend.name, "writer", dict(extra_kwargs or {}), before_call)
         target = path if checkpoint_id else None
 
-        def run(ws: Sequence[StorageWriter], states: list[dict[str, Any]]) -> driver.Saved:
+        def run(ws: Sequence[StorageWriter], states: list[dict[str, Any]]) -> Saved:
             return driver.save(ws, target, planners, states, checked, collectives=collectives)
 
         mode = staged.async_mode(backend)
         plain = [dict(s) for s in states]
         saved = run(ws, plain) if mode is None else staged.save(mode, ws, plain, run)
         _check_storage_metas(backend.name, path, checked.storage_metas)
-        return SaveRecord(
-            saved.metadata, tuple(saved.plans), tuple(tuple(r) for r in saved.results)
-        )
+        return saved
 
 
 def load(
@@ -332,10 +321,10 @@ def load(
 ) -> list[dict[str, Any]]:
     """Load ``requests[r]`` on simulated rank ``r``; return each rank's results.
 
-    A :class:`~spec_tests.harness.planners.TensorRequest` yields the list of destination
+    A :class:`~spec_tests.sim.harness.planners.TensorRequest` yields the list of destination
     tensors, one per requested box (pre-filled with
-    :data:`~spec_tests.harness.tensors.SENTINEL` bytes, so regions a backend never wrote show
-    up); a :class:`~spec_tests.harness.planners.BytesRequest` yields the object. ``fail_on``
+    :data:`~spec_tests.sim.harness.tensors.SENTINEL` bytes, so regions a backend never wrote show
+    up); a :class:`~spec_tests.sim.harness.planners.BytesRequest` yields the object. ``fail_on``
     makes ``resolve_tensor`` raise an injected fault for matching read items;
     ``before_call(label, rank)`` runs before each backend call. ``collectives=False`` loads
     from rank-local metadata (``read_metadata(rank=r)``).

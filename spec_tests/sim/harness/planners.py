@@ -3,7 +3,7 @@
 :class:`SpecSavePlanner` plans like torch's ``DefaultSavePlanner`` (so the backend sees what
 real DCP would give it) over tensors, :class:`Shards` and plain objects; its
 ``resolve_data`` can fail on purpose (:class:`Fault`). :class:`SpecLoadPlanner` hands out
-:data:`~spec_tests.harness.tensors.SENTINEL`-filled destination views and checks that every
+:data:`~spec_tests.sim.harness.tensors.SENTINEL`-filled destination views and checks that every
 ReadItem is committed exactly once, into the view it handed out.
 """
 
@@ -49,8 +49,8 @@ from torch.distributed.checkpoint.planner_helpers import (
 
 from dcp_impl.dtypes import by_torch
 from dcp_impl.layout import Box
-from spec_tests.harness.tensors import SENTINEL, Shards, region
-from spec_tests.verdicts import ContractViolation, text_of
+from spec_tests.contract.verdicts import ContractViolation, text_of
+from spec_tests.sim.harness.tensors import SENTINEL, Shards, region
 
 __all__ = [
     "BytesRequest",

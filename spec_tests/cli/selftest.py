@@ -1,6 +1,6 @@
 """``python -m spec_tests selftest``: the suite against every broken and faithful backend.
 
-Each backend gets its own pytest subprocess (:func:`spec_tests.runs.run_backend`, as the
+Each backend gets its own pytest subprocess (:func:`spec_tests.cli.runs.run_backend`, as the
 matrix does) under the ``dcp-selftest`` profile (dcp-ci's derandomized examples without
 shrinking: the same draws, so the same verdict) with ``-x``. A broken backend is *killed*
 when a test fails on it; a faithful wrapper must pass. The family a backend is expected
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import spec_tests
-from spec_tests.matrix import BackendResult
-from spec_tests.runs import Progress, run_backend
-from spec_tests.selftest._wrap import Wrapped
+from spec_tests.cli.runs import Progress, run_backend
+from spec_tests.plugin.results import BackendResult
+from spec_tests.selftest.catalogue import BROKEN, FAITHFUL
+from spec_tests.selftest.wrap import Wrapped
 
 __all__ = [
     "Entry",
@@ -32,6 +34,7 @@ __all__ = [
     "judge",
     "render",
     "run",
+    "selftest_command",
     "suite_order",
 ]
 
@@ -203,3 +206,25 @@ def render(verdicts: Sequence[Verdict]) -> str:
             f"{v.outcome.upper():9} {v.entry.name}{family}{where}{why} ({v.seconds:.0f} s)"
         )
     return "\n".join(lines)
+
+
+def selftest_command(
+    names: Sequence[str] | None, out: Path, *, jobs: int, extra: Sequence[str]
+) -> int:
+    """Run the self-test (the catalogue, or the entries called ``names``); print the verdicts."""
+    entries = entries_of(BROKEN, faithful=False) + entries_of(FAITHFUL, faithful=True)
+    if names:
+        unknown = sorted(set(names) - {e.name for e in entries})
+        if unknown:
+            print(f"selftest: no catalogue entry named {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        entries = [e for e in entries if e.name in names]
+    print(f"selftest: {len(entries)} suite runs, {jobs} at a time ...", file=sys.stderr, flush=True)
+    start = time.monotonic()
+    verdicts = run(entries, out, jobs=jobs, extra=extra)
+    print(render(verdicts))
+    print(
+        f"selftest: {time.monotonic() - start:.0f} s; logs in {out / 'logs'}",
+        file=sys.stderr,
+    )
+    return 0 if all(v.ok for v in verdicts) else 1

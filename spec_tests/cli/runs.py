@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from spec_tests.matrix import BackendResult, failed_run, load_result
+from spec_tests.plugin.results import BackendResult, failed_run, load_result
 
 __all__ = ["HEARTBEAT_S", "Progress", "run_backend"]
 

@@ -1,7 +1,7 @@
 """``python -m spec_tests probe --backend SPEC``: which capabilities hold, tried once each.
 
 Each data capability is tried on a small example through the suite's own harness
-(:mod:`spec_tests.harness`, the properties' helpers): every dtype of the table, ``bytes``,
+(:mod:`spec_tests.sim.harness`, the properties' helpers): every dtype of the table, ``bytes``,
 ``multi-chunk``, ``multi-rank``, ``reshard``, ``overwrite``, ``metadata-exact``, and
 ``integrity`` where a damage can be applied (a ``corrupt``/``truncate`` hook or stored files),
 and ``safe-load``. A capability holds when its example round-trips exactly (for ``integrity``:
@@ -28,13 +28,13 @@ from torch.distributed.checkpoint.metadata import Metadata
 
 from dcp_impl.dtypes import DTYPES, by_torch
 from dcp_impl.layout import Box
-from spec_tests import harness, layouts
 from spec_tests.backends import CAPABILITIES, Backend, load_backend
-from spec_tests.harness.damage import DAMAGES, damage
-from spec_tests.properties._common import check_load, load_boxes, roundtrip, sharded_save
+from spec_tests.contract.verdicts import may_refuse
+from spec_tests.properties.checks import check_load, load_boxes, roundtrip, sharded_save
 from spec_tests.properties.hostile import Payload
+from spec_tests.sim import harness, shardings
+from spec_tests.sim.harness.damage import DAMAGES, damage
 from spec_tests.strategies import SaveLayout
-from spec_tests.verdicts import may_refuse
 
 __all__ = ["NOT_PROBED", "Trial", "probe_claims", "probe_command", "render"]
 
@@ -93,14 +93,14 @@ class _Prober:
 
     def multi_rank_trial(self) -> None:
         value, location = self.value(), self.location()
-        rows = tuple(map(tuple, layouts.row_shards(value.shape, 2)))
+        rows = tuple(map(tuple, shardings.row_shards(value.shape, 2)))
         sharded_save(self.backend, location, "w", value, SaveLayout((8, 4), rows, "rows"))
         load_boxes(self.backend, location, "w", value, rows)
 
     def reshard_trial(self) -> None:
         value, location = self.value(), self.location()
         harness.save(self.backend, location, [{"w": value}])
-        load_boxes(self.backend, location, "w", value, layouts.col_shards(value.shape, 3))
+        load_boxes(self.backend, location, "w", value, shardings.col_shards(value.shape, 3))
 
     def overwrite_trial(self) -> None:
         old, new = {"a": self.value()}, {"b": self.value().flip(0)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spec_tests._summary import DEFAULT_MAXFAIL
+from spec_tests.plugin.summary import DEFAULT_MAXFAIL
 
 __all__ = ["DEFAULT_BACKEND", "ENV_VAR", "add_options"]
 

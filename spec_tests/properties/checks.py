@@ -1,4 +1,7 @@
-"""Helpers the property modules share: capability-aware draws and one-call round trips."""
+"""Helpers the property modules share: capability-aware draws and one-call round trips.
+
+Public: the probe command and the project's own tests use them too.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +17,10 @@ from torch.distributed.checkpoint._nested_dict import flatten_state_dict
 
 from dcp_impl.dtypes import by_torch
 from dcp_impl.layout import Box
-from spec_tests import harness
 from spec_tests import strategies as sts
 from spec_tests.backends import Backend, claimed_dtypes, claims
-from spec_tests.verdicts import ContractViolation, may_refuse
+from spec_tests.contract.verdicts import ContractViolation, may_refuse
+from spec_tests.sim import harness
 
 Location = Callable[[], str]
 

@@ -26,7 +26,7 @@ import pytest
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from spec_tests.verdicts import chain, text_of
+from spec_tests.contract.verdicts import chain, text_of
 
 __all__ = [
     "ExpectedFailure",

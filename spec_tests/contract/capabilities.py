@@ -16,7 +16,7 @@ from dcp_impl.dtypes import DTYPES
 if TYPE_CHECKING:
     import torch
 
-    from spec_tests.backends import Backend
+    from spec_tests.contract.protocol import Backend
 
 __all__ = [
     "ASYNC_MODES",
@@ -73,7 +73,8 @@ GENERAL_CAPS = frozenset(_GENERAL_CAPABILITIES)
 PIECE_REACH = 1 << 20
 
 #: The values a backend's optional ``async_save`` member may take besides None: the
-#: ``dcp.async_save`` modes whose view of the backend the suite plays (spec_tests.harness.staged).
+#: ``dcp.async_save`` modes whose view of the backend the suite plays
+#: (spec_tests.sim.harness.staged).
 ASYNC_MODES = ("thread", "process")
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from spec_tests.matrix import Recorder
+    from spec_tests.plugin.results import Recorder
 
 __all__ = ["ReportHooks", "property_name"]
 

@@ -9,7 +9,7 @@ import torch
 
 from dcp_impl.dtypes import raw_bytes
 from dcp_impl.layout import Box
-from spec_tests.verdicts import ContractViolation
+from spec_tests.contract.verdicts import ContractViolation
 
 __all__ = ["SENTINEL", "Shards", "as_bytes", "assert_bit_equal", "region", "shard"]
 

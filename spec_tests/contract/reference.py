@@ -40,7 +40,7 @@ from dcp_impl.errors import (
 )
 from dcp_impl.metadata import validate
 from dcp_impl.safe_load import PicklePolicy, deliver_bytes
-from spec_tests.capabilities import CAPABILITIES
+from spec_tests.contract.capabilities import CAPABILITIES
 
 __all__ = ["ReferenceBackend", "ReferenceReader", "ReferenceWriter", "StoredItem", "discard"]
 

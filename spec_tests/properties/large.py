@@ -14,7 +14,7 @@ import torch
 
 from dcp_impl.dtypes import by_torch
 from spec_tests.backends import Backend
-from spec_tests.properties._common import claimed
+from spec_tests.properties.checks import claimed
 
 __all__ = ["large_dtype", "large_pattern"]
 
