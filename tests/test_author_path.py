@@ -35,7 +35,11 @@ class _ZeroingWriter(FileSystemWriter):
 
 
 def _zeros(data):
-    return torch.zeros_like(data) if isinstance(data, torch.Tensor) else data
+    if not isinstance(data, torch.Tensor):
+        return data
+    staged = torch.empty_like(data)  # the staging buffer, never filled
+    staged.untyped_storage().fill_(0)  # fresh memory reads as zeros, for every dtype
+    return staged
 
 
 MyStoreBackend.make_writer = lambda self, path: _ZeroingWriter(path)
