@@ -26,7 +26,7 @@ __all__ = [
 
 
 #: What a benchmark row measures: a backend under test, a baseline it is compared with, or the
-#: hardware limit (perf/_bench.py labels every benchmark with one; the order is the table's).
+#: hardware limit (perf/bench.py labels every benchmark with one; the order is the table's).
 KINDS = ("backend", "baseline", "limit")
 KIND_ORDER = {kind: n for n, kind in enumerate(KINDS)}
 _LABELS = ("op", "workload", "subject", "kind", "nbytes")

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from perf import _drive
-from perf._bench import Case, check_loaded, measure
 from perf._state import Checkpoints, Materials, Settings, require
+from perf.bench import Case, check_loaded, measure
 from perf.workloads import WORKLOADS, fresh_targets, nbytes, parse_size
 from spec_tests.api import Backend, BackendSpecError, load_backend, locations
 

@@ -37,7 +37,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
 from perf._rows import Row
-from perf._scaling import format_scaling
+from perf.scaling import format_scaling
 from perf.workloads import bf16x64_specs, make_tensors, parse_size
 from spec_tests.api import check_ranks, claims, load_backend, spawn_ranks
 

@@ -5,7 +5,7 @@ Usage::
     python -m perf.report RUN.json                      # table + RUN.png
     python -m perf.report RUN.json --compare perf/baselines/NAME.json [--threshold 10%]
 
-Each benchmark row carries labels in ``extra_info`` (see perf/_bench.py): the
+Each benchmark row carries labels in ``extra_info`` (see perf/bench.py): the
 operation, workload, subject (backend / baseline / limit name), its kind, the
 bytes moved per round and the device. Throughput is compared as a RATIO to a
 reference measured in the same run (a backend against the best baseline of its
@@ -43,7 +43,7 @@ from perf._rows import (
     rows_from,
     score,
 )
-from perf._scaling import efficiency, format_scaling
+from perf.scaling import efficiency, format_scaling
 
 __all__ = [
     "KINDS",

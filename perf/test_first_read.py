@@ -30,8 +30,8 @@ from torch.distributed.checkpoint.metadata import (
 
 from dcp_impl import filesystem, metadata
 from perf import _drive
-from perf._bench import Case, measure
 from perf._state import Settings
+from perf.bench import Case, measure
 from perf.workloads import FIRST_READ, SIZES, WORKLOADS, Workload
 from spec_tests.api import Backend
 

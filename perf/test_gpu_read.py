@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from perf._baseline_io import SAVERS, copy_pairs, safetensors_to_device
-from perf._bench import Case, check_loaded, measure
 from perf._state import Materials, Settings
+from perf.bench import Case, check_loaded, measure
 from perf.workloads import UNSHARDED, WORKLOADS, Piece, fresh_targets
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

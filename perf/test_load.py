@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from perf._baseline_io import LOADERS, SAVERS, copy_pairs
-from perf._bench import Case, check_loaded, measure
 from perf._state import Materials, Settings
+from perf.bench import Case, check_loaded, measure
 from perf.workloads import METADATA, SHARDED, UNSHARDED, WORKLOADS, Piece, fresh_targets
 
 

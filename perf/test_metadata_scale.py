@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from perf import _drive
-from perf._bench import Case, measure
 from perf._state import Checkpoints, Settings
+from perf.bench import Case, measure
 from perf.workloads import METADATA, SIZES, WORKLOADS
 from spec_tests.api import Backend
 

@@ -3,7 +3,7 @@ one benchmark per (operation, backend, N), for perf/report.py's scaling table an
 
 All backends of one N run in one group of spawned ranks (perf/multiprocess.py), each rank on
 its share of the CPU cores; rank 0 times every round between barriers, and those times are
-the benchmark's rounds (``perf._bench.record``): pytest-benchmark cannot time N processes
+the benchmark's rounds (``perf.bench.record``): pytest-benchmark cannot time N processes
 from outside. Every load is checked bit for bit inside the ranks. N is ``--perf-procs``
 (1,2,4; 1,2 in the smoke run with ``--benchmark-disable``, which times one round).
 """
@@ -18,8 +18,8 @@ import torch
 import torch.distributed as dist
 
 from perf import multiprocess
-from perf._bench import Case, record
 from perf._state import Settings
+from perf.bench import Case, record
 from perf.workloads import bf16x64_specs
 from spec_tests.api import Backend
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from perf import _drive
-from perf._bench import Case, measure
 from perf._state import Settings
+from perf.bench import Case, measure
 from perf.workloads import WORKLOADS, make_tensors, split
 from spec_tests.api import Backend
 

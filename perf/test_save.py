@@ -12,8 +12,8 @@ import pytest
 
 from perf import _drive
 from perf._baseline_io import SAVERS
-from perf._bench import Case, measure
 from perf._state import Materials, Settings, require
+from perf.bench import Case, measure
 from perf.workloads import SHARDED, UNSHARDED, WORKLOADS, nbytes
 from spec_tests.api import Backend, locations
 

@@ -1,5 +1,5 @@
 """perf's multi-process rows: rounds timed inside the ranks stored as a benchmark's rounds
-(``perf._bench.record``), read back with their process count, and the scaling table."""
+(``perf.bench.record``), read back with their process count, and the scaling table."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import pytest
 from _perf import perf_module
 
 report = perf_module("report")
-scaling = perf_module("_scaling")
+scaling = perf_module("scaling")
 
 _ROOT = Path(__file__).resolve().parents[1]
 GB = 10**9
 
 _RECORDED = """
-from perf._bench import Case, record
+from perf.bench import Case, record
 
 def test_recorded(benchmark):
     case = Case("mp-load", "bf16x64-rows", "mine", "backend", 10**9, "cpu", 2)
