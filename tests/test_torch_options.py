@@ -29,7 +29,6 @@ from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import async_save as dcp_async_save
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
-import dcp_impl.huggingface
 from dcp_impl import FileSystemReader, FileSystemWriter, HuggingFaceReader, HuggingFaceWriter
 from dcp_impl.dtypes import DTYPES, DtypeInfo, raw_bytes
 from dcp_impl.errors import OverwriteRefusedError, UnsupportedError
@@ -217,23 +216,13 @@ def test_hf_writer_takes_fqn_to_index_mapping_positionally(tmp_path: Path) -> No
     assert set(load_file(tmp_path / "model-00002-of-00002.safetensors")) == {"b"}
 
 
-def test_hf_enable_consolidation_writes_full_tensors(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls: list[dict[str, Any]] = []
-    real = dcp_impl.huggingface.consolidate
-
-    def spy(*args: Any, **kwargs: Any) -> None:
-        calls.append(kwargs)
-        real(*args, **kwargs)
-
-    monkeypatch.setattr(dcp_impl.huggingface._storage, "consolidate", spy)
+def test_hf_enable_consolidation_writes_full_tensors(tmp_path: Path) -> None:
     state = {"a": torch.arange(6.0).reshape(2, 3)}
     writer = HuggingFaceWriter(tmp_path, None, 1, True, True, 3)  # torch's positions
+    assert (writer.enable_consolidation, writer.thread_count_consolidation) == (True, 3)
     _round_trip(writer, HuggingFaceReader(tmp_path), state)
     assert torch.equal(load_file(tmp_path / "model.safetensors")["a"], state["a"])
     assert (tmp_path / "sharded").is_dir()
-    assert [call["thread_count"] for call in calls] == [3]
 
 
 def test_hf_overwrite_false_refuses_with_torchs_words(tmp_path: Path) -> None:
