@@ -164,17 +164,18 @@ def bug_releases(runs: Runs, row: str) -> str:
         elif not (outcomes or broken & set(backends)):
             unseen.append(release)
     releases = list(runs)
-    if has:
-        shown = [span(releases, has)]
-        if free and _NOT_STRICT in cells[4]:
+    chance = bool(free) and _NOT_STRICT in cells[4]
+    if has or free:
+        shown = [span(releases, has)] if has else []
+        if chance:
             shown.append(
                 f"passed on {span(releases, free)}, which does not show it fixed (not strict)"
             )
+        elif not has:
+            shown.append(f"none of {span(releases, free)}")
         if unseen:
             shown.append(f"not in the runs of {span(releases, unseen)}")
         return "; ".join(shown)
-    if free:
-        return f"none of {span(releases, releases)}"
     seen = any(_outcome(m, p, b) != "-" for m in runs.values() for p in props for b in backends)
     return "not reached (skipped)" if seen else "not in these runs"
 

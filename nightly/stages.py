@@ -178,7 +178,8 @@ def _thirdparty(options: Options) -> StageResult:
 
 
 # The tests marked nightly: the multiprocess properties 20 times in a row, the suite under 20
-# random seeds on reference, and each built-in's verdict under 20 seeds against its dcp-ci one.
+# random seeds on reference, and each built-in's verdict under the night's seeds (below)
+# against its dcp-ci one.
 REPEAT_TESTS = ("tests/test_multiprocess_repeat.py", "tests/test_suite_repeat.py")
 VERDICT_SEEDS = "tests/test_verdict_seeds.py"
 

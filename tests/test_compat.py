@@ -104,3 +104,7 @@ def test_a_pass_of_an_entry_that_is_not_strict_does_not_show_the_bug_fixed() -> 
         "2.11.0 to 2.13.0; passed on 2.14.1, which does not show it fixed (not strict)"
     )
     assert compat.bug_releases(runs, ROW) == "2.11.0 to 2.13.0"  # a strict entry's pass does
+    passes = _runs("pass", "pass", "pass", "pass")
+    assert compat.bug_releases(passes, timing) == (
+        "passed on 2.11.0 to 2.14.1, which does not show it fixed (not strict)"
+    )
