@@ -44,7 +44,7 @@ from dcp_impl.errors import SharedReadError, SharedReadTimeoutError
 from dcp_impl.layout import Box
 from dcp_impl.store._disk import LocalFile
 from dcp_impl.store._files import storage_fault
-from dcp_impl.store._stale import process_gone, remove_stale_segments
+from dcp_impl.store._stale import PID_CHARS, process_gone, read_mark, remove_stale_segments
 from dcp_impl.transfer import (
     SHM_ROOT,
     Locate,
@@ -276,15 +276,11 @@ class _Segment:
                 raise SharedReadError(self._waiting(pending, "it", f"rank {owner}'s process gone"))
 
     def _read(self, name: str, limit: int) -> str | None:
-        try:
-            with open(self._path(name), encoding="utf-8") as f:
-                return f.read(limit)
-        except OSError:
-            return None
+        return read_mark(self._path(name), limit)
 
     def _dead(self, rank: int) -> bool:
         """Whether ``rank`` joined and its process is gone (a rank not yet there is alive)."""
-        return process_gone(self._read(f"pid-{rank}", 32))
+        return process_gone(self._read(f"pid-{rank}", PID_CHARS))
 
     def leave(self, error: BaseException | None) -> None:
         """Leave ``done-<rank>`` or ``failed-<rank>`` (the error); the member that finds

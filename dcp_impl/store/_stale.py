@@ -9,15 +9,25 @@ ranks have all exited and that nothing has changed for longer than a rank waits 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import time
 
-__all__ = ["SEGMENT_NAME", "process_gone", "remove_stale_segments"]
+__all__ = [
+    "PID_CHARS",
+    "SEGMENT_NAME",
+    "abandoned_segments",
+    "process_gone",
+    "read_mark",
+    "remove_stale_segments",
+]
 
 #: A segment's folder name: ``dcp_impl-<load>-h<host number>`` (transfer._share_plan).
 SEGMENT_NAME = re.compile(r"dcp_impl-.+-h\d+")
+#: The most characters of a ``pid-<rank>`` mark read back (a pid is a few digits).
+PID_CHARS = 32
 
 
 def process_gone(pid_text: str | None) -> bool:
@@ -36,13 +46,34 @@ def process_gone(pid_text: str | None) -> bool:
 def remove_stale_segments(root: str, keep: str, timeout: float) -> list[str]:
     """Remove the stale segments under ``root`` other than ``keep``; the folders removed."""
     removed = []
-    with os.scandir(root) as entries:
-        folders = [e.path for e in entries if SEGMENT_NAME.fullmatch(e.name) and e.is_dir()]
-    for folder in folders:
+    for folder in _segments(root):
         if folder != keep and _stale(folder, timeout):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
+
+
+def abandoned_segments(root: str) -> set[str]:
+    """The names of the segments under ``root`` whose joined ranks have all exited (or that no
+    rank joined): what loads left behind. A load still running has a live member."""
+    abandoned = set()
+    for folder in _segments(root):
+        with contextlib.suppress(OSError):  # removed meanwhile: not left behind
+            pids = _members(folder)
+            if all(map(process_gone, pids)):
+                abandoned.add(os.path.basename(folder))
+    return abandoned
+
+
+def _segments(root: str) -> list[str]:
+    with os.scandir(root) as entries:
+        return [e.path for e in entries if SEGMENT_NAME.fullmatch(e.name) and e.is_dir()]
+
+
+def _members(folder: str) -> list[str | None]:
+    """The pid marks of the ranks that joined ``folder``; OSError if it cannot be listed."""
+    marks = [n for n in os.listdir(folder) if n.startswith("pid-")]
+    return [read_mark(os.path.join(folder, n), PID_CHARS) for n in marks]
 
 
 def _stale(folder: str, timeout: float) -> bool:
@@ -51,15 +82,16 @@ def _stale(folder: str, timeout: float) -> bool:
         changed = max(os.stat(os.path.join(folder, n)).st_mtime for n in ["", *names])
         if time.time() - changed <= timeout:
             return False
-        pids = [_read(os.path.join(folder, n)) for n in names if n.startswith("pid-")]
+        pids = _members(folder)
     except OSError:
         return False  # removed meanwhile, or not ours to read
     return all(map(process_gone, pids))
 
 
-def _read(path: str) -> str | None:
+def read_mark(path: str, limit: int) -> str | None:
+    """At most ``limit`` characters of the mark file ``path``; None if it cannot be read."""
     try:
         with open(path, encoding="utf-8") as f:
-            return f.read(32)
+            return f.read(limit)
     except OSError:
         return None

@@ -23,10 +23,15 @@ every process of a multi-process load, into one log file), to prove what it take
 paths exercised): within ``with tuned(min_run=1, stage_all=True): ...`` reads use the given
 :class:`Tuning` fields (I/O thresholds, staging every target, a fake device copier) instead
 of the defaults; nothing else changes them.
+
+:func:`abandoned_segments` names the shared-read segments (``share_reads="shm"``) under a
+folder whose joined ranks have all exited: what a load left behind, told apart from the
+segments of loads still running beside it.
 """
 
 from dcp_impl._tuning import Tuning, tuned
+from dcp_impl.store._stale import abandoned_segments
 from dcp_impl.testing._counting import CountingStore, ReadRecord
 from dcp_impl.testing._store import StoreTests
 
-__all__ = ["StoreTests", "CountingStore", "ReadRecord", "Tuning", "tuned"]
+__all__ = ["StoreTests", "CountingStore", "ReadRecord", "Tuning", "abandoned_segments", "tuned"]
