@@ -4,7 +4,9 @@ beside the write); piece checksums."""
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import threading
+from typing import Any
 
 import pytest
 import xxhash
@@ -135,3 +137,24 @@ def test_touching_names_only_the_pieces_of_a_byte_range() -> None:
 def test_hostile_checksum_texts_are_typed_errors(text: str, length: int, match: str) -> None:
     with pytest.raises(InvalidMetadataError, match=match):
         Checksums.parse(text, length)
+
+
+def _hash_in_child(queue: Any) -> None:
+    out = _ListWriter(4)
+    with tuned(write_step=8):
+        queue.put(out.write_bytes(b"0123456789abcdef0123").checksum)
+
+
+def test_a_forked_child_hashes_with_its_own_threads() -> None:
+    # The parent's shared hashing pool has threads; a fork copies the pool but not them.
+    with tuned(write_step=8):
+        _ListWriter(4).write_bytes(b"x" * 64)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_hash_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=30)
+    if child.is_alive():  # its hashing waited on threads it does not have
+        child.kill()
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == piece_checksum(b"0123456789abcdef0123", 4)

@@ -9,7 +9,9 @@ checksum (all that version 2 documents hold) is the case of one piece as long as
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -195,12 +197,38 @@ def write_hashed(
         hash_step(data)
         write(data)
         return _pieced(piece_size, digests)
-    with ThreadPoolExecutor(1, thread_name_prefix="dcp_impl-hash") as hasher:
-        for start in range(0, len(data), step):
-            part = data[start : start + step]
-            hashed = hasher.submit(hash_step, part)
-            try:
-                write(part)
-            finally:
-                hashed.result()
+    hasher = _hasher()
+    for start in range(0, len(data), step):
+        part = data[start : start + step]
+        hashed = hasher.submit(hash_step, part)
+        try:
+            write(part)
+        finally:
+            hashed.result()
     return _pieced(piece_size, digests)
+
+
+_HASHERS = min(8, os.cpu_count() or 1)
+"""Hashing threads shared by all writers: one per writing thread, up to 8."""
+_hasher_lock = threading.Lock()
+_hasher_pool: ThreadPoolExecutor | None = None
+
+
+def _hasher() -> ThreadPoolExecutor:
+    """The process's hashing pool, made on first use. One pool for every item, not one per
+    item: a save of many items would otherwise start and join a thread per item."""
+    global _hasher_pool
+    with _hasher_lock:
+        if _hasher_pool is None:
+            _hasher_pool = ThreadPoolExecutor(_HASHERS, thread_name_prefix="dcp_impl-hash")
+        return _hasher_pool
+
+
+def _forget_hasher() -> None:
+    """In a forked child: the parent's hashing threads (and maybe its held lock) are not there."""
+    global _hasher_lock, _hasher_pool
+    _hasher_lock = threading.Lock()
+    _hasher_pool = None
+
+
+os.register_at_fork(after_in_child=_forget_hasher)
