@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ __all__ = [
     "limit_of",
     "load_rows",
     "markdown_table",
+    "median_of_runs",
     "read_document",
     "rows_from",
     "score",
@@ -74,6 +77,8 @@ class Scored:
     row: Row
     vs_baseline: float | None  # GB/s over the best baseline of (op, workload, device)
     vs_limit: float | None  # GB/s over the fastest limit of (workload, device)
+    versus: tuple[float | None, ...] = ()
+    """GB/s over each ``versus`` subject's of the same (op, workload, device): see :func:`score`."""
 
     @property
     def ratio(self) -> float | None:
@@ -175,8 +180,15 @@ def limit_of(rows: Iterable[Row], workload: str, device: str) -> float | None:
     )
 
 
-def score(rows: Sequence[Row]) -> list[Scored]:
-    """Each row with its ratios to the best baseline and to the limit measured beside it."""
+def score(rows: Sequence[Row], versus: Sequence[str] = ()) -> list[Scored]:
+    """Each row with its ratios to the best baseline and to the limit measured beside it.
+
+    ``versus`` names more references, one ratio each (``Scored.versus``): a subject such as
+    ``torch-hf``, or a template in which ``{subject}`` stands for the row's own subject, so that
+    ``{subject}-noverify`` gives each backend's ratio to its own variant without verification.
+    A reference missing from the run, or the row itself, gives None.
+    """
+    rate = {(r.op, r.workload, r.device, r.subject): r.gbps for r in rows}
     out = []
     for row in rows:
         baseline = _best(
@@ -186,8 +198,42 @@ def score(rows: Sequence[Row]) -> list[Scored]:
             and (r.op, r.workload, r.device) == (row.op, row.workload, row.device)
         )
         limit = limit_of(rows, row.workload, row.device)
-        out.append(Scored(row, _over(row.gbps, baseline), _over(row.gbps, limit)))
+        others = tuple(template.replace("{subject}", row.subject) for template in versus)
+        against = tuple(
+            None
+            if other == row.subject
+            else _over(row.gbps, rate.get((row.op, row.workload, row.device, other)))
+            for other in others
+        )
+        out.append(Scored(row, _over(row.gbps, baseline), _over(row.gbps, limit), against))
     return out
+
+
+def median_of_runs(runs: Sequence[Sequence[Scored]]) -> list[Scored]:
+    """Several runs of the same benchmarks as one: each benchmark's median time is the median
+    of its runs' medians, and each ratio the median of its runs' ratios (ratios are taken
+    within a run, where the reference ran beside the row, never across runs). A benchmark
+    missing from some runs is the median of the runs that have it."""
+    by_key: dict[str, list[Scored]] = {}
+    for run in runs:
+        for scored in run:
+            by_key.setdefault(scored.row.key, []).append(scored)
+    return [
+        Scored(
+            dataclasses.replace(
+                group[0].row, median=statistics.median(s.row.median for s in group)
+            ),
+            _median(s.vs_baseline for s in group),
+            _median(s.vs_limit for s in group),
+            tuple(_median(column) for column in zip(*(s.versus for s in group), strict=True)),
+        )
+        for group in by_key.values()
+    ]
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -202,8 +248,9 @@ def markdown_table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str
     return "\n".join(out)
 
 
-def format_table(scored: Sequence[Scored]) -> str:
-    """The run as a text table: one line per benchmark, grouped by operation and workload."""
+def format_table(scored: Sequence[Scored], versus: Sequence[str] = ()) -> str:
+    """The run as a text table: one line per benchmark, grouped by operation and workload;
+    one more column per ``versus`` reference (the names given to :func:`score`)."""
     ordered = sorted(
         scored,
         key=lambda s: (
@@ -226,6 +273,7 @@ def format_table(scored: Sequence[Scored]) -> str:
             _num(s.row.gbps, ".2f"),
             _num(s.vs_baseline, ".2f"),
             _num(s.vs_limit, ".2f"),
+            *(_num(s.versus[n] if n < len(s.versus) else None, ".2f") for n in range(len(versus))),
         )
         for s in ordered
     ]
@@ -239,5 +287,6 @@ def format_table(scored: Sequence[Scored]) -> str:
         "GB/s",
         "x best baseline",
         "x limit",
+        *(f"x {name}" for name in versus),
     )
     return markdown_table(header, lines)

@@ -165,6 +165,67 @@ def test_format_table_shows_each_row_with_its_ratios(tmp_path: Path) -> None:
     assert line.split()[-4:] == ["500.00", "2.00", "1.25", "0.50"]
 
 
+def _variants(backend: float, noverify: float, torch_hf: float, memcpy: float) -> list[Any]:
+    """One load workload: a backend, its unverified variant, torch-hf and the limit (seconds)."""
+    return [
+        _bench("t::test_load[mine]", "backend", backend),
+        _bench("t::test_load[mine-noverify]", "backend", noverify),
+        _bench("t::test_load[torch-hf]", "backend", torch_hf),
+        _bench("t::test_memcpy_limit[memcpy]", "limit", memcpy, op="copy"),
+    ]
+
+
+def test_versus_adds_a_ratio_to_another_subject_of_the_same_run() -> None:
+    rows = report.rows_from({"benchmarks": _variants(0.5, 0.4, 1.0, 0.25)}, "run")
+    scored = _by_subject(report.score(rows, ["torch-hf", "{subject}-noverify", "absent"]))
+    assert scored["load", "mine"].versus == pytest.approx((2.0, 0.8, None))
+    torch_hf, own, absent = scored["load", "torch-hf"].versus
+    assert torch_hf is None  # a row is not its own reference
+    assert own is None  # no torch-hf-noverify in the run
+    assert absent is None
+    table = report.format_table(list(scored.values()), ["torch-hf", "{subject}-noverify"])
+    assert table.splitlines()[0].split()[-4:] == ["x", "torch-hf", "x", "{subject}-noverify"]
+    line = next(line for line in table.splitlines() if " mine " in line)
+    assert line.split()[-2:] == ["2.00", "0.80"]
+
+
+def test_runs_combine_as_medians_of_their_own_ratios() -> None:
+    # The machine is fast, slow, then fast again; the backend's ratio to the limit is taken
+    # within each run (0.5, 0.25, 0.4) and its median is 0.4, not a ratio across runs.
+    runs = [
+        report.score(report.rows_from({"benchmarks": _variants(*seconds)}, "run"), ["torch-hf"])
+        for seconds in ((0.5, 0.4, 1.0, 0.25), (4.0, 3.0, 5.0, 1.0), (0.625, 0.5, 1.0, 0.25))
+    ]
+    mine = _by_subject(report.median_of_runs(runs))["load", "mine"]
+    assert mine.row.median == pytest.approx(0.625)
+    assert mine.vs_limit == pytest.approx(0.4)
+    assert mine.versus == pytest.approx((1.6,))  # 2.0, 1.25, 1.6
+    extra = [*_variants(0.5, 0.4, 1.0, 0.25), _bench("t::test_load[extra]", "backend", 2.0)]
+    once = report.score(report.rows_from({"benchmarks": extra}, "run"), ["torch-hf"])
+    combined = _by_subject(report.median_of_runs([once, runs[1]]))
+    assert combined["load", "extra"].row.median == 2.0  # in one run only: that run's figure
+    assert len(combined) == 5
+
+
+def test_report_takes_several_runs_and_gates_on_their_medians(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = [
+        str(_run(tmp_path, f"run{n}", _variants(*seconds)))
+        for n, seconds in enumerate(
+            ((0.5, 0.4, 1.0, 0.25), (4.0, 3.0, 5.0, 1.0), (0.5, 0.4, 1.0, 0.25))
+        )
+    ]
+    args = [*runs, "--versus", "{subject}-noverify", "--no-chart"]
+    assert report.main(args) == 0
+    out = capsys.readouterr().out
+    assert "(medians of 3 runs)" in out
+    assert next(line for line in out.splitlines() if " mine " in line).split()[-1] == "0.80"
+    slower = str(_run(tmp_path, "slower", _variants(1.0, 0.4, 1.0, 0.25)))
+    assert report.main([slower, "--compare", *runs, "--no-chart"]) == 1
+    assert "REGRESSED" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(("text", "value"), [("10%", 0.1), ("0.25", 0.25), (" 5 % ", 0.05)])
 def test_parse_threshold(text: str, value: float) -> None:
     assert report.parse_threshold(text) == pytest.approx(value)
