@@ -40,7 +40,7 @@ class Tuning:
     iov_max: int = dataclasses.field(default_factory=_iov_max)
     """Buffers one ``preadv`` call accepts (1024 on Linux)."""
     write_step: int = 8 << 20
-    """An item's bytes go to the store and to the hashing thread in steps this big (a whole
+    """An item's bytes go to the store and to a hashing thread in steps this big (a whole
     number of checksum pieces)."""
     stage_all: bool = False
     """Send every target through the staging buffers (so that CPU tests exercise the CUDA

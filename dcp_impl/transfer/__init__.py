@@ -27,7 +27,7 @@ Nothing here knows a checkpoint format; a backend maps its metadata onto these p
 * :class:`ItemWriter` is what a store's ``create`` returns: it appends the logical values of
   tensors (any device, any strides: :func:`tensor_bytes`) or raw bytes to one new stored
   file and returns a :class:`StoredRange` per item: its byte offset, length and checksum,
-  hashed on a helper thread while the bytes are written.
+  hashed on a thread of the process's hashing pool while the bytes are written.
 * Shared reads (``share_reads="shm"`` on the readers): :func:`mark_host` tags a rank's local
   plan with its :class:`HostTag`; :func:`share_plans`, on the coordinator, gives each stored
   item several ranks of one host need an owner (a :class:`SharePlan` per rank, in the plan's

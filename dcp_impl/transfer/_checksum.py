@@ -179,10 +179,10 @@ def write_hashed(
     of pieces), and return its checksum text, one digest per piece of ``piece_size`` bytes
     (:func:`piece_checksum`).
 
-    Data over one step is hashed on a helper thread while ``write`` runs (both release
-    the GIL), so the checksum costs almost no time where a second core is free (measured:
-    perf/README.md). The helper never runs ahead of the writer by more than the step both
-    are on, and a failing ``write`` stops the hashing with it.
+    Data over one step is hashed on a thread of the process's hashing pool while ``write``
+    runs (both release the GIL), so the checksum costs almost no time where a second core is
+    free (measured: perf/README.md). The hashing never runs ahead of the writer by more than
+    the step both are on, and a failing ``write`` stops it with it.
     """
     if len(data) <= piece_size:
         write(data)
