@@ -167,7 +167,7 @@ def _scored(paths: Sequence[Path], versus: Sequence[str] = ()) -> list[Scored]:
         print(describe_run(document, str(path)))
     if len(runs) > 1:
         print(f"(medians of {len(runs)} runs)")
-    return runs[0] if len(runs) == 1 else median_of_runs(runs)
+    return median_of_runs(runs)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,8 @@ def _has_sync_files(writer: Any) -> bool:
 
 def _settle() -> None:
     """Before each timed save: write back every dirty page. A save that starts while the
-    kernel still writes back an earlier round's (or benchmark's) gigabyte is throttled by it:
-    rounds of one run took 220 to 1354 ms without this; a job saves long after its last one."""
+    kernel still writes back an earlier round's (or benchmark's) gigabyte is throttled by it,
+    and a training job saves long after its previous save was written back."""
     os.sync()
 
 

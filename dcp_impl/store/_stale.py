@@ -59,8 +59,7 @@ def abandoned_segments(root: str) -> set[str]:
     abandoned = set()
     for folder in _segments(root):
         with contextlib.suppress(OSError):  # removed meanwhile: not left behind
-            pids = _members(folder)
-            if all(map(process_gone, pids)):
+            if all(map(process_gone, _members(folder, os.listdir(folder)))):
                 abandoned.add(os.path.basename(folder))
     return abandoned
 
@@ -70,10 +69,9 @@ def _segments(root: str) -> list[str]:
         return [e.path for e in entries if SEGMENT_NAME.fullmatch(e.name) and e.is_dir()]
 
 
-def _members(folder: str) -> list[str | None]:
-    """The pid marks of the ranks that joined ``folder``; OSError if it cannot be listed."""
-    marks = [n for n in os.listdir(folder) if n.startswith("pid-")]
-    return [read_mark(os.path.join(folder, n), PID_CHARS) for n in marks]
+def _members(folder: str, names: list[str]) -> list[str | None]:
+    """The pid marks, among ``folder``'s entries ``names``, of the ranks that joined it."""
+    return [read_mark(os.path.join(folder, n), PID_CHARS) for n in names if n.startswith("pid-")]
 
 
 def _stale(folder: str, timeout: float) -> bool:
@@ -82,7 +80,7 @@ def _stale(folder: str, timeout: float) -> bool:
         changed = max(os.stat(os.path.join(folder, n)).st_mtime for n in ["", *names])
         if time.time() - changed <= timeout:
             return False
-        pids = _members(folder)
+        pids = _members(folder, names)
     except OSError:
         return False  # removed meanwhile, or not ours to read
     return all(map(process_gone, pids))

@@ -209,7 +209,7 @@ def write_hashed(
 
 
 _HASHERS = min(8, os.cpu_count() or 1)
-"""Hashing threads shared by all writers: one per writing thread, up to 8."""
+"""Hashing threads shared by all writers: one per core, up to 8."""
 _hasher_lock = threading.Lock()
 _hasher_pool: ThreadPoolExecutor | None = None
 
