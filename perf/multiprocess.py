@@ -185,7 +185,11 @@ def main(argv: list[str] | None = None) -> None:
     size, procs = parse_size(args.size), [int(p) for p in args.procs.split(",")]
     backends = args.backends.split(",")
     root = args.root or tempfile.mkdtemp(prefix="perf-mp-ckpt-")
-    results = {n: measure(n, backends, size, args.rounds, root) for n in procs}
+    try:
+        results = {n: measure(n, backends, size, args.rounds, root) for n in procs}
+    finally:
+        if args.root is None:
+            shutil.rmtree(root, ignore_errors=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(
         f"{size / 2**20:.0f} MiB bf16x64 row-sharded, {args.rounds} rounds, {device}; "
@@ -193,8 +197,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     moved = sum(spec.nbytes for spec in bf16x64_specs(size))  # size, rounded to whole rows
     print(format_scaling(rows(results, moved, device)))
-    if args.root is None:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -127,18 +128,25 @@ def main(argv: list[str] | None = None) -> None:
         f"cpu/gloo, dcp_impl-fs, +{args.latency_ms:g} ms per read call; median seconds, "
         "aggregate GB/s delivered (N x bytes / time)"
     )
-    for n in procs:
-        times = measure(n, size, args.rounds, root, args.latency_ms / 1000)
-        cells = []
-        for mode in MODES:
-            seconds = statistics.median(times[mode])
-            read = (n if mode == "off" else 1) * size
-            cells.append(
-                f"{mode}: {seconds:.3f} s, {n * size / seconds / 1e9:.2f} GB/s, "
-                f"{read / 2**20:.0f} MiB from storage"
-            )
-        ratio = statistics.median(times["off"]) / statistics.median(times["shm"])
-        print(f"  {n}p  " + "  |  ".join(cells) + f"  |  shm speed-up {ratio:.2f}x")
+    try:
+        for n in procs:
+            _report(n, size, measure(n, size, args.rounds, root, args.latency_ms / 1000))
+    finally:
+        if args.root is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _report(n: int, size: int, times: dict[str, list[float]]) -> None:
+    cells = []
+    for mode in MODES:
+        seconds = statistics.median(times[mode])
+        read = (n if mode == "off" else 1) * size
+        cells.append(
+            f"{mode}: {seconds:.3f} s, {n * size / seconds / 1e9:.2f} GB/s, "
+            f"{read / 2**20:.0f} MiB from storage"
+        )
+    ratio = statistics.median(times["off"]) / statistics.median(times["shm"])
+    print(f"  {n}p  " + "  |  ".join(cells) + f"  |  shm speed-up {ratio:.2f}x")
 
 
 if __name__ == "__main__":

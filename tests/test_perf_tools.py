@@ -312,3 +312,20 @@ def test_bytes_check_measures_both_readers(capsys: pytest.CaptureFixture[str]) -
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("hf: 6 bytes entries, median of 1 interleaved loads")
     assert lines[1].startswith("check alone: 6 entries' bytes, median of 1")
+
+
+@pytest.mark.parametrize(
+    ("script", "argv"),
+    [
+        ("replicated", ["--procs", "2", "--size", "4MiB", "--rounds", "1"]),
+        ("multiprocess", ["--procs", "1", "--size", "4MiB", "--rounds", "1"]),
+    ],
+)
+def test_a_scaling_script_removes_the_checkpoint_it_made(
+    script: str, argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``--root`` each script saves into a temp folder of its own: 129 MiB a run were
+    left behind before."""
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    perf_module(script).main(argv)
+    assert list(tmp_path.iterdir()) == []
