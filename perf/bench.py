@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,8 @@ def measure(
             torch.cuda.synchronize()
             return result
 
+    if not benchmark.disabled:  # one untimed call in CI: no collection needed there
+        setup, teardown = _frozen_heap(setup, teardown)
     # One untimed round first: lazy imports, thread pools and allocator growth are paid once
     # per process, not once per night, and would otherwise land in whichever round is first.
     result = benchmark.pedantic(
@@ -75,6 +78,33 @@ def measure(
     )
     _throughput(benchmark, case)
     return result
+
+
+def _frozen_heap(
+    setup: Setup, teardown: Callable[..., None] | None
+) -> tuple[Setup, Callable[..., None]]:
+    """``setup`` and ``teardown`` wrapped so that each round starts after a full garbage
+    collection, with the heap frozen (``gc.freeze``) until the round ends.
+
+    A full collection walks every object of the process: torch's own and the harness's as
+    well as the subject's. Where one fell inside a round it cost that round as much as the
+    load being timed (perf/README.md, "What is measured"), and which rounds it fell in was
+    luck. Frozen, the collections a round triggers walk only what the round made, so each
+    subject still pays for the garbage it makes, and only for that.
+    """
+
+    def frozen_setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        made = setup()
+        gc.collect()
+        gc.freeze()
+        return made
+
+    def thawed_teardown(*args: Any, **kwargs: Any) -> None:
+        gc.unfreeze()
+        if teardown is not None:
+            teardown(*args, **kwargs)
+
+    return frozen_setup, thawed_teardown
 
 
 def record(benchmark: Any, case: Case, seconds: Sequence[float]) -> None:

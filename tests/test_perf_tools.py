@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -329,3 +331,54 @@ def test_a_scaling_script_removes_the_checkpoint_it_made(
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     perf_module(script).main(argv)
     assert list(tmp_path.iterdir()) == []
+
+
+class _Benchmark:
+    """pytest-benchmark's fixture as far as ``perf.bench.measure`` uses it: ``pedantic``
+    calls ``setup``, the target and ``teardown`` (with the setup's arguments) each round."""
+
+    disabled = False
+    stats = None
+
+    def __init__(self) -> None:
+        self.extra_info: dict[str, Any] = {}
+        self.group = ""
+
+    def pedantic(self, target: Any, *, setup: Any, teardown: Any, rounds: int, **_: Any) -> Any:
+        for _ in range(rounds + 1):  # the warm-up round too
+            args, kwargs = setup()
+            result = target(*args, **kwargs)
+            teardown(*args, **kwargs)
+        return result
+
+
+def test_a_round_starts_collected_with_the_heap_frozen() -> None:
+    """Garbage made before a round is gone when it starts, the heap stays frozen while it
+    runs (its collections walk only what it makes), and thawed after it."""
+    bench = perf_module("bench")
+    seen: list[tuple[bool, int]] = []
+    torn: list[int] = []
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        garbage = Cycle()
+        ref = weakref.ref(garbage)
+        del garbage
+        return (ref,), {}
+
+    def target(ref: weakref.ref[Cycle]) -> int:
+        seen.append((ref() is None, gc.get_freeze_count()))
+        return len(seen)
+
+    def teardown(ref: weakref.ref[Cycle]) -> None:
+        torn.append(gc.get_freeze_count())
+
+    case = bench.Case("load", "w", "s", "backend", 1)
+    assert bench.measure(_Benchmark(), case, target, setup, rounds=2, teardown=teardown) == 3
+    assert [collected for collected, _ in seen] == [True] * 3
+    assert all(frozen > 0 for _, frozen in seen)
+    assert torn == [0, 0, 0]
+    assert gc.get_freeze_count() == 0
