@@ -18,10 +18,12 @@ from dcp_impl.testing import tuned
 from dcp_impl.transfer import (
     MAX_PIECE_SIZE,
     MIN_PIECE_SIZE,
+    PIECE_SIZE,
     Checksums,
     Digest,
     ItemWriter,
     piece_checksum,
+    piece_size_for,
 )
 
 
@@ -78,11 +80,27 @@ def test_a_writer_writes_everything_in_order_and_hashes_it(
     out = _ListWriter(piece)
     with tuned(write_step=step):
         found = out.write_bytes(data).checksum
-    assert found == _expected_pieces(data, piece)
+    assert found == _expected_pieces(data, piece_size_for(size, piece))
     assert found == piece_checksum(data, piece)
     assert b"".join(out.written) == data
     if size > piece:
         assert all(len(p) <= max(piece, step) for p in out.written)
+
+
+@given(
+    limit=st.integers(2 * MIN_PIECE_SIZE, 3 * MIN_PIECE_SIZE),
+    length=st.integers(0, 12 * MIN_PIECE_SIZE),
+    steps=st.integers(1, 8),
+)
+def test_a_writer_cuts_a_long_item_into_balanced_pieces(
+    limit: int, length: int, steps: int
+) -> None:
+    data = bytes(i % 251 for i in range(length))
+    out = _ListWriter(limit)
+    with tuned(write_step=steps * MIN_PIECE_SIZE):
+        found = out.write_bytes(data).checksum
+    assert found == _expected_pieces(data, piece_size_for(length, limit))
+    assert b"".join(out.written) == data
 
 
 def test_a_writer_hashes_beside_the_write() -> None:
@@ -105,11 +123,37 @@ def test_piece_checksums_parse_back(length: int, extra: int) -> None:
     piece = MIN_PIECE_SIZE + extra
     data = bytes(i % 251 for i in range(length))
     parsed = Checksums.parse(piece_checksum(data, piece), length)
-    assert parsed.count == max(1, -(-length // piece))
+    assert parsed.count == max(1, -(-length // piece_size_for(length, piece)))
     for k in range(parsed.count):
         start, stop = parsed.span(k)
         assert parsed.found(data[start:stop]) == parsed.digest(k)
     assert parsed.touching(0, length) == range(parsed.count if length else 0)
+
+
+@given(length=st.integers(1, 1 << 40), limit=st.integers(MIN_PIECE_SIZE, MAX_PIECE_SIZE))
+def test_pieces_are_few_and_never_too_small(length: int, limit: int) -> None:
+    size = piece_size_for(length, limit)
+    if length <= limit:  # one piece: the whole-item form
+        assert size == limit
+        return
+    assert MIN_PIECE_SIZE <= size <= limit
+    assert -(-length // size) < 2 * -(-length // limit)  # fewer than twice as many as fixed
+
+
+@given(
+    parts=st.integers(1, 10).map(lambda k: 1 << k),
+    per_part=st.integers(PIECE_SIZE // 2 + 1, PIECE_SIZE),
+)
+def test_halves_quarters_and_eighths_start_on_piece_boundaries(parts: int, per_part: int) -> None:
+    """An item of 2**k equal parts of at most a piece each (rows of a row shard, say) has
+    exactly those parts as pieces, so any split of it into 2**j equal shares (j <= k), as
+    resharding from N to 2**j * N ranks makes, starts each share on a piece boundary."""
+    length = parts * per_part
+    size = piece_size_for(length)
+    assert size == per_part
+    for shares in (2, 4, 8):
+        if shares <= parts:
+            assert all(length * j // shares % size == 0 for j in range(shares))
 
 
 def test_touching_names_only_the_pieces_of_a_byte_range() -> None:

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 from _metadata import as_version
-from _reads import PreadOnly, bytes_of, chunk_values, read_request, region, store_chunk
+from _reads import (
+    PreadOnly,
+    bytes_of,
+    chunk_values,
+    counting_preadv,
+    read_request,
+    region,
+    store_chunk,
+)
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from torch.distributed.checkpoint.api import CheckpointException
@@ -71,22 +79,31 @@ def _non_empty_sub_box(draw: st.DrawFn, shape: tuple[int, ...]) -> Box:
     shape=st.sampled_from([(64, 48), (3, 40, 37), (9000,), (128, 33)]),
     dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.int64]),
     mode=st.sampled_from(MODES),
+    limit=st.sampled_from([PIECE, 3 * PIECE + 1, 5 * PIECE]),  # fixed and balanced pieces
 )
 def test_damage_fails_a_read_exactly_where_the_read_touches_it(
-    tmp_path: Path, data: st.DataObject, shape: tuple[int, ...], dtype: torch.dtype, mode: str
+    tmp_path: Path,
+    data: st.DataObject,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    mode: str,
+    limit: int,
 ) -> None:
     chunk = chunk_values(shape, dtype, seed=len(shape))
     path = tmp_path / f"{uuid.uuid4().hex}.bin"  # tmp_path is shared by all examples
-    stored = store_chunk(path, chunk, piece_size=PIECE)
-    assert stored.checksum.startswith(f"xxh3_64@{PIECE}:")
+    stored = store_chunk(path, chunk, piece_size=limit)
+    size = transfer.piece_size_for(stored.length, limit)
+    one_piece = stored.length <= limit
+    assert stored.checksum.startswith("xxh3_64:" if one_piece else f"xxh3_64@{size}:")
     sub = data.draw(_non_empty_sub_box(shape), label="sub")
     damaged = data.draw(st.integers(0, stored.length - 1), label="damaged byte")
     _damage(path, stored.offset + damaged)
     start, length, _ = byte_span(shape, sub, dtype.itemsize)
-    piece = range(damaged // PIECE * PIECE, (damaged // PIECE + 1) * PIECE)
+    piece = range(damaged // size * size, (damaged // size + 1) * size)
     if not _needed_bytes(chunk, sub).isdisjoint(piece):
         event("damage in a piece the read needs")
-        with pytest.raises(CorruptCheckpointError, match=r"piece \d+ of \d+\) fails its checksum"):
+        which = "" if one_piece else r"piece \d+ of \d+\) "
+        with pytest.raises(CorruptCheckpointError, match=which + "fails its checksum"):
             _read(path, stored, chunk, sub, mode)
     elif piece.stop <= start or start + length <= piece.start:
         event("damage in a piece outside the read's span")
@@ -184,13 +201,14 @@ def test_a_checkpoint_holds_piece_checksums_that_verify_checks(
     state = _save(tmp_path)
     doc = json.loads((tmp_path / METADATA_FILE).read_text())
     assert doc["format_version"] >= 3  # piece checksums came with version 3
-    assert sum(c.startswith("xxh3_64@1048576:") for c in doc["storage_data"]["checksum"]) == 1
+    # "w" (2 457 600 bytes) in the fewest equal pieces of at most 1 MiB, a power of two of them
+    assert sum(c.startswith("xxh3_64@614400:") for c in doc["storage_data"]["checksum"]) == 1
     assert all(bytes_of(_load(tmp_path)[k]) == bytes_of(v) for k, v in state.items())
     assert cli_main(["verify", str(tmp_path)]) == 0
     _damage_last_byte_of(tmp_path, "w")
     assert cli_main(["verify", str(tmp_path)]) == 1
-    assert "(piece 2 of 3) fails its checksum" in capsys.readouterr().err
-    with pytest.raises(CheckpointException, match=r"piece 2 of 3\) fails its checksum"):
+    assert "(piece 3 of 4) fails its checksum" in capsys.readouterr().err
+    with pytest.raises(CheckpointException, match=r"piece 3 of 4\) fails its checksum"):
         _load(tmp_path)
 
 
@@ -206,3 +224,41 @@ def test_a_version_2_checkpoint_still_loads_and_verifies(
         _load(tmp_path)
     assert cli_main(["verify", str(tmp_path)]) == 1
     assert "piece" not in capsys.readouterr().err  # one digest: the whole item
+
+
+@pytest.mark.parametrize(
+    ("length", "rows"),
+    [(768, (0, 384)), (768, (384, 768)), (1536, (384, 768)), (1536, (1152, 1536))],
+)
+def test_a_half_or_quarter_of_a_row_shard_reads_only_its_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, length: int, rows: tuple[int, int]
+) -> None:
+    """Resharding rows by a factor of two or four (halves of a 1.5 MiB chunk, quarters of a
+    3 MiB one) reads and hashes just the share's bytes, with the pieces writers make by
+    default: with fixed 1 MiB pieces the second half of 1.5 MiB read 1.5 MiB."""
+    chunk = chunk_values((length, 1024), torch.bfloat16)
+    path = tmp_path / "d.bin"
+    stored = store_chunk(path, chunk)
+    sub = Box((rows[0], 0), (rows[1] - rows[0], 1024))
+    read = counting_preadv(monkeypatch)
+    loaded = _read(path, stored, chunk, sub, "mapped")
+    assert bytes_of(loaded) == bytes_of(region(chunk, sub))
+    assert sum(read) == (rows[1] - rows[0]) * 1024 * 2
+
+
+def test_a_span_of_a_one_piece_item_reads_the_item_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Half of an item of one piece (512 KiB) is read with the whole item into scratch and
+    checked there: one ``preadv`` of the item, not its pages faulted in from the mapping."""
+    chunk = chunk_values((256, 1024), torch.bfloat16)
+    path = tmp_path / "d.bin"
+    stored = store_chunk(path, chunk)
+    assert "@" not in stored.checksum
+    sub = Box((128, 0), (128, 1024))
+    read = counting_preadv(monkeypatch)
+    assert bytes_of(_read(path, stored, chunk, sub, "mapped")) == bytes_of(region(chunk, sub))
+    assert read == [stored.length]
+    _damage(path, stored.offset)  # outside the half, inside its one piece
+    with pytest.raises(CorruptCheckpointError, match="fails its checksum"):
+        _read(path, stored, chunk, sub, "mapped")

@@ -41,7 +41,8 @@ store's opener and coalescing). The name: ``io`` shadowed the standard library's
 (``dcp_impl.io`` stays one release as a deprecated alias).
 
 Checksums have one ``xxh3_64`` digest per piece of an item (:func:`piece_checksum`,
-:class:`Checksums`: ``"xxh3_64@1048576:<16 hex digits per MiB>"``, or ``"xxh3_64:<16 hex
+:class:`Checksums`: ``"xxh3_64@<piece size>:<16 hex digits per piece>"``, pieces of at most
+1 MiB cutting the item into a power of two (:func:`piece_size_for`), or ``"xxh3_64:<16 hex
 digits>"`` for an item of one piece, which is also what version-2 checkpoints hold for every
 item). With ``verify=True``, :func:`read_into` never lets a byte of an item reach a destination
 before the piece holding it passed its check (how: docs/architecture.md, as above). A mismatch,
@@ -60,6 +61,7 @@ from dcp_impl.transfer._checksum import (
     Digest,
     checksum,
     piece_checksum,
+    piece_size_for,
 )
 from dcp_impl.transfer._load import (
     BytesSink,
@@ -104,6 +106,7 @@ __all__ = [
     "Digest",
     "checksum",
     "piece_checksum",
+    "piece_size_for",
     "StoredRange",
     "ItemWriter",
     "tensor_bytes",

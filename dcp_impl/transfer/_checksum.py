@@ -28,6 +28,7 @@ __all__ = [
     "MAX_PIECE_SIZE",
     "checksum",
     "piece_checksum",
+    "piece_size_for",
     "Checksums",
     "Digest",
     "write_hashed",
@@ -35,8 +36,9 @@ __all__ = [
 
 CHECKSUM_ALGORITHM = "xxh3_64"
 PIECE_SIZE = 1 << 20
-"""The piece size writers use: 16 hex digits of metadata per MiB stored (0.0015 %), and the
-most a sub-box read hashes beyond the bytes it needs is two pieces per contiguous span."""
+"""The largest piece writers use (:func:`piece_size_for`): at most 32 hex digits of metadata
+per MiB stored (0.003 %), and the most a sub-box read hashes beyond the bytes it needs is two
+pieces per contiguous span."""
 MIN_PIECE_SIZE = 1 << 12
 """Smallest piece size a document may declare: smaller pieces cost more metadata than bytes."""
 MAX_PIECE_SIZE = 1 << 30
@@ -51,14 +53,31 @@ def checksum(data: memoryview | bytes) -> str:
     return f"{CHECKSUM_ALGORITHM}:{xxhash.xxh3_64_hexdigest(data)}"
 
 
+def piece_size_for(length: int, limit: int = PIECE_SIZE) -> int:
+    """The piece size of an item of ``length`` bytes, pieces being at most ``limit`` bytes:
+    the item cut into the fewest equal pieces, a power of two of them (the last one shorter
+    where the length does not divide), but none under :data:`MIN_PIECE_SIZE` bytes.
+
+    A power of two, so that the halves, quarters and eighths of the item start on piece
+    boundaries. Resharding rows by a factor of two, as a job does that doubles its ranks,
+    then reads and hashes only the bytes it loads, where fixed pieces would cut through the
+    middle of pieces and read them whole (docs/format.md, "Piece checksums").
+    """
+    if length <= limit:
+        return limit
+    count = 1 << (-(-length // limit) - 1).bit_length()  # the power of two >= length / limit
+    return max(-(-length // count), min(limit, MIN_PIECE_SIZE))
+
+
 def piece_checksum(data: memoryview | bytes, piece_size: int = PIECE_SIZE) -> str:
-    """The checksum text of ``data`` cut into pieces of ``piece_size`` bytes (one digest, the
-    whole-item form, when ``data`` fits in one piece)."""
+    """The checksum text of ``data`` cut into pieces of at most ``piece_size`` bytes
+    (:func:`piece_size_for`; one digest, the whole-item form, when ``data`` fits in one)."""
     view = memoryview(data).cast("B")
     if len(view) <= piece_size:
         return checksum(view)
-    digests = [_digest(view[i : i + piece_size]) for i in range(0, len(view), piece_size)]
-    return _pieced(piece_size, digests)
+    size = piece_size_for(len(view), piece_size)
+    digests = [_digest(view[i : i + size]) for i in range(0, len(view), size)]
+    return _pieced(size, digests)
 
 
 def _digest(data: memoryview | bytes) -> str:
@@ -176,8 +195,8 @@ def write_hashed(
     step: int,
 ) -> str:
     """Pass ``data`` to ``write`` in order, in steps of about ``step`` bytes (a whole number
-    of pieces), and return its checksum text, one digest per piece of ``piece_size`` bytes
-    (:func:`piece_checksum`).
+    of pieces), and return its checksum text, one digest per piece of at most ``piece_size``
+    bytes (:func:`piece_checksum`).
 
     Data over one step is hashed on a thread of the process's hashing pool while ``write``
     runs (both release the GIL), so the checksum costs almost no time where a second core is
@@ -187,6 +206,7 @@ def write_hashed(
     if len(data) <= piece_size:
         write(data)
         return checksum(data)
+    piece_size = piece_size_for(len(data), piece_size)
     step = max(piece_size, step // piece_size * piece_size)
     digests: list[str] = []
 

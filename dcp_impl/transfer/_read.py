@@ -175,11 +175,18 @@ class _Reader:
             self._copy_checked_staged(request, targets)
 
     def _spans_pieces(self, request: ReadRequest) -> bool:
-        """Whether a span of the item is best read piece by piece: its pieces are small
-        (not one whole-item checksum) and reads are cheap (local, mappable files)."""
+        """Whether a span of the item is best read piece by piece: its pieces are small (not
+        one whole-item checksum of more than a hashing step) and reads are cheap (local,
+        mappable files).
+
+        A short item of one piece is read whole into scratch too, where the span cuts it:
+        checking it in the mapped file instead faults its pages in one by one, which took
+        longer than reading it (perf/README.md, "Measurements behind dcp_impl's I/O
+        constants")."""
         pieces = request.pieces
         assert pieces is not None
-        return pieces.piece_size is not None and isinstance(self._open(request), Mappable)
+        small = pieces.piece_size is not None or request.length <= _verified.HASH_STEP
+        return small and isinstance(self._open(request), Mappable)
 
     def _copy_checked_in_place(
         self, request: ReadRequest, targets: list[Target], item: torch.Tensor

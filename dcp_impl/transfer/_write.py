@@ -66,13 +66,14 @@ class ItemWriter(Protocol):
     protocols honour) make a subclass that misses one fail when it is made, not when a save
     is half written. The methods with bodies are what explicit subclasses inherit.
 
-    Each item's checksum has one digest per ``piece_size`` bytes (``PIECE_SIZE``, 1 MiB, by
-    default), so that a read of part of an item checks only the pieces it touches."""
+    Each item's checksum has one digest per piece of at most ``piece_size`` bytes
+    (``PIECE_SIZE``, 1 MiB, by default; :func:`~dcp_impl.transfer.piece_size_for`), so that a
+    read of part of an item checks only the pieces it touches."""
 
     path: str
     """The file, as read requests and error messages name it."""
     piece_size: int
-    """Bytes per checksum digest."""
+    """The most bytes one checksum digest covers."""
     _offset: int
 
     def __init__(self, path: str, *, piece_size: int = PIECE_SIZE) -> None:
