@@ -92,9 +92,9 @@ def _best_seconds(call: Callable[[], None], rounds: int = 2) -> float:
 def _frozen_heap() -> Iterator[None]:
     """Collect, then freeze what the process holds until the block ends, so that a full
     collection inside walks only what the block made. Unfrozen, the full collections that
-    10 times the chunks trigger walk all of torch's objects as well, and the built-ins
-    measured 14-16x instead of 10-11x at the nightly size: a cost of the process, not of the
-    backend, and one that grows with whatever else the process holds."""
+    10 times the chunks trigger walk all of torch's objects as well: a cost of the process,
+    not of the backend, that grows with whatever else the process holds, and that once failed
+    linear backends (docs/known-bugs.md, "Withdrawn")."""
     gc.collect()
     gc.freeze()
     try:
