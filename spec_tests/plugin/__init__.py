@@ -300,11 +300,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # A kit class's own entries name its tests by function name, and come first.
         candidates = [(e, item.name, kit_used) for e in kits.get(kit_class(item), ())]
         candidates += [(e, ids[item.nodeid], used) for e in specific_first]
+        judged = False
         for entry, name, seen in candidates:
-            if entry.matches(name):
+            if not entry.matches(name):
+                continue
+            if not judged:
                 expect(item, entry)
+                judged = True
                 seen.add(id(entry))
-                break
+            elif entry.test != "*":
+                # Shadowed (a configuration restating its base's entry), not stale: it still
+                # names a test that exists. A catch-all that judges nothing is stale.
+                seen.add(id(entry))
     modules = {nodeid.split("::", 1)[0] for nodeid in ids.values()}
     state.unmatched = [
         e for e in state.entries if id(e) not in used and not _not_collected(e, modules, config)
