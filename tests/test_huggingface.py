@@ -6,6 +6,7 @@ Multi-rank saves are simulated with spec_tests.sim.harness, which calls the back
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import os
@@ -163,6 +164,31 @@ def test_structured_header_fuzz_only_raises_corrupt(doc: dict[str, Any], data: i
     except CorruptCheckpointError:
         return
     assert sum(e.length for e in header.entries.values()) == data
+
+
+def test_a_header_is_parsed_with_the_collector_paused() -> None:
+    """A header of many entries is an object per field and no cycle: a full collection during
+    the parse would walk the caller's whole heap to free nothing (as the metadata codec)."""
+    doc = {
+        f"t{k}": {"dtype": "F32", "shape": [1], "data_offsets": [4 * k, 4 * k + 4]}
+        for k in range(50_000)
+    }
+    blob = json.dumps(doc).encode()
+    collections: list[int] = []
+    gc.collect()  # from empty generations: the one collection the paused parse leaves is young
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            collections.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        header = hf_files.parse_header(blob, 8 + len(blob) + 200_000, "many.safetensors")
+    finally:
+        gc.callbacks.remove(count)
+    assert len(header.entries) == 50_000
+    assert collections == []
+    assert gc.isenabled()
 
 
 def test_index_naming_files_outside_the_folder_is_corrupt(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from dcp_impl import dtypes
+from dcp_impl._collector import collector_paused
 from dcp_impl.dtypes import DtypeInfo
 from dcp_impl.errors import CheckpointError, CorruptCheckpointError, UnknownDtypeError
 
@@ -140,6 +141,11 @@ def read_header(
 
 def parse_header(blob: bytes, file_size: int, path: str) -> Header:
     """Strictly parse header JSON ``blob`` of a ``file_size``-byte file (see module docstring)."""
+    with collector_paused():  # an object per entry field, no cycles: as the metadata codec
+        return _parse_header(blob, file_size, path)
+
+
+def _parse_header(blob: bytes, file_size: int, path: str) -> Header:
     data_start = _LEN_BYTES + len(blob)
     try:
         doc = strict_json(blob.decode())

@@ -14,13 +14,11 @@ geometry checks of :func:`validate` in :mod:`dcp_impl.metadata._validate`.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
-from collections.abc import Iterator
 
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
+from dcp_impl._collector import collector_paused
 from dcp_impl.errors import InvalidMetadataError
 from dcp_impl.metadata._decode import decode, parse
 from dcp_impl.metadata._encode import encode
@@ -74,7 +72,7 @@ def loads(text: str | bytes | bytearray) -> Metadata:
     Checks structure, types and ranges (see docs/format.md), not geometry:
     call :func:`validate` for chunk bounds, overlaps and coverage.
     """
-    with _collector_paused():
+    with collector_paused():
         # Read at call time: the limit is a module attribute callers (and tests) may lower.
         document = parse(text, limit=MAX_METADATA_BYTES)
         try:
@@ -92,26 +90,8 @@ def validate(metadata: Metadata, *, allow_partial: bool = False) -> None:
     existing entry (and, for tensors, one of its chunks' offsets). Costs O(n log n) in the
     number of chunks (docs/format.md, "Costs and limits").
     """
-    with _collector_paused():
+    with collector_paused():
         _validate_geometry(metadata, allow_partial=allow_partial)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a document is parsed and decoded.
-
-    Decoding allocates millions of objects, none in a reference cycle; every few hundred
-    allocations would start a collection that finds nothing to free and, on a heap this
-    large, costs more than the decoding itself (perf/README.md "Metadata codec").
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def with_load_id(metadata: Metadata, load_id: str) -> Metadata:
