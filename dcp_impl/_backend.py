@@ -1,6 +1,7 @@
 """What dcp_impl's two backends share beyond the store and the read pipeline: where their
 writers and readers point (:class:`StoreLocated`), how a reader serves a load plan
-(:class:`StoreReading`), the check of the ``verify`` option and a rank's failed writes."""
+(:class:`StoreReading`) and finds each item's bytes (:class:`Locator`), the check of the
+``verify`` option and a rank's failed writes."""
 
 from __future__ import annotations
 
@@ -11,17 +12,32 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from torch.distributed.checkpoint.metadata import MetadataIndex
+import torch
+from torch.distributed.checkpoint.metadata import (
+    BytesStorageMetadata,
+    ChunkStorageMetadata,
+    Metadata,
+    MetadataIndex,
+    TensorStorageMetadata,
+)
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner
 from torch.futures import Future
 
 from dcp_impl import transfer
 from dcp_impl._torch_options import check_count
-from dcp_impl.errors import InvalidOptionError, WriteFailedError
+from dcp_impl.errors import InvalidMetadataError, InvalidOptionError, WriteFailedError
+from dcp_impl.metadata import ItemLocation
 from dcp_impl.safe_load import PicklePolicy, deliver_bytes
 from dcp_impl.store import SharedReader, Store, is_checkpoint_id, open_store
 
-__all__ = ["StoreLocated", "StoreReading", "check_flag", "check_verify", "nothing_committed"]
+__all__ = [
+    "Locator",
+    "StoreLocated",
+    "StoreReading",
+    "check_flag",
+    "check_verify",
+    "nothing_committed",
+]
 
 CheckpointId = str | os.PathLike[str] | Store
 
@@ -48,6 +64,60 @@ class StoreLocated:
         return is_checkpoint_id(checkpoint_id)
 
 
+class Locator:
+    """Where each storage key's bytes are, from the committed metadata: a
+    :class:`~dcp_impl.transfer.StoredItem` made when a read asks for the key, in O(1), so a
+    rank's plan costs time in its own items, not in every item of the checkpoint."""
+
+    def __init__(self, store: Store, metadata: Metadata) -> None:
+        self._store, self._metadata = store, metadata
+        self._by_offsets: dict[str, dict[tuple[int, ...], ChunkStorageMetadata]] = {}
+
+    def __call__(self, index: MetadataIndex) -> transfer.StoredItem:
+        location = self._metadata.storage_data.get(index)
+        if not isinstance(location, ItemLocation):
+            raise InvalidMetadataError(
+                f"{self._store.url}: expected an ItemLocation for {index}, found {location!r}"
+            )
+        entry = self._metadata.state_dict_metadata.get(index.fqn)
+        sizes: tuple[int, ...]
+        if isinstance(entry, BytesStorageMetadata):
+            sizes, dtype = (location.length,), torch.uint8
+            label = f"{index.fqn!r} (bytes)"
+        elif isinstance(entry, TensorStorageMetadata):
+            chunk = self._chunk(entry, index)
+            sizes, dtype = tuple(chunk.sizes), entry.properties.dtype
+            label = f"{index.fqn!r} chunk at offsets {tuple(chunk.offsets)}"
+        else:
+            raise InvalidMetadataError(f"{self._store.url}: no metadata entry for {index.fqn!r}")
+        return transfer.StoredItem(
+            self._store.path(location.path),
+            location.offset,
+            location.length,
+            sizes,
+            dtype,
+            location.checksum,
+            label,
+        )
+
+    def _chunk(self, entry: TensorStorageMetadata, index: MetadataIndex) -> ChunkStorageMetadata:
+        """The key's chunk: by the planner's index hint, else by offsets (a table per tensor,
+        built on first use)."""
+        chunks = entry.chunks
+        hint = index.index
+        if hint is not None and 0 <= hint < len(chunks) and chunks[hint].offsets == index.offset:
+            return chunks[hint]  # the hint is probed first, as torch does
+        table = self._by_offsets.get(index.fqn)
+        if table is None:
+            table = self._by_offsets[index.fqn] = {}
+            for chunk in chunks:  # the first chunk at given offsets wins, as a scan finds it
+                table.setdefault(tuple(chunk.offsets), chunk)
+        found = table.get(tuple(index.offset or ()))
+        if found is None or index.offset is None:
+            raise InvalidMetadataError(f"{index.fqn!r}: no stored chunk at offsets {index.offset}")
+        return found
+
+
 class StoreReading(StoreLocated):
     """A reader's plan served by the one read pipeline (:func:`dcp_impl.transfer.read_items`),
     with the shared reads of ``share_reads`` (:class:`dcp_impl.store.SharedReader`) where on."""
@@ -59,6 +129,7 @@ class StoreReading(StoreLocated):
     convert_dtypes: bool = False
     share_reads: transfer.ShareReads = None
     share_timeout: float = transfer.DEFAULT_SHARE_TIMEOUT
+    _locator: Locator | None = None
 
     def _configure(
         self,
@@ -82,6 +153,21 @@ class StoreReading(StoreLocated):
         self.thread_count, self.verify, self.pickle_policy = thread_count, verify, pickle_policy
         self.max_inflight_bytes, self.convert_dtypes = max_inflight_bytes, convert_dtypes
         self.share_reads, self.share_timeout = share_reads, share_timeout
+
+    def _set_up(self, metadata: Metadata) -> None:
+        """``set_up_storage_reader``: find this load's items in ``metadata`` from now on."""
+        if not isinstance(metadata.storage_data, dict):
+            raise InvalidMetadataError(
+                f"{self.store.url}: expected storage_data mapping items to ItemLocations, "
+                f"found {type(metadata.storage_data).__name__}"
+            )
+        self._locator = Locator(self.store, metadata)
+
+    def _locate(self, index: MetadataIndex) -> transfer.StoredItem:
+        """Where ``index``'s bytes are, in the metadata given to ``set_up_storage_reader``."""
+        if self._locator is None:
+            raise RuntimeError("read_data called before set_up_storage_reader")
+        return self._locator(index)
 
     def _share_local(self, plan: LoadPlan) -> LoadPlan:
         """``prepare_local_plan``: with shared reads, tell the coordinator this rank's host."""

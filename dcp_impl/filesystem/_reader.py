@@ -7,13 +7,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from torch.distributed.checkpoint.metadata import (
-    BytesStorageMetadata,
-    ChunkStorageMetadata,
     Metadata,
-    MetadataIndex,
-    TensorStorageMetadata,
 )
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner
 from torch.distributed.checkpoint.storage import StorageReader
@@ -23,7 +18,7 @@ from dcp_impl import _torch_options as options
 from dcp_impl import metadata as metadata_format
 from dcp_impl import transfer
 from dcp_impl._backend import StoreReading
-from dcp_impl.errors import CheckpointNotFoundError, InvalidMetadataError
+from dcp_impl.errors import CheckpointNotFoundError
 from dcp_impl.filesystem import _ranklocal
 from dcp_impl.filesystem._writer import METADATA_FILE
 from dcp_impl.safe_load import DEFAULT_MAX_EXPANSION, PicklePolicy, SafeGlobal
@@ -111,7 +106,6 @@ class FileSystemReader(StoreReading, StorageReader):
         self.storage_options = storage_options
         self.store = open_store(path, storage_options)
         self.load_id = uuid.uuid4().hex
-        self._metadata: Metadata | None = None
 
     def reset(
         self, checkpoint_id: str | os.PathLike[str] | Store | None = None, **kwargs: Any
@@ -119,7 +113,7 @@ class FileSystemReader(StoreReading, StorageReader):
         # docstring inherited
         self._retarget(checkpoint_id)
         self.load_id = uuid.uuid4().hex
-        self._metadata = None
+        self._locator = None
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         """The checkpoint's metadata: ``.metadata.json``, else every rank's metadata file of a
@@ -142,12 +136,7 @@ class FileSystemReader(StoreReading, StorageReader):
         self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any
     ) -> None:
         # docstring inherited
-        if not isinstance(metadata.storage_data, dict):
-            raise InvalidMetadataError(
-                f"{self.store.url}: expected storage_data mapping items to ItemLocations, "
-                f"found {type(metadata.storage_data).__name__}"
-            )
-        self._metadata = metadata
+        self._set_up(metadata)
 
     def prepare_local_plan(self, plan: LoadPlan, **kwargs: Any) -> LoadPlan:
         # docstring inherited
@@ -157,64 +146,8 @@ class FileSystemReader(StoreReading, StorageReader):
         # docstring inherited
         if self.share_reads is None:
             return plans
-        return self._share_global(plans, self._locator())
+        return self._share_global(plans, self._locate)
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner, **kwargs: Any) -> Future[None]:
         # docstring inherited
-        return self._read_all(plan, planner, self._locator())
-
-    def _locator(self) -> transfer.Locate:
-        if self._metadata is None:
-            raise RuntimeError("read_data called before set_up_storage_reader")
-        metadata = self._metadata
-        chunks = _Chunks()
-        return lambda index: _locate(self.store, metadata, chunks, index)
-
-
-def _locate(
-    store: Store, metadata: Metadata, chunks: _Chunks, index: MetadataIndex
-) -> transfer.StoredItem:
-    """Where ``index``'s bytes are stored, from the committed metadata."""
-    location = metadata.storage_data.get(index)
-    if not isinstance(location, metadata_format.ItemLocation):
-        raise InvalidMetadataError(
-            f"{store.url}: expected an ItemLocation for {index}, found {location!r}"
-        )
-    entry = metadata.state_dict_metadata.get(index.fqn)
-    sizes: tuple[int, ...]
-    if isinstance(entry, BytesStorageMetadata):
-        sizes, dtype = (location.length,), torch.uint8
-        label = f"{index.fqn!r} (bytes)"
-    elif isinstance(entry, TensorStorageMetadata):
-        chunk = chunks.find(entry, index)
-        sizes, dtype = tuple(chunk.sizes), entry.properties.dtype
-        label = f"{index.fqn!r} chunk at offsets {tuple(chunk.offsets)}"
-    else:
-        raise InvalidMetadataError(f"{store.url}: no metadata entry for {index.fqn!r}")
-    path = store.path(location.path)
-    return transfer.StoredItem(
-        path, location.offset, location.length, sizes, dtype, location.checksum, label
-    )
-
-
-class _Chunks:
-    """Finds a storage key's chunk in O(1): by the planner's index hint, else by offsets
-    (a table per tensor, built on first use), so a plan costs linear time in its items."""
-
-    def __init__(self) -> None:
-        self._by_offsets: dict[str, dict[tuple[int, ...], ChunkStorageMetadata]] = {}
-
-    def find(self, entry: TensorStorageMetadata, index: MetadataIndex) -> ChunkStorageMetadata:
-        chunks = entry.chunks
-        hint = index.index
-        if hint is not None and 0 <= hint < len(chunks) and chunks[hint].offsets == index.offset:
-            return chunks[hint]  # the hint is probed first, as torch does
-        table = self._by_offsets.get(index.fqn)
-        if table is None:
-            table = self._by_offsets[index.fqn] = {}
-            for chunk in chunks:  # the first chunk at given offsets wins, as a scan finds it
-                table.setdefault(tuple(chunk.offsets), chunk)
-        found = table.get(tuple(index.offset or ()))
-        if found is None or index.offset is None:
-            raise InvalidMetadataError(f"{index.fqn!r}: no stored chunk at offsets {index.offset}")
-        return found
+        return self._read_all(plan, planner, self._locate)

@@ -21,7 +21,6 @@ from typing import Any
 
 from torch.distributed.checkpoint.metadata import (
     Metadata,
-    MetadataIndex,
     StorageMeta,
 )
 from torch.distributed.checkpoint.planner import (
@@ -46,7 +45,6 @@ from dcp_impl._torch_options import check_count
 from dcp_impl.errors import (
     ConcurrentSaveError,
     InvalidMetadataError,
-    LayoutMismatchError,
     OverwriteRefusedError,
     UnknownDtypeError,
     UnsupportedError,
@@ -56,12 +54,10 @@ from dcp_impl.huggingface._consolidate import consolidate
 from dcp_impl.huggingface._folder import (
     BYTES_FILE,
     SIDECAR_NAME,
-    Stored,
     held_files,
     index_json,
     is_folder,
     read_folder,
-    stored_items,
     temp_name,
 )
 from dcp_impl.huggingface._journal import JOURNAL_NAME
@@ -330,7 +326,7 @@ class HuggingFaceReader(StoreReading, StorageReader):
         # docstring inherited
         self._retarget(checkpoint_id)
         self.load_id = uuid.uuid4().hex
-        self._stored: dict[MetadataIndex, Stored] = {}
+        self._locator = None
         self._seen: tuple[str | None, str | None] | None = None
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
@@ -343,7 +339,7 @@ class HuggingFaceReader(StoreReading, StorageReader):
         self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any
     ) -> None:
         # docstring inherited
-        self._stored = stored_items(metadata)
+        self._set_up(metadata)
         if self._seen is None:  # a rank that did not read the metadata itself
             self._seen = _commit_state(self.store)
 
@@ -371,15 +367,6 @@ class HuggingFaceReader(StoreReading, StorageReader):
                 f"{self.store.url}: expected the folder unchanged while loading, found a save "
                 "committed meanwhile; the loaded values may mix two saves: load again"
             )
-
-    def _locate(self, index: MetadataIndex) -> transfer.StoredItem:
-        stored = self._stored.get(index)
-        if stored is None:
-            raise LayoutMismatchError(
-                f"{self.store.url}: requested item {index.fqn!r} at offsets "
-                f"{tuple(index.offset or ())} is not in the checkpoint"
-            )
-        return stored.item(self.store, repr(index.fqn))
 
 
 def _commit_state(folder: Store) -> tuple[str | None, str | None]:
