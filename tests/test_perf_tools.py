@@ -329,6 +329,9 @@ def test_a_scaling_script_removes_the_checkpoint_it_made(
     """Without ``--root`` each script saves into a temp folder of its own: 129 MiB a run were
     left behind before."""
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    # Their ranks are spawned processes that import perf by name, as `python -m perf.NAME`
+    # run from the checkout finds it.
+    monkeypatch.syspath_prepend(str(_ROOT))
     perf_module(script).main(argv)
     assert list(tmp_path.iterdir()) == []
 
