@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +12,7 @@ import torch
 
 from perf.report import KINDS
 from perf.workloads import Piece
-from spec_tests.api import assert_bit_equal, region
+from spec_tests.api import assert_bit_equal, frozen_heap, region
 
 __all__ = ["Case", "OPS", "measure", "record", "check_loaded"]
 
@@ -83,8 +83,9 @@ def measure(
 def _frozen_heap(
     setup: Setup, teardown: Callable[..., None] | None
 ) -> tuple[Setup, Callable[..., None]]:
-    """``setup`` and ``teardown`` wrapped so that each round starts after a full garbage
-    collection, with the heap frozen (``gc.freeze``) until the round ends.
+    """``setup`` and ``teardown`` wrapped so that each round runs inside
+    :func:`spec_tests.api.frozen_heap`: it starts after a full garbage collection, with the
+    heap frozen until it ends.
 
     A full collection walks every object of the process: torch's own and the harness's as
     well as the subject's. Where one fell inside a round it cost that round as much as the
@@ -92,15 +93,15 @@ def _frozen_heap(
     luck. Frozen, the collections a round triggers walk only what the round made, so each
     subject still pays for the garbage it makes, and only for that.
     """
+    rounds = contextlib.ExitStack()
 
     def frozen_setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
         made = setup()
-        gc.collect()
-        gc.freeze()
+        rounds.enter_context(frozen_heap())
         return made
 
     def thawed_teardown(*args: Any, **kwargs: Any) -> None:
-        gc.unfreeze()
+        rounds.close()
         if teardown is not None:
             teardown(*args, **kwargs)
 

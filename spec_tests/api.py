@@ -7,12 +7,14 @@ modules may move between releases; these names stay.
 """
 
 from spec_tests.backends import Backend, BackendSpecError, builtin, claims, load_backend
+from spec_tests.properties.scale import frozen_heap
 from spec_tests.sim import driver, locations, shardings
 from spec_tests.sim.harness import assert_bit_equal, region
 from spec_tests.sim.plain import Piece, PieceLoadPlanner, PieceSavePlanner
 from spec_tests.sim.ranks import check_ranks, run_ranks, spawn_ranks
 
 __all__ = [
+    "frozen_heap",
     "Backend",
     "BackendSpecError",
     "builtin",

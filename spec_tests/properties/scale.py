@@ -32,7 +32,7 @@ from spec_tests.plugin.profiles import NIGHTLY
 from spec_tests.properties.checks import Location, claimed
 from spec_tests.sim import harness
 
-__all__ = ["ATTEMPTS", "MEMORY_RATIO", "TIME_RATIO", "ScaleProperties", "sizes"]
+__all__ = ["ATTEMPTS", "MEMORY_RATIO", "TIME_RATIO", "ScaleProperties", "frozen_heap", "sizes"]
 
 TIME_RATIO = 15.0
 """Most times as long as 10 times the chunks may take to read and load. Linear costs plus a
@@ -81,7 +81,7 @@ def _best_seconds(call: Callable[[], None], rounds: int = 2) -> float:
     # CI machine stretch wall time at random, which a ratio of two runs cannot cancel.
     best = float("inf")
     for _ in range(rounds):
-        with _frozen_heap():
+        with frozen_heap():
             start = time.process_time()
             call()
             best = min(best, time.process_time() - start)
@@ -89,7 +89,7 @@ def _best_seconds(call: Callable[[], None], rounds: int = 2) -> float:
 
 
 @contextlib.contextmanager
-def _frozen_heap() -> Iterator[None]:
+def frozen_heap() -> Iterator[None]:
     """Collect, then freeze what the process holds until the block ends, so that a full
     collection inside walks only what the block made. Unfrozen, the full collections that
     10 times the chunks trigger walk all of torch's objects as well: a cost of the process,
